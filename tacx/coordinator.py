@@ -1,0 +1,1138 @@
+"""The coordinator: picks queued tasks by priority then age, runs their stages as daughters
+within the worker limits, and brings everything back after a crash.
+
+Every transition is committed (through the store's one writer) before anything acts on
+it: a stage is `running` in the store before its daughter starts, and its outcome is in
+the store, in the same transaction as the daughter's exit status, before the next stage
+reads it back. The engine imports no Textual: the dashboard and the headless reporter
+both listen to the same `EventBus`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tacx import records
+from tacx.events import EngineEvent, EventBus
+from tacx.home import Home
+from tacx.providers import builtin_providers, provider_kinds
+from tacx.providers.base import Outcome, Provider, StageContext, last_line
+from tacx.settings import Settings
+from tacx.store import Store
+from tacx.supervisor import Daughter, ExitInfo, Supervisor, read_status_file, same_process
+from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_text, render
+
+log = logging.getLogger(__name__)
+
+EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
+STRAGGLER_SWEEP_SECONDS = 10.0
+QUEUE_PAGE = 200
+TAIL_BYTES = 64 * 1024
+ERROR_TAIL_LINES = 8
+
+StopMode = Literal["stop", "leave"]
+
+
+@dataclass
+class StageState:
+    id: int
+    name: str
+    status: str
+    attempt: int
+    failures: int
+    ended_at: float | None = None
+
+
+@dataclass
+class TaskRun:
+    """A task this coordinator is running: its parsed workflow and its stages' states."""
+
+    id: int
+    trace_id: str
+    priority: int
+    title: str
+    workflow: Workflow
+    inputs: dict[str, str]
+    project_root: Path
+    workspace: Path | None
+    stages: dict[str, StageState]
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    runner: asyncio.Task[None] | None = None
+    user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
+    adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
+
+    def request_cancel(self) -> None:
+        self.user_cancelled = True
+        self.cancel.set()
+
+
+@dataclass
+class SlotRequest:
+    """A stage waiting for a worker; granted in order of task priority, then age."""
+
+    run: TaskRun
+    stage: str
+    candidates: list[str]
+    future: asyncio.Future[tuple[str, str]]
+    reason: str | None = None
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (-self.run.priority, self.run.id)
+
+
+class Interrupted(Exception):
+    """The coordinator is shutting down: leave the stage to be resumed later."""
+
+
+class Coordinator:
+    def __init__(
+        self,
+        home: Home,
+        store: Store,
+        settings: Settings | None = None,
+        *,
+        bus: EventBus | None = None,
+        providers: dict[str, Provider] | None = None,
+        max_workers: int | None = None,
+        exit_when_idle: bool = False,
+        only_task: int | None = None,
+    ) -> None:
+        self.home = home
+        self.store = store
+        self.settings = settings or Settings()
+        self.bus = bus or EventBus()
+        self.providers = providers or builtin_providers()
+        self.max_workers = max_workers or self.settings.max_workers
+        self.exit_when_idle = exit_when_idle
+        self.only_task = only_task
+        self.supervisor = Supervisor(
+            grace=self.settings.kill_grace,
+            sample_interval=self.settings.sample_interval,
+            on_sample=self._on_sample,
+        )
+        self.running: dict[int, TaskRun] = {}
+        self.paused = False
+        self.busy = 0
+        self.busy_by_provider: Counter[str] = Counter()
+        self.peak_busy = 0
+        self._requests: list[SlotRequest] = []
+        self._queue: list[tuple[int, int, str]] = []  # (id, priority, workflow_hash), best first
+        self._queue_stale = True
+        self._queue_exhausted = False
+        self._workflows: dict[str, Workflow] = {}
+        self._bulk_reason: str | None = None
+        self._wake = asyncio.Event()
+        self._done = asyncio.Event()
+        self._stopping: StopMode | None = None
+        self._watched: dict[int, tuple[TaskRun, str, StageSpec, asyncio.Event]] = {}
+        self._ended_since_sweep = False
+        self._background: list[asyncio.Task[None]] = []
+        self.exit_code = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Recover, then schedule until stopped (or idle, or the one task ended)."""
+        self.supervisor.start()
+        self.paused = await self.store.read(records.is_paused)
+        if self.only_task is None:
+            await self.recover()
+        self._background = [
+            asyncio.create_task(self._pump_loop(), name="tacx-pump"),
+            asyncio.create_task(self._watch_external(), name="tacx-external"),
+            asyncio.create_task(self._sweep_loop(), name="tacx-sweep"),
+        ]
+        self._kick()
+        try:
+            await self._done.wait()
+        finally:
+            await self._shutdown()
+
+    def stop(self, mode: StopMode = "stop") -> None:
+        """Stop: end running daughters and requeue their tasks ("stop"), or leave them
+        running to be re-adopted at the next start ("leave")."""
+        if self._stopping is None:
+            self._stopping = mode
+            self._done.set()
+
+    async def _shutdown(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        runners = [r.runner for r in self.running.values() if r.runner is not None]
+        if self._stopping == "leave":
+            for runner in runners:
+                runner.cancel()
+        else:
+            for run in self.running.values():
+                run.cancel.set()
+        await asyncio.gather(*runners, return_exceptions=True)
+        if self._stopping != "leave":
+            await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+        await self.supervisor.stop()
+        await self.store.flush()
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    def publish(self, kind: str, task_id: int | None = None, stage: str | None = None, **data: Any) -> None:
+        self.bus.publish(EngineEvent(kind, task_id, stage, data))
+
+    # -- recovery ----------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Reconcile every `running` row with the processes that really exist."""
+
+        def load(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+            tasks = conn.execute("SELECT * FROM tasks WHERE status = 'running' ORDER BY id").fetchall()
+            daughters = conn.execute("SELECT * FROM daughters WHERE ended_at IS NULL").fetchall()
+            return tasks, daughters
+
+        tasks, open_daughters = await self.store.read(load)
+        alive = await asyncio.to_thread(
+            lambda: {d["id"] for d in open_daughters if same_process(d["pid"], d["create_time"])}
+        )
+        keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
+        ended = await self.supervisor.sweep_stragglers(self.home.marker_prefix, keep)
+        if ended:
+            self.publish("recovery.stragglers_ended", pids=ended)
+            await self.store.write(
+                lambda c: records.add_event(c, None, None, "recovery.stragglers_ended", {"pids": ended})
+            )
+        by_stage = {d["stage_id"]: d for d in open_daughters}
+        # Daughters whose task is no longer running (a cancel raced a crash): end them.
+        running_ids = {t["id"] for t in tasks}
+        for d in open_daughters:
+            if d["task_id"] not in running_ids:
+                await self._close_orphan_daughter(d)
+        for row in tasks:
+            await self._resume_task(row, by_stage)
+
+    async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
+        daughter = self.supervisor.adopt(**self._adopt_args(d))
+        if not daughter.done:
+            await self.supervisor.terminate(daughter, "its task is no longer running")
+        info = daughter.exited.result()
+        await self.store.write(lambda c: self._close_daughter_row(c, d["id"], info))
+
+    def _adopt_args(self, d: sqlite3.Row) -> dict[str, Any]:
+        return dict(
+            pid=d["pid"],
+            create_time=d["create_time"],
+            argv=json.loads(d["argv"]),
+            log_path=Path(d["log_path"]),
+            status_path=Path(d["status_path"]),
+            marker=self._marker(d["task_id"], d["stage"], d["attempt"]),
+            started_at=d["started_at"],
+        )
+
+    async def _resume_task(self, row: sqlite3.Row, open_by_stage: dict[int, sqlite3.Row]) -> None:
+        try:
+            run = await self._load_run(row)
+        except Exception as exc:
+            await self._fail_unloadable(row["id"], exc)
+            return
+        interrupted: list[str] = []
+        for st in run.stages.values():
+            if st.status != "running":
+                continue
+            d = open_by_stage.get(st.id)
+            if d is None:
+                interrupted.append(st.name)  # crashed between the stage's start and its spawn
+                continue
+            daughter = self.supervisor.adopt(**self._adopt_args(d))
+            provider = await self.store.read(
+                lambda c, sid=st.id: c.execute("SELECT provider FROM stages WHERE id = ?", (sid,)).fetchone()[0]
+            )
+            run.adopted[st.name] = (daughter, provider or "")
+            self._take_slot(provider or "")
+
+        def note(conn: sqlite3.Connection) -> None:
+            for name in interrupted:
+                conn.execute(
+                    "UPDATE stages SET status = 'pending', wait_reason = 'interrupted by a crash; runs again'"
+                    " WHERE id = ?",
+                    (run.stages[name].id,),
+                )
+            records.add_event(
+                conn,
+                run.id,
+                None,
+                "task.recovered",
+                {
+                    "adopted": {n: d.pid for n, (d, _) in run.adopted.items() if not d.done},
+                    "ended_while_away": [n for n, (d, _) in run.adopted.items() if d.done],
+                    "rerun": interrupted,
+                },
+            )
+
+        await self.store.write(note)
+        for name in interrupted:
+            run.stages[name].status = "pending"
+        self.publish("task.recovered", run.id, adopted=sorted(run.adopted), rerun=interrupted)
+        self._start_runner(run, first=None)
+
+    async def _fail_unloadable(self, task_id: int, exc: Exception) -> None:
+        message = f"cannot run this task's workflow any more: {exc}"
+
+        def fail(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tasks SET status = 'failed', error = ?, ended_at = ?, wait_reason = NULL WHERE id = ?",
+                (message, time.time(), task_id),
+            )
+            records.add_event(conn, task_id, None, "task.failed", {"error": message})
+
+        await self.store.write(fail)
+        self.publish("task.failed", task_id, error=message)
+
+    # -- loading a task ----------------------------------------------------------------
+
+    def _workflow(self, workflow_hash: str, text: str | None, source: str) -> Workflow | None:
+        wf = self._workflows.get(workflow_hash)
+        if wf is None and text is not None:
+            wf = load_workflow_text(text, source, provider_kinds(self.providers))
+            self._workflows[workflow_hash] = wf
+        return wf
+
+    async def _load_run(self, row: sqlite3.Row) -> TaskRun:
+        wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
+        assert wf is not None
+        stage_rows = await self.store.read(
+            lambda c: c.execute(
+                "SELECT id, name, status, attempt, failures, ended_at FROM stages WHERE task_id = ?", (row["id"],)
+            ).fetchall()
+        )
+        stages = {
+            s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"])
+            for s in stage_rows
+        }
+        return TaskRun(
+            id=row["id"],
+            trace_id=row["trace_id"],
+            priority=row["priority"],
+            title=row["title"],
+            workflow=wf,
+            inputs=json.loads(row["inputs"]),
+            project_root=Path(row["project_root"]),
+            workspace=Path(row["workspace"]) if row["workspace"] else None,
+            stages=stages,
+        )
+
+    # -- scheduling --------------------------------------------------------------------
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._pump()
+                await self._check_idle()
+            except Exception:
+                log.exception("scheduling failed")
+                await asyncio.sleep(0.5)
+                self._kick()
+
+    def _route(self, candidates: list[str]) -> tuple[str | None, str]:
+        """The first candidate that is installed and under its limit, and why."""
+        refusals = []
+        for name in candidates:
+            provider = self.providers.get(name)
+            if provider is None:
+                refusals.append(f"{name} is not a known provider")
+                continue
+            problem = provider.availability()
+            if problem:
+                refusals.append(problem)
+                continue
+            limit = self.settings.provider_limit(name)
+            if limit is not None and self.busy_by_provider[name] >= limit:
+                refusals.append(f"{name} is at its limit ({self.busy_by_provider[name]} of {limit} busy)")
+                continue
+            why = "only candidate" if len(candidates) == 1 else f"first available of {candidates}"
+            if refusals:
+                why += f" ({'; '.join(refusals)})"
+            if limit is not None:
+                why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
+            return name, why
+        return None, "waiting for a provider: " + "; ".join(refusals)
+
+    def _take_slot(self, provider: str) -> None:
+        self.busy += 1
+        self.busy_by_provider[provider] += 1
+        self.peak_busy = max(self.peak_busy, self.busy)
+
+    def _release_slot(self, provider: str) -> None:
+        self.busy -= 1
+        self.busy_by_provider[provider] -= 1
+        self._kick()
+
+    def _workers_reason(self) -> str:
+        return f"waiting for a free worker ({self.busy} of {self.max_workers} busy)"
+
+    async def _pump(self) -> None:
+        """Grant free workers: first to stages of tasks already running, then to queued tasks."""
+        if self._stopping:
+            return
+        reasons: dict[int, str] = {}  # stage id -> wait reason
+        self._requests.sort(key=lambda r: r.key)
+        for req in list(self._requests):
+            if req.future.done():
+                self._requests.remove(req)
+                continue
+            if self.busy >= self.max_workers:
+                reason = self._workers_reason()
+            else:
+                provider, reason = self._route(req.candidates)
+                if provider is not None:
+                    self._take_slot(provider)
+                    self._requests.remove(req)
+                    req.future.set_result((provider, reason))
+                    continue
+            if req.reason != reason:
+                req.reason = reason
+                reasons[req.run.stages[req.stage].id] = reason
+        if reasons:
+            self.store.write_soon(lambda c: c.executemany(
+                "UPDATE stages SET wait_reason = ? WHERE id = ?", [(r, sid) for sid, r in reasons.items()]
+            ))
+        await self._start_queued()
+
+    async def _refill_queue(self) -> None:
+        only = self.only_task
+
+        def head(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
+            sql = "SELECT id, priority, workflow_hash FROM tasks WHERE status = 'queued'"
+            params: tuple[Any, ...] = ()
+            if only is not None:
+                sql += " AND id = ?"
+                params = (only,)
+            sql += f" ORDER BY priority DESC, id LIMIT {QUEUE_PAGE}"
+            return [tuple(r) for r in conn.execute(sql, params)]  # type: ignore[misc]
+
+        claimed = set(self.running)
+        self._queue = [q for q in await self.store.read(head) if q[0] not in claimed]
+        self._queue_exhausted = len(self._queue) < QUEUE_PAGE
+        self._queue_stale = False
+
+    async def _start_queued(self) -> None:
+        if self.paused:
+            await self._set_bulk_reason("coordinator paused: `tacx resume` (or p in the dashboard) to continue")
+            return
+        if self._queue_stale or (not self._queue and not self._queue_exhausted):
+            await self._refill_queue()
+        skipped: list[tuple[int, int, str]] = []
+        specific: dict[int, str] = {}
+        while self._queue and self.busy < self.max_workers and not self._stopping:
+            task_id, priority, wf_hash = self._queue.pop(0)
+            wf = self._workflow(wf_hash, None, "")
+            if wf is None:
+                row = await self.store.read(
+                    lambda c, t=task_id: c.execute(
+                        "SELECT workflow_text, workflow_path FROM tasks WHERE id = ?", (t,)
+                    ).fetchone()
+                )
+                try:
+                    wf = self._workflow(wf_hash, row[0], row[1])
+                except Exception as exc:
+                    await self._fail_unloadable(task_id, exc)
+                    continue
+            assert wf is not None
+            first = wf.topo_order()[0]
+            provider, reason = self._route(wf.stage(first).provider)
+            if provider is None:
+                skipped.append((task_id, priority, wf_hash))
+                specific[task_id] = reason
+                continue
+            self._take_slot(provider)
+            await self._claim(task_id, (first, provider, reason))
+            if not self._queue and not self._queue_exhausted:
+                await self._refill_queue()
+        self._queue[:0] = skipped
+        if self._queue and self.busy >= self.max_workers:
+            await self._set_bulk_reason(self._workers_reason().split(" (")[0] + f" (limit {self.max_workers})")
+        if specific:
+            self.store.write_soon(lambda c: c.executemany(
+                "UPDATE tasks SET wait_reason = ? WHERE id = ? AND status = 'queued'",
+                [(r, t) for t, r in specific.items()],
+            ))
+
+    async def _set_bulk_reason(self, reason: str) -> None:
+        """One statement sets why every queued task waits, only when that reason changes."""
+        if reason == self._bulk_reason:
+            return
+        self._bulk_reason = reason
+        only = self.only_task
+        self.store.write_soon(
+            lambda c: c.execute(
+                "UPDATE tasks SET wait_reason = ? WHERE status = 'queued' AND wait_reason IS NOT ?"
+                + (" AND id = ?" if only is not None else ""),
+                (reason, reason, only) if only is not None else (reason, reason),
+            )
+        )
+        self.publish("queue.waiting", reason=reason)
+
+    async def _claim(self, task_id: int, first: tuple[str, str, str]) -> None:
+        """Mark a queued task running (unless someone cancelled it meanwhile) and start it."""
+        now = time.time()
+
+        def claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
+            cur = conn.execute(
+                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?), wait_reason = NULL"
+                " WHERE id = ? AND status = 'queued'",
+                (now, task_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            records.add_event(conn, task_id, None, "task.started", {})
+            return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+
+        row = await self.store.write(claim)
+        if row is None:
+            self._release_slot(first[1])
+            return
+        run = await self._load_run(row)
+        self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
+        self._start_runner(run, first)
+
+    def _start_runner(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+        self.running[run.id] = run
+        run.runner = asyncio.create_task(self._run_task(run, first), name=f"tacx-task-{run.id}")
+
+    async def _request_slot(self, run: TaskRun, stage: str, candidates: list[str]) -> tuple[str, str]:
+        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self._requests.append(SlotRequest(run, stage, candidates, future))
+        self._kick()
+        cancel = asyncio.ensure_future(run.cancel.wait())
+        try:
+            await asyncio.wait({future, cancel}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancel.cancel()
+        if future.done():
+            return future.result()
+        future.cancel()
+        raise asyncio.CancelledError("task cancelled while waiting for a worker")
+
+    async def _check_idle(self) -> None:
+        if self._done.is_set():
+            return
+        if self.only_task is not None:
+            if self.only_task not in self.running and not self._queue:
+                status = await self.store.read(
+                    lambda c: c.execute("SELECT status FROM tasks WHERE id = ?", (self.only_task,)).fetchone()[0]
+                )
+                if status != "queued":
+                    self._done.set()
+            return
+        if not self.exit_when_idle or self.running or self.busy:
+            return
+        queued = await self.store.read(
+            lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0]
+        )
+        if queued == 0 or self.paused:
+            await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+            self.publish("coordinator.idle", queued=queued, paused=self.paused)
+            self._done.set()
+
+    # -- another terminal --------------------------------------------------------------
+
+    async def _watch_external(self) -> None:
+        """Notice submit, cancel, retry and pause from other processes (PRAGMA data_version)."""
+        last = None
+        while True:
+            try:
+                version = await self.store.read(lambda c: c.execute("PRAGMA data_version").fetchone()[0])
+                if version != last:
+                    last = version
+                    await self._apply_external()
+            except Exception:
+                log.exception("watching the store failed")
+            await asyncio.sleep(EXTERNAL_POLL_SECONDS)
+
+    async def _apply_external(self) -> None:
+        def look(conn: sqlite3.Connection) -> tuple[list[int], bool]:
+            ids = [r[0] for r in conn.execute("SELECT id FROM tasks WHERE cancel_requested = 1 AND status = 'running'")]
+            return ids, records.is_paused(conn)
+
+        cancels, paused = await self.store.read(look)
+        for task_id in cancels:
+            run = self.running.get(task_id)
+            if run is not None and not run.user_cancelled:
+                run.request_cancel()
+        if paused != self.paused:
+            self.paused = paused
+            self._bulk_reason = None
+            self.publish("coordinator.paused" if paused else "coordinator.resumed")
+        self._queue_stale = True
+        self._kick()
+
+    async def set_paused(self, paused: bool) -> None:
+        await self.store.write(lambda c: records.set_paused(c, paused))
+        self.paused = paused
+        self._bulk_reason = None
+        self.publish("coordinator.paused" if paused else "coordinator.resumed")
+        self._kick()
+
+    async def cancel_task(self, task_id: int) -> str:
+        status = await self.store.write(lambda c: records.request_cancel(c, task_id))
+        run = self.running.get(task_id)
+        if run is not None:
+            run.request_cancel()
+        if status == "cancelled":
+            self.publish("task.cancelled", task_id)
+        return status
+
+    # -- stragglers and samples ----------------------------------------------------------
+
+    def _marker(self, task_id: int, stage: str, attempt: int) -> str:
+        return f"{self.home.marker_prefix}{task_id}/{stage}/{attempt}"
+
+    def _live_markers(self) -> set[str]:
+        return {d.marker for d in self.supervisor.daughters.values() if not d.done}
+
+    async def _sweep_loop(self) -> None:
+        """Descendants that escaped their group (setsid, double fork) are found by marker."""
+        while True:
+            await asyncio.sleep(STRAGGLER_SWEEP_SECONDS)
+            if self._ended_since_sweep:
+                self._ended_since_sweep = False
+                try:
+                    await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+                except Exception:
+                    log.exception("straggler sweep failed")
+
+    def _on_sample(self, daughters: list[Daughter]) -> None:
+        now = time.time()
+        updates = []
+        for d in daughters:
+            watched = self._watched.get(d.pid)
+            if watched is None:
+                continue
+            run, stage, spec, idle = watched
+            if spec.idle_timeout and now - d.last_output_at > spec.idle_timeout:
+                idle.set()
+            updates.append((d.peak_rss, d.cpu_seconds, d.pid, d.started_at))
+            self.publish(
+                "daughter.sample",
+                run.id,
+                stage,
+                pid=d.pid,
+                rss=d.rss,
+                cpu_percent=round(d.cpu_percent, 1),
+                children=d.children,
+                log_size=d.log_size,
+                idle_seconds=round(now - d.last_output_at, 1),
+            )
+        if updates:
+            self.store.write_soon(lambda c: c.executemany(
+                "UPDATE daughters SET peak_rss = ?, cpu_seconds = ? WHERE pid = ? AND started_at = ?"
+                " AND ended_at IS NULL",
+                updates,
+            ))
+
+    # -- running a task ----------------------------------------------------------------
+
+    async def _run_task(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+        try:
+            await self._drive(run, first)
+        except asyncio.CancelledError:
+            if self._stopping != "leave":
+                raise
+        except Exception as exc:
+            log.exception("task %s failed inside tacx", run.id)
+            await self._finish_task(run, "failed", f"internal error in tacx: {exc!r}")
+        finally:
+            self.running.pop(run.id, None)
+            self._kick()
+
+    async def _drive(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+        """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
+        wf = run.workflow
+        active: dict[asyncio.Task[str], str] = {}
+        for name, (daughter, provider) in run.adopted.items():
+            active[asyncio.create_task(self._stage(run, name, None, daughter, provider))] = name
+        run.adopted = {}
+        grant = first
+        try:
+            while not run.cancel.is_set():
+                skips: list[str] = []
+                for name in wf.topo_order():
+                    if run.stages[name].status != "pending" or name in active.values():
+                        continue
+                    if any(run.stages[n].status not in records.FINISHED_STAGE_STATES for n in wf.needs_of(name)):
+                        continue
+                    if not self._when_met(run, name):
+                        run.stages[name].status = "skipped"
+                        skips.append(name)
+                        continue
+                    pre = None
+                    if grant is not None and grant[0] == name:
+                        pre, grant = (grant[1], grant[2]), None
+                    active[asyncio.create_task(self._stage(run, name, pre))] = name
+                if skips:
+                    await self._write_skips(run, skips)
+                    continue  # skipping may make more stages ready
+                if grant is not None:  # the pre-granted stage did not start: give the worker back
+                    self._release_slot(grant[1])
+                    grant = None
+                if not active:
+                    break
+                done, _ = await asyncio.wait(set(active), return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    active.pop(t)
+                    t.result()  # an internal error surfaces here
+            # Cancelled or stopping: each stage ends its own daughter.
+            await asyncio.gather(*active, return_exceptions=True)
+        except asyncio.CancelledError:
+            for t in active:
+                t.cancel()
+            await asyncio.gather(*active, return_exceptions=True)
+            raise
+        if run.user_cancelled:
+            await self._finish_task(run, "cancelled", "cancelled by request")
+        elif self._stopping:
+            await self._requeue(run)
+        else:
+            await self._finish_task(run, *self._outcome(run))
+
+    def _when_met(self, run: TaskRun, name: str) -> bool:
+        when = run.workflow.stage(name).when
+        if when == "always":
+            return True
+        upstream = [run.stages[n].status for n in run.workflow.upstream_of(name)]
+        failed = any(s in ("failed", "timed_out") for s in upstream)
+        if when == "failure":
+            return failed
+        return all(s == "succeeded" for s in upstream)
+
+    def _outcome(self, run: TaskRun) -> tuple[str, str | None]:
+        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
+        if not bad:
+            return "succeeded", None
+        first = min(bad, key=lambda s: s.ended_at or 0)
+        return first.status, f"stage {first.name} {first.status.replace('_', ' ')}"
+
+    async def _write_skips(self, run: TaskRun, names: list[str]) -> None:
+        now = time.time()
+
+        def skip(conn: sqlite3.Connection) -> None:
+            for name in names:
+                conn.execute(
+                    "UPDATE stages SET status = 'skipped', ended_at = ?, wait_reason = NULL WHERE id = ?",
+                    (now, run.stages[name].id),
+                )
+                records.add_event(conn, run.id, name, "stage.skipped", {"when": run.workflow.stage(name).when})
+
+        await self.store.write(skip)
+        for name in names:
+            run.stages[name].ended_at = now
+            self.publish("stage.skipped", run.id, name)
+
+    async def _finish_task(self, run: TaskRun, status: str, error: str | None) -> None:
+        now = time.time()
+        if status == "failed" or status == "timed_out":
+            error = await self._task_error(run, error)
+
+        def finish(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tasks SET status = ?, error = ?, ended_at = ?, wait_reason = NULL, cancel_requested = 0"
+                " WHERE id = ?",
+                (status, error, now, run.id),
+            )
+            conn.execute(
+                "UPDATE stages SET status = ?, ended_at = ?, wait_reason = NULL"
+                " WHERE task_id = ? AND status IN ('pending', 'running')",
+                ("cancelled" if status == "cancelled" else "skipped", now, run.id),
+            )
+            records.add_event(conn, run.id, None, f"task.{status}", {"error": error} if error else {})
+
+        await self.store.write(finish)
+        self.publish(f"task.{status}", run.id, title=run.title, error=error)
+
+    async def _task_error(self, run: TaskRun, summary: str | None) -> str | None:
+        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
+        if not bad:
+            return summary
+        first = min(bad, key=lambda s: s.ended_at or 0)
+        detail = await self.store.read(
+            lambda c: c.execute("SELECT error FROM stages WHERE id = ?", (first.id,)).fetchone()[0]
+        )
+        return f"{summary}: {detail}" if detail else summary
+
+    async def _requeue(self, run: TaskRun) -> None:
+        """tacx is stopping: the task goes back to the queue and resumes at its next start."""
+        if self._stopping == "leave":
+            return
+
+        def requeue(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE stages SET status = 'pending', wait_reason = 'interrupted: tacx stopped'"
+                " WHERE task_id = ? AND status = 'running'",
+                (run.id,),
+            )
+            conn.execute(
+                "UPDATE tasks SET status = 'queued', wait_reason = 'interrupted: tacx stopped; resumes at the next start'"
+                " WHERE id = ? AND status = 'running'",
+                (run.id,),
+            )
+            records.add_event(conn, run.id, None, "task.interrupted", {})
+
+        await self.store.write(requeue)
+        self.publish("task.interrupted", run.id)
+
+    # -- running a stage ---------------------------------------------------------------
+
+    async def _stage(
+        self,
+        run: TaskRun,
+        name: str,
+        grant: tuple[str, str] | None,
+        adopted: Daughter | None = None,
+        adopted_provider: str = "",
+    ) -> str:
+        """Attempts of one stage, with retries and backoff, until it reaches a final state."""
+        spec = run.workflow.stage(name)
+        st = run.stages[name]
+        while True:
+            if adopted is not None:
+                provider, status = adopted_provider, await self._finish_attempt(run, name, spec, adopted, adopted_provider)
+                adopted = None
+            else:
+                if grant is None:
+                    try:
+                        grant = await self._request_slot(run, name, spec.provider)
+                    except asyncio.CancelledError:
+                        if self._stopping == "leave":
+                            raise
+                        return st.status
+                provider, reason = grant
+                grant = None
+                status = await self._attempt(run, name, spec, provider, reason)
+            if status == "interrupted":
+                if self._stopping or run.cancel.is_set():
+                    return "interrupted"
+                continue  # ended unseen while tacx was away: run it again (not a retry)
+            if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
+                delay = spec.backoff * (2 ** (st.failures - 1))
+                if await self._backoff(run, name, delay):
+                    continue
+                return "cancelled"
+            return status
+
+    async def _backoff(self, run: TaskRun, name: str, delay: float) -> bool:
+        """Wait before a retry; False when the task was cancelled meanwhile."""
+        st = run.stages[name]
+        spec = run.workflow.stage(name)
+        reason = f"retry {st.failures} of {spec.retries} in {delay:g}s"
+
+        def pend(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE stages SET status = 'pending', wait_reason = ? WHERE id = ?", (reason, st.id))
+            records.add_event(conn, run.id, name, "stage.retrying", {"delay": delay, "failures": st.failures})
+
+        await self.store.write(pend)
+        st.status = "pending"
+        self.publish("stage.retrying", run.id, name, delay=delay, reason=reason)
+        try:
+            await asyncio.wait_for(run.cancel.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    def _values(self, run: TaskRun, results: dict[str, str | None]) -> dict[str, str]:
+        values = {f"inputs.{k}": v for k, v in run.inputs.items()}
+        values.update({f"stages.{k}.result": v or "" for k, v in results.items()})
+        values.update(
+            {
+                "task.id": str(run.id),
+                "task.title": run.title,
+                "task.trace_id": run.trace_id,
+                "workflow.name": run.workflow.name,
+            }
+        )
+        return values
+
+    def _workspace(self, run: TaskRun) -> Path:
+        if run.workspace is None:
+            if run.workflow.workspace == "dir":
+                run.workspace = self.home.trees / str(run.id)
+            else:
+                run.workspace = run.project_root
+        run.workspace.mkdir(parents=True, exist_ok=True)
+        return run.workspace
+
+    def _env(
+        self, run: TaskRun, name: str, attempt: int, spec: StageSpec, values: dict[str, str],
+        results: dict[str, str | None], workspace: Path, status_path: Path,
+    ) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
+        env.update(
+            TACX_HOME=str(self.home.root),
+            TACX_TASK_ID=str(run.id),
+            TACX_TRACE_ID=run.trace_id,
+            TACX_STAGE=name,
+            TACX_ATTEMPT=str(attempt),
+            TACX_WORKSPACE=str(workspace),
+            TACX_STATUS_FILE=str(status_path),
+        )
+        for key, value in run.inputs.items():
+            env[input_env_name(key)] = value
+        for stage, result in results.items():
+            env["TACX_RESULT_" + stage.upper().replace("-", "_")] = result or ""
+        for key, template in spec.env.items():
+            env[key] = render(template, values)
+        return env
+
+    async def _attempt(self, run: TaskRun, name: str, spec: StageSpec, provider_name: str, reason: str) -> str:
+        """Start one attempt of a stage (committed first), then watch it to its end."""
+        st = run.stages[name]
+        attempt = st.attempt + 1
+        released = False
+        try:
+            results: dict[str, str | None] = dict(
+                await self.store.read(
+                    lambda c: c.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall()
+                )
+            )
+            values = self._values(run, results)
+            workspace = self._workspace(run)
+            log_path = self.home.stage_log(run.id, name, attempt)
+            status_path = log_path.with_suffix(".status")
+            provider = self.providers[provider_name]
+            ctx = StageContext(
+                task_id=run.id,
+                trace_id=run.trace_id,
+                stage=name,
+                attempt=attempt,
+                workspace=workspace,
+                prompt=render(spec.prompt, values) if spec.prompt else None,
+                script_path=log_path.with_suffix(".script"),
+            )
+            launch = provider.launch(spec, ctx)
+            env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
+            env.update(launch.env)
+            now = time.time()
+            candidates = spec.provider
+
+            def start(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
+                    " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ? WHERE id = ?",
+                    (attempt, provider_name, spec.model, now, str(log_path), st.id),
+                )
+                conn.execute("UPDATE tasks SET workspace = ? WHERE id = ?", (str(workspace), run.id))
+                records.add_event(
+                    conn, run.id, name, "provider.chosen",
+                    {"provider": provider_name, "candidates": candidates, "reason": reason, "trace_id": run.trace_id},
+                )
+                records.add_event(conn, run.id, name, "stage.started", {"attempt": attempt, "provider": provider_name})
+
+            await self.store.write(start)
+            st.status, st.attempt = "running", attempt
+            self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
+            self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            for path, content in launch.files.items():
+                path.write_text(content)
+            try:
+                daughter = self.supervisor.spawn(
+                    launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                    marker=self._marker(run.id, name, attempt),
+                )
+            except (OSError, ValueError) as exc:
+                await self._end_stage(run, name, None, "failed", f"could not start {launch.argv[0]}: {exc}", None, None)
+                return "failed"
+            self.store.write_soon(
+                lambda c: c.execute(
+                    "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
+                    " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run.id, st.id, name, attempt, daughter.pid, daughter.create_time, json.dumps(daughter.argv),
+                     str(log_path), str(status_path), daughter.started_at),
+                )
+            )
+            self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
+            released = True
+            return await self._finish_attempt(run, name, spec, daughter, provider_name)
+        finally:
+            if not released:
+                self._release_slot(provider_name)
+
+    async def _finish_attempt(
+        self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str
+    ) -> str:
+        """Wait for the daughter (or its timeout, idle timeout, cancel), then record how it ended."""
+        try:
+            idle = asyncio.Event()
+            self._watched[d.pid] = (run, name, spec, idle)
+            waits: dict[str, asyncio.Future[Any]] = {
+                "exit": asyncio.ensure_future(asyncio.shield(d.exited)),
+                "cancel": asyncio.ensure_future(run.cancel.wait()),
+                "idle": asyncio.ensure_future(idle.wait()),
+            }
+            if spec.timeout:
+                remaining = d.started_at + spec.timeout - time.time()
+                waits["timeout"] = asyncio.ensure_future(asyncio.sleep(max(remaining, 0)))
+            try:
+                await asyncio.wait(set(waits.values()), return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                if self._stopping == "leave":  # the daughter keeps running, to be re-adopted
+                    raise
+            finally:
+                for fut in waits.values():
+                    fut.cancel()
+            if d.done:
+                cause = None
+                await self.supervisor.clean_after_exit(d)
+            else:
+                if run.cancel.is_set():
+                    cause = "cancel" if run.user_cancelled else "shutdown"
+                elif "timeout" in waits and waits["timeout"].done():
+                    cause = "timeout"
+                else:
+                    cause = "idle"
+                await self.supervisor.terminate(d, cause)
+            info = d.exited.result()
+        finally:
+            self._watched.pop(d.pid, None)
+            self._release_slot(provider_name)
+            self._ended_since_sweep = True
+        return await self._classify(run, name, spec, d, info, cause, provider_name)
+
+    async def _classify(
+        self,
+        run: TaskRun,
+        name: str,
+        spec: StageSpec,
+        d: Daughter,
+        info: ExitInfo,
+        cause: str | None,
+        provider_name: str,
+    ) -> str:
+        """Turn how the daughter ended into the stage's state and an error a person can act on."""
+        tail = _read_tail(d.log_path)
+        provider = self.providers.get(provider_name)
+        parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
+        error: str | None = None
+        if cause == "shutdown" or (cause is None and not info.known):
+            status = "interrupted"
+        elif cause == "cancel":
+            status, error = "cancelled", "cancelled"
+        elif cause == "timeout":
+            status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
+        elif cause == "idle":
+            status, error = "timed_out", f"no output for {_fmt_duration(spec.idle_timeout or 0)} (idle_timeout)"
+        elif info.signal is not None:
+            status, error = "failed", f"killed by signal {_signal_name(info.signal)}"
+        elif info.exit_code != 0:
+            status, error = "failed", f"exited with code {info.exit_code}"
+        else:
+            missing = [p for p in spec.expects if not (self._workspace(run) / p).exists()]
+            if missing:
+                status, error = "failed", "exited 0 but did not write " + ", ".join(missing) + " (expects)"
+            else:
+                status = "succeeded"
+        if parser_outcome.error and status == "failed":
+            error = f"{error}: {parser_outcome.error}"
+        if status in ("failed", "timed_out"):
+            lines = _last_lines(tail, ERROR_TAIL_LINES)
+            if lines:
+                error = f"{error}; last output:\n{lines}"
+        await self._end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None)
+        return status
+
+    async def _end_stage(
+        self,
+        run: TaskRun,
+        name: str,
+        d: Daughter | None,
+        status: str,
+        error: str | None,
+        info: ExitInfo | None,
+        result: str | None,
+    ) -> None:
+        """Record the daughter's end and the stage's new state in one transaction (lesson 2)."""
+        st = run.stages[name]
+        now = time.time()
+        failed = status in ("failed", "timed_out")
+        stage_status = "pending" if status == "interrupted" else status
+
+        def end(conn: sqlite3.Connection) -> None:
+            if d is not None and info is not None:
+                conn.execute(
+                    "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
+                    " WHERE pid = ? AND stage_id = ? AND ended_at IS NULL",
+                    (now, info.exit_code, info.signal, info.peak_rss, round(info.cpu_seconds, 3), d.pid, st.id),
+                )
+            conn.execute(
+                "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
+                " failures = failures + ?, wait_reason = ? WHERE id = ?",
+                (
+                    stage_status,
+                    info.exit_code if info else None,
+                    None if status == "interrupted" else now,
+                    error,
+                    result,
+                    1 if failed else 0,
+                    "interrupted: runs again" if status == "interrupted" else None,
+                    st.id,
+                ),
+            )
+            data: dict[str, Any] = {"attempt": st.attempt}
+            if info is not None:
+                data.update(exit_code=info.exit_code, signal=info.signal)
+            if error:
+                data["error"] = error
+            records.add_event(conn, run.id, name, f"stage.{status}", data)
+
+        await self.store.write(end)
+        st.status = stage_status
+        st.ended_at = now
+        if failed:
+            st.failures += 1
+        self.publish(
+            f"stage.{status}", run.id, name,
+            attempt=st.attempt, error=error,
+            exit_code=info.exit_code if info else None,
+            duration=round(now - d.started_at, 3) if d else None,
+        )
+
+
+def _read_tail(path: Path) -> bytes:
+    """The last 64 KiB of a log: bounded, whatever the daughter wrote."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            return f.read(TAIL_BYTES)
+    except OSError:
+        return b""
+
+
+def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
+    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines[-n:])
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return f"{signal.Signals(sig).name} ({sig})"
+    except ValueError:
+        return str(sig)
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"

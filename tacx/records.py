@@ -1,0 +1,274 @@
+"""Reads and writes of tasks, stages, daughters and events.
+
+Plain functions over a sqlite3 connection, shared by the engine (run inside
+`Store.write`, which wraps them in a transaction) and the CLI (inside `transaction()`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+import uuid
+from typing import Any
+
+from tacx.workflow import Workflow
+
+TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "timed_out")
+STAGE_STATES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled", "timed_out")
+FINISHED_STAGE_STATES = ("succeeded", "failed", "skipped", "cancelled", "timed_out")
+# A task deduplicated against an earlier one is only a duplicate while that one can still succeed.
+_DEDUPE_LIVE = ("queued", "running", "succeeded")
+
+
+def add_event(
+    conn: sqlite3.Connection, task_id: int | None, stage: str | None, kind: str, data: dict[str, Any]
+) -> None:
+    conn.execute(
+        "INSERT INTO events (task_id, stage, ts, kind, data) VALUES (?, ?, ?, ?, ?)",
+        (task_id, stage, time.time(), kind, json.dumps(data, default=str)),
+    )
+
+
+def insert_task(
+    conn: sqlite3.Connection,
+    *,
+    workflow: Workflow,
+    workflow_path: str,
+    workflow_text: str,
+    title: str,
+    inputs: dict[str, str],
+    priority: int,
+    dedupe_key: str | None,
+    project_root: str,
+) -> tuple[int, bool]:
+    """Queue a task and its pending stages. Returns (id, created); a live duplicate wins."""
+    if dedupe_key:
+        row = conn.execute(
+            f"SELECT id FROM tasks WHERE dedupe_key = ? AND status IN ({_marks(_DEDUPE_LIVE)})"
+            " ORDER BY id LIMIT 1",
+            (dedupe_key, *_DEDUPE_LIVE),
+        ).fetchone()
+        if row is not None:
+            return int(row[0]), False
+    now = time.time()
+    trace_id = uuid.uuid4().hex
+    cur = conn.execute(
+        "INSERT INTO tasks (trace_id, workflow, workflow_path, workflow_text, workflow_hash, title,"
+        " inputs, priority, status, dedupe_key, project_root, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        (
+            trace_id,
+            workflow.name,
+            workflow_path,
+            workflow_text,
+            text_hash(workflow_text),
+            title,
+            json.dumps(inputs),
+            priority,
+            dedupe_key,
+            project_root,
+            now,
+        ),
+    )
+    task_id = int(cur.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO stages (task_id, name, position) VALUES (?, ?, ?)",
+        [(task_id, stage.name, i) for i, stage in enumerate(workflow.stages)],
+    )
+    add_event(conn, task_id, None, "task.queued", {"trace_id": trace_id, "priority": priority})
+    return task_id, True
+
+
+def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
+    """Cancel a queued task at once; ask the coordinator to stop a running one.
+
+    Returns the task's status afterwards ('cancelled', or 'running' with the request set).
+    Raises LookupError / ValueError for a missing or finished task.
+    """
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no task {task_id}")
+    status = row[0]
+    if status in TERMINAL_TASK_STATES:
+        raise ValueError(f"task {task_id} is already {status}")
+    if status == "queued":
+        now = time.time()
+        conn.execute(
+            "UPDATE tasks SET status = 'cancelled', ended_at = ?, wait_reason = NULL,"
+            " error = 'cancelled before it started' WHERE id = ?",
+            (now, task_id),
+        )
+        conn.execute(
+            "UPDATE stages SET status = 'cancelled', wait_reason = NULL, ended_at = ?"
+            " WHERE task_id = ? AND status = 'pending'",
+            (now, task_id),
+        )
+        add_event(conn, task_id, None, "task.cancelled", {"while": "queued"})
+        return "cancelled"
+    conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
+    add_event(conn, task_id, None, "task.cancel_requested", {})
+    return "running"
+
+
+def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
+    """Queue a finished, unsuccessful task again; stages that succeeded are kept."""
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no task {task_id}")
+    status = row[0]
+    if status not in ("failed", "cancelled", "timed_out"):
+        raise ValueError(f"task {task_id} is {status}: only failed, cancelled or timed-out tasks can be retried")
+    conn.execute(
+        "UPDATE tasks SET status = 'queued', error = NULL, ended_at = NULL, wait_reason = NULL,"
+        " cancel_requested = 0 WHERE id = ?",
+        (task_id,),
+    )
+    conn.execute(
+        "UPDATE stages SET status = 'pending', error = NULL, wait_reason = NULL, ended_at = NULL,"
+        " exit_code = NULL, failures = 0 WHERE task_id = ? AND status != 'succeeded'",
+        (task_id,),
+    )
+    add_event(conn, task_id, None, "task.retried", {"was": status})
+
+
+def set_paused(conn: sqlite3.Connection, paused: bool) -> None:
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('paused', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        ("1" if paused else "0",),
+    )
+    add_event(conn, None, None, "coordinator.paused" if paused else "coordinator.resumed", {})
+
+
+def is_paused(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'paused'").fetchone()
+    return bool(row and row[0] == "1")
+
+
+# -- JSON views (the shapes of `ls --json` and `show --json`) --------------------------
+
+_TASK_SUMMARY_SQL = """
+SELECT t.*,
+       COALESCE(SUM(s.input_tokens), 0) AS input_tokens,
+       COALESCE(SUM(s.output_tokens), 0) AS output_tokens,
+       COALESCE(SUM(s.cache_read_tokens), 0) AS cache_read_tokens,
+       COALESCE(SUM(s.cache_write_tokens), 0) AS cache_write_tokens,
+       COALESCE(SUM(s.cost_usd), 0) AS cost_usd
+FROM tasks t LEFT JOIN stages s ON s.task_id = t.id
+"""
+
+
+def _tokens(row: sqlite3.Row) -> dict[str, int]:
+    return {
+        "input": int(row["input_tokens"]),
+        "output": int(row["output_tokens"]),
+        "cache_read": int(row["cache_read_tokens"]),
+        "cache_write": int(row["cache_write_tokens"]),
+    }
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "status": row["status"],
+        "workflow": row["workflow"],
+        "title": row["title"],
+        "priority": row["priority"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "ended_at": row["ended_at"],
+        "tokens": _tokens(row),
+        "cost_usd": round(float(row["cost_usd"]), 6),
+        "wait_reason": row["wait_reason"],
+        "error": row["error"],
+    }
+
+
+def list_tasks(
+    conn: sqlite3.Connection,
+    *,
+    status: str | None = None,
+    workflow: str | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    where, params = [], []
+    if status:
+        where.append("t.status = ?")
+        params.append(status)
+    if workflow:
+        where.append("t.workflow = ?")
+        params.append(workflow)
+    sql = _TASK_SUMMARY_SQL
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " GROUP BY t.id ORDER BY t.id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+    return [_summary(row) for row in conn.execute(sql, params)]
+
+
+def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500) -> dict[str, Any] | None:
+    row = conn.execute(_TASK_SUMMARY_SQL + " WHERE t.id = ? GROUP BY t.id", (task_id,)).fetchone()
+    if row is None:
+        return None
+    task = _summary(row)
+    task["inputs"] = json.loads(row["inputs"])
+    task["trace_id"] = row["trace_id"]
+    task["workspace"] = row["workspace"]
+    task["cancel_requested"] = bool(row["cancel_requested"])
+    daughters: dict[int, list[dict[str, Any]]] = {}
+    for d in conn.execute("SELECT * FROM daughters WHERE task_id = ? ORDER BY id", (task_id,)):
+        daughters.setdefault(d["stage_id"], []).append(
+            {
+                "pid": d["pid"],
+                "argv": json.loads(d["argv"]),
+                "attempt": d["attempt"],
+                "exit_code": d["exit_code"],
+                "signal": d["signal"],
+                "started_at": d["started_at"],
+                "ended_at": d["ended_at"],
+                "peak_rss": d["peak_rss"],
+                "cpu_seconds": d["cpu_seconds"],
+                "log_path": d["log_path"],
+            }
+        )
+    task["stages"] = [
+        {
+            "name": s["name"],
+            "status": s["status"],
+            "attempt": s["attempt"],
+            "provider": s["provider"],
+            "model": s["model"],
+            "exit_code": s["exit_code"],
+            "started_at": s["started_at"],
+            "ended_at": s["ended_at"],
+            "error": s["error"],
+            "wait_reason": s["wait_reason"],
+            "result": s["result"],
+            "tokens": _tokens(s),
+            "cost_usd": round(float(s["cost_usd"]), 6),
+            "session_id": s["session_id"],
+            "log_path": s["log_path"],
+            "daughters": daughters.get(s["id"], []),
+        }
+        for s in conn.execute("SELECT * FROM stages WHERE task_id = ? ORDER BY position", (task_id,))
+    ]
+    task["events"] = [
+        {"ts": e["ts"], "kind": e["kind"], "stage": e["stage"], "data": json.loads(e["data"])}
+        for e in conn.execute(
+            "SELECT * FROM (SELECT * FROM events WHERE task_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (task_id, events_limit),
+        )
+    ]
+    return task
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in values)

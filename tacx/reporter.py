@@ -1,0 +1,143 @@
+"""Headless progress: one line per state change for people, one JSON event per line for
+machines, and a live progress line at the bottom when writing to a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from tacx.events import EngineEvent
+
+_QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen"}
+
+
+class ConsoleReporter:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        json_mode: bool = False,
+        progress: bool | None = None,
+        only_task: int | None = None,
+    ) -> None:
+        self.stream = stream or sys.stdout
+        self.json_mode = json_mode
+        self.progress = (not json_mode and self.stream.isatty()) if progress is None else progress
+        self.only_task = only_task
+        self.counts = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
+        self.queued = 0
+        self.failures = 0
+        self._routing: dict[tuple[int | None, str | None], str] = {}
+        self._status_shown = False
+        self._last_draw = 0.0
+
+    def __call__(self, event: EngineEvent) -> None:
+        if self.only_task is not None and event.task_id not in (None, self.only_task):
+            return
+        self._count(event)
+        if self.json_mode:
+            self.stream.write(json.dumps(event.as_json(), default=str) + "\n")
+            self.stream.flush()
+            return
+        if event.kind == "provider.chosen":
+            self._routing[(event.task_id, event.stage)] = f"{event.data['provider']}: {event.data['reason']}"
+        line = None if event.kind in _QUIET_KINDS else self.format(event)
+        if line is None and not (self.progress and event.kind == "daughter.sample"):
+            return
+        self._clear_status()
+        if line is not None:
+            self.stream.write(line + "\n")
+        self._draw_status(force=line is not None)
+        self.stream.flush()
+
+    def _count(self, event: EngineEvent) -> None:
+        kind = event.kind
+        if kind == "task.started" or kind == "task.recovered":
+            self.counts["running"] += 1
+        elif kind.startswith("task.") and kind[5:] in self.counts and kind != "task.started":
+            self.counts[kind[5:]] += 1
+            self.counts["running"] = max(0, self.counts["running"] - 1)
+            if kind in ("task.failed", "task.timed_out"):
+                self.failures += 1
+        elif kind == "task.interrupted":
+            self.counts["running"] = max(0, self.counts["running"] - 1)
+
+    def format(self, event: EngineEvent) -> str | None:
+        clock = time.strftime("%H:%M:%S", time.localtime(event.ts))
+        d = event.data
+        who = f"task {event.task_id}" if event.task_id is not None else "tacx"
+        kind = event.kind
+        if kind == "task.started":
+            text = f"{who} started: {d.get('title', '')} [{d.get('workflow', '')}]"
+        elif kind == "task.recovered":
+            text = f"{who} recovered after a restart: re-adopted {d.get('adopted') or 'nothing'}, running again {d.get('rerun') or 'nothing'}"
+        elif kind.startswith("task."):
+            state = kind[5:].replace("_", " ")
+            text = f"{who} {state}"
+            if d.get("error") and kind != "task.cancelled":
+                text += f": {d['error']}"
+        elif kind == "stage.started":
+            route = self._routing.pop((event.task_id, event.stage), d.get("provider", ""))
+            text = f"{who} · {event.stage}: running (attempt {d.get('attempt')}, {route})"
+        elif kind == "stage.retrying":
+            text = f"{who} · {event.stage}: {d.get('reason')}"
+        elif kind.startswith("stage."):
+            text = f"{who} · {event.stage}: {kind[6:].replace('_', ' ')}"
+            if d.get("duration") is not None:
+                text += f" in {d['duration']:.2f}s"
+            if d.get("error") and kind != "stage.succeeded":
+                text += f": {d['error']}"
+        elif kind == "queue.waiting":
+            text = f"queued tasks are {d.get('reason')}"
+        elif kind == "recovery.stragglers_ended":
+            text = f"ended {len(d.get('pids', []))} leftover process(es) from before the restart: {d.get('pids')}"
+        elif kind == "coordinator.idle":
+            text = "nothing left to run" + (" (paused)" if d.get("paused") else "") + ": exiting"
+        elif kind in ("coordinator.paused", "coordinator.resumed"):
+            text = kind.split(".")[1]
+        else:
+            return None
+        return f"{clock} {_indent(text)}"
+
+    # -- live status line (terminals only) -----------------------------------------------
+
+    def _clear_status(self) -> None:
+        if self._status_shown:
+            self.stream.write("\r\x1b[K")
+            self._status_shown = False
+
+    def _draw_status(self, force: bool = False) -> None:
+        if not self.progress:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < 0.2:
+            return
+        self._last_draw = now
+        c = self.counts
+        done = c["succeeded"] + c["failed"] + c["cancelled"] + c["timed_out"]
+        total = done + c["running"] + self.queued
+        width = 24
+        filled = int(width * done / total) if total else 0
+        bar = "█" * filled + "░" * (width - filled)
+        self.stream.write(
+            f"[{bar}] {done}/{total} done · {c['running']} running · {self.queued} queued"
+            f" · {c['succeeded']} ok · {c['failed'] + c['timed_out']} failed"
+        )
+        self._status_shown = True
+
+    def set_queued(self, queued: int) -> None:
+        self.queued = queued
+        if self.progress:
+            self._clear_status()
+            self._draw_status(force=True)
+            self.stream.flush()
+
+    def close(self) -> None:
+        self._clear_status()
+        self.stream.flush()
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n         ")

@@ -1,0 +1,311 @@
+"""The SQLite store: schema, migrations, connections and the one group-committing writer.
+
+Every fact lives in one file (`tacx.db` in the home). Writes from the engine go through
+`Store.write`, which queues a plain function and runs every function queued meanwhile in
+one `BEGIN IMMEDIATE` transaction on aiosqlite's thread: one round trip and one commit
+for many transitions. The CLI uses `connect()` and `transaction()` directly: its
+commands are short and synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import aiosqlite
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id               INTEGER PRIMARY KEY,
+    trace_id         TEXT NOT NULL,
+    workflow         TEXT NOT NULL,
+    workflow_path    TEXT NOT NULL,
+    workflow_text    TEXT NOT NULL,
+    workflow_hash    TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    inputs           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    status           TEXT NOT NULL,
+    dedupe_key       TEXT,
+    project_root     TEXT NOT NULL,
+    workspace        TEXT,
+    error            TEXT,
+    wait_reason      TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    ended_at         REAL
+);
+CREATE INDEX tasks_queue ON tasks(status, priority DESC, id);
+CREATE INDEX tasks_dedupe ON tasks(dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX tasks_cancel ON tasks(cancel_requested) WHERE cancel_requested = 1;
+CREATE TABLE stages (
+    id                 INTEGER PRIMARY KEY,
+    task_id            INTEGER NOT NULL REFERENCES tasks(id),
+    name               TEXT NOT NULL,
+    position           INTEGER NOT NULL,
+    status             TEXT NOT NULL DEFAULT 'pending',
+    attempt            INTEGER NOT NULL DEFAULT 0,
+    failures           INTEGER NOT NULL DEFAULT 0,
+    provider           TEXT,
+    model              TEXT,
+    exit_code          INTEGER,
+    started_at         REAL,
+    ended_at           REAL,
+    error              TEXT,
+    result             TEXT,
+    wait_reason        TEXT,
+    session_id         TEXT,
+    log_path           TEXT,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL NOT NULL DEFAULT 0,
+    UNIQUE (task_id, name)
+);
+CREATE TABLE daughters (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    stage_id    INTEGER NOT NULL REFERENCES stages(id),
+    stage       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    argv        TEXT NOT NULL,
+    log_path    TEXT NOT NULL,
+    status_path TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    exit_code   INTEGER,
+    signal      INTEGER,
+    peak_rss    INTEGER,
+    cpu_seconds REAL
+);
+CREATE INDEX daughters_open ON daughters(ended_at) WHERE ended_at IS NULL;
+CREATE INDEX daughters_stage ON daughters(stage_id);
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    task_id INTEGER,
+    stage   TEXT,
+    ts      REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX events_task ON events(task_id, id);
+CREATE TABLE usage (
+    id                 INTEGER PRIMARY KEY,
+    task_id            INTEGER NOT NULL,
+    stage_id           INTEGER NOT NULL,
+    ts                 REAL NOT NULL,
+    message_id         TEXT,
+    model              TEXT,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_stage ON usage(stage_id);
+"""
+
+# Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
+MIGRATIONS: list[str] = [_SCHEMA_V1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used (written by a newer tacx, corrupt, unreachable)."""
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION; refuse a database from a newer tacx."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database has schema version {version}, newer than this tacx "
+            f"understands ({SCHEMA_VERSION}): upgrade tacx"
+        )
+    with transaction(conn):
+        # Re-read inside the lock: another process may have migrated meanwhile.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        for step in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step].split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+    """A configured, migrated connection in autocommit mode (transactions are explicit)."""
+    if not create and not path.exists():
+        raise FileNotFoundError(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn.row_factory = sqlite3.Row
+    _configure(conn)
+    migrate(conn)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so no upgrade can deadlock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+class Store:
+    """The engine's one writer connection, with group commit.
+
+    `write(fn)` queues `fn(conn)`; a single drain task hands everything queued so far to
+    aiosqlite's thread as one batch inside one transaction. Each function runs in its own
+    SAVEPOINT, so one failing write rolls back alone and raises in its caller. The
+    returned future resolves after COMMIT: a transition is durable before anyone acts on
+    it. FIFO order is kept, so callers may skip awaiting writes nothing depends on.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._queue: list[tuple[WriteFn, asyncio.Future[Any]]] = []
+        self._wake = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.batches = 0
+        self.writes = 0
+
+    async def open(self) -> "Store":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        await self._run(lambda conn: (_configure(conn), migrate(conn)))
+        self._drainer = asyncio.create_task(self._drain(), name="tacx-store-writer")
+        return self
+
+    async def close(self) -> None:
+        if self._db is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._drainer is not None:
+            await self._drainer
+        await self._run(lambda conn: conn.execute("PRAGMA optimize"))
+        await self._db.close()
+        self._db = None
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn(raw connection) on aiosqlite's thread (its public calls take one statement)."""
+        db = self._db
+        assert db is not None, "store is not open"
+        return await db._execute(lambda: fn(db._conn))  # noqa: SLF001 - see module docstring
+
+    def write(self, fn: WriteFn) -> asyncio.Future[Any]:
+        """Queue a write; the future gives fn's result once its transaction committed."""
+        if self._closing or self._db is None:
+            raise StoreError("store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((fn, future))
+        self._wake.set()
+        return future
+
+    def write_soon(self, fn: WriteFn) -> None:
+        """Queue a write nobody waits for (FIFO keeps it before later writes); failures are logged."""
+        self.write(fn).add_done_callback(_log_failure)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a read on the writer's connection, after every write queued before it."""
+        return await self.write(fn)
+
+    async def flush(self) -> None:
+        await self.write(lambda conn: None)
+
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                if self._closing:
+                    return
+                continue
+            batch, self._queue = self._queue, []
+            try:
+                results = await self._run(lambda conn: _apply_batch(conn, batch))
+            except BaseException as exc:  # the thread died or COMMIT failed
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreError(f"write failed: {exc}"))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            self.batches += 1
+            self.writes += len(batch)
+            for (_, future), (ok, value) in zip(batch, results):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+
+def _apply_batch(
+    conn: sqlite3.Connection, batch: list[tuple[WriteFn, asyncio.Future[Any]]]
+) -> list[tuple[bool, Any]]:
+    results: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn, _ in batch:
+            conn.execute("SAVEPOINT w")
+            try:
+                value = fn(conn)
+            except Exception as exc:  # this write alone is undone
+                conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
+                results.append((False, exc))
+            else:
+                conn.execute("RELEASE w")
+                results.append((True, value))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("store write failed: %s", future.exception())
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,488 @@
+"""The supervisor: starts daughters, learns how they end, samples them, kills whole trees.
+
+A daughter runs in its own session (so its process group is its pid), with stdin closed
+and stdout/stderr appended straight to its log file: no pipe can fill and the log
+outlives tacx. Its end is noticed through a pidfd on the event loop and reaped with
+wait4, which also gives its CPU time and peak RSS: no thread per daughter, no zombies.
+Every daughter carries an environment marker (`TACX_DAUGHTER=<home>#<task>/<stage>/<n>`)
+inherited by its descendants, so leftovers can be found by scanning processes, also
+after tacx itself was killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+MARKER_ENV = "TACX_DAUGHTER"
+# Two processes with the same pid are the same one if their start times agree this well.
+CREATE_TIME_TOLERANCE = 0.05
+
+
+@dataclass
+class ExitInfo:
+    """How a daughter ended. exit_code None with signal None means: unknown (ended unseen)."""
+
+    exit_code: int | None
+    signal: int | None
+    peak_rss: int
+    cpu_seconds: float
+
+    @property
+    def known(self) -> bool:
+        return self.exit_code is not None or self.signal is not None
+
+
+@dataclass
+class Daughter:
+    pid: int
+    create_time: float
+    argv: list[str]
+    log_path: Path
+    status_path: Path
+    marker: str
+    started_at: float
+    adopted: bool = False
+    popen: subprocess.Popen[bytes] | None = None
+    exited: asyncio.Future[ExitInfo] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    kill_reason: str | None = None
+    # Live figures from the sampler.
+    rss: int = 0
+    peak_rss: int = 0
+    cpu_percent: float = 0.0
+    cpu_seconds: float = 0.0
+    children: int = 0
+    log_size: int = 0
+    last_output_at: float = 0.0
+    _proc: psutil.Process | None = None
+    _sampled_at: float = 0.0
+
+    @property
+    def pgid(self) -> int:
+        return self.pid
+
+    @property
+    def done(self) -> bool:
+        return self.exited.done()
+
+
+@dataclass
+class Sample:
+    pid: int
+    alive: bool
+    rss: int = 0
+    cpu_seconds: float = 0.0
+    children: int = 0
+    log_size: int = 0
+
+
+@dataclass(frozen=True)
+class MarkedProcess:
+    pid: int
+    create_time: float
+    marker: str
+
+
+def read_status_file(path: Path) -> int | None:
+    """The exit code a daughter left beside its log, if it could."""
+    try:
+        text = path.read_text().strip()
+        return int(text)
+    except (OSError, ValueError):
+        return None
+
+
+def same_process(pid: int, create_time: float) -> bool:
+    """True if pid is alive and is the very process that started at create_time."""
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - create_time) < CREATE_TIME_TOLERANCE and proc.status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Signal a process group; False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _descendants(pid: int, create_time: float) -> list[psutil.Process]:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) >= CREATE_TIME_TOLERANCE:
+            return []
+        return proc.children(recursive=True)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return []
+
+
+def _any_alive(pgid: int | None, procs: Iterable[psutil.Process]) -> bool:
+    if pgid is not None and _signal_group(pgid, 0):
+        return True
+    return any(_running(p) for p in procs)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _kill_procs(procs: Iterable[psutil.Process], sig: int) -> None:
+    for proc in procs:
+        try:
+            if proc.is_running():
+                proc.send_signal(sig)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+def scan_marked(match: Callable[[str], bool]) -> list[MarkedProcess]:
+    """Every process whose environment carries a marker accepted by match (blocking: a thread)."""
+    me = os.getpid()
+    found: list[MarkedProcess] = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == me:
+            continue
+        try:
+            marker = proc.environ().get(MARKER_ENV)
+            if marker and match(marker):
+                found.append(MarkedProcess(proc.pid, proc.create_time(), marker))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+    return found
+
+
+def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
+    """SIGTERM, wait up to grace, SIGKILL (blocking: a thread). Returns the pids signalled."""
+    procs: list[psutil.Process] = []
+    for target in targets:
+        try:
+            proc = psutil.Process(target.pid)
+            if abs(proc.create_time() - target.create_time) < CREATE_TIME_TOLERANCE:
+                procs.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    if not procs:
+        return []
+    _kill_procs(procs, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    _kill_procs(alive, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=2)
+    return [p.pid for p in procs]
+
+
+def _sample(d: Daughter) -> Sample:
+    """Tree RSS, CPU seconds and children of one daughter, plus its log size (a thread)."""
+    try:
+        proc = d._proc
+        if proc is None:
+            proc = psutil.Process(d.pid)
+            if abs(proc.create_time() - d.create_time) >= CREATE_TIME_TOLERANCE:
+                return Sample(d.pid, alive=False)
+            d._proc = proc
+        with proc.oneshot():
+            times = proc.cpu_times()
+            rss = proc.memory_info().rss
+        cpu = times.user + times.system + times.children_user + times.children_system
+        kids = proc.children(recursive=True)
+        for kid in kids:
+            try:
+                with kid.oneshot():
+                    kid_times = kid.cpu_times()
+                    rss += kid.memory_info().rss
+                cpu += kid_times.user + kid_times.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return Sample(d.pid, alive=False)
+    try:
+        size = os.stat(d.log_path).st_size
+    except OSError:
+        size = d.log_size
+    return Sample(d.pid, True, rss, cpu, len(kids), size)
+
+
+class Supervisor:
+    """Owns the live daughters of one coordinator."""
+
+    def __init__(
+        self,
+        *,
+        grace: float = 5.0,
+        sample_interval: float = 1.0,
+        on_sample: Callable[[list[Daughter]], None] | None = None,
+    ) -> None:
+        self.grace = grace
+        self.sample_interval = sample_interval
+        self.on_sample = on_sample
+        self.daughters: dict[int, Daughter] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    # -- starting and adopting -------------------------------------------------
+
+    def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+    ) -> Daughter:
+        """Start a daughter. Raises OSError when it cannot start (missing program, cwd)."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        status_path.unlink(missing_ok=True)
+        env = {**env, MARKER_ENV: marker}
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(fd)
+        started_at = time.time()
+        try:
+            create_time = psutil.Process(popen.pid).create_time()
+        except psutil.NoSuchProcess:  # cannot happen before we reap it; be safe anyway
+            create_time = started_at
+        d = Daughter(
+            pid=popen.pid,
+            create_time=create_time,
+            argv=list(argv),
+            log_path=log_path,
+            status_path=status_path,
+            marker=marker,
+            started_at=started_at,
+            popen=popen,
+            last_output_at=started_at,
+        )
+        self.daughters[d.pid] = d
+        self._watch(d)
+        return d
+
+    def adopt(
+        self,
+        *,
+        pid: int,
+        create_time: float,
+        argv: list[str],
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        started_at: float,
+    ) -> Daughter:
+        """Watch a daughter a previous tacx started. Its end is learnt from its status file."""
+        d = Daughter(
+            pid=pid,
+            create_time=create_time,
+            argv=argv,
+            log_path=log_path,
+            status_path=status_path,
+            marker=marker,
+            started_at=started_at,
+            adopted=True,
+            last_output_at=time.time(),
+        )
+        try:
+            d.log_size = log_path.stat().st_size
+        except OSError:
+            pass
+        self.daughters[d.pid] = d
+        if same_process(pid, create_time):
+            self._watch(d)
+        else:
+            self._finished(d)
+        return d
+
+    # -- noticing the end ------------------------------------------------------
+
+    def _watch(self, d: Daughter) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(d.pid)
+        except ProcessLookupError:
+            self._finished(d)
+            return
+        except (AttributeError, OSError):  # no pidfd here (old kernel, not Linux)
+            asyncio.ensure_future(self._poll_end(d))
+            return
+        loop.add_reader(pidfd, self._on_pidfd, d, pidfd)
+
+    def _on_pidfd(self, d: Daughter, pidfd: int) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._finished(d)
+
+    async def _poll_end(self, d: Daughter) -> None:
+        """Fallback without pidfd: wait4 in a thread for our children, polling for adopted ones."""
+        if d.popen is not None:
+            await asyncio.to_thread(self._reap_blocking, d)
+            self._finished(d)
+            return
+        while same_process(d.pid, d.create_time):
+            await asyncio.sleep(0.2)
+        self._finished(d)
+
+    def _reap_blocking(self, d: Daughter) -> None:
+        d._wait_result = os.wait4(d.pid, 0)  # type: ignore[attr-defined]
+
+    def _finished(self, d: Daughter) -> None:
+        if d.exited.done():
+            return
+        if d.popen is not None:
+            info = self._reap(d)
+        else:
+            info = self._adopted_exit(d)
+        self.daughters.pop(d.pid, None)
+        d.exited.set_result(info)
+
+    def _reap(self, d: Daughter) -> ExitInfo:
+        assert d.popen is not None
+        result = getattr(d, "_wait_result", None)
+        if result is None:
+            try:
+                result = os.wait4(d.pid, os.WNOHANG)
+            except ChildProcessError:
+                result = (d.pid, 0, None)
+        pid, status, usage = result
+        code = os.waitstatus_to_exitcode(status) if pid else 0
+        d.popen.returncode = code  # Popen must never reap it again
+        cpu = (usage.ru_utime + usage.ru_stime) if usage else d.cpu_seconds
+        # ru_maxrss also counts the pages the child shared with tacx between fork and exec:
+        # it speaks for the daughter only when it exceeds tacx's own high-water mark.
+        child_max = usage.ru_maxrss if usage else 0
+        own_max = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = max(d.peak_rss, child_max * 1024 if child_max > own_max else 0)
+        if code < 0:
+            return ExitInfo(None, -code, peak, max(cpu, d.cpu_seconds))
+        return ExitInfo(code, None, peak, max(cpu, d.cpu_seconds))
+
+    def _adopted_exit(self, d: Daughter) -> ExitInfo:
+        code = read_status_file(d.status_path)
+        return ExitInfo(code, None, d.peak_rss, d.cpu_seconds)
+
+    # -- killing ---------------------------------------------------------------
+
+    async def terminate(self, d: Daughter, reason: str, grace: float | None = None) -> ExitInfo:
+        """End a daughter's whole tree: SIGTERM, grace, SIGKILL, then a sweep by marker."""
+        if d.kill_reason is None:
+            d.kill_reason = reason
+        grace = self.grace if grace is None else grace
+        tree = await asyncio.to_thread(_descendants, d.pid, d.create_time)
+        # An adopted daughter that already ended no longer vouches for its group id.
+        group = not (d.adopted and d.done)
+        if group:
+            _signal_group(d.pgid, signal.SIGTERM)
+        await asyncio.to_thread(_kill_procs, tree, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if d.done and not await asyncio.to_thread(_any_alive, d.pgid if group else None, tree):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            if not d.done or await asyncio.to_thread(_any_alive, d.pgid if group else None, tree):
+                log.info("pid %s outlived %.1fs of grace: SIGKILL", d.pid, grace)
+                if group:
+                    _signal_group(d.pgid, signal.SIGKILL)
+                await asyncio.to_thread(_kill_procs, tree, signal.SIGKILL)
+        info = await asyncio.wait_for(asyncio.shield(d.exited), timeout=30)
+        await self.sweep_marker(d.marker)
+        return info
+
+    async def clean_after_exit(self, d: Daughter) -> None:
+        """A daughter that ended by itself may leave its group behind: end those too."""
+        if d.adopted:
+            await self.sweep_marker(d.marker)
+        elif _signal_group(d.pgid, 0):
+            await self.terminate(d, "leftover processes after the daughter exited")
+
+    async def sweep_marker(self, marker: str) -> list[int]:
+        """End every process carrying exactly this daughter's marker (escaped descendants)."""
+        found = await asyncio.to_thread(scan_marked, lambda m: m == marker)
+        if not found:
+            return []
+        return await asyncio.to_thread(end_processes, found, self.grace)
+
+    async def sweep_stragglers(self, prefix: str, keep: set[str]) -> list[int]:
+        """End processes of this home whose marker belongs to no live daughter."""
+        found = await asyncio.to_thread(scan_marked, lambda m: m.startswith(prefix) and m not in keep)
+        if not found:
+            return []
+        log.info("ending %d straggler(s): %s", len(found), [p.pid for p in found])
+        return await asyncio.to_thread(end_processes, found, self.grace)
+
+    # -- sampling --------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._sampler is None:
+            self._sampler = asyncio.create_task(self._sample_loop(), name="tacx-sampler")
+
+    async def stop(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            try:
+                await self._sampler
+            except asyncio.CancelledError:
+                pass
+            self._sampler = None
+
+    async def _sample_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sample_interval)
+            try:
+                await self.sample_once()
+            except Exception:  # a sampler must never die
+                log.exception("sampling failed")
+
+    async def sample_once(self) -> None:
+        live = [d for d in self.daughters.values() if not d.done]
+        if not live:
+            return
+        samples = await asyncio.to_thread(lambda: [_sample(d) for d in live])
+        now = time.time()
+        for d, s in zip(live, samples):
+            if not s.alive:
+                continue
+            if d._sampled_at:
+                elapsed = max(now - d._sampled_at, 1e-6)
+                d.cpu_percent = max(0.0, (s.cpu_seconds - d.cpu_seconds) / elapsed * 100)
+            d._sampled_at = now
+            d.rss = s.rss
+            d.peak_rss = max(d.peak_rss, s.rss)
+            d.cpu_seconds = max(d.cpu_seconds, s.cpu_seconds)
+            d.children = s.children
+            if s.log_size != d.log_size:
+                d.log_size = s.log_size
+                d.last_output_at = now
+        if self.on_sample is not None:
+            self.on_sample(live)
+

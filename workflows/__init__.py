@@ -1,0 +1,1 @@
+"""Workflows shipped with tacx (mapped into the package as tacx.workflows)."""
