@@ -132,6 +132,7 @@ class Coordinator:
         self._queue_exhausted = False
         self._workflows: dict[str, Workflow] = {}
         self._bulk_reason: str | None = None
+        self._published_reason: str | None = None
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._stopping: StopMode | None = None
@@ -480,7 +481,9 @@ class Coordinator:
                 (reason, reason, only) if only is not None else (reason, reason),
             )
         )
-        self.publish("queue.waiting", reason=reason)
+        if reason != self._published_reason:
+            self._published_reason = reason
+            self.publish("queue.waiting", reason=reason)
 
     async def _claim(self, task_id: int, first: tuple[str, str, str]) -> None:
         """Mark a queued task running (unless someone cancelled it meanwhile) and start it."""
@@ -574,6 +577,7 @@ class Coordinator:
             self._bulk_reason = None
             self.publish("coordinator.paused" if paused else "coordinator.resumed")
         self._queue_stale = True
+        self._bulk_reason = None  # tasks submitted meanwhile need their wait reason too
         self._kick()
 
     async def set_paused(self, paused: bool) -> None:
@@ -1070,7 +1074,8 @@ class Coordinator:
                 conn.execute(
                     "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
                     " WHERE pid = ? AND stage_id = ? AND ended_at IS NULL",
-                    (now, info.exit_code, info.signal, info.peak_rss, round(info.cpu_seconds, 3), d.pid, st.id),
+                    (d.ended_at or now, info.exit_code, info.signal, info.peak_rss or None,
+                     round(info.cpu_seconds, 3), d.pid, st.id),
                 )
             conn.execute(
                 "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"

@@ -58,6 +58,7 @@ class Daughter:
     popen: subprocess.Popen[bytes] | None = None
     exited: asyncio.Future[ExitInfo] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     kill_reason: str | None = None
+    ended_at: float = 0.0  # when its end was noticed (reaped, or found gone)
     # Live figures from the sampler.
     rss: int = 0
     peak_rss: int = 0
@@ -358,6 +359,7 @@ class Supervisor:
     def _finished(self, d: Daughter) -> None:
         if d.exited.done():
             return
+        d.ended_at = time.time()
         if d.popen is not None:
             info = self._reap(d)
         else:

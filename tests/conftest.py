@@ -1,0 +1,136 @@
+"""Shared fixtures: a project folder with its own home, and the real `tacx` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Project:
+    """A project root with `.tacx/` as its home; runs `python -m tacx` against it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / ".tacx"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
+        self.env["TACX_HOME"] = str(self.home)
+        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self._background: list[subprocess.Popen[str]] = []
+
+    def workflow(self, name: str, text: str) -> Path:
+        path = self.root / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def tacx(self, *args: str, timeout: float = 60, check: int | None = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tacx", *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check is not None and proc.returncode != check:
+            raise AssertionError(
+                f"tacx {' '.join(args)} exited {proc.returncode}, expected {check}\n"
+                f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            )
+        return proc
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """A background tacx (a coordinator), stopped at the end of the test."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tacx", *args],
+            cwd=self.root,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        self._background.append(proc)
+        return proc
+
+    def submit(self, workflow: str, *args: str) -> int:
+        return int(self.tacx("submit", workflow, *args).stdout.split()[0])
+
+    def show(self, task_id: int) -> dict[str, Any]:
+        return json.loads(self.tacx("show", str(task_id), "--json").stdout)
+
+    def ls(self) -> list[dict[str, Any]]:
+        return json.loads(self.tacx("ls", "--json").stdout)
+
+    def db(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.home / "tacx.db", timeout=10)
+        conn.row_factory = sqlite3.Row
+        return conn
+
+    def query(self, sql: str, *params: Any) -> list[sqlite3.Row]:
+        conn = self.db()
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def marked_processes(self) -> list[psutil.Process]:
+        """Live processes carrying this home's daughter marker."""
+        prefix = f"{self.home}#"
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if proc.environ().get("TACX_DAUGHTER", "").startswith(prefix):
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def stop_background(self) -> None:
+        for proc in self._background:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for proc in self.marked_processes():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.05, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    root = tmp_path / "proj"
+    root.mkdir()
+    p = Project(root)
+    yield p
+    p.stop_background()
