@@ -217,8 +217,11 @@ def _dedupe_key(wf: Workflow, inputs: dict[str, str], explicit: str | None) -> s
     return None
 
 
-def submit_tasks(home: Home, args: argparse.Namespace) -> list[tuple[int, bool]]:
-    """Validate everything first, then queue all tasks in one transaction (all or nothing)."""
+Prepared = tuple[Workflow, Path, str, list[tuple[dict[str, str], str, str | None]]]
+
+
+def prepare_tasks(home: Home, args: argparse.Namespace) -> Prepared:
+    """Load the workflow and check every task's inputs; raises before anything is written."""
     wf, path, text = _load(home, args.workflow)
     batches: list[tuple[dict[str, str], str, str | None]] = []
     if getattr(args, "each", None):
@@ -246,6 +249,12 @@ def submit_tasks(home: Home, args: argparse.Namespace) -> list[tuple[int, bool]]
     else:
         inputs, title = _prepare(wf, _parse_pairs(args.input), args.title)
         batches.append((inputs, title, _dedupe_key(wf, inputs, args.dedupe_key)))
+    return wf, path, text, batches
+
+
+def submit_tasks(home: Home, prepared: Prepared, priority: int) -> list[tuple[int, bool]]:
+    """Queue all prepared tasks in one transaction (all or nothing). Returns (id, created)."""
+    wf, path, text, batches = prepared
     conn = connect(home.db_path)
     try:
         with transaction(conn):
@@ -257,7 +266,7 @@ def submit_tasks(home: Home, args: argparse.Namespace) -> list[tuple[int, bool]]
                     workflow_text=text,
                     title=title,
                     inputs=inputs,
-                    priority=args.priority,
+                    priority=priority,
                     dedupe_key=key,
                     project_root=str(home.project_root),
                 )
@@ -268,7 +277,7 @@ def submit_tasks(home: Home, args: argparse.Namespace) -> list[tuple[int, bool]]
 
 
 def cmd_submit(home: Home, args: argparse.Namespace) -> int:
-    results = submit_tasks(home, args)
+    results = submit_tasks(home, prepare_tasks(home, args), args.priority)
     if args.json:
         print(json.dumps([{"id": task_id, "created": created} for task_id, created in results]))
     else:
@@ -351,15 +360,16 @@ async def _count_queued(store: Store, reporter: ConsoleReporter) -> None:
 
 def cmd_run(home: Home, args: argparse.Namespace) -> int:
     settings = _settings(home)
+    prepared = prepare_tasks(home, args)
     lock = CoordinatorLock(home)
     try:
         lock.acquire()
     except LockHeld:
-        ((task_id, _),) = submit_tasks(home, args)
+        ((task_id, _),) = submit_tasks(home, prepared, args.priority)
         print(f"task {task_id} handed to the running coordinator", file=sys.stderr)
         return _follow(home, task_id, args.json)
     try:
-        ((task_id, created),) = submit_tasks(home, args)
+        ((task_id, _),) = submit_tasks(home, prepared, args.priority)
         reporter = ConsoleReporter(json_mode=args.json, only_task=task_id)
         return asyncio.run(_run_coordinator(home, settings, args, reporter, only_task=task_id))
     finally:

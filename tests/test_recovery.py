@@ -167,3 +167,45 @@ def test_sigint_stops_daughters_and_requeues_for_the_next_start(project: Project
     stages = project.show(task)["stages"]
     assert project.show(task)["status"] == "succeeded"
     assert [(s["status"], s["attempt"]) for s in stages] == [("succeeded", 1), ("succeeded", 2)]
+
+
+async def test_stop_leave_keeps_daughters_for_the_next_start(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Quitting with "leave them running": nothing is killed or rewritten; the next
+    coordinator re-adopts the daughter and records its real outcome."""
+    import asyncio
+
+    from tacx.coordinator import Coordinator
+    from tacx.home import Home
+    from tacx.store import Store, connect
+    from tests.test_lessons import queue
+
+    home = Home(tmp_path / ".tacx")
+    gate = tmp_path / "gate"
+    (task,) = queue(home, f"name: g\nstages:\n  - {{name: s, provider: bash, run: 'while [ ! -e {gate} ]; do sleep 0.05; done; echo out'}}\n")
+    store = await Store(home.db_path).open()
+    coordinator = Coordinator(home, store)
+    running = asyncio.create_task(coordinator.run())
+    for _ in range(200):
+        if coordinator.supervisor.daughters:
+            break
+        await asyncio.sleep(0.05)
+    (daughter,) = coordinator.supervisor.daughters.values()
+    coordinator.stop("leave")
+    await asyncio.wait_for(running, 30)
+    await store.close()
+    assert psutil.pid_exists(daughter.pid)
+    conn = connect(home.db_path)
+    assert conn.execute("SELECT status FROM tasks").fetchone()[0] == "running"
+    assert conn.execute("SELECT ended_at FROM daughters").fetchone()[0] is None
+    conn.close()
+
+    store = await Store(home.db_path).open()
+    coordinator = Coordinator(home, store, exit_when_idle=True)
+    running = asyncio.create_task(coordinator.run())
+    await asyncio.sleep(0.3)
+    gate.touch()
+    await asyncio.wait_for(running, 30)
+    await store.close()
+    conn = connect(home.db_path)
+    assert tuple(conn.execute("SELECT status, attempt, result FROM stages").fetchone()) == ("succeeded", 1, "out")
+    assert tuple(conn.execute("SELECT pid, exit_code FROM daughters").fetchone()) == (daughter.pid, 0)
