@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from tacx import records
 from tacx.events import EngineEvent, EventBus
@@ -41,6 +41,9 @@ TAIL_BYTES = 64 * 1024
 ERROR_TAIL_LINES = 8
 
 StopMode = Literal["stop", "leave"]
+Started = list[tuple[str, "str | None"]]  # what a start transaction read back: (stage, result)
+Grant = tuple[str, str, str]  # (stage, provider, why that provider)
+Started_Grant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
 
 
 @dataclass
@@ -71,9 +74,17 @@ class TaskRun:
     user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
     adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
 
+    # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
+    stoppers: set[Callable[[str | None], None]] = field(default_factory=set)
+
     def request_cancel(self) -> None:
         self.user_cancelled = True
+        self.interrupt("cancel")
+
+    def interrupt(self, cause: str) -> None:
         self.cancel.set()
+        for settle in list(self.stoppers):
+            settle(cause)
 
 
 @dataclass
@@ -136,9 +147,12 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._stopping: StopMode | None = None
-        self._watched: dict[int, tuple[TaskRun, str, StageSpec, asyncio.Event]] = {}
+        self._watched: dict[int, tuple[TaskRun, str, StageSpec, Callable[[str | None], None]]] = {}
         self._ended_since_sweep = False
         self._background: list[asyncio.Task[None]] = []
+        self._claiming: dict[int, asyncio.Task[None]] = {}
+        # What every daughter inherits; TACX_* of an enclosing tacx never leaks in.
+        self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
         self.exit_code = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -171,13 +185,14 @@ class Coordinator:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._claiming.values(), return_exceptions=True)
         runners = [r.runner for r in self.running.values() if r.runner is not None]
         if self._stopping == "leave":
             for runner in runners:
                 runner.cancel()
         else:
             for run in self.running.values():
-                run.cancel.set()
+                run.interrupt("shutdown")
         await asyncio.gather(*runners, return_exceptions=True)
         if self._stopping != "leave":
             await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
@@ -240,7 +255,7 @@ class Coordinator:
 
     async def _resume_task(self, row: sqlite3.Row, open_by_stage: dict[int, sqlite3.Row]) -> None:
         try:
-            run = await self._load_run(row)
+            run = self._load_run(row, await self.store.read(lambda c: _stage_rows(c, row["id"])))
         except Exception as exc:
             await self._fail_unloadable(row["id"], exc)
             return
@@ -306,14 +321,9 @@ class Coordinator:
             self._workflows[workflow_hash] = wf
         return wf
 
-    async def _load_run(self, row: sqlite3.Row) -> TaskRun:
+    def _load_run(self, row: sqlite3.Row, stage_rows: list[sqlite3.Row]) -> TaskRun:
         wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
         assert wf is not None
-        stage_rows = await self.store.read(
-            lambda c: c.execute(
-                "SELECT id, name, status, attempt, failures, ended_at FROM stages WHERE task_id = ?", (row["id"],)
-            ).fetchall()
-        )
         stages = {
             s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"])
             for s in stage_rows
@@ -421,9 +431,9 @@ class Coordinator:
             sql += f" ORDER BY priority DESC, id LIMIT {QUEUE_PAGE}"
             return [tuple(r) for r in conn.execute(sql, params)]  # type: ignore[misc]
 
-        claimed = set(self.running)
-        self._queue = [q for q in await self.store.read(head) if q[0] not in claimed]
-        self._queue_exhausted = len(self._queue) < QUEUE_PAGE
+        rows = await self.store.read(head)
+        self._queue = [q for q in rows if q[0] not in self.running and q[0] not in self._claiming]
+        self._queue_exhausted = len(rows) < QUEUE_PAGE
         self._queue_stale = False
 
     async def _start_queued(self) -> None:
@@ -450,13 +460,17 @@ class Coordinator:
                     continue
             assert wf is not None
             first = wf.topo_order()[0]
-            provider, reason = self._route(wf.stage(first).provider)
-            if provider is None:
-                skipped.append((task_id, priority, wf_hash))
-                specific[task_id] = reason
-                continue
-            self._take_slot(provider)
-            await self._claim(task_id, (first, provider, reason))
+            grant: Grant | None = None
+            if wf.stage(first).when != "failure":  # a root stage that will run: start it with the claim
+                provider, reason = self._route(wf.stage(first).provider)
+                if provider is None:
+                    skipped.append((task_id, priority, wf_hash))
+                    specific[task_id] = reason
+                    continue
+                self._take_slot(provider)
+                grant = (first, provider, reason)
+            # Claims are not awaited here: many overlap and share a commit.
+            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant))
             if not self._queue and not self._queue_exhausted:
                 await self._refill_queue()
         self._queue[:0] = skipped
@@ -485,11 +499,12 @@ class Coordinator:
             self._published_reason = reason
             self.publish("queue.waiting", reason=reason)
 
-    async def _claim(self, task_id: int, first: tuple[str, str, str]) -> None:
-        """Mark a queued task running (unless someone cancelled it meanwhile) and start it."""
+    async def _claim(self, task_id: int, grant: Grant | None) -> None:
+        """Mark a queued task running (unless someone cancelled it meanwhile) and, in the
+        same transaction, start its first stage: one round trip to start a task."""
         now = time.time()
 
-        def claim(conn: sqlite3.Connection) -> sqlite3.Row | None:
+        def claim(conn: sqlite3.Connection) -> tuple[TaskRun, Started | None] | None:
             cur = conn.execute(
                 "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?), wait_reason = NULL"
                 " WHERE id = ? AND status = 'queued'",
@@ -498,17 +513,34 @@ class Coordinator:
             if cur.rowcount != 1:
                 return None
             records.add_event(conn, task_id, None, "task.started", {})
-            return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            run = self._load_run(row, _stage_rows(conn, task_id))
+            # A retried or interrupted task may have finished its first stage already.
+            fresh = grant is not None and run.stages[grant[0]].status == "pending"
+            started = self._start_tx(run, *grant)(conn) if grant and fresh else None
+            return run, started
 
-        row = await self.store.write(claim)
-        if row is None:
-            self._release_slot(first[1])
+        try:
+            claimed = await self.store.write(claim)
+            if claimed is not None and self._stopping:
+                await self.store.write(lambda c: self._requeue_tx(c, task_id))
+                claimed = None
+        except Exception:
+            log.exception("claiming task %s failed", task_id)
+            claimed = None
+        finally:
+            self._claiming.pop(task_id, None)
+        if claimed is None:
+            if grant:
+                self._release_slot(grant[1])
             return
-        run = await self._load_run(row)
+        run, started = claimed
+        if grant and started is None:
+            self._release_slot(grant[1])
         self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
-        self._start_runner(run, first)
+        self._start_runner(run, (*grant, started) if grant and started is not None else None)
 
-    def _start_runner(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+    def _start_runner(self, run: TaskRun, first: Started_Grant | None) -> None:
         self.running[run.id] = run
         run.runner = asyncio.create_task(self._run_task(run, first), name=f"tacx-task-{run.id}")
 
@@ -528,6 +560,8 @@ class Coordinator:
 
     async def _check_idle(self) -> None:
         if self._done.is_set():
+            return
+        if self._claiming:
             return
         if self.only_task is not None:
             if self.only_task not in self.running and not self._queue:
@@ -622,9 +656,9 @@ class Coordinator:
             watched = self._watched.get(d.pid)
             if watched is None:
                 continue
-            run, stage, spec, idle = watched
+            run, stage, spec, settle = watched
             if spec.idle_timeout and now - d.last_output_at > spec.idle_timeout:
-                idle.set()
+                settle("idle")
             updates.append((d.peak_rss, d.cpu_seconds, d.pid, d.started_at))
             self.publish(
                 "daughter.sample",
@@ -646,7 +680,7 @@ class Coordinator:
 
     # -- running a task ----------------------------------------------------------------
 
-    async def _run_task(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+    async def _run_task(self, run: TaskRun, first: Started_Grant | None) -> None:
         try:
             await self._drive(run, first)
         except asyncio.CancelledError:
@@ -659,7 +693,7 @@ class Coordinator:
             self.running.pop(run.id, None)
             self._kick()
 
-    async def _drive(self, run: TaskRun, first: tuple[str, str, str] | None) -> None:
+    async def _drive(self, run: TaskRun, first: Started_Grant | None) -> None:
         """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
         wf = run.workflow
         active: dict[asyncio.Task[str], str] = {}
@@ -681,7 +715,7 @@ class Coordinator:
                         continue
                     pre = None
                     if grant is not None and grant[0] == name:
-                        pre, grant = (grant[1], grant[2]), None
+                        pre, grant = grant[1:], None
                     active[asyncio.create_task(self._stage(run, name, pre))] = name
                 if skips:
                     await self._write_skips(run, skips)
@@ -742,12 +776,19 @@ class Coordinator:
             run.stages[name].ended_at = now
             self.publish("stage.skipped", run.id, name)
 
-    async def _finish_task(self, run: TaskRun, status: str, error: str | None) -> None:
+    async def _finish_task(self, run: TaskRun, status: str, summary: str | None) -> None:
+        """Record the task's end. Not awaited: FIFO order puts it before any later write,
+        and a crash before its commit is repaired by recovery (the task resumes, finds
+        nothing left to run, and ends). Listeners hear of it once it is committed."""
         now = time.time()
-        if status == "failed" or status == "timed_out":
-            error = await self._task_error(run, error)
+        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
+        culprit = min(bad, key=lambda s: s.ended_at or 0).id if bad else None
 
-        def finish(conn: sqlite3.Connection) -> None:
+        def finish(conn: sqlite3.Connection) -> str | None:
+            error = summary
+            if culprit is not None and summary:
+                detail = conn.execute("SELECT error FROM stages WHERE id = ?", (culprit,)).fetchone()[0]
+                error = f"{summary}: {detail}" if detail else summary
             conn.execute(
                 "UPDATE tasks SET status = ?, error = ?, ended_at = ?, wait_reason = NULL, cancel_requested = 0"
                 " WHERE id = ?",
@@ -759,40 +800,37 @@ class Coordinator:
                 ("cancelled" if status == "cancelled" else "skipped", now, run.id),
             )
             records.add_event(conn, run.id, None, f"task.{status}", {"error": error} if error else {})
+            return error
 
-        await self.store.write(finish)
-        self.publish(f"task.{status}", run.id, title=run.title, error=error)
+        def committed(future: asyncio.Future[str | None]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.publish(f"task.{status}", run.id, title=run.title, error=future.result())
+            elif not future.cancelled():
+                log.error("recording the end of task %s failed: %s", run.id, future.exception())
 
-    async def _task_error(self, run: TaskRun, summary: str | None) -> str | None:
-        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
-        if not bad:
-            return summary
-        first = min(bad, key=lambda s: s.ended_at or 0)
-        detail = await self.store.read(
-            lambda c: c.execute("SELECT error FROM stages WHERE id = ?", (first.id,)).fetchone()[0]
-        )
-        return f"{summary}: {detail}" if detail else summary
+        self.store.write(finish).add_done_callback(committed)
 
     async def _requeue(self, run: TaskRun) -> None:
         """tacx is stopping: the task goes back to the queue and resumes at its next start."""
         if self._stopping == "leave":
             return
 
-        def requeue(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE stages SET status = 'pending', wait_reason = 'interrupted: tacx stopped'"
-                " WHERE task_id = ? AND status = 'running'",
-                (run.id,),
-            )
-            conn.execute(
-                "UPDATE tasks SET status = 'queued', wait_reason = 'interrupted: tacx stopped; resumes at the next start'"
-                " WHERE id = ? AND status = 'running'",
-                (run.id,),
-            )
-            records.add_event(conn, run.id, None, "task.interrupted", {})
-
-        await self.store.write(requeue)
+        await self.store.write(lambda c: self._requeue_tx(c, run.id))
         self.publish("task.interrupted", run.id)
+
+    @staticmethod
+    def _requeue_tx(conn: sqlite3.Connection, task_id: int) -> None:
+        conn.execute(
+            "UPDATE stages SET status = 'pending', wait_reason = 'interrupted: tacx stopped'"
+            " WHERE task_id = ? AND status = 'running'",
+            (task_id,),
+        )
+        conn.execute(
+            "UPDATE tasks SET status = 'queued', wait_reason = 'interrupted: tacx stopped; resumes at the next start'"
+            " WHERE id = ? AND status = 'running'",
+            (task_id,),
+        )
+        records.add_event(conn, task_id, None, "task.interrupted", {})
 
     # -- running a stage ---------------------------------------------------------------
 
@@ -800,7 +838,7 @@ class Coordinator:
         self,
         run: TaskRun,
         name: str,
-        grant: tuple[str, str] | None,
+        grant: tuple[str, str, Started] | None,
         adopted: Daughter | None = None,
         adopted_provider: str = "",
     ) -> str:
@@ -812,16 +850,18 @@ class Coordinator:
                 provider, status = adopted_provider, await self._finish_attempt(run, name, spec, adopted, adopted_provider)
                 adopted = None
             else:
+                started: Started | None = None
                 if grant is None:
                     try:
-                        grant = await self._request_slot(run, name, spec.provider)
+                        provider, reason = await self._request_slot(run, name, spec.provider)
                     except asyncio.CancelledError:
                         if self._stopping == "leave":
                             raise
                         return st.status
-                provider, reason = grant
-                grant = None
-                status = await self._attempt(run, name, spec, provider, reason)
+                else:
+                    provider, reason, started = grant
+                    grant = None
+                status = await self._attempt(run, name, spec, provider, reason, started)
             if status == "interrupted":
                 if self._stopping or run.cancel.is_set():
                     return "interrupted"
@@ -866,19 +906,19 @@ class Coordinator:
         return values
 
     def _workspace(self, run: TaskRun) -> Path:
+        """The task's working folder (created by the supervisor, off the event loop)."""
         if run.workspace is None:
             if run.workflow.workspace == "dir":
                 run.workspace = self.home.trees / str(run.id)
             else:
                 run.workspace = run.project_root
-        run.workspace.mkdir(parents=True, exist_ok=True)
         return run.workspace
 
     def _env(
         self, run: TaskRun, name: str, attempt: int, spec: StageSpec, values: dict[str, str],
         results: dict[str, str | None], workspace: Path, status_path: Path,
     ) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
+        env = dict(self._base_env)
         env.update(
             TACX_HOME=str(self.home.root),
             TACX_TASK_ID=str(run.id),
@@ -896,22 +936,71 @@ class Coordinator:
             env[key] = render(template, values)
         return env
 
-    async def _attempt(self, run: TaskRun, name: str, spec: StageSpec, provider_name: str, reason: str) -> str:
-        """Start one attempt of a stage (committed first), then watch it to its end."""
+    def _start_tx(self, run: TaskRun, name: str, provider_name: str, reason: str) -> Callable[[sqlite3.Connection], Started]:
+        """The transaction that marks an attempt running, before its daughter exists."""
+        st = run.stages[name]
+        spec = run.workflow.stage(name)
+        attempt = st.attempt + 1
+        workspace = str(self._workspace(run))
+        log_path = str(self.home.stage_log(run.id, name, attempt))
+        now = time.time()
+
+        def start(conn: sqlite3.Connection) -> Started:
+            conn.execute(
+                "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
+                " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ? WHERE id = ?",
+                (attempt, provider_name, spec.model, now, log_path, st.id),
+            )
+            conn.execute(
+                "UPDATE tasks SET workspace = ? WHERE id = ? AND workspace IS NOT ?", (workspace, run.id, workspace)
+            )
+            records.add_event(
+                conn, run.id, name, "provider.chosen",
+                {"provider": provider_name, "candidates": spec.provider, "reason": reason, "trace_id": run.trace_id},
+            )
+            records.add_event(conn, run.id, name, "stage.started", {"attempt": attempt, "provider": provider_name})
+            # Earlier stages' results, read back from the store (lesson 3).
+            return conn.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall()
+
+        return start
+
+    async def _attempt(
+        self,
+        run: TaskRun,
+        name: str,
+        spec: StageSpec,
+        provider_name: str,
+        reason: str,
+        started: Started | None = None,
+    ) -> str:
+        """Start one attempt of a stage (committed first, unless the claim did it), then
+        watch it to its end. The slot taken for it is released on every path."""
         st = run.stages[name]
         attempt = st.attempt + 1
-        released = False
+        workspace = self._workspace(run)
+        log_path = self.home.stage_log(run.id, name, attempt)
+        status_path = log_path.with_suffix(".status")
+        # The log file is made in a thread while the start commits.
+        prepared = asyncio.ensure_future(self.supervisor.prepare(workspace, log_path, status_path))
         try:
-            results: dict[str, str | None] = dict(
-                await self.store.read(
-                    lambda c: c.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall()
-                )
-            )
+            if started is None:
+                started = await self.store.write(self._start_tx(run, name, provider_name, reason))
+            fd = await prepared
+        except BaseException:
+            self._release_slot(provider_name)
+            prepared.cancel()
+            if prepared.done() and not prepared.cancelled() and prepared.exception() is None:
+                os.close(prepared.result())
+            if started is None:
+                raise
+            await self._end_stage(run, name, None, "failed", "could not create the stage's log file", None, None)
+            return "failed"
+        results: dict[str, str | None] = dict(started)
+        st.status, st.attempt = "running", attempt
+        self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
+        self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
+        try:
             values = self._values(run, results)
-            workspace = self._workspace(run)
-            log_path = self.home.stage_log(run.id, name, attempt)
-            status_path = log_path.with_suffix(".status")
-            provider = self.providers[provider_name]
             ctx = StageContext(
                 task_id=run.id,
                 trace_id=run.trace_id,
@@ -921,91 +1010,66 @@ class Coordinator:
                 prompt=render(spec.prompt, values) if spec.prompt else None,
                 script_path=log_path.with_suffix(".script"),
             )
-            launch = provider.launch(spec, ctx)
+            launch = self.providers[provider_name].launch(spec, ctx)
             env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
             env.update(launch.env)
-            now = time.time()
-            candidates = spec.provider
-
-            def start(conn: sqlite3.Connection) -> None:
-                conn.execute(
-                    "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
-                    " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ? WHERE id = ?",
-                    (attempt, provider_name, spec.model, now, str(log_path), st.id),
-                )
-                conn.execute("UPDATE tasks SET workspace = ? WHERE id = ?", (str(workspace), run.id))
-                records.add_event(
-                    conn, run.id, name, "provider.chosen",
-                    {"provider": provider_name, "candidates": candidates, "reason": reason, "trace_id": run.trace_id},
-                )
-                records.add_event(conn, run.id, name, "stage.started", {"attempt": attempt, "provider": provider_name})
-
-            await self.store.write(start)
-            st.status, st.attempt = "running", attempt
-            self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
-            self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            for path, content in launch.files.items():
-                path.write_text(content)
-            try:
-                daughter = self.supervisor.spawn(
-                    launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
-                    marker=self._marker(run.id, name, attempt),
-                )
-            except (OSError, ValueError) as exc:
-                await self._end_stage(run, name, None, "failed", f"could not start {launch.argv[0]}: {exc}", None, None)
-                return "failed"
-            self.store.write_soon(
-                lambda c: c.execute(
-                    "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
-                    " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run.id, st.id, name, attempt, daughter.pid, daughter.create_time, json.dumps(daughter.argv),
-                     str(log_path), str(status_path), daughter.started_at),
-                )
+            if launch.files:
+                await asyncio.to_thread(_write_files, launch.files)
+            daughter = self.supervisor.spawn(
+                launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                marker=self._marker(run.id, name, attempt),
             )
-            self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
-            released = True
-            return await self._finish_attempt(run, name, spec, daughter, provider_name)
+        except (OSError, ValueError, KeyError) as exc:
+            self._release_slot(provider_name)
+            await self._end_stage(run, name, None, "failed", f"could not start the {provider_name} daughter: {exc}", None, None)
+            return "failed"
+        except BaseException:
+            self._release_slot(provider_name)
+            raise
         finally:
-            if not released:
-                self._release_slot(provider_name)
+            os.close(fd)
+        self.store.write_soon(
+            lambda c: c.execute(
+                "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
+                " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (run.id, st.id, name, attempt, daughter.pid, daughter.create_time, json.dumps(daughter.argv),
+                 str(log_path), str(status_path), daughter.started_at),
+            )
+        )
+        self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
+        return await self._finish_attempt(run, name, spec, daughter, provider_name)
 
     async def _finish_attempt(
         self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str
     ) -> str:
-        """Wait for the daughter (or its timeout, idle timeout, cancel), then record how it ended."""
+        """Wait for the daughter's end, or for a reason to end it (cancel, shutdown,
+        timeout, idle timeout: each settles `stop` with its cause), then record it."""
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[str | None] = loop.create_future()
+
+        def settle(cause: str | None) -> None:
+            if not stop.done():
+                stop.set_result(cause)
+
+        d.exited.add_done_callback(lambda _: settle(None))
+        run.stoppers.add(settle)
+        self._watched[d.pid] = (run, name, spec, settle)
+        timer = None
+        if spec.timeout:
+            timer = loop.call_later(max(d.started_at + spec.timeout - time.time(), 0), settle, "timeout")
+        if run.cancel.is_set():
+            settle("cancel" if run.user_cancelled else "shutdown")
         try:
-            idle = asyncio.Event()
-            self._watched[d.pid] = (run, name, spec, idle)
-            waits: dict[str, asyncio.Future[Any]] = {
-                "exit": asyncio.ensure_future(asyncio.shield(d.exited)),
-                "cancel": asyncio.ensure_future(run.cancel.wait()),
-                "idle": asyncio.ensure_future(idle.wait()),
-            }
-            if spec.timeout:
-                remaining = d.started_at + spec.timeout - time.time()
-                waits["timeout"] = asyncio.ensure_future(asyncio.sleep(max(remaining, 0)))
-            try:
-                await asyncio.wait(set(waits.values()), return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:
-                if self._stopping == "leave":  # the daughter keeps running, to be re-adopted
-                    raise
-            finally:
-                for fut in waits.values():
-                    fut.cancel()
-            if d.done:
-                cause = None
+            cause = await stop  # cancelled only when leaving daughters running for the next start
+            if cause is None:
                 await self.supervisor.clean_after_exit(d)
             else:
-                if run.cancel.is_set():
-                    cause = "cancel" if run.user_cancelled else "shutdown"
-                elif "timeout" in waits and waits["timeout"].done():
-                    cause = "timeout"
-                else:
-                    cause = "idle"
                 await self.supervisor.terminate(d, cause)
             info = d.exited.result()
         finally:
+            if timer is not None:
+                timer.cancel()
+            run.stoppers.discard(settle)
             self._watched.pop(d.pid, None)
             self._release_slot(provider_name)
             self._ended_since_sweep = True
@@ -1109,6 +1173,17 @@ class Coordinator:
             exit_code=info.exit_code if info else None,
             duration=round(now - d.started_at, 3) if d else None,
         )
+
+
+def _write_files(files: dict[Path, str]) -> None:
+    for path, content in files.items():
+        path.write_text(content)
+
+
+def _stage_rows(conn: sqlite3.Connection, task_id: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT id, name, status, attempt, failures, ended_at FROM stages WHERE task_id = ?", (task_id,)
+    ).fetchall()
 
 
 def _read_tail(path: Path) -> bytes:

@@ -192,6 +192,31 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     return [p.pid for p in procs]
 
 
+def _prepare(cwd: Path, log_path: Path, status_path: Path) -> int:
+    """Make a daughter's folders; returns its log, open for appending (blocking: a thread)."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    status_path.unlink(missing_ok=True)
+    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_BOOT_TIME = psutil.boot_time()
+
+
+def _create_time(pid: int, fallback: float) -> float:
+    """psutil's create_time for a child of ours, without its per-call boot-time read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return _BOOT_TIME + int(fields[19]) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.NoSuchProcess:
+            return fallback
+
+
 def _sample(d: Daughter) -> Sample:
     """Tree RSS, CPU seconds and children of one daughter, plus its log size (a thread)."""
     try:
@@ -241,9 +266,15 @@ class Supervisor:
 
     # -- starting and adopting -------------------------------------------------
 
+    async def prepare(self, cwd: Path, log_path: Path, status_path: Path) -> int:
+        """Make a daughter's folders and open its log for appending, in a thread (file
+        systems can be slow, and the event loop also serves the dashboard)."""
+        return await asyncio.to_thread(_prepare, cwd, log_path, status_path)
+
     def spawn(
         self,
         argv: list[str],
+        log_fd: int,
         *,
         env: dict[str, str],
         cwd: Path,
@@ -251,29 +282,31 @@ class Supervisor:
         status_path: Path,
         marker: str,
     ) -> Daughter:
-        """Start a daughter. Raises OSError when it cannot start (missing program, cwd)."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        status_path.unlink(missing_ok=True)
-        env = {**env, MARKER_ENV: marker}
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(fd)
+        """Start a daughter writing to log_fd (the caller closes it). Raises OSError when
+        it cannot start (missing program, missing cwd)."""
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            cwd=cwd,
+            env={**env, MARKER_ENV: marker},
+            start_new_session=True,
+            close_fds=True,
+        )
         started_at = time.time()
-        try:
-            create_time = psutil.Process(popen.pid).create_time()
-        except psutil.NoSuchProcess:  # cannot happen before we reap it; be safe anyway
-            create_time = started_at
+        return self._register(popen, argv, log_path, status_path, marker, started_at, _create_time(popen.pid, started_at))
+
+    def _register(
+        self,
+        popen: subprocess.Popen[bytes],
+        argv: list[str],
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        started_at: float,
+        create_time: float,
+    ) -> Daughter:
         d = Daughter(
             pid=popen.pid,
             create_time=create_time,
