@@ -73,6 +73,8 @@ class TaskRun:
     runner: asyncio.Task[None] | None = None
     user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
     adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
+    dirs: asyncio.Future[None] | None = None  # its log folder and workspace, once made
+    recorded_workspace: str | None = None
 
     # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
     stoppers: set[Callable[[str | None], None]] = field(default_factory=set)
@@ -338,6 +340,7 @@ class Coordinator:
             project_root=Path(row["project_root"]),
             workspace=Path(row["workspace"]) if row["workspace"] else None,
             stages=stages,
+            recorded_workspace=row["workspace"],
         )
 
     # -- scheduling --------------------------------------------------------------------
@@ -469,8 +472,10 @@ class Coordinator:
                     continue
                 self._take_slot(provider)
                 grant = (first, provider, reason)
-            # Claims are not awaited here: many overlap and share a commit.
-            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant))
+            # Claims are not awaited here: many overlap and share a commit. The task's
+            # folders are made meanwhile (the workspace of `none` is the project root).
+            dirs = self._make_dirs(task_id, self.home.trees / str(task_id) if wf.workspace == "dir" else None)
+            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant, dirs))
             if not self._queue and not self._queue_exhausted:
                 await self._refill_queue()
         self._queue[:0] = skipped
@@ -499,21 +504,24 @@ class Coordinator:
             self._published_reason = reason
             self.publish("queue.waiting", reason=reason)
 
-    async def _claim(self, task_id: int, grant: Grant | None) -> None:
+    def _make_dirs(self, task_id: int, workspace: Path | None) -> asyncio.Future[None]:
+        folders = [self.home.logs / str(task_id)] + ([workspace] if workspace else [])
+        return asyncio.ensure_future(self.supervisor.make_dirs(*folders))
+
+    async def _claim(self, task_id: int, grant: Grant | None, dirs: asyncio.Future[None]) -> None:
         """Mark a queued task running (unless someone cancelled it meanwhile) and, in the
         same transaction, start its first stage: one round trip to start a task."""
         now = time.time()
 
         def claim(conn: sqlite3.Connection) -> tuple[TaskRun, Started | None] | None:
-            cur = conn.execute(
+            row = conn.execute(
                 "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?), wait_reason = NULL"
-                " WHERE id = ? AND status = 'queued'",
+                " WHERE id = ? AND status = 'queued' RETURNING *",
                 (now, task_id),
-            )
-            if cur.rowcount != 1:
+            ).fetchone()
+            if row is None:
                 return None
             records.add_event(conn, task_id, None, "task.started", {})
-            row = conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
             run = self._load_run(row, _stage_rows(conn, task_id))
             # A retried or interrupted task may have finished its first stage already.
             fresh = grant is not None and run.stages[grant[0]].status == "pending"
@@ -535,6 +543,7 @@ class Coordinator:
                 self._release_slot(grant[1])
             return
         run, started = claimed
+        run.dirs = dirs
         if grant and started is None:
             self._release_slot(grant[1])
         self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
@@ -942,6 +951,8 @@ class Coordinator:
         spec = run.workflow.stage(name)
         attempt = st.attempt + 1
         workspace = str(self._workspace(run))
+        record_workspace = run.recorded_workspace != workspace
+        run.recorded_workspace = workspace
         log_path = str(self.home.stage_log(run.id, name, attempt))
         now = time.time()
 
@@ -951,9 +962,8 @@ class Coordinator:
                 " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ? WHERE id = ?",
                 (attempt, provider_name, spec.model, now, log_path, st.id),
             )
-            conn.execute(
-                "UPDATE tasks SET workspace = ? WHERE id = ? AND workspace IS NOT ?", (workspace, run.id, workspace)
-            )
+            if record_workspace:
+                conn.execute("UPDATE tasks SET workspace = ? WHERE id = ?", (workspace, run.id))
             records.add_event(
                 conn, run.id, name, "provider.chosen",
                 {"provider": provider_name, "candidates": spec.provider, "reason": reason, "trace_id": run.trace_id},
@@ -980,20 +990,18 @@ class Coordinator:
         workspace = self._workspace(run)
         log_path = self.home.stage_log(run.id, name, attempt)
         status_path = log_path.with_suffix(".status")
-        # The log file is made in a thread while the start commits.
-        prepared = asyncio.ensure_future(self.supervisor.prepare(workspace, log_path, status_path))
+        if run.dirs is None:  # made in a thread, while the start commits
+            run.dirs = self._make_dirs(run.id, workspace)
         try:
             if started is None:
                 started = await self.store.write(self._start_tx(run, name, provider_name, reason))
-            fd = await prepared
-        except BaseException:
+            await run.dirs
+        except BaseException as exc:
             self._release_slot(provider_name)
-            prepared.cancel()
-            if prepared.done() and not prepared.cancelled() and prepared.exception() is None:
-                os.close(prepared.result())
-            if started is None:
+            run.dirs = None
+            if started is None or isinstance(exc, asyncio.CancelledError):
                 raise
-            await self._end_stage(run, name, None, "failed", "could not create the stage's log file", None, None)
+            self._end_stage(run, name, None, "failed", f"could not create the stage's folders: {exc}", None, None)
             return "failed"
         results: dict[str, str | None] = dict(started)
         st.status, st.attempt = "running", attempt
@@ -1016,18 +1024,16 @@ class Coordinator:
             if launch.files:
                 await asyncio.to_thread(_write_files, launch.files)
             daughter = self.supervisor.spawn(
-                launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
                 marker=self._marker(run.id, name, attempt),
             )
         except (OSError, ValueError, KeyError) as exc:
             self._release_slot(provider_name)
-            await self._end_stage(run, name, None, "failed", f"could not start the {provider_name} daughter: {exc}", None, None)
+            self._end_stage(run, name, None, "failed", f"could not start the {provider_name} daughter: {exc}", None, None)
             return "failed"
         except BaseException:
             self._release_slot(provider_name)
             raise
-        finally:
-            os.close(fd)
         self.store.write_soon(
             lambda c: c.execute(
                 "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
@@ -1114,10 +1120,10 @@ class Coordinator:
             lines = _last_lines(tail, ERROR_TAIL_LINES)
             if lines:
                 error = f"{error}; last output:\n{lines}"
-        await self._end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None)
+        self._end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None)
         return status
 
-    async def _end_stage(
+    def _end_stage(
         self,
         run: TaskRun,
         name: str,
@@ -1127,7 +1133,11 @@ class Coordinator:
         info: ExitInfo | None,
         result: str | None,
     ) -> None:
-        """Record the daughter's end and the stage's new state in one transaction (lesson 2)."""
+        """Record the daughter's end and the stage's new state in one transaction (lesson 2).
+
+        Not awaited: the writer's FIFO order commits it before the next stage's start
+        transaction, which is where that stage reads the results (lesson 3), and so
+        before any later daughter starts. Listeners hear of it once it is committed."""
         st = run.stages[name]
         now = time.time()
         failed = status in ("failed", "timed_out")
@@ -1162,17 +1172,26 @@ class Coordinator:
                 data["error"] = error
             records.add_event(conn, run.id, name, f"stage.{status}", data)
 
-        await self.store.write(end)
         st.status = stage_status
         st.ended_at = now
         if failed:
             st.failures += 1
-        self.publish(
-            f"stage.{status}", run.id, name,
-            attempt=st.attempt, error=error,
+        event = dict(
+            attempt=st.attempt,
+            error=error,
             exit_code=info.exit_code if info else None,
-            duration=round(now - d.started_at, 3) if d else None,
+            duration=round((d.ended_at or now) - d.started_at, 3) if d else None,
         )
+
+        def committed(future: asyncio.Future[None]) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                log.error("recording the end of stage %s of task %s failed: %s", name, run.id, future.exception())
+                return
+            self.publish(f"stage.{status}", run.id, name, **event)
+
+        self.store.write(end).add_done_callback(committed)
 
 
 def _write_files(files: dict[Path, str]) -> None:

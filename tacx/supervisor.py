@@ -192,12 +192,9 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _prepare(cwd: Path, log_path: Path, status_path: Path) -> int:
-    """Make a daughter's folders; returns its log, open for appending (blocking: a thread)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    status_path.unlink(missing_ok=True)
-    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+def _make_dirs(folders: Iterable[Path]) -> None:
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -266,15 +263,14 @@ class Supervisor:
 
     # -- starting and adopting -------------------------------------------------
 
-    async def prepare(self, cwd: Path, log_path: Path, status_path: Path) -> int:
-        """Make a daughter's folders and open its log for appending, in a thread (file
-        systems can be slow, and the event loop also serves the dashboard)."""
-        return await asyncio.to_thread(_prepare, cwd, log_path, status_path)
+    async def make_dirs(self, *folders: Path) -> None:
+        """Create folders in a thread: file systems can be slow, and the event loop also
+        serves the dashboard."""
+        await asyncio.to_thread(_make_dirs, folders)
 
     def spawn(
         self,
         argv: list[str],
-        log_fd: int,
         *,
         env: dict[str, str],
         cwd: Path,
@@ -282,18 +278,22 @@ class Supervisor:
         status_path: Path,
         marker: str,
     ) -> Daughter:
-        """Start a daughter writing to log_fd (the caller closes it). Raises OSError when
-        it cannot start (missing program, missing cwd)."""
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            cwd=cwd,
-            env={**env, MARKER_ENV: marker},
-            start_new_session=True,
-            close_fds=True,
-        )
+        """Start a daughter appending to log_path (its folder exists; attempts never reuse a
+        log or status path). Raises OSError when it cannot start (missing program or cwd)."""
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                cwd=cwd,
+                env={**env, MARKER_ENV: marker},
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            os.close(fd)
         started_at = time.time()
         return self._register(popen, argv, log_path, status_path, marker, started_at, _create_time(popen.pid, started_at))
 
