@@ -17,7 +17,7 @@ are printed with the ratio tacx / raw. Goal: tacx >= 0.5 of raw `true`.
 
 Each tacx task creates a log folder, a log file and a status file, so the speed of file
 creation where the home lives matters; the script prints it (`--dir` picks the folder;
-the default is the system's temp folder, $TMPDIR).
+the default is bench/.runs: inside the project, where a real home lives).
 
     python bench/dispatch.py            # 1,000 tasks, 5 rounds (under a minute)
     python bench/dispatch.py --quick    # 300 tasks, 2 rounds (a smoke check)
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import statistics
 import sys
 import tempfile
@@ -42,6 +43,9 @@ from tacx.home import Home
 from tacx.settings import Settings
 from tacx.store import Store, connect, transaction
 from tacx.workflow import load_workflow_text
+
+# A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
+DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"
 
 WORKERS = 8
 GOAL = 0.5
@@ -127,12 +131,14 @@ async def run_engine(home: Home) -> TacxRun:
     return TacxRun(seconds, cpu, store.writes, store.batches)
 
 
-def bench_tacx(count: int, parent: str | None) -> TacxRun:
-    with tempfile.TemporaryDirectory(prefix="tacx-bench-dispatch-", dir=parent) as tmp:
-        home = Home(Path(tmp) / ".tacx")
-        queue_tasks(home, count)
-        result = asyncio.run(run_engine(home))
-        check_all_succeeded(home, count)
+def bench_tacx(count: int, parent: str) -> TacxRun:
+    """One round in a fresh home. Homes are removed only after the last round: deleting
+    thousands of files makes the file system slow for a while (seen here on ext4 with
+    `discard`), which would burden the next round rather than this one."""
+    home = Home(Path(tempfile.mkdtemp(prefix="tacx-bench-dispatch-", dir=parent)) / ".tacx")
+    queue_tasks(home, count)
+    result = asyncio.run(run_engine(home))
+    check_all_succeeded(home, count)
     return result
 
 
@@ -199,21 +205,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke check: 300 tasks, 2 rounds")
     parser.add_argument("--tasks", type=int, help="tasks per round (default 1000; 300 with --quick)")
     parser.add_argument("--rounds", type=int, help="rounds per side (default 5; 2 with --quick)")
-    parser.add_argument("--dir", help="where the temporary homes go (default: $TMPDIR or /tmp)")
+    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="where the temporary homes go (default: bench/.runs, inside the project, where a home lives)")
     args = parser.parse_args(argv)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    session = tempfile.mkdtemp(prefix="dispatch-", dir=args.dir)
+    try:
+        return measure(args, session)
+    finally:
+        shutil.rmtree(session, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, session: str) -> int:
     count = args.tasks or (300 if args.quick else 1000)
     rounds = args.rounds or (2 if args.quick else 5)
     logging.basicConfig(level=logging.WARNING, format="tacx: %(levelname)s %(name)s: %(message)s")
 
     print(f"dispatch: {count} trivial tasks, {WORKERS} workers, {rounds} round(s) per side, alternating")
-    where = args.dir or tempfile.gettempdir()
+    where = args.dir
     print(f"homes in {where}: {file_create_cost(args.dir):.0f} us to create a folder and a file there")
     bench_raw(["true"], 16)  # warm the page cache and the asyncio child watcher
     tacx_runs: list[TacxRun] = []
     raw_runs: list[Timing] = []
     sh_runs: list[Timing] = []
     sides: list[Callable[[], None]] = [
-        lambda: tacx_runs.append(bench_tacx(count, args.dir)),
+        lambda: tacx_runs.append(bench_tacx(count, session)),
         lambda: raw_runs.append(bench_raw(["true"], count)),
         lambda: sh_runs.append(bench_raw(["/bin/sh", "-c", "true"], count)),
     ]

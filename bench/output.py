@@ -48,6 +48,9 @@ from tacx.settings import Settings
 from tacx.store import Store, connect, transaction
 from tacx.workflow import load_workflow_text
 
+# A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
+DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"
+
 MB = 1_000_000
 TOTAL_BYTES = 200 * MB
 GENERATOR = f"dd if=/dev/zero bs={MB} count={TOTAL_BYTES // MB} status=none"
@@ -221,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke check: 3 rounds per side")
     parser.add_argument("--rounds", type=int, help="rounds per side (default 15; 3 with --quick)")
-    parser.add_argument("--dir", help="where the temporary homes and files go (default: $TMPDIR or /tmp)")
+    parser.add_argument("--dir", default=str(DEFAULT_DIR), help="where the temporary homes and files go (default: bench/.runs, inside the project)")
     args = parser.parse_args(argv)
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
     rounds = args.rounds or (3 if args.quick else 15)
     logging.basicConfig(level=logging.WARNING, format="tacx: %(levelname)s %(name)s: %(message)s")
 
     print(f"output: {TOTAL_BYTES:,} bytes from `{GENERATOR}`, {rounds} round(s) per side, alternating")
-    print(f"files in {args.dir or tempfile.gettempdir()}; every side includes its process startup")
+    print(f"files in {args.dir}; every side includes its process startup")
     cli: list[CliRun] = []
     engine: list[float] = []
     cat: list[float] = []

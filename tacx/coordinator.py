@@ -29,7 +29,7 @@ from tacx.providers import builtin_providers, provider_kinds
 from tacx.providers.base import Outcome, Provider, StageContext, last_line
 from tacx.settings import Settings
 from tacx.store import Store
-from tacx.supervisor import Daughter, ExitInfo, Supervisor, read_status_file, same_process
+from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
 from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_text, render
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ class TaskRun:
     runner: asyncio.Task[None] | None = None
     user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
     adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
-    dirs: asyncio.Future[None] | None = None  # its log folder and workspace, once made
+    opening: dict[Path, asyncio.Future[int]] = field(default_factory=dict)  # logs opened ahead of a start
+    folders_made: bool = False
     recorded_workspace: str | None = None
 
     # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
@@ -140,7 +141,7 @@ class Coordinator:
         self.busy_by_provider: Counter[str] = Counter()
         self.peak_busy = 0
         self._requests: list[SlotRequest] = []
-        self._queue: list[tuple[int, int, str]] = []  # (id, priority, workflow_hash), best first
+        self._queue: list[tuple[int, int, str, bool]] = []  # (id, priority, workflow_hash, never started), best first
         self._queue_stale = True
         self._queue_exhausted = False
         self._workflows: dict[str, Workflow] = {}
@@ -425,8 +426,8 @@ class Coordinator:
     async def _refill_queue(self) -> None:
         only = self.only_task
 
-        def head(conn: sqlite3.Connection) -> list[tuple[int, int, str]]:
-            sql = "SELECT id, priority, workflow_hash FROM tasks WHERE status = 'queued'"
+        def head(conn: sqlite3.Connection) -> list[tuple[int, int, str, bool]]:
+            sql = "SELECT id, priority, workflow_hash, started_at IS NULL FROM tasks WHERE status = 'queued'"
             params: tuple[Any, ...] = ()
             if only is not None:
                 sql += " AND id = ?"
@@ -445,10 +446,10 @@ class Coordinator:
             return
         if self._queue_stale or (not self._queue and not self._queue_exhausted):
             await self._refill_queue()
-        skipped: list[tuple[int, int, str]] = []
+        skipped: list[tuple[int, int, str, bool]] = []
         specific: dict[int, str] = {}
         while self._queue and self.busy < self.max_workers and not self._stopping:
-            task_id, priority, wf_hash = self._queue.pop(0)
+            task_id, priority, wf_hash, fresh = self._queue.pop(0)
             wf = self._workflow(wf_hash, None, "")
             if wf is None:
                 row = await self.store.read(
@@ -467,15 +468,22 @@ class Coordinator:
             if wf.stage(first).when != "failure":  # a root stage that will run: start it with the claim
                 provider, reason = self._route(wf.stage(first).provider)
                 if provider is None:
-                    skipped.append((task_id, priority, wf_hash))
+                    skipped.append((task_id, priority, wf_hash, fresh))
                     specific[task_id] = reason
                     continue
                 self._take_slot(provider)
                 grant = (first, provider, reason)
-            # Claims are not awaited here: many overlap and share a commit. The task's
-            # folders are made meanwhile (the workspace of `none` is the project root).
-            dirs = self._make_dirs(task_id, self.home.trees / str(task_id) if wf.workspace == "dir" else None)
-            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant, dirs))
+            # Claims are not awaited here: many overlap and share a commit. A task that never
+            # ran gets its folders and first log made meanwhile (its first attempt is 1).
+            opening = None
+            if grant and fresh:
+                folders = [self.home.logs / str(task_id)]
+                if wf.workspace == "dir":
+                    folders.append(self.home.trees / str(task_id))
+                opening = asyncio.ensure_future(
+                    self.supervisor.open_log(self.home.stage_log(task_id, first, 1), folders)
+                )
+            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant, opening))
             if not self._queue and not self._queue_exhausted:
                 await self._refill_queue()
         self._queue[:0] = skipped
@@ -504,11 +512,7 @@ class Coordinator:
             self._published_reason = reason
             self.publish("queue.waiting", reason=reason)
 
-    def _make_dirs(self, task_id: int, workspace: Path | None) -> asyncio.Future[None]:
-        folders = [self.home.logs / str(task_id)] + ([workspace] if workspace else [])
-        return asyncio.ensure_future(self.supervisor.make_dirs(*folders))
-
-    async def _claim(self, task_id: int, grant: Grant | None, dirs: asyncio.Future[None]) -> None:
+    async def _claim(self, task_id: int, grant: Grant | None, opening: asyncio.Future[int] | None) -> None:
         """Mark a queued task running (unless someone cancelled it meanwhile) and, in the
         same transaction, start its first stage: one round trip to start a task."""
         now = time.time()
@@ -541,9 +545,12 @@ class Coordinator:
         if claimed is None:
             if grant:
                 self._release_slot(grant[1])
+            if opening:
+                discard_fd(opening)
             return
         run, started = claimed
-        run.dirs = dirs
+        if opening and grant:
+            run.opening[self.home.stage_log(task_id, grant[0], 1)] = opening
         if grant and started is None:
             self._release_slot(grant[1])
         self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
@@ -699,6 +706,8 @@ class Coordinator:
             log.exception("task %s failed inside tacx", run.id)
             await self._finish_task(run, "failed", f"internal error in tacx: {exc!r}")
         finally:
+            for opening in run.opening.values():
+                discard_fd(opening)
             self.running.pop(run.id, None)
             self._kick()
 
@@ -990,18 +999,21 @@ class Coordinator:
         workspace = self._workspace(run)
         log_path = self.home.stage_log(run.id, name, attempt)
         status_path = log_path.with_suffix(".status")
-        if run.dirs is None:  # made in a thread, while the start commits
-            run.dirs = self._make_dirs(run.id, workspace)
+        opening = run.opening.pop(log_path, None)
+        if opening is None:  # made in a thread, while the start commits
+            folders = () if run.folders_made else (self.home.logs / str(run.id), workspace)
+            opening = asyncio.ensure_future(self.supervisor.open_log(log_path, folders))
         try:
             if started is None:
                 started = await self.store.write(self._start_tx(run, name, provider_name, reason))
-            await run.dirs
+            fd = await opening
+            run.folders_made = True
         except BaseException as exc:
             self._release_slot(provider_name)
-            run.dirs = None
+            discard_fd(opening)
             if started is None or isinstance(exc, asyncio.CancelledError):
                 raise
-            self._end_stage(run, name, None, "failed", f"could not create the stage's folders: {exc}", None, None)
+            self._end_stage(run, name, None, "failed", f"could not create the stage's log: {exc}", None, None)
             return "failed"
         results: dict[str, str | None] = dict(started)
         st.status, st.attempt = "running", attempt
@@ -1024,7 +1036,7 @@ class Coordinator:
             if launch.files:
                 await asyncio.to_thread(_write_files, launch.files)
             daughter = self.supervisor.spawn(
-                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
                 marker=self._marker(run.id, name, attempt),
             )
         except (OSError, ValueError, KeyError) as exc:
@@ -1034,6 +1046,8 @@ class Coordinator:
         except BaseException:
             self._release_slot(provider_name)
             raise
+        finally:
+            os.close(fd)
         self.store.write_soon(
             lambda c: c.execute(
                 "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"

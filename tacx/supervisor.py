@@ -192,9 +192,23 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _make_dirs(folders: Iterable[Path]) -> None:
+def _open_log(log_path: Path, folders: tuple[Path, ...]) -> int:
+    """Attempts never reuse a log path, so neither a log nor a status file is there yet."""
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
+    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+
+
+def discard_fd(opening: asyncio.Future[int]) -> None:
+    """Close a log that was opened ahead of time but will not be used."""
+    def close(future: asyncio.Future[int]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            os.close(future.result())
+
+    if opening.done():
+        close(opening)
+    else:
+        opening.add_done_callback(close)
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -263,14 +277,15 @@ class Supervisor:
 
     # -- starting and adopting -------------------------------------------------
 
-    async def make_dirs(self, *folders: Path) -> None:
-        """Create folders in a thread: file systems can be slow, and the event loop also
-        serves the dashboard."""
-        await asyncio.to_thread(_make_dirs, folders)
+    async def open_log(self, log_path: Path, folders: Iterable[Path] = ()) -> int:
+        """Make folders and create a daughter's log, open for appending, in a thread: file
+        systems can be slow, and the event loop also serves the dashboard."""
+        return await asyncio.to_thread(_open_log, log_path, tuple(folders))
 
     def spawn(
         self,
         argv: list[str],
+        log_fd: int,
         *,
         env: dict[str, str],
         cwd: Path,
@@ -278,22 +293,18 @@ class Supervisor:
         status_path: Path,
         marker: str,
     ) -> Daughter:
-        """Start a daughter appending to log_path (its folder exists; attempts never reuse a
-        log or status path). Raises OSError when it cannot start (missing program or cwd)."""
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=fd,
-                cwd=cwd,
-                env={**env, MARKER_ENV: marker},
-                start_new_session=True,
-                close_fds=True,
-            )
-        finally:
-            os.close(fd)
+        """Start a daughter appending to log_fd (the caller closes it). Raises OSError when
+        it cannot start (missing program, missing cwd)."""
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_fd,
+            stderr=log_fd,
+            cwd=cwd,
+            env={**env, MARKER_ENV: marker},
+            start_new_session=True,
+            close_fds=True,
+        )
         started_at = time.time()
         return self._register(popen, argv, log_path, status_path, marker, started_at, _create_time(popen.pid, started_at))
 
