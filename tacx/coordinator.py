@@ -554,7 +554,10 @@ class Coordinator:
         if grant and started is None:
             self._release_slot(grant[1])
         self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
-        self._start_runner(run, (*grant, started) if grant and started is not None else None)
+        # This claim goes on as the task's runner: one task less to schedule.
+        self.running[run.id] = run
+        run.runner = asyncio.current_task()  # type: ignore[assignment]
+        await self._run_task(run, (*grant, started) if grant and started is not None else None)
 
     def _start_runner(self, run: TaskRun, first: Started_Grant | None) -> None:
         self.running[run.id] = run
@@ -722,6 +725,7 @@ class Coordinator:
         try:
             while not run.cancel.is_set():
                 skips: list[str] = []
+                ready: list[tuple[str, tuple[str, str, Started] | None]] = []
                 for name in wf.topo_order():
                     if run.stages[name].status != "pending" or name in active.values():
                         continue
@@ -734,13 +738,19 @@ class Coordinator:
                     pre = None
                     if grant is not None and grant[0] == name:
                         pre, grant = grant[1:], None
-                    active[asyncio.create_task(self._stage(run, name, pre))] = name
-                if skips:
-                    await self._write_skips(run, skips)
-                    continue  # skipping may make more stages ready
+                    ready.append((name, pre))
                 if grant is not None:  # the pre-granted stage did not start: give the worker back
                     self._release_slot(grant[1])
                     grant = None
+                if skips:
+                    await self._write_skips(run, skips)
+                if len(ready) == 1 and not active and not skips:
+                    await self._stage(run, *ready[0])  # one stage at a time: no task to schedule
+                    continue
+                for name, pre in ready:
+                    active[asyncio.create_task(self._stage(run, name, pre))] = name
+                if skips:
+                    continue  # skipping may make more stages ready
                 if not active:
                     break
                 done, _ = await asyncio.wait(set(active), return_when=asyncio.FIRST_COMPLETED)
