@@ -82,18 +82,10 @@ def queue_tasks(home: Home, count: int) -> None:
     conn = connect(home.db_path)
     try:
         with transaction(conn):
-            for i in range(count):
-                records.insert_task(
-                    conn,
-                    workflow=wf,
-                    workflow_path=str(path),
-                    workflow_text=WORKFLOW,
-                    title=f"true #{i}",
-                    inputs={},
-                    priority=0,
-                    dedupe_key=None,
-                    project_root=str(home.project_root),
-                )
+            records.queue_workflow(
+                conn, wf, path=str(path), text=WORKFLOW, project_root=str(home.project_root),
+                inputs=[{}] * count, titles=[f"true #{i}" for i in range(count)],
+            )
     finally:
         conn.close()
 

@@ -150,16 +150,9 @@ def queue_one(home: Home) -> None:
     conn = connect(home.db_path)
     try:
         with transaction(conn):
-            records.insert_task(
-                conn,
-                workflow=load_workflow_text(WORKFLOW, str(path)),
-                workflow_path=str(path),
-                workflow_text=WORKFLOW,
-                title="flood",
-                inputs={},
-                priority=0,
-                dedupe_key=None,
-                project_root=str(home.project_root),
+            records.queue_workflow(
+                conn, load_workflow_text(WORKFLOW, str(path)), path=str(path), text=WORKFLOW,
+                project_root=str(home.project_root), inputs=[{}], titles=["flood"],
             )
     finally:
         conn.close()

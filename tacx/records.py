@@ -82,6 +82,35 @@ def insert_task(
     return task_id, True
 
 
+def queue_workflow(
+    conn: sqlite3.Connection,
+    workflow: Workflow,
+    *,
+    path: str,
+    text: str,
+    project_root: str,
+    inputs: list[dict[str, str]],
+    titles: list[str] | None = None,
+    priority: int = 0,
+) -> list[int]:
+    """Queue one task per inputs dict (the caller holds the transaction). For tests and
+    benchmarks that need many tasks of one workflow without going through the CLI."""
+    return [
+        insert_task(
+            conn,
+            workflow=workflow,
+            workflow_path=path,
+            workflow_text=text,
+            title=titles[i] if titles else workflow.name,
+            inputs=values,
+            priority=priority,
+            dedupe_key=None,
+            project_root=project_root,
+        )[0]
+        for i, values in enumerate(inputs)
+    ]
+
+
 def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
     """Cancel a queued task at once; ask the coordinator to stop a running one.
 

@@ -258,7 +258,7 @@ class Store:
                 continue
             batch, self._queue = self._queue, []
             try:
-                results = await self._run(lambda conn: _apply_batch(conn, batch))
+                results = await self._run(lambda conn, batch=batch: _apply_batch(conn, batch))
             except BaseException as exc:  # the thread died or COMMIT failed
                 for _, future in batch:
                     if not future.done():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -23,13 +22,10 @@ def queue(home: Home, text: str, count: int = 1, inputs: dict[str, str] | None =
     wf = load_workflow_text(text, "test.yaml")
     conn = connect(home.db_path)
     with transaction(conn):
-        ids = [
-            records.insert_task(
-                conn, workflow=wf, workflow_path="test.yaml", workflow_text=text, title=f"t{i}",
-                inputs=inputs or {}, priority=0, dedupe_key=None, project_root=str(home.project_root),
-            )[0]
-            for i in range(count)
-        ]
+        ids = records.queue_workflow(
+            conn, wf, path="test.yaml", text=text, project_root=str(home.project_root),
+            inputs=[inputs or {}] * count, titles=[f"t{i}" for i in range(count)],
+        )
     conn.close()
     return ids
 
