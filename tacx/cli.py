@@ -21,7 +21,7 @@ from tacx.coordinator import Coordinator
 from tacx.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
 from tacx.providers import builtin_providers, provider_kinds
-from tacx.reporter import ConsoleReporter
+from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
 from tacx.store import Store, StoreError, connect, transaction
 from tacx.supervisor import end_processes, scan_marked
@@ -342,6 +342,9 @@ async def _run_coordinator(
         await store.close()
     if interrupted.is_set():
         return EXIT_INTERRUPTED
+    if coordinator.stuck:
+        print(f"tacx: nothing can run: {coordinator.stuck}", file=sys.stderr)
+        return EXIT_FAILED
     if only_task is not None:
         conn = connect(home.db_path)
         status = conn.execute("SELECT status FROM tasks WHERE id = ?", (only_task,)).fetchone()[0]
@@ -423,12 +426,19 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
         if t["status"] == "queued":
             note = t["wait_reason"] if running and t["wait_reason"] else ("" if running else "no coordinator is running")
         elif t["status"] in ("failed", "timed_out") and t["error"]:
-            note = t["error"].splitlines()[0]
-        print(
+            note = _gist(t["error"])
+        print(printable(
             f"{t['id']:>5}  {t['status']:<10} {t['priority']:>3}  {t['workflow'][:18]:<18} {_elapsed(t):>7}  "
             f"{t['title'][:60]}" + (f"  — {note}" if note else "")
-        )
+        ))
     return EXIT_OK
+
+
+def _gist(error: str) -> str:
+    """One line of an error for a listing: what happened, and the last line of output."""
+    head, _, output = error.partition("; last output:\n")
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    return head.splitlines()[0] + (f": {lines[-1].strip()[:120]}" if lines else "")
 
 
 def _elapsed(t: dict[str, Any]) -> str:
@@ -457,12 +467,12 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(task))
         return EXIT_OK
-    print(f"task {task['id']}: {task['title']}")
+    print(printable(f"task {task['id']}: {task['title']}"))
     print(f"  workflow {task['workflow']} · status {task['status']} · priority {task['priority']} · trace {task['trace_id']}")
     if task["status"] == "queued" and task["wait_reason"]:
         print(f"  waiting: {task['wait_reason']}")
     if task["error"]:
-        print("  error: " + task["error"].replace("\n", "\n    "))
+        print(printable("  error: " + task["error"].replace("\n", "\n    ")))
     if task["inputs"]:
         print("  inputs: " + ", ".join(f"{k}={v!r}" for k, v in task["inputs"].items()))
     if task["workspace"]:
@@ -477,7 +487,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
         if s["wait_reason"] and s["status"] == "pending":
             print(f"      waiting: {s['wait_reason']}")
         if s["error"]:
-            print("      " + s["error"].replace("\n", "\n        "))
+            print(printable("      " + s["error"].replace("\n", "\n        ")))
         for d in s["daughters"]:
             end = f"exit {d['exit_code']}" if d["exit_code"] is not None else (f"signal {d['signal']}" if d["signal"] else "running" if not d["ended_at"] else "ended")
             rss = f"{d['peak_rss'] / 2**20:.1f} MB" if d["peak_rss"] else "not sampled"

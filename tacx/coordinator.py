@@ -34,6 +34,7 @@ from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_tex
 
 log = logging.getLogger(__name__)
 
+PAUSED_REASON = "coordinator paused: `tacx resume` (or p in the dashboard) to continue"
 EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
 STRAGGLER_SWEEP_SECONDS = 10.0
 QUEUE_PAGE = 200
@@ -54,6 +55,7 @@ class StageState:
     attempt: int
     failures: int
     ended_at: float | None = None
+    loops: int = 0  # times this stage's failure sent the task back to an earlier stage
 
 
 @dataclass
@@ -147,6 +149,8 @@ class Coordinator:
         self._workflows: dict[str, Workflow] = {}
         self._bulk_reason: str | None = None
         self._published_reason: str | None = None
+        self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
+        self.stuck: str | None = None  # why a run that should end when idle could not go on
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
         self._stopping: StopMode | None = None
@@ -166,6 +170,7 @@ class Coordinator:
         self.paused = await self.store.read(records.is_paused)
         if self.only_task is None:
             await self.recover()
+        self._explain_others()
         self._background = [
             asyncio.create_task(self._pump_loop(), name="tacx-pump"),
             asyncio.create_task(self._watch_external(), name="tacx-external"),
@@ -198,7 +203,7 @@ class Coordinator:
                 run.interrupt("shutdown")
         await asyncio.gather(*runners, return_exceptions=True)
         if self._stopping != "leave":
-            await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
         await self.supervisor.stop()
         await self.store.flush()
 
@@ -223,7 +228,7 @@ class Coordinator:
             lambda: {d["id"] for d in open_daughters if same_process(d["pid"], d["create_time"])}
         )
         keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
-        ended = await self.supervisor.sweep_stragglers(self.home.marker_prefix, keep)
+        ended = await self.supervisor.sweep_stragglers(self.home.marker_prefix, lambda: keep)
         if ended:
             self.publish("recovery.stragglers_ended", pids=ended)
             await self.store.write(
@@ -328,7 +333,7 @@ class Coordinator:
         wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
         assert wf is not None
         stages = {
-            s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"])
+            s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"], s["loops"])
             for s in stage_rows
         }
         return TaskRun(
@@ -405,7 +410,9 @@ class Coordinator:
             if req.future.done():
                 self._requests.remove(req)
                 continue
-            if self.busy >= self.max_workers:
+            if self.paused:
+                reason = PAUSED_REASON
+            elif self.busy >= self.max_workers:
                 reason = self._workers_reason()
             else:
                 provider, reason = self._route(req.candidates)
@@ -417,11 +424,30 @@ class Coordinator:
             if req.reason != reason:
                 req.reason = reason
                 reasons[req.run.stages[req.stage].id] = reason
+                self.publish("stage.waiting", req.run.id, req.stage, reason=reason)
         if reasons:
             self.store.write_soon(lambda c: c.executemany(
                 "UPDATE stages SET wait_reason = ? WHERE id = ?", [(r, sid) for sid, r in reasons.items()]
             ))
         await self._start_queued()
+        self._check_stuck()
+
+    def _check_stuck(self) -> None:
+        """Nothing runs, and what waits waits for a provider that is not there: a headless
+        run that should end when idle would wait forever. Say why and stop instead."""
+        if not (self.exit_when_idle or self.only_task is not None) or self.paused or self._stopping:
+            return
+        waiting = [r for r in self._requests if not r.future.done()]
+        if self.busy or self._claiming or not (waiting or self._queue):
+            return
+        if any(r.reason is None for r in waiting) or any(q[0] not in self._task_reasons for q in self._queue):
+            return  # asked for after this pump looked: not refused yet
+        if {r.run.id for r in waiting} != set(self.running):
+            return  # some running task is between stages (a retry's backoff, a write)
+        reasons = sorted({r.reason for r in waiting if r.reason} | set(self._task_reasons.values()))
+        self.stuck = "; ".join(reasons) or "nothing can start"
+        self.publish("coordinator.stuck", reason=self.stuck)
+        self.stop("stop")
 
     async def _refill_queue(self) -> None:
         only = self.only_task
@@ -442,7 +468,7 @@ class Coordinator:
 
     async def _start_queued(self) -> None:
         if self.paused:
-            await self._set_bulk_reason("coordinator paused: `tacx resume` (or p in the dashboard) to continue")
+            await self._set_bulk_reason(PAUSED_REASON)
             return
         if self._queue_stale or (not self._queue and not self._queue_exhausted):
             await self._refill_queue()
@@ -494,6 +520,10 @@ class Coordinator:
                 "UPDATE tasks SET wait_reason = ? WHERE id = ? AND status = 'queued'",
                 [(r, t) for t, r in specific.items()],
             ))
+            for task_id, reason in specific.items():
+                if self._task_reasons.get(task_id) != reason:
+                    self.publish("task.waiting", task_id, reason=reason)
+        self._task_reasons = specific
 
     async def _set_bulk_reason(self, reason: str) -> None:
         """One statement sets why every queued task waits, only when that reason changes."""
@@ -520,10 +550,12 @@ class Coordinator:
         def claim(conn: sqlite3.Connection) -> tuple[TaskRun, Started | None] | None:
             row = conn.execute(
                 "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?), wait_reason = NULL"
-                " WHERE id = ? AND status = 'queued' RETURNING *",
+                " WHERE id = ? AND status = 'queued' AND cancel_requested = 0 RETURNING *",
                 (now, task_id),
             ).fetchone()
             if row is None:
+                # Cancelled meanwhile; or a cancel asked for before tacx last stopped.
+                records.cancel_queued(conn, task_id)
                 return None
             records.add_event(conn, task_id, None, "task.started", {})
             run = self._load_run(row, _stage_rows(conn, task_id))
@@ -596,7 +628,7 @@ class Coordinator:
             lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0]
         )
         if queued == 0 or self.paused:
-            await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
             self.publish("coordinator.idle", queued=queued, paused=self.paused)
             self._done.set()
 
@@ -631,7 +663,21 @@ class Coordinator:
             self.publish("coordinator.paused" if paused else "coordinator.resumed")
         self._queue_stale = True
         self._bulk_reason = None  # tasks submitted meanwhile need their wait reason too
+        self._explain_others()
         self._kick()
+
+    def _explain_others(self) -> None:
+        """`tacx run` runs only its own task: the others say why they do not start."""
+        if self.only_task is None:
+            return
+        reason = (
+            f"the home is held by `tacx run` (task {self.only_task}, pid {os.getpid()}); "
+            "queued tasks start when a coordinator runs (`tacx --no-ui`)"
+        )
+        self.store.write_soon(lambda c: c.execute(
+            "UPDATE tasks SET wait_reason = ? WHERE status = 'queued' AND id != ? AND wait_reason IS NOT ?",
+            (reason, self.only_task, reason),
+        ))
 
     async def set_paused(self, paused: bool) -> None:
         await self.store.write(lambda c: records.set_paused(c, paused))
@@ -654,6 +700,14 @@ class Coordinator:
     def _marker(self, task_id: int, stage: str, attempt: int) -> str:
         return f"{self.home.marker_prefix}{task_id}/{stage}/{attempt}"
 
+    @property
+    def _sweep_prefix(self) -> str:
+        """What this coordinator may sweep: the whole home, or, for `tacx run` (which does
+        not reconcile the rest of the home), only its own task's processes."""
+        if self.only_task is not None:
+            return f"{self.home.marker_prefix}{self.only_task}/"
+        return self.home.marker_prefix
+
     def _live_markers(self) -> set[str]:
         return {d.marker for d in self.supervisor.daughters.values() if not d.done}
 
@@ -664,7 +718,7 @@ class Coordinator:
             if self._ended_since_sweep:
                 self._ended_since_sweep = False
                 try:
-                    await self.supervisor.sweep_stragglers(self.home.marker_prefix, self._live_markers())
+                    await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
                 except Exception:
                     log.exception("straggler sweep failed")
 
@@ -746,6 +800,7 @@ class Coordinator:
                     await self._write_skips(run, skips)
                 if len(ready) == 1 and not active and not skips:
                     await self._stage(run, *ready[0])  # one stage at a time: no task to schedule
+                    await self._maybe_loop(run, ready[0][0])
                     continue
                 for name, pre in ready:
                     active[asyncio.create_task(self._stage(run, name, pre))] = name
@@ -755,13 +810,18 @@ class Coordinator:
                     break
                 done, _ = await asyncio.wait(set(active), return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
-                    active.pop(t)
+                    name = active.pop(t)
                     t.result()  # an internal error surfaces here
+                    await self._maybe_loop(run, name)
             # Cancelled or stopping: each stage ends its own daughter.
             await asyncio.gather(*active, return_exceptions=True)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # leaving daughters running for the next start
             for t in active:
                 t.cancel()
+            await asyncio.gather(*active, return_exceptions=True)
+            raise
+        except Exception:  # a bug in tacx: end the stages still running before failing the task
+            run.interrupt("shutdown")
             await asyncio.gather(*active, return_exceptions=True)
             raise
         if run.user_cancelled:
@@ -770,6 +830,42 @@ class Coordinator:
             await self._requeue(run)
         else:
             await self._finish_task(run, *self._outcome(run))
+
+    def _store_failed(self, what: str, exc: BaseException | None) -> None:
+        """The store refused a write nobody awaited (disk full, database locked too long):
+        going on would show states that are not true. Stop; recovery repairs at next start."""
+        log.error("%s failed: %s; stopping the coordinator", what, exc)
+        self.publish("coordinator.store_failed", what=what, error=str(exc))
+        self.stop("stop")
+
+    async def _maybe_loop(self, run: TaskRun, name: str) -> None:
+        """`loop: {back_to: S, max: N}`: a stage that failed sends the task back to S (its
+        result stays readable as stages.<name>.result), at most N times."""
+        spec = run.workflow.stage(name)
+        st = run.stages[name]
+        if spec.loop is None or st.status not in ("failed", "timed_out") or run.cancel.is_set():
+            return
+        if st.loops >= spec.loop.max:
+            return
+        wf = run.workflow
+        path = {name} | wf.upstream_of(name)
+        again = [n for n in wf.topo_order() if n in path and (n == spec.loop.back_to or spec.loop.back_to in wf.upstream_of(n))]
+        st.loops += 1
+        reason = f"loop {st.loops} of {spec.loop.max}: {name} {st.status.replace('_', ' ')}"
+        ids = [run.stages[n].id for n in again]
+
+        def back(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE stages SET loops = ? WHERE id = ?", (st.loops, st.id))
+            conn.executemany(
+                "UPDATE stages SET status = 'pending', failures = 0, ended_at = NULL, wait_reason = ? WHERE id = ?",
+                [(reason, sid) for sid in ids],
+            )
+            records.add_event(conn, run.id, name, "stage.loop", {"back_to": spec.loop.back_to, "round": st.loops, "rerun": again})
+
+        await self.store.write(back)
+        for n in again:
+            run.stages[n].status, run.stages[n].failures = "pending", 0
+        self.publish("stage.loop", run.id, name, back_to=spec.loop.back_to, round=st.loops, reason=reason)
 
     def _when_met(self, run: TaskRun, name: str) -> bool:
         when = run.workflow.stage(name).when
@@ -822,11 +918,19 @@ class Coordinator:
                 " WHERE id = ?",
                 (status, error, now, run.id),
             )
-            conn.execute(
-                "UPDATE stages SET status = ?, ended_at = ?, wait_reason = NULL"
-                " WHERE task_id = ? AND status IN ('pending', 'running')",
-                ("cancelled" if status == "cancelled" else "skipped", now, run.id),
-            )
+            if status == "cancelled":
+                conn.execute(
+                    "UPDATE stages SET status = 'cancelled', ended_at = ?, wait_reason = NULL,"
+                    " error = 'cancelled by request', exit_code = NULL"
+                    " WHERE task_id = ? AND status IN ('pending', 'running')",
+                    (now, run.id),
+                )
+            else:
+                conn.execute(
+                    "UPDATE stages SET status = 'skipped', ended_at = ?, wait_reason = NULL"
+                    " WHERE task_id = ? AND status IN ('pending', 'running')",
+                    (now, run.id),
+                )
             records.add_event(conn, run.id, None, f"task.{status}", {"error": error} if error else {})
             return error
 
@@ -834,7 +938,7 @@ class Coordinator:
             if not future.cancelled() and future.exception() is None:
                 self.publish(f"task.{status}", run.id, title=run.title, error=future.result())
             elif not future.cancelled():
-                log.error("recording the end of task %s failed: %s", run.id, future.exception())
+                self._store_failed(f"recording the end of task {run.id}", future.exception())
 
         self.store.write(finish).add_done_callback(committed)
 
@@ -848,6 +952,7 @@ class Coordinator:
 
     @staticmethod
     def _requeue_tx(conn: sqlite3.Connection, task_id: int) -> None:
+        """Back to the queue; a cancel asked for meanwhile is not forgotten."""
         conn.execute(
             "UPDATE stages SET status = 'pending', wait_reason = 'interrupted: tacx stopped'"
             " WHERE task_id = ? AND status = 'running'",
@@ -859,6 +964,8 @@ class Coordinator:
             (task_id,),
         )
         records.add_event(conn, task_id, None, "task.interrupted", {})
+        if conn.execute("SELECT cancel_requested FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]:
+            records.cancel_queued(conn, task_id)
 
     # -- running a stage ---------------------------------------------------------------
 
@@ -1116,7 +1223,7 @@ class Coordinator:
         provider_name: str,
     ) -> str:
         """Turn how the daughter ended into the stage's state and an error a person can act on."""
-        tail = _read_tail(d.log_path)
+        tail = await asyncio.to_thread(_read_tail, d.log_path)
         provider = self.providers.get(provider_name)
         parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
         error: str | None = None
@@ -1211,7 +1318,7 @@ class Coordinator:
             if future.cancelled():
                 return
             if future.exception() is not None:
-                log.error("recording the end of stage %s of task %s failed: %s", name, run.id, future.exception())
+                self._store_failed(f"recording the end of stage {name} of task {run.id}", future.exception())
                 return
             self.publish(f"stage.{status}", run.id, name, **event)
 
@@ -1225,7 +1332,7 @@ def _write_files(files: dict[Path, str]) -> None:
 
 def _stage_rows(conn: sqlite3.Connection, task_id: int) -> list[sqlite3.Row]:
     return conn.execute(
-        "SELECT id, name, status, attempt, failures, ended_at FROM stages WHERE task_id = ?", (task_id,)
+        "SELECT id, name, status, attempt, failures, ended_at, loops FROM stages WHERE task_id = ?", (task_id,)
     ).fetchall()
 
 

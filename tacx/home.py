@@ -75,6 +75,11 @@ class LockHeld(Exception):
 
     def describe(self) -> str:
         h = self.holder
+        if not h:
+            return (
+                f"another tacx coordinator holds {self.home.root} (it has not said who it is yet); "
+                "read-only commands (ls, show, logs) and submit/cancel/retry work meanwhile"
+            )
         who = f"pid {h.get('pid', '?')}"
         if h.get("host") and h.get("host") != socket.gethostname():
             who += f" on {h['host']}"
@@ -95,14 +100,22 @@ class CoordinatorLock:
         self.home = home
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, patience: float = 1.0) -> None:
+        """Take the lock, or raise LockHeld naming the holder. A read-only command probing
+        the lock holds it for an instant: that is waited out for up to `patience` seconds."""
         self.home.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.home.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise LockHeld(self.home, read_holder(self.home)) from None
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = read_holder(self.home)
+                if holder or time.monotonic() >= deadline:  # a coordinator writes who it is
+                    os.close(fd)
+                    raise LockHeld(self.home, holder) from None
+                time.sleep(0.02)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

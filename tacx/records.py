@@ -124,22 +124,30 @@ def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
     if status in TERMINAL_TASK_STATES:
         raise ValueError(f"task {task_id} is already {status}")
     if status == "queued":
-        now = time.time()
-        conn.execute(
-            "UPDATE tasks SET status = 'cancelled', ended_at = ?, wait_reason = NULL,"
-            " error = 'cancelled before it started' WHERE id = ?",
-            (now, task_id),
-        )
-        conn.execute(
-            "UPDATE stages SET status = 'cancelled', wait_reason = NULL, ended_at = ?"
-            " WHERE task_id = ? AND status = 'pending'",
-            (now, task_id),
-        )
-        add_event(conn, task_id, None, "task.cancelled", {"while": "queued"})
+        cancel_queued(conn, task_id)
         return "cancelled"
     conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task_id,))
     add_event(conn, task_id, None, "task.cancel_requested", {})
     return "running"
+
+
+def cancel_queued(conn: sqlite3.Connection, task_id: int) -> bool:
+    """Cancel a task that is queued (never started, or interrupted). False if it is not queued."""
+    now = time.time()
+    cur = conn.execute(
+        "UPDATE tasks SET status = 'cancelled', ended_at = ?, wait_reason = NULL, cancel_requested = 0,"
+        " error = 'cancelled by request' WHERE id = ? AND status = 'queued'",
+        (now, task_id),
+    )
+    if cur.rowcount != 1:
+        return False
+    conn.execute(
+        "UPDATE stages SET status = 'cancelled', wait_reason = NULL, ended_at = ?, error = NULL"
+        " WHERE task_id = ? AND status IN ('pending', 'running')",
+        (now, task_id),
+    )
+    add_event(conn, task_id, None, "task.cancelled", {"while": "queued"})
+    return True
 
 
 def retry_task(conn: sqlite3.Connection, task_id: int) -> None:

@@ -69,7 +69,11 @@ class ConsoleReporter:
         d = event.data
         who = f"task {event.task_id}" if event.task_id is not None else "tacx"
         kind = event.kind
-        if kind == "task.started":
+        if kind == "task.waiting":
+            text = f"{who} waits: {d.get('reason')}"
+        elif kind == "stage.waiting":
+            text = f"{who} · {event.stage} waits: {d.get('reason')}"
+        elif kind == "task.started":
             text = f"{who} started: {d.get('title', '')} [{d.get('workflow', '')}]"
         elif kind == "task.recovered":
             text = f"{who} recovered after a restart: re-adopted {d.get('adopted') or 'nothing'}, running again {d.get('rerun') or 'nothing'}"
@@ -81,7 +85,7 @@ class ConsoleReporter:
         elif kind == "stage.started":
             route = self._routing.pop((event.task_id, event.stage), d.get("provider", ""))
             text = f"{who} · {event.stage}: running (attempt {d.get('attempt')}, {route})"
-        elif kind == "stage.retrying":
+        elif kind in ("stage.retrying", "stage.loop"):
             text = f"{who} · {event.stage}: {d.get('reason')}"
         elif kind.startswith("stage."):
             text = f"{who} · {event.stage}: {kind[6:].replace('_', ' ')}"
@@ -90,7 +94,11 @@ class ConsoleReporter:
             if d.get("error") and kind != "stage.succeeded":
                 text += f": {d['error']}"
         elif kind == "queue.waiting":
-            text = f"queued tasks are {d.get('reason')}"
+            text = f"queued tasks wait: {d.get('reason')}"
+        elif kind == "coordinator.store_failed":
+            text = f"the store refused a write ({d.get('what')}): {d.get('error')}; stopping"
+        elif kind == "coordinator.stuck":
+            text = f"nothing can run: {d.get('reason')}; stopping"
         elif kind == "recovery.stragglers_ended":
             text = f"ended {len(d.get('pids', []))} leftover process(es) from before the restart: {d.get('pids')}"
         elif kind == "coordinator.idle":
@@ -99,7 +107,7 @@ class ConsoleReporter:
             text = kind.split(".")[1]
         else:
             return None
-        return f"{clock} {_indent(text)}"
+        return f"{clock} {_indent(printable(text))}"
 
     # -- live status line (terminals only) -----------------------------------------------
 
@@ -137,6 +145,14 @@ class ConsoleReporter:
     def close(self) -> None:
         self._clear_status()
         self.stream.flush()
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\x7f"}
+
+
+def printable(text: str) -> str:
+    """Text from daughters and inputs, with control characters (terminal escapes) made visible."""
+    return text.translate(_CONTROL)
 
 
 def _indent(text: str) -> str:

@@ -58,6 +58,7 @@ CREATE TABLE stages (
     status             TEXT NOT NULL DEFAULT 'pending',
     attempt            INTEGER NOT NULL DEFAULT 0,
     failures           INTEGER NOT NULL DEFAULT 0,
+    loops              INTEGER NOT NULL DEFAULT 0,
     provider           TEXT,
     model              TEXT,
     exit_code          INTEGER,

@@ -27,8 +27,10 @@ import psutil
 log = logging.getLogger(__name__)
 
 MARKER_ENV = "TACX_DAUGHTER"
-# Two processes with the same pid are the same one if their start times agree this well.
-CREATE_TIME_TOLERANCE = 0.05
+# A process is known by its pid and its start time, in seconds after boot as the kernel
+# counts it (/proc/<pid>/stat, in clock ticks): exact, and deaf to wall-clock steps.
+CREATE_TIME_TOLERANCE = 0.005
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -105,11 +107,31 @@ def read_status_file(path: Path) -> int | None:
         return None
 
 
+def process_start(pid: int) -> float | None:
+    """When pid started, in seconds after boot (None when there is no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / _CLOCK_TICKS
+    except FileNotFoundError:
+        return None
+    except (OSError, IndexError, ValueError):  # no /proc here: psutil's wall-clock figure
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
+
+
+def _is(proc: psutil.Process, create_time: float) -> bool:
+    start = process_start(proc.pid)
+    return start is not None and abs(start - create_time) < CREATE_TIME_TOLERANCE
+
+
 def same_process(pid: int, create_time: float) -> bool:
-    """True if pid is alive and is the very process that started at create_time."""
+    """True if pid is alive (not a zombie) and is the very process that started then."""
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - create_time) < CREATE_TIME_TOLERANCE and proc.status() != psutil.STATUS_ZOMBIE
+        return _is(proc, create_time) and proc.status() != psutil.STATUS_ZOMBIE
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return False
 
@@ -128,7 +150,7 @@ def _signal_group(pgid: int, sig: int) -> bool:
 def _descendants(pid: int, create_time: float) -> list[psutil.Process]:
     try:
         proc = psutil.Process(pid)
-        if abs(proc.create_time() - create_time) >= CREATE_TIME_TOLERANCE:
+        if not _is(proc, create_time):
             return []
         return proc.children(recursive=True)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -167,7 +189,9 @@ def scan_marked(match: Callable[[str], bool]) -> list[MarkedProcess]:
         try:
             marker = proc.environ().get(MARKER_ENV)
             if marker and match(marker):
-                found.append(MarkedProcess(proc.pid, proc.create_time(), marker))
+                start = process_start(proc.pid)
+                if start is not None:
+                    found.append(MarkedProcess(proc.pid, start, marker))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
@@ -179,7 +203,7 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     for target in targets:
         try:
             proc = psutil.Process(target.pid)
-            if abs(proc.create_time() - target.create_time) < CREATE_TIME_TOLERANCE:
+            if _is(proc, target.create_time):
                 procs.append(proc)
         except psutil.NoSuchProcess:
             continue
@@ -211,30 +235,13 @@ def discard_fd(opening: asyncio.Future[int]) -> None:
         opening.add_done_callback(close)
 
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_BOOT_TIME = psutil.boot_time()
-
-
-def _create_time(pid: int, fallback: float) -> float:
-    """psutil's create_time for a child of ours, without its per-call boot-time read."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return _BOOT_TIME + int(fields[19]) / _CLOCK_TICKS
-    except (OSError, IndexError, ValueError):
-        try:
-            return psutil.Process(pid).create_time()
-        except psutil.NoSuchProcess:
-            return fallback
-
-
 def _sample(d: Daughter) -> Sample:
     """Tree RSS, CPU seconds and children of one daughter, plus its log size (a thread)."""
     try:
         proc = d._proc
         if proc is None:
             proc = psutil.Process(d.pid)
-            if abs(proc.create_time() - d.create_time) >= CREATE_TIME_TOLERANCE:
+            if not _is(proc, d.create_time):
                 return Sample(d.pid, alive=False)
             d._proc = proc
         with proc.oneshot():
@@ -306,7 +313,7 @@ class Supervisor:
             close_fds=True,
         )
         started_at = time.time()
-        return self._register(popen, argv, log_path, status_path, marker, started_at, _create_time(popen.pid, started_at))
+        return self._register(popen, argv, log_path, status_path, marker, started_at, process_start(popen.pid) or 0.0)
 
     def _register(
         self,
@@ -417,10 +424,13 @@ class Supervisor:
         if result is None:
             try:
                 result = os.wait4(d.pid, os.WNOHANG)
-            except ChildProcessError:
-                result = (d.pid, 0, None)
+            except ChildProcessError:  # reaped by someone else: its status is lost
+                d.popen.returncode = -1
+                return ExitInfo(None, None, d.peak_rss, d.cpu_seconds)
         pid, status, usage = result
-        code = os.waitstatus_to_exitcode(status) if pid else 0
+        if pid == 0:  # not ended after all (cannot happen after pidfd said so); never guess
+            return ExitInfo(None, None, d.peak_rss, d.cpu_seconds)
+        code = os.waitstatus_to_exitcode(status)
         d.popen.returncode = code  # Popen must never reap it again
         cpu = (usage.ru_utime + usage.ru_stime) if usage else d.cpu_seconds
         # ru_maxrss also counts the pages the child shared with tacx between fork and exec:
@@ -478,9 +488,14 @@ class Supervisor:
             return []
         return await asyncio.to_thread(end_processes, found, self.grace)
 
-    async def sweep_stragglers(self, prefix: str, keep: set[str]) -> list[int]:
-        """End processes of this home whose marker belongs to no live daughter."""
-        found = await asyncio.to_thread(scan_marked, lambda m: m.startswith(prefix) and m not in keep)
+    async def sweep_stragglers(self, prefix: str, live: Callable[[], set[str]]) -> list[int]:
+        """End processes whose marker starts with prefix and belongs to no live daughter.
+
+        `live` is asked after the scan, on the event loop: a daughter started while the
+        scan ran is registered by then, so it is never mistaken for a straggler."""
+        found = await asyncio.to_thread(scan_marked, lambda m: m.startswith(prefix))
+        keep = live()
+        found = [p for p in found if p.marker not in keep]
         if not found:
             return []
         log.info("ending %d straggler(s): %s", len(found), [p.pid for p in found])

@@ -55,6 +55,10 @@ __all__ = [
 BUILTIN_PROVIDER_KINDS: dict[str, str] = {"shell": "script", "bash": "script", "python": "script"}
 """Provider name -> kind. "script" stages need ``run:``, "agent" stages need ``prompt:``."""
 
+SCRIPT_LANGUAGES: dict[str, str] = {"shell": "sh", "bash": "sh", "python": "python"}
+"""The language a script provider's run: is written in (a POSIX sh script also runs in bash).
+One run: script is never offered to two languages: python is never run by /bin/sh."""
+
 _SEGMENT = r"[A-Za-z_][A-Za-z0-9_-]*"
 _TEMPLATE_NAME = re.compile(rf"{_SEGMENT}(?:\.{_SEGMENT})*")
 _STAGE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
@@ -876,6 +880,14 @@ class _References:
         if len(found) > 1:
             mixed = " and ".join(f"{kind} provider '{name}'" for kind, name in found.items())
             self.doc.add(where, f"mixes {mixed}; a stage runs either a script or a prompt")
+            return None
+        languages: dict[str, str] = {}
+        for _, name in _entries(value, where):
+            if self.kinds.get(name) == "script":
+                languages.setdefault(SCRIPT_LANGUAGES.get(name, name), name)
+        if len(languages) > 1:
+            names = " and ".join(f"'{name}'" for name in languages.values())
+            self.doc.add(where, f"mixes {names}, which read different languages; one run: script needs one")
             return None
         return next(iter(found.items()), None)
 

@@ -1,0 +1,136 @@
+"""Edges found in review: loops, pause between stages, cancels across a restart, runs that
+can never start, mixed interpreters, exit statuses that were lost."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tacx.supervisor import Supervisor
+from tests.conftest import Project, wait_for
+
+
+def test_loop_goes_back_and_hands_over_the_failing_result(project: Project) -> None:
+    project.workflow("loop", """
+        name: loop
+        stages:
+          - name: build
+            provider: bash
+            run: 'echo "round with notes: [$TACX_RESULT_REVIEW]" >> build.log; echo built'
+          - name: review
+            provider: bash
+            run: '[ "$(wc -l < build.log)" -ge 3 ] && echo APPROVED || { echo "needs work"; exit 1; }'
+            loop: {back_to: build, max: 2}
+    """)
+    project.tacx("run", "loop.yaml", "--no-ui")
+    task = project.show(1)
+    stages = {s["name"]: s for s in task["stages"]}
+    assert task["status"] == "succeeded"
+    assert (stages["build"]["attempt"], stages["review"]["attempt"]) == (3, 3)
+    assert (project.root / "build.log").read_text().splitlines() == [
+        "round with notes: []", "round with notes: [needs work]", "round with notes: [needs work]",
+    ]
+    assert [e["data"]["round"] for e in task["events"] if e["kind"] == "stage.loop"] == [1, 2]
+
+
+def test_loop_gives_up_after_max(project: Project) -> None:
+    project.workflow("loop", """
+        name: loop
+        stages:
+          - {name: build, provider: shell, run: "echo b >> b.log"}
+          - {name: review, provider: shell, run: "exit 1", loop: {back_to: build, max: 1}}
+    """)
+    project.tacx("run", "loop.yaml", "--no-ui", check=1)
+    assert (project.root / "b.log").read_text() == "b\nb\n"
+    assert project.show(1)["status"] == "failed"
+
+
+def test_pause_holds_the_next_stage_of_a_running_task(project: Project) -> None:
+    gate = project.root / "gate"
+    project.workflow("two", f"""
+        name: two
+        stages:
+          - {{name: a, provider: bash, run: "while [ ! -e {gate} ]; do sleep 0.05; done"}}
+          - {{name: b, provider: shell, run: "echo b"}}
+    """)
+    task = project.submit("two.yaml")
+    project.start("--no-ui")
+    wait_for(lambda: project.show(task)["stages"][0]["status"] == "running")
+    project.tacx("pause")
+    # Once a task submitted now says "paused", the coordinator has heard of the pause.
+    witness = project.submit("two.yaml")
+    wait_for(lambda: "paused" in (project.show(witness)["wait_reason"] or ""), what="pause noticed")
+    gate.touch()
+
+    def b_waits() -> str | None:
+        b = project.show(task)["stages"][1]
+        return b["wait_reason"] if b["status"] == "pending" and b["wait_reason"] else None
+
+    assert "paused" in wait_for(b_waits, what="b waiting because paused")
+    assert project.show(task)["stages"][0]["status"] == "succeeded"
+    project.tacx("resume")
+    wait_for(lambda: project.show(task)["status"] == "succeeded")
+
+
+def test_a_cancel_asked_for_before_a_stop_is_not_lost(project: Project) -> None:
+    project.workflow("long", "name: long\nstages:\n  - {name: s, provider: bash, run: 'sleep 300 & wait'}\n")
+    task = project.submit("long.yaml")
+    coordinator = project.start("--no-ui")
+    wait_for(lambda: len(project.marked_processes()) >= 2)
+    conn = project.db()  # the cancel lands, but the coordinator stops before it acts on it
+    conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task,))
+    conn.commit()
+    conn.close()
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=30)
+    assert project.show(task)["status"] == "cancelled"
+    project.tacx("--no-ui", "--exit-when-idle")
+    assert project.show(task)["status"] == "cancelled"
+    assert project.query("SELECT COUNT(*) FROM daughters")[0][0] == 1
+
+
+def test_a_task_that_can_never_start_ends_the_run_with_the_reason(project: Project) -> None:
+    project.workflow("bashy", "name: bashy\nstages:\n  - {name: s, provider: bash, run: 'true'}\n")
+    project.env["PATH"] = "/nonexistent"
+    for args in (["run", "bashy.yaml", "--no-ui"], ["--no-ui", "--exit-when-idle"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tacx", *args], cwd=project.root, env=project.env,
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert "bash is not installed" in proc.stdout + proc.stderr
+    assert project.ls()[0]["status"] == "queued"
+
+
+def test_one_script_is_never_offered_to_two_languages(project: Project) -> None:
+    project.workflow("mixed", """
+        name: mixed
+        stages:
+          - {name: s, provider: [shell, python], run: "print('hi')"}
+    """)
+    out = project.tacx("validate", "mixed.yaml", check=2)
+    assert "mixed.yaml:4:25: stages[0].provider: mixes" in out.stderr and "different languages" in out.stderr
+    project.workflow("ok", """
+        name: ok
+        stages:
+          - {name: s, provider: [bash, shell], run: "echo hi"}
+    """)
+    project.tacx("validate", "ok.yaml")
+
+
+async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Path) -> None:
+    supervisor = Supervisor()
+    log = tmp_path / "x.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT)
+    try:
+        d = supervisor.spawn(["sh", "-c", "exit 7"], fd, env=dict(os.environ), cwd=tmp_path,
+                             log_path=log, status_path=tmp_path / "x.status", marker="test")
+    finally:
+        os.close(fd)
+    os.waitpid(d.pid, 0)  # someone else reaps it first
+    info = await asyncio.wait_for(d.exited, 10)
+    assert not info.known and info.exit_code is None
