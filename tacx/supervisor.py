@@ -475,10 +475,13 @@ class Supervisor:
         return info
 
     async def clean_after_exit(self, d: Daughter) -> None:
-        """A daughter that ended by itself may leave its group behind: end those too."""
-        if d.adopted:
+        """A daughter that ended by itself may leave its group behind: end those too.
+        Descendants that left the group are looked for by marker right away when the
+        daughter was seen with children or lived past a sample (a scan of every process
+        costs milliseconds: not for each trivial task); the periodic sweep finds the rest."""
+        if d.adopted or d.children or d.ended_at - d.started_at > self.sample_interval:
             await self.sweep_marker(d.marker)
-        elif _signal_group(d.pgid, 0):
+        if not d.adopted and _signal_group(d.pgid, 0):
             await self.terminate(d, "leftover processes after the daughter exited")
 
     async def sweep_marker(self, marker: str) -> list[int]:

@@ -216,6 +216,21 @@ def test_lesson5_escaped_descendants_are_swept(project: Project) -> None:
     assert project.marked_processes() == []
 
 
+def test_lesson5_escaped_descendants_go_with_their_stage_while_tacx_runs_on(project: Project) -> None:
+    """The coordinator keeps running: by the time the stage's end is in the store, the
+    setsid'd grandchild it left is gone (not left for a later periodic sweep)."""
+    (project.root / "tacx.yaml").write_text("sample_interval: 0.2s\n")
+    project.workflow("escape", """
+        name: escape
+        stages:
+          - {name: s, provider: shell, run: "setsid sleep 300 > /dev/null 2>&1 & sleep 0.6; echo done"}
+    """)
+    task = project.submit("escape.yaml")
+    project.start("--no-ui")
+    wait_for(lambda: project.show(task)["status"] == "succeeded", what="stage end")
+    assert project.marked_processes() == []
+
+
 def test_lesson5_cancel_from_another_terminal_kills_the_tree(project: Project) -> None:
     project.workflow("long", """
         name: long
