@@ -14,7 +14,8 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from tacx import __version__, records
 from tacx.coordinator import Coordinator

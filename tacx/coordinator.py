@@ -20,7 +20,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 from tacx import records
 from tacx.events import EngineEvent, EventBus
@@ -44,7 +45,7 @@ ERROR_TAIL_LINES = 8
 StopMode = Literal["stop", "leave"]
 Started = list[tuple[str, "str | None"]]  # what a start transaction read back: (stage, result)
 Grant = tuple[str, str, str]  # (stage, provider, why that provider)
-Started_Grant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
+StartedGrant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
 
 
 @dataclass
@@ -305,7 +306,7 @@ class Coordinator:
         for name in interrupted:
             run.stages[name].status = "pending"
         self.publish("task.recovered", run.id, adopted=sorted(run.adopted), rerun=interrupted)
-        self._start_runner(run, first=None)
+        self._start_runner(run)
 
     async def _fail_unloadable(self, task_id: int, exc: Exception) -> None:
         message = f"cannot run this task's workflow any more: {exc}"
@@ -591,9 +592,10 @@ class Coordinator:
         run.runner = asyncio.current_task()  # type: ignore[assignment]
         await self._run_task(run, (*grant, started) if grant and started is not None else None)
 
-    def _start_runner(self, run: TaskRun, first: Started_Grant | None) -> None:
+    def _start_runner(self, run: TaskRun) -> None:
+        """Run a task resumed after a restart (claimed tasks are run by their claim)."""
         self.running[run.id] = run
-        run.runner = asyncio.create_task(self._run_task(run, first), name=f"tacx-task-{run.id}")
+        run.runner = asyncio.create_task(self._run_task(run, None), name=f"tacx-task-{run.id}")
 
     async def _request_slot(self, run: TaskRun, stage: str, candidates: list[str]) -> tuple[str, str]:
         future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
@@ -753,7 +755,7 @@ class Coordinator:
 
     # -- running a task ----------------------------------------------------------------
 
-    async def _run_task(self, run: TaskRun, first: Started_Grant | None) -> None:
+    async def _run_task(self, run: TaskRun, first: StartedGrant | None) -> None:
         try:
             await self._drive(run, first)
         except asyncio.CancelledError:
@@ -768,7 +770,7 @@ class Coordinator:
             self.running.pop(run.id, None)
             self._kick()
 
-    async def _drive(self, run: TaskRun, first: Started_Grant | None) -> None:
+    async def _drive(self, run: TaskRun, first: StartedGrant | None) -> None:
         """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
         wf = run.workflow
         active: dict[asyncio.Task[str], str] = {}
@@ -1023,7 +1025,7 @@ class Coordinator:
         self.publish("stage.retrying", run.id, name, delay=delay, reason=reason)
         try:
             await asyncio.wait_for(run.cancel.wait(), timeout=delay)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

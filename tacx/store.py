@@ -15,7 +15,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 import aiosqlite
 
@@ -204,7 +205,7 @@ class Store:
         self.batches = 0
         self.writes = 0
 
-    async def open(self) -> "Store":
+    async def open(self) -> Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
