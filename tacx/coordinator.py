@@ -36,7 +36,8 @@ from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_tex
 log = logging.getLogger(__name__)
 
 PAUSED_REASON = "coordinator paused: `tacx resume` (or p in the dashboard) to continue"
-EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
+EXTERNAL_POLL_SECONDS = 0.25
+AVAILABILITY_TTL = 1.0  # how often another terminal's submit/cancel/retry is looked for
 STRAGGLER_SWEEP_SECONDS = 10.0
 QUEUE_PAGE = 200
 TAIL_BYTES = 64 * 1024
@@ -150,7 +151,8 @@ class Coordinator:
         self._workflows: dict[str, Workflow] = {}
         self._bulk_reason: str | None = None
         self._published_reason: str | None = None
-        self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
+        self._task_reasons: dict[int, str] = {}
+        self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)  # queued task -> why it cannot start
         self.stuck: str | None = None  # why a run that should end when idle could not go on
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -372,7 +374,7 @@ class Coordinator:
             if provider is None:
                 refusals.append(f"{name} is not a known provider")
                 continue
-            problem = provider.availability()
+            problem = self._availability(name, provider)
             if problem:
                 refusals.append(problem)
                 continue
@@ -387,6 +389,16 @@ class Coordinator:
                 why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
             return name, why
         return None, "waiting for a provider: " + "; ".join(refusals)
+
+    def _availability(self, name: str, provider: Provider) -> str | None:
+        """Whether a provider can run here, looked up at most once per second (it asks the
+        file system; installing a CLI is noticed within that second)."""
+        now = time.monotonic()
+        cached = self._available.get(name)
+        if cached is None or now - cached[0] > AVAILABILITY_TTL:
+            cached = (now, provider.availability())
+            self._available[name] = cached
+        return cached[1]
 
     def _take_slot(self, provider: str) -> None:
         self.busy += 1
