@@ -196,7 +196,10 @@ class Coordinator:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await asyncio.gather(*self._claiming.values(), return_exceptions=True)
+        # A claim in flight ends within one write: it puts its task back (we are stopping)
+        # or, if it committed just before, goes on as a runner, which is stopped below.
+        while self._claiming:
+            await asyncio.sleep(0.01)
         runners = [r.runner for r in self.running.values() if r.runner is not None]
         if self._stopping == "leave":
             for runner in runners:
