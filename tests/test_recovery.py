@@ -209,3 +209,27 @@ async def test_stop_leave_keeps_daughters_for_the_next_start(tmp_path) -> None: 
     conn = connect(home.db_path)
     assert tuple(conn.execute("SELECT status, attempt, result FROM stages").fetchone()) == ("succeeded", 1, "out")
     assert tuple(conn.execute("SELECT pid, exit_code FROM daughters").fetchone()) == (daughter.pid, 0)
+
+
+def test_sigint_in_the_middle_of_claiming_leaves_nothing_running(project: Project) -> None:
+    """Stopping while claims and starts are in flight: tacx exits promptly and every task
+    is queued or finished, with no stage running and no daughter open."""
+    project.workflow("w", """
+        name: w
+        stages:
+          - {name: s, provider: shell, run: "sleep 0.2"}
+          - {name: t, provider: shell, run: "true"}
+    """)
+    (project.root / "many.jsonl").write_text("{}\n" * 120)
+    project.tacx("submit", "w.yaml", "--each", "many.jsonl")
+    for delay in (0.5, 0.8, 1.1):
+        coordinator = project.start("--no-ui", "--max-workers", "8")
+        time.sleep(delay)
+        coordinator.send_signal(signal.SIGINT)
+        assert coordinator.wait(timeout=30) == 130
+        assert project.query("SELECT COUNT(*) FROM tasks WHERE status = 'running'")[0][0] == 0
+        assert project.query("SELECT COUNT(*) FROM stages WHERE status = 'running'")[0][0] == 0
+        assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+        assert project.marked_processes() == []
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    assert {t["status"] for t in project.ls()} == {"succeeded"}
