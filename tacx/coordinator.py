@@ -1169,7 +1169,7 @@ class Coordinator:
             env.update(launch.env)
             if launch.files:
                 await asyncio.to_thread(_write_files, launch.files)
-            daughter = self.supervisor.spawn(
+            daughter = await self.supervisor.spawn(
                 launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
                 marker=self._marker(run.id, name, attempt),
             )

@@ -216,6 +216,23 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     return [p.pid for p in procs]
 
 
+def _popen(
+    argv: list[str], log_fd: int, env: dict[str, str], cwd: Path
+) -> tuple[subprocess.Popen[bytes], float, float]:
+    popen = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fd,
+        stderr=log_fd,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+    )
+    started_at = time.time()
+    return popen, started_at, process_start(popen.pid) or 0.0
+
+
 def _open_log(log_path: Path, folders: tuple[Path, ...]) -> int:
     """Attempts never reuse a log path, so neither a log nor a status file is there yet."""
     for folder in folders:
@@ -289,7 +306,7 @@ class Supervisor:
         systems can be slow, and the event loop also serves the dashboard."""
         return await asyncio.to_thread(_open_log, log_path, tuple(folders))
 
-    def spawn(
+    async def spawn(
         self,
         argv: list[str],
         log_fd: int,
@@ -301,19 +318,20 @@ class Supervisor:
         marker: str,
     ) -> Daughter:
         """Start a daughter appending to log_fd (the caller closes it). Raises OSError when
-        it cannot start (missing program, missing cwd)."""
-        popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=log_fd,
-            cwd=cwd,
-            env={**env, MARKER_ENV: marker},
-            start_new_session=True,
-            close_fds=True,
-        )
-        started_at = time.time()
-        return self._register(popen, argv, log_path, status_path, marker, started_at, process_start(popen.pid) or 0.0)
+        it cannot start (missing program, missing cwd).
+
+        The fork runs in a thread: the parent waits there until the child has exec'd
+        (a millisecond on a busy machine) while the event loop goes on."""
+        job = asyncio.ensure_future(asyncio.to_thread(_popen, argv, log_fd, {**env, MARKER_ENV: marker}, cwd))
+        try:
+            popen, started_at, start = await asyncio.shield(job)
+        except asyncio.CancelledError:
+            # It starts all the same: watch it so it is reaped (its marker makes it findable).
+            if not job.cancelled() and (not job.done() or job.exception() is None):
+                popen, started_at, start = await job
+                self._register(popen, argv, log_path, status_path, marker, started_at, start)
+            raise
+        return self._register(popen, argv, log_path, status_path, marker, started_at, start)
 
     def _register(
         self,

@@ -127,7 +127,7 @@ async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Pat
     log = tmp_path / "x.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT)
     try:
-        d = supervisor.spawn(["sh", "-c", "exit 7"], fd, env=dict(os.environ), cwd=tmp_path,
+        d = await supervisor.spawn(["sh", "-c", "exit 7"], fd, env=dict(os.environ), cwd=tmp_path,
                              log_path=log, status_path=tmp_path / "x.status", marker="test")
     finally:
         os.close(fd)
