@@ -134,3 +134,40 @@ async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Pat
     os.waitpid(d.pid, 0)  # someone else reaps it first
     info = await asyncio.wait_for(d.exited, 10)
     assert not info.known and info.exit_code is None
+
+
+def test_a_reader_probing_the_lock_never_turns_a_coordinator_away(project: Project) -> None:
+    """`tacx ls`/`submit` probe the coordinator lock by taking it for an instant; a
+    coordinator starting at that instant waits it out instead of exiting 2."""
+    import threading
+
+    project.home.mkdir(parents=True)
+    (project.home / "lock").touch()
+    stop = threading.Event()
+
+    def probe() -> None:
+        """What coordinator_running does, with the instant stretched so starts collide."""
+        import fcntl
+
+        fd = os.open(project.home / "lock", os.O_RDWR)
+        try:
+            while not stop.is_set():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # a coordinator has it
+                    stop.wait(0.005)
+                    continue
+                stop.wait(0.02)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                stop.wait(0.002)
+        finally:
+            os.close(fd)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        for _ in range(8):
+            project.tacx("--no-ui", "--exit-when-idle")
+    finally:
+        stop.set()
+        prober.join()
