@@ -171,3 +171,38 @@ def test_a_reader_probing_the_lock_never_turns_a_coordinator_away(project: Proje
     finally:
         stop.set()
         prober.join()
+
+
+async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """If tacx itself fails while a DAG runs, the sibling stage's daughter does not outlive
+    its task: the task fails saying so, and nothing is left running."""
+    from tacx.coordinator import Coordinator
+    from tacx.home import Home
+    from tacx.store import Store, connect
+    from tests.test_lessons import queue
+
+    home = Home(tmp_path / ".tacx")
+    queue(home, "name: d\nstages:\n  - {name: quick, provider: shell, needs: [], run: 'true'}\n"
+                "  - {name: slow, provider: bash, needs: [], run: 'sleep 300 & wait'}\n")
+    real = Coordinator._classify
+
+    async def broken(self, run, name, *args):  # type: ignore[no-untyped-def]
+        if name == "quick":
+            raise RuntimeError("injected bug")
+        return await real(self, run, name, *args)
+
+    monkeypatch.setattr(Coordinator, "_classify", broken)
+    store = await Store(home.db_path).open()
+    try:
+        await asyncio.wait_for(Coordinator(home, store, exit_when_idle=True).run(), 60)
+    finally:
+        await store.close()
+    conn = connect(home.db_path)
+    status, error = conn.execute("SELECT status, error FROM tasks").fetchone()
+    assert status == "failed" and "injected bug" in error
+    assert conn.execute("SELECT COUNT(*) FROM stages WHERE status = 'running'").fetchone()[0] == 0
+    slow_pid = conn.execute("SELECT pid FROM daughters WHERE stage = 'slow'").fetchone()[0]
+    conn.close()
+    import psutil
+
+    assert not psutil.pid_exists(slow_pid) or psutil.Process(slow_pid).status() == psutil.STATUS_ZOMBIE
