@@ -254,7 +254,8 @@ class Coordinator:
         if not daughter.done:
             await self.supervisor.terminate(daughter, "its task is no longer running")
         info = daughter.exited.result()
-        await self.store.write(lambda c: self._close_daughter_row(c, d["id"], info))
+        ended_at = daughter.ended_at or time.time()
+        await self.store.write(lambda c: _close_daughter(c, "id = ?", (d["id"],), ended_at, info))
 
     def _adopt_args(self, d: sqlite3.Row) -> dict[str, Any]:
         return dict(
@@ -1293,12 +1294,7 @@ class Coordinator:
 
         def end(conn: sqlite3.Connection) -> None:
             if d is not None and info is not None:
-                conn.execute(
-                    "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
-                    " WHERE pid = ? AND stage_id = ? AND ended_at IS NULL",
-                    (d.ended_at or now, info.exit_code, info.signal, info.peak_rss or None,
-                     round(info.cpu_seconds, 3), d.pid, st.id),
-                )
+                _close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
             conn.execute(
                 "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
                 " failures = failures + ?, wait_reason = ? WHERE id = ?",
@@ -1340,6 +1336,17 @@ class Coordinator:
             self.publish(f"stage.{status}", run.id, name, **event)
 
         self.store.write(end).add_done_callback(committed)
+
+
+def _close_daughter(
+    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo
+) -> None:
+    """Record how a daughter ended (its row is still open)."""
+    conn.execute(
+        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
+        f" WHERE {where} AND ended_at IS NULL",
+        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
+    )
 
 
 def _write_files(files: dict[Path, str]) -> None:

@@ -233,3 +233,22 @@ def test_sigint_in_the_middle_of_claiming_leaves_nothing_running(project: Projec
         assert project.marked_processes() == []
     project.tacx("--no-ui", "--exit-when-idle", timeout=120)
     assert {t["status"] for t in project.ls()} == {"succeeded"}
+
+
+def test_a_daughter_whose_task_ended_while_tacx_was_down_is_ended_at_start(project: Project) -> None:
+    """A task recorded as finished (a cancel that raced a crash) but whose daughter still
+    runs: the next start ends the daughter and closes its record."""
+    project.workflow("long", "name: long\nstages:\n  - {name: s, provider: bash, run: 'sleep 300 & wait'}\n")
+    task = project.submit("long.yaml")
+    coordinator = project.start("--no-ui")
+    wait_for(lambda: len(project.marked_processes()) >= 2)
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    conn = project.db()
+    conn.execute("UPDATE tasks SET status = 'cancelled' WHERE id = ?", (task,))
+    conn.commit()
+    conn.close()
+    project.tacx("--no-ui", "--exit-when-idle")
+    assert project.marked_processes() == []
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+    assert project.show(task)["status"] == "cancelled"
