@@ -595,21 +595,10 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
         print(f"task {task_id} cancelled")
         return EXIT_OK
     prefix = f"{home.marker_prefix}{task_id}/"
-    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), Settings().kill_grace)
-    now = time.time()
+    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), _settings(home).kill_grace)
     with transaction(conn):
-        conn.execute(
-            "UPDATE tasks SET status = 'cancelled', ended_at = ?, cancel_requested = 0, wait_reason = NULL,"
-            " error = 'cancelled by request' WHERE id = ?",
-            (now, task_id),
-        )
-        conn.execute(
-            "UPDATE stages SET status = 'cancelled', ended_at = ?, wait_reason = NULL"
-            " WHERE task_id = ? AND status IN ('pending', 'running')",
-            (now, task_id),
-        )
-        conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (now, task_id))
-        records.add_event(conn, task_id, None, "task.cancelled", {"ended_pids": ended, "coordinator": False})
+        records.mark_cancelled(conn, task_id, "running", {"ended_pids": ended, "coordinator": False})
+        conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (time.time(), task_id))
     print(f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else ""))
     return EXIT_OK
 

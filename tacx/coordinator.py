@@ -36,8 +36,8 @@ from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_tex
 log = logging.getLogger(__name__)
 
 PAUSED_REASON = "coordinator paused: `tacx resume` (or p in the dashboard) to continue"
-EXTERNAL_POLL_SECONDS = 0.25
-AVAILABILITY_TTL = 1.0  # how often another terminal's submit/cancel/retry is looked for
+EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
+AVAILABILITY_TTL = 1.0  # how long "is this provider installed?" is believed
 STRAGGLER_SWEEP_SECONDS = 10.0
 QUEUE_PAGE = 200
 TAIL_BYTES = 64 * 1024
@@ -109,10 +109,6 @@ class SlotRequest:
         return (-self.run.priority, self.run.id)
 
 
-class Interrupted(Exception):
-    """The coordinator is shutting down: leave the stage to be resumed later."""
-
-
 class Coordinator:
     def __init__(
         self,
@@ -143,7 +139,6 @@ class Coordinator:
         self.paused = False
         self.busy = 0
         self.busy_by_provider: Counter[str] = Counter()
-        self.peak_busy = 0
         self._requests: list[SlotRequest] = []
         self._queue: list[tuple[int, int, str, bool]] = []  # (id, priority, workflow_hash, never started), best first
         self._queue_stale = True
@@ -151,8 +146,8 @@ class Coordinator:
         self._workflows: dict[str, Workflow] = {}
         self._bulk_reason: str | None = None
         self._published_reason: str | None = None
-        self._task_reasons: dict[int, str] = {}
-        self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)  # queued task -> why it cannot start
+        self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
+        self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)
         self.stuck: str | None = None  # why a run that should end when idle could not go on
         self._wake = asyncio.Event()
         self._done = asyncio.Event()
@@ -163,7 +158,6 @@ class Coordinator:
         self._claiming: dict[int, asyncio.Task[None]] = {}
         # What every daughter inherits; TACX_* of an enclosing tacx never leaks in.
         self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
-        self.exit_code = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -407,7 +401,6 @@ class Coordinator:
     def _take_slot(self, provider: str) -> None:
         self.busy += 1
         self.busy_by_provider[provider] += 1
-        self.peak_busy = max(self.peak_busy, self.busy)
 
     def _release_slot(self, provider: str) -> None:
         self.busy -= 1
@@ -485,7 +478,7 @@ class Coordinator:
 
     async def _start_queued(self) -> None:
         if self.paused:
-            await self._set_bulk_reason(PAUSED_REASON)
+            self._set_bulk_reason(PAUSED_REASON)
             return
         if self._queue_stale or (not self._queue and not self._queue_exhausted):
             await self._refill_queue()
@@ -531,7 +524,7 @@ class Coordinator:
                 await self._refill_queue()
         self._queue[:0] = skipped
         if self._queue and self.busy >= self.max_workers:
-            await self._set_bulk_reason(self._workers_reason().split(" (")[0] + f" (limit {self.max_workers})")
+            self._set_bulk_reason(f"waiting for a free worker (limit {self.max_workers})")
         if specific:
             self.store.write_soon(lambda c: c.executemany(
                 "UPDATE tasks SET wait_reason = ? WHERE id = ? AND status = 'queued'",
@@ -542,7 +535,7 @@ class Coordinator:
                     self.publish("task.waiting", task_id, reason=reason)
         self._task_reasons = specific
 
-    async def _set_bulk_reason(self, reason: str) -> None:
+    def _set_bulk_reason(self, reason: str) -> None:
         """One statement sets why every queued task waits, only when that reason changes."""
         if reason == self._bulk_reason:
             return
@@ -677,7 +670,6 @@ class Coordinator:
                 run.request_cancel()
         if paused != self.paused:
             self.paused = paused
-            self._bulk_reason = None
             self.publish("coordinator.paused" if paused else "coordinator.resumed")
         self._queue_stale = True
         self._bulk_reason = None  # tasks submitted meanwhile need their wait reason too
@@ -895,11 +887,16 @@ class Coordinator:
             return failed
         return all(s == "succeeded" for s in upstream)
 
-    def _outcome(self, run: TaskRun) -> tuple[str, str | None]:
+    @staticmethod
+    def _first_failure(run: TaskRun) -> StageState | None:
+        """The stage that failed (or timed out) first: it names the task's outcome."""
         bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
-        if not bad:
+        return min(bad, key=lambda s: s.ended_at or 0) if bad else None
+
+    def _outcome(self, run: TaskRun) -> tuple[str, str | None]:
+        first = self._first_failure(run)
+        if first is None:
             return "succeeded", None
-        first = min(bad, key=lambda s: s.ended_at or 0)
         return first.status, f"stage {first.name} {first.status.replace('_', ' ')}"
 
     async def _write_skips(self, run: TaskRun, names: list[str]) -> None:
@@ -923,8 +920,8 @@ class Coordinator:
         and a crash before its commit is repaired by recovery (the task resumes, finds
         nothing left to run, and ends). Listeners hear of it once it is committed."""
         now = time.time()
-        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
-        culprit = min(bad, key=lambda s: s.ended_at or 0).id if bad else None
+        first = self._first_failure(run)
+        culprit = first.id if first else None
 
         def finish(conn: sqlite3.Connection) -> str | None:
             error = summary
@@ -1000,7 +997,7 @@ class Coordinator:
         st = run.stages[name]
         while True:
             if adopted is not None:
-                provider, status = adopted_provider, await self._finish_attempt(run, name, spec, adopted, adopted_provider)
+                status = await self._finish_attempt(run, name, spec, adopted, adopted_provider)
                 adopted = None
             else:
                 started: Started | None = None

@@ -133,11 +133,17 @@ def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
 
 def cancel_queued(conn: sqlite3.Connection, task_id: int) -> bool:
     """Cancel a task that is queued (never started, or interrupted). False if it is not queued."""
+    return mark_cancelled(conn, task_id, "queued", {"while": "queued"})
+
+
+def mark_cancelled(conn: sqlite3.Connection, task_id: int, status: str, event: dict[str, Any]) -> bool:
+    """Record a task in `status` as cancelled, with its unfinished stages (its daughters, if
+    any, are the caller's to end). False if the task is not in that status."""
     now = time.time()
     cur = conn.execute(
         "UPDATE tasks SET status = 'cancelled', ended_at = ?, wait_reason = NULL, cancel_requested = 0,"
-        " error = 'cancelled by request' WHERE id = ? AND status = 'queued'",
-        (now, task_id),
+        " error = 'cancelled by request' WHERE id = ? AND status = ?",
+        (now, task_id, status),
     )
     if cur.rowcount != 1:
         return False
@@ -146,7 +152,7 @@ def cancel_queued(conn: sqlite3.Connection, task_id: int) -> bool:
         " WHERE task_id = ? AND status IN ('pending', 'running')",
         (now, task_id),
     )
-    add_event(conn, task_id, None, "task.cancelled", {"while": "queued"})
+    add_event(conn, task_id, None, "task.cancelled", event)
     return True
 
 

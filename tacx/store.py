@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -308,6 +307,3 @@ def _log_failure(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("store write failed: %s", future.exception())
 
-
-def now() -> float:
-    return time.time()
