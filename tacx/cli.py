@@ -21,7 +21,9 @@ from tacx import __version__, records
 from tacx.coordinator import Coordinator
 from tacx.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
-from tacx.providers import builtin_providers, provider_kinds
+from tacx import worktree
+from tacx.prices import PriceTable
+from tacx.providers import configured_providers, provider_kinds
 from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
 from tacx.store import Store, StoreError, connect, transaction
@@ -93,7 +95,28 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     sub.add_parser("schema", parents=[common], help="print the JSON Schema of workflow files")
     sub.add_parser("workflows", parents=[common], help="list the workflows tacx can find")
+
+    providers = sub.add_parser("providers", parents=[common], help="agent CLIs installed, versions, limits, usage so far")
+    providers.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", parents=[common], help="queue demo tasks on the mock agent and watch them run")
+    demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
+    demo.add_argument("--tasks", type=_positive, default=len(DEMO_TITLES), help=f"how many (default {len(DEMO_TITLES)})")
+    demo.add_argument("--json", action="store_true", help="one JSON event per line")
+    demo.add_argument("--max-workers", type=_positive)
+
+    clean = sub.add_parser("clean", parents=[common], help="remove workspaces of ended tasks (never unsaved work)")
+    clean.add_argument("ids", nargs="*", type=int, help="default: every ended task")
+    clean.add_argument("--json", action="store_true")
     return p
+
+
+DEMO_TITLES = (
+    "Add a --dry-run flag to the importer",
+    "Fix the off-by-one in pagination",
+    "Write tests for the CSV parser",
+    "Rename the config loader and update callers",
+)
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:
@@ -170,14 +193,28 @@ def find_workflow(home: Home, name: str) -> Path:
 
 
 def _settings(home: Home) -> Settings:
-    return load_settings(home.project_root)
+    settings = load_settings(home.project_root)
+    try:
+        PriceTable.load(settings.prices)
+    except ValueError as exc:
+        raise SettingsError(f"{home.project_root / 'tacx.yaml'}: prices: {exc}") from None
+    return settings
+
+
+def _kinds(home: Home) -> dict[str, str]:
+    """Every provider a workflow here may name: built in, and defined in tacx.yaml."""
+    return provider_kinds(configured_providers(_settings(home)))
 
 
 def _load(home: Home, name: str) -> tuple[Workflow, Path, str]:
     path = find_workflow(home, name)
     text = path.read_text()
-    providers = builtin_providers()
-    wf = load_workflow(path, provider_kinds(providers))
+    wf = load_workflow(path, _kinds(home))
+    if wf.workspace == "worktree":
+        try:
+            worktree.require_git_repo(home.project_root)
+        except worktree.WorkspaceError as exc:
+            raise UsageError(f"{path}: workspace: worktree: {exc}") from None
     return wf, path, text
 
 
@@ -477,14 +514,24 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     if task["inputs"]:
         print("  inputs: " + ", ".join(f"{k}={v!r}" for k, v in task["inputs"].items()))
     if task["workspace"]:
-        print(f"  workspace: {task['workspace']}")
+        print(f"  workspace: {task['workspace']}" + (f" (branch {task['branch']})" if task["branch"] else ""))
+    if any(task["tokens"].values()) or task["cost_usd"]:
+        print(f"  tokens: {_token_text(task['tokens'])} · cost ${task['cost_usd']:.4f}")
     print("  stages:")
     for s in task["stages"]:
         took = _duration(s["ended_at"] - s["started_at"]) if s["started_at"] and s["ended_at"] else ""
         line = f"    {s['name']:<16} {s['status']:<10} attempt {s['attempt']}  {s['provider'] or '':<8} {took}"
         if s["exit_code"] is not None:
             line += f"  exit {s['exit_code']}"
+        if any(s["tokens"].values()) or s["cost_usd"]:
+            line += f"  {_token_text(s['tokens'])} ${s['cost_usd']:.4f}"
         print(line.rstrip())
+        if s["session_id"]:
+            agent = f"      session {s['session_id']}" + (f" · {s['model']}" if s["model"] else "")
+            agent += f" · {s['turns']} turns" if s["turns"] else ""
+            agent += f" · {s['api_retries']} API retries" if s["api_retries"] else ""
+            agent += f" · {s['rate_limits']} rate-limit events" if s["rate_limits"] else ""
+            print(printable(agent))
         if s["wait_reason"] and s["status"] == "pending":
             print(f"      waiting: {s['wait_reason']}")
         if s["error"]:
@@ -500,6 +547,17 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
         data = ", ".join(f"{k}={v}" for k, v in e["data"].items() if k != "error")
         print(f"    {clock} {e['kind']:<22} {e['stage'] or '':<12} {data}"[:160])
     return EXIT_OK
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e4 else str(n)
+
+
+def _token_text(tokens: dict[str, int]) -> str:
+    return (
+        f"in {_count(tokens['input'])} · out {_count(tokens['output'])} · "
+        f"cache r {_count(tokens['cache_read'])} w {_count(tokens['cache_write'])}"
+    )
 
 
 def cmd_logs(home: Home, args: argparse.Namespace) -> int:
@@ -638,7 +696,7 @@ def _set_paused(home: Home, paused: bool) -> int:
 
 
 def cmd_validate(home: Home, args: argparse.Namespace) -> int:
-    kinds = provider_kinds(builtin_providers())
+    kinds = _kinds(home)
     bad = 0
     for name in args.files:
         try:
@@ -661,7 +719,7 @@ def cmd_schema(home: Home, args: argparse.Namespace) -> int:
 
 def cmd_workflows(home: Home, args: argparse.Namespace) -> int:
     seen: set[str] = set()
-    kinds = provider_kinds(builtin_providers())
+    kinds = _kinds(home)
     for folder in workflow_dirs(home):
         for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
             if path.stem in seen:
@@ -675,7 +733,69 @@ def cmd_workflows(home: Home, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agents ----------------------------------------------------------------------------------------------
+
+
+def cmd_providers(home: Home, args: argparse.Namespace) -> int:
+    from tacx import provider_report
+
+    settings = _settings(home)
+    conn = _reader(home)
+    try:
+        entries = provider_report.report(configured_providers(settings), settings, conn)
+    finally:
+        if conn:
+            conn.close()
+    print(json.dumps(entries) if args.json else provider_report.render_text(entries))
+    return EXIT_OK
+
+
+def cmd_demo(home: Home, args: argparse.Namespace) -> int:
+    """Queue demo tasks on the mock agent and run them (headless until the dashboard lands)."""
+    wf, path, text = _load(home, "demo")
+    batches = []
+    for i in range(args.tasks):
+        title = DEMO_TITLES[i % len(DEMO_TITLES)] + (f" (#{i // len(DEMO_TITLES) + 1})" if i >= len(DEMO_TITLES) else "")
+        inputs, _ = _prepare(wf, {"title": title}, None)
+        batches.append((inputs, title, None))
+    lock = CoordinatorLock(home)
+    try:
+        lock.acquire()
+    except LockHeld:
+        ids = [task_id for task_id, _ in submit_tasks(home, (wf, path, text, batches), 0)]
+        print(f"demo tasks {', '.join(map(str, ids))} handed to the running coordinator", file=sys.stderr)
+        return EXIT_OK
+    try:
+        ids = [task_id for task_id, _ in submit_tasks(home, (wf, path, text, batches), 0)]
+        print(f"tacx demo: queued tasks {', '.join(map(str, ids))} on the mock agent (a simulator: its tokens and cost are made up)",
+              file=sys.stderr)
+        reporter = ConsoleReporter(json_mode=args.json)
+        return asyncio.run(_run_coordinator(home, _settings(home), args, reporter, exit_when_idle=True))
+    finally:
+        lock.release()
+
+
+def cmd_clean(home: Home, args: argparse.Namespace) -> int:
+    from tacx import cleanup
+
+    conn = _reader(home)
+    results = cleanup.clean(home, conn, args.ids or None) if conn else []
+    if conn:
+        conn.close()
+    if args.json:
+        print(json.dumps(results))
+    elif not results:
+        print("nothing to clean: no ended task has a workspace under " + str(home.trees))
+    else:
+        for entry in results:
+            print(printable(cleanup.describe(entry)))
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "providers": cmd_providers,
+    "demo": cmd_demo,
+    "clean": cmd_clean,
     "run": cmd_run,
     "submit": cmd_submit,
     "ls": cmd_ls,

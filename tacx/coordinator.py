@@ -26,12 +26,15 @@ from collections.abc import Callable
 from tacx import records
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
-from tacx.providers import builtin_providers, provider_kinds
-from tacx.providers.base import Outcome, Provider, StageContext, last_line
+from tacx.prices import PriceTable
+from tacx.providers import configured_providers, provider_kinds
+from tacx.providers.base import AgentState, Outcome, ParsedEvent, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
 from tacx.store import Store
 from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
-from tacx.workflow import StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx.tailer import Tail, Tailer
+from tacx.workflow import Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx import worktree
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +47,19 @@ TAIL_BYTES = 64 * 1024
 ERROR_TAIL_LINES = 8
 
 StopMode = Literal["stop", "leave"]
-Started = list[tuple[str, "str | None"]]  # what a start transaction read back: (stage, result)
+# Agent events worth keeping in the store (text and tool calls stay in the log).
+STORED_AGENT_EVENTS = {"session", "retry", "rate_limit", "result", "error"}
+
+
+@dataclass
+class Started:
+    """What a start transaction read back: every stage's result (lesson 3) and the agent
+    session an interrupted attempt of this stage left, when the stage resumes sessions."""
+
+    results: dict[str, str | None]
+    resume_session: str | None = None
+
+
 Grant = tuple[str, str, str]  # (stage, provider, why that provider)
 StartedGrant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
 
@@ -58,6 +73,11 @@ class StageState:
     failures: int
     ended_at: float | None = None
     loops: int = 0  # times this stage's failure sent the task back to an earlier stage
+    usage: dict[int, Usage] = field(default_factory=dict)  # attempt -> its tokens and cost
+
+    @property
+    def total(self) -> Usage:
+        return sum(self.usage.values(), Usage())
 
 
 @dataclass
@@ -80,6 +100,13 @@ class TaskRun:
     opening: dict[Path, asyncio.Future[int]] = field(default_factory=dict)  # logs opened ahead of a start
     folders_made: bool = False
     recorded_workspace: str | None = None
+    workspace_ready: bool = False  # the git worktree exists (made or found) in this run
+    branch: str | None = None
+    rate_noted: set[tuple[str, int]] = field(default_factory=set)  # (stage, attempt) already cooled down for
+    budget_error: str | None = None  # set when the task passed its budget: why it stops
+
+    def spent(self) -> Usage:
+        return sum((st.total for st in self.stages.values()), Usage())
 
     # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
     stoppers: set[Callable[[str | None], None]] = field(default_factory=set)
@@ -126,7 +153,11 @@ class Coordinator:
         self.store = store
         self.settings = settings or Settings()
         self.bus = bus or EventBus()
-        self.providers = providers or builtin_providers()
+        self.providers = providers or configured_providers(self.settings)
+        self.prices = PriceTable.load(self.settings.prices)
+        self.tailer = Tailer()
+        self._cooldowns: dict[str, tuple[float, str]] = {}  # provider -> (until, why)
+        self._excluded_homes: set[Path] = set()
         self.max_workers = max_workers or self.settings.max_workers
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
@@ -164,6 +195,7 @@ class Coordinator:
     async def run(self) -> None:
         """Recover, then schedule until stopped (or idle, or the one task ended)."""
         self.supervisor.start()
+        self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
         if self.only_task is None:
             await self.recover()
@@ -205,6 +237,7 @@ class Coordinator:
         if self._stopping != "leave":
             await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
         await self.supervisor.stop()
+        await self.tailer.stop()
         await self.store.flush()
 
     def _kick(self) -> None:
@@ -264,7 +297,7 @@ class Coordinator:
 
     async def _resume_task(self, row: sqlite3.Row, open_by_stage: dict[int, sqlite3.Row]) -> None:
         try:
-            run = self._load_run(row, await self.store.read(lambda c: _stage_rows(c, row["id"])))
+            run = self._load_run(row, *await self.store.read(lambda c: _stage_rows(c, row["id"])))
         except Exception as exc:
             await self._fail_unloadable(row["id"], exc)
             return
@@ -286,7 +319,8 @@ class Coordinator:
         def note(conn: sqlite3.Connection) -> None:
             for name in interrupted:
                 conn.execute(
-                    "UPDATE stages SET status = 'pending', wait_reason = 'interrupted by a crash; runs again'"
+                    "UPDATE stages SET status = 'pending', interrupted = 1,"
+                    " wait_reason = 'interrupted by a crash; runs again'"
                     " WHERE id = ?",
                     (run.stages[name].id,),
                 )
@@ -330,13 +364,16 @@ class Coordinator:
             self._workflows[workflow_hash] = wf
         return wf
 
-    def _load_run(self, row: sqlite3.Row, stage_rows: list[sqlite3.Row]) -> TaskRun:
+    def _load_run(self, row: sqlite3.Row, stage_rows: list[sqlite3.Row], usage_rows: list[sqlite3.Row]) -> TaskRun:
         wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
         assert wf is not None
         stages = {
             s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"], s["loops"])
             for s in stage_rows
         }
+        by_id = {st.id: st for st in stages.values()}
+        for u in usage_rows:
+            by_id[u["stage_id"]].usage[u["attempt"]] = Usage(*u[2:])
         return TaskRun(
             id=row["id"],
             trace_id=row["trace_id"],
@@ -348,6 +385,7 @@ class Coordinator:
             workspace=Path(row["workspace"]) if row["workspace"] else None,
             stages=stages,
             recorded_workspace=row["workspace"],
+            branch=row["branch"],
         )
 
     # -- scheduling --------------------------------------------------------------------
@@ -376,6 +414,10 @@ class Coordinator:
             if problem:
                 refusals.append(problem)
                 continue
+            resting = self._cooling(name)
+            if resting:
+                refusals.append(resting)
+                continue
             limit = self.settings.provider_limit(name)
             if limit is not None and self.busy_by_provider[name] >= limit:
                 refusals.append(f"{name} is at its limit ({self.busy_by_provider[name]} of {limit} busy)")
@@ -387,6 +429,30 @@ class Coordinator:
                 why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
             return name, why
         return None, "waiting for a provider: " + "; ".join(refusals)
+
+    def _cooling(self, name: str) -> str | None:
+        """Why a provider that reported rate limiting is not chosen yet, if it still rests."""
+        until, why = self._cooldowns.get(name, (0.0, ""))
+        left = until - time.time()
+        if left <= 0:
+            self._cooldowns.pop(name, None)
+            return None
+        return f"{name} is cooling down after a rate limit ({why}; {left:.0f}s left)"
+
+    def _cool_down(self, name: str, why: str, resets_at: float | None) -> None:
+        """Rest a rate-limited provider: its cooldown from tacx.yaml, or until the agent
+        said its limit resets (at most an hour ahead); the pump looks again then."""
+        until = time.time() + self.settings.cooldown(name)
+        if resets_at and time.time() < resets_at < time.time() + 3600:
+            until = max(until, resets_at)
+        if self._cooldowns.get(name, (0.0, ""))[0] >= until:
+            return
+        self._cooldowns[name] = (until, why)
+        asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
+        self.publish("provider.cooldown", provider=name, until=until, reason=why)
+        self.store.write_soon(
+            lambda c: records.add_event(c, None, None, "provider.cooldown", {"provider": name, "until": until, "reason": why})
+        )
 
     def _availability(self, name: str, provider: Provider) -> str | None:
         """Whether a provider can run here, looked up at most once per second (it asks the
@@ -454,6 +520,8 @@ class Coordinator:
             return  # asked for after this pump looked: not refused yet
         if {r.run.id for r in waiting} != set(self.running):
             return  # some running task is between stages (a retry's backoff, a write)
+        if any(self._cooling(name) for name in list(self._cooldowns)):
+            return  # a rate-limited provider comes back by itself
         reasons = sorted({r.reason for r in waiting if r.reason} | set(self._task_reasons.values()))
         self.stuck = "; ".join(reasons) or "nothing can start"
         self.publish("coordinator.stuck", reason=self.stuck)
@@ -568,7 +636,7 @@ class Coordinator:
                 records.cancel_queued(conn, task_id)
                 return None
             records.add_event(conn, task_id, None, "task.started", {})
-            run = self._load_run(row, _stage_rows(conn, task_id))
+            run = self._load_run(row, *_stage_rows(conn, task_id))
             # A retried or interrupted task may have finished its first stage already.
             fresh = grant is not None and run.stages[grant[0]].status == "pending"
             started = self._start_tx(run, *grant)(conn) if grant and fresh else None
@@ -781,6 +849,7 @@ class Coordinator:
     async def _drive(self, run: TaskRun, first: StartedGrant | None) -> None:
         """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
         wf = run.workflow
+        self._check_budget(run)  # a resumed or retried task may have spent it already
         active: dict[asyncio.Task[str], str] = {}
         for name, (daughter, provider) in run.adopted.items():
             active[asyncio.create_task(self._stage(run, name, None, daughter, provider))] = name
@@ -836,6 +905,8 @@ class Coordinator:
             raise
         if run.user_cancelled:
             await self._finish_task(run, "cancelled", "cancelled by request")
+        elif run.budget_error:
+            await self._finish_task(run, "failed", run.budget_error, detail=False)
         elif self._stopping:
             await self._requeue(run)
         else:
@@ -915,13 +986,13 @@ class Coordinator:
             run.stages[name].ended_at = now
             self.publish("stage.skipped", run.id, name)
 
-    async def _finish_task(self, run: TaskRun, status: str, summary: str | None) -> None:
+    async def _finish_task(self, run: TaskRun, status: str, summary: str | None, detail: bool = True) -> None:
         """Record the task's end. Not awaited: FIFO order puts it before any later write,
         and a crash before its commit is repaired by recovery (the task resumes, finds
         nothing left to run, and ends). Listeners hear of it once it is committed."""
         now = time.time()
         first = self._first_failure(run)
-        culprit = first.id if first else None
+        culprit = first.id if first and detail else None
 
         def finish(conn: sqlite3.Connection) -> str | None:
             error = summary
@@ -969,7 +1040,7 @@ class Coordinator:
     def _requeue_tx(conn: sqlite3.Connection, task_id: int) -> None:
         """Back to the queue; a cancel asked for meanwhile is not forgotten."""
         conn.execute(
-            "UPDATE stages SET status = 'pending', wait_reason = 'interrupted: tacx stopped'"
+            "UPDATE stages SET status = 'pending', interrupted = 1, wait_reason = 'interrupted: tacx stopped'"
             " WHERE task_id = ? AND status = 'running'",
             (task_id,),
         )
@@ -1058,7 +1129,7 @@ class Coordinator:
     def _workspace(self, run: TaskRun) -> Path:
         """The task's working folder (created by the supervisor, off the event loop)."""
         if run.workspace is None:
-            if run.workflow.workspace == "dir":
+            if run.workflow.workspace in ("dir", "worktree"):
                 run.workspace = self.home.trees / str(run.id)
             else:
                 run.workspace = run.project_root
@@ -1076,6 +1147,7 @@ class Coordinator:
             TACX_STAGE=name,
             TACX_ATTEMPT=str(attempt),
             TACX_WORKSPACE=str(workspace),
+            TACX_PROJECT_ROOT=str(run.project_root),
             TACX_STATUS_FILE=str(status_path),
         )
         for key, value in run.inputs.items():
@@ -1097,10 +1169,16 @@ class Coordinator:
         log_path = str(self.home.stage_log(run.id, name, attempt))
         now = time.time()
 
+        resumes = spec.resume and getattr(self.providers.get(provider_name), "resumable", False)
+
         def start(conn: sqlite3.Connection) -> Started:
+            session, interrupted = conn.execute(
+                "SELECT session_id, interrupted FROM stages WHERE id = ?", (st.id,)
+            ).fetchone()
             conn.execute(
                 "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
-                " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ? WHERE id = ?",
+                " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ?,"
+                " interrupted = 0, turns = 0, api_retries = 0, rate_limits = 0 WHERE id = ?",
                 (attempt, provider_name, spec.model, now, log_path, st.id),
             )
             if record_workspace:
@@ -1109,9 +1187,14 @@ class Coordinator:
                 conn, run.id, name, "provider.chosen",
                 {"provider": provider_name, "candidates": spec.provider, "reason": reason, "trace_id": run.trace_id},
             )
-            records.add_event(conn, run.id, name, "stage.started", {"attempt": attempt, "provider": provider_name})
+            resume = session if resumes and interrupted and session else None
+            records.add_event(
+                conn, run.id, name, "stage.started",
+                {"attempt": attempt, "provider": provider_name, **({"resume_session": resume} if resume else {})},
+            )
             # Earlier stages' results, read back from the store (lesson 3).
-            return conn.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall()
+            results = dict(conn.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall())
+            return Started(results, resume)
 
         return start
 
@@ -1133,7 +1216,9 @@ class Coordinator:
         status_path = log_path.with_suffix(".status")
         opening = run.opening.pop(log_path, None)
         if opening is None:  # made in a thread, while the start commits
-            folders = () if run.folders_made else (self.home.logs / str(run.id), workspace)
+            folders: tuple[Path, ...] = () if run.folders_made else (self.home.logs / str(run.id),)
+            if not run.folders_made and run.workflow.workspace != "worktree":  # git makes the worktree
+                folders += (workspace,)
             opening = asyncio.ensure_future(self.supervisor.open_log(log_path, folders))
         try:
             if started is None:
@@ -1147,11 +1232,13 @@ class Coordinator:
                 raise
             self._end_stage(run, name, None, "failed", f"could not create the stage's log: {exc}", None, None)
             return "failed"
-        results: dict[str, str | None] = dict(started)
+        results = started.results
         st.status, st.attempt = "running", attempt
         self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
         self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
         try:
+            if run.workflow.workspace == "worktree" and not run.workspace_ready:
+                await self._prepare_worktree(run, workspace)
             values = self._values(run, results)
             ctx = StageContext(
                 task_id=run.id,
@@ -1161,6 +1248,7 @@ class Coordinator:
                 workspace=workspace,
                 prompt=render(spec.prompt, values) if spec.prompt else None,
                 script_path=log_path.with_suffix(".script"),
+                resume_session=started.resume_session,
             )
             launch = self.providers[provider_name].launch(spec, ctx)
             env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
@@ -1171,6 +1259,10 @@ class Coordinator:
                 launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
                 marker=self._marker(run.id, name, attempt),
             )
+        except worktree.WorkspaceError as exc:
+            self._release_slot(provider_name)
+            self._end_stage(run, name, None, "failed", f"could not prepare the task's git worktree: {exc}", None, None)
+            return "failed"
         except (OSError, ValueError, KeyError) as exc:
             self._release_slot(provider_name)
             self._end_stage(run, name, None, "failed", f"could not start the {provider_name} daughter: {exc}", None, None)
@@ -1191,6 +1283,32 @@ class Coordinator:
         self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
         return await self._finish_attempt(run, name, spec, daughter, provider_name)
 
+    async def _prepare_worktree(self, run: TaskRun, path: Path) -> None:
+        """Create the task's git worktree on its own branch, or find it again on a resume
+        (its work is kept as it is). Runs git in a thread."""
+        branch = run.branch or worktree.branch_name(run.id, run.title)
+
+        def make() -> worktree.Worktree:
+            repo = worktree.require_git_repo(run.project_root)
+            if repo not in self._excluded_homes:
+                worktree.exclude_home(repo, self.home.root)  # the trees do not show in `git status`
+                self._excluded_homes.add(repo)
+            return worktree.ensure_worktree(repo, path, branch)
+
+        tree = await asyncio.to_thread(make)
+        run.workspace_ready, run.branch = True, tree.branch
+        data = {"path": str(tree.path), "branch": tree.branch, "base": tree.base, "created": tree.created}
+
+        def note(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE tasks SET branch = ?, base_commit = COALESCE(base_commit, ?) WHERE id = ?",
+                (tree.branch, tree.base, run.id),
+            )
+            records.add_event(conn, run.id, None, "workspace.created" if tree.created else "workspace.reused", data)
+
+        self.store.write_soon(note)
+        self.publish("workspace.created" if tree.created else "workspace.reused", run.id, **data)
+
     async def _finish_attempt(
         self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str
     ) -> str:
@@ -1206,11 +1324,13 @@ class Coordinator:
         d.exited.add_done_callback(lambda _: settle(None))
         run.stoppers.add(settle)
         self._watched[d.pid] = (run, name, spec, settle)
+        tail = self._watch_output(run, name, spec, d, provider_name)
+        outcome: Outcome | None = None
         timer = None
         if spec.timeout:
             timer = loop.call_later(max(d.started_at + spec.timeout - time.time(), 0), settle, "timeout")
         if run.cancel.is_set():
-            settle("cancel" if run.user_cancelled else "shutdown")
+            settle("cancel" if run.user_cancelled else "budget" if run.budget_error else "shutdown")
         try:
             cause = await stop  # cancelled only when leaving daughters running for the next start
             if cause is None:
@@ -1218,14 +1338,118 @@ class Coordinator:
             else:
                 await self.supervisor.terminate(d, cause)
             info = d.exited.result()
+            if tail is not None:  # the rest of the output, parsed and its usage recorded
+                outcome = await self.tailer.finish(tail)
         finally:
+            if tail is not None and outcome is None:
+                self.tailer.forget(tail)
             if timer is not None:
                 timer.cancel()
             run.stoppers.discard(settle)
             self._watched.pop(d.pid, None)
             self._release_slot(provider_name)
             self._ended_since_sweep = True
-        return await self._classify(run, name, spec, d, info, cause, provider_name)
+        return await self._classify(run, name, spec, d, info, cause, provider_name, outcome)
+
+    def _watch_output(self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str) -> Tail | None:
+        """Agents' output is parsed as it is written (an adopted daughter's from the start:
+        its usage rows are keyed by message, so nothing is counted twice)."""
+        provider = self.providers.get(provider_name)
+        if provider is None or provider.kind != "agent":
+            return None
+        parser = provider.parser(model=spec.model, prices=self.prices, sidecar=provider.sidecar(d.log_path))
+        if not parser.streaming:
+            return None
+        attempt = run.stages[name].attempt
+
+        def deliver(tail: Tail, events: list[ParsedEvent], state: AgentState) -> None:
+            try:
+                self._on_agent_output(run, name, attempt, provider_name, events, state)
+            except Exception:
+                log.exception("recording the output of task %s stage %s failed", run.id, name)
+
+        return self.tailer.watch(d.log_path, parser, deliver)
+
+    def _on_agent_output(
+        self, run: TaskRun, name: str, attempt: int, provider_name: str, events: list[ParsedEvent], state: AgentState
+    ) -> None:
+        """Usage, session and what the agent said about itself reach the store (several
+        times a second while it runs); the budget and rate limits are acted on here."""
+        st = run.stages[name]
+        st.usage[attempt] = state.usage
+        now = time.time()
+        rows = [
+            (run.id, st.id, attempt, now, e.data.get("message_id"), e.data.get("model") or state.model,
+             e.data.get("input", 0), e.data.get("output", 0), e.data.get("cache_read", 0),
+             e.data.get("cache_write", 0), e.data.get("cost_usd", 0.0))
+            for e in events if e.kind == "usage"
+        ]
+        notable = [(e.kind, e.data) for e in events if e.kind in STORED_AGENT_EVENTS][:50]
+        counts = {"id": st.id, "session": state.session_id, "model": state.model, "turns": state.turns,
+                  "retries": state.api_retries, "limits": state.rate_limits}
+
+        def record(conn: sqlite3.Connection) -> None:
+            if rows:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens,"
+                    " output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            conn.execute(
+                "UPDATE stages SET (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd) ="
+                " (SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
+                " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
+                " COALESCE(SUM(cost_usd), 0) FROM usage WHERE stage_id = :id),"
+                " session_id = COALESCE(:session, session_id), model = COALESCE(:model, model),"
+                " turns = :turns, api_retries = :retries, rate_limits = :limits WHERE id = :id",
+                counts,
+            )
+            for kind, data in notable:
+                records.add_event(conn, run.id, name, f"agent.{kind}", data)
+
+        self.store.write_soon(record)
+        if events:
+            self.publish("agent.output", run.id, name, attempt=attempt, events=[(e.kind, e.data) for e in events])
+        total, spent = st.total, run.spent()
+        self.publish(
+            "stage.usage", run.id, name, attempt=attempt, tokens=_tokens(total), cost_usd=round(total.cost_usd, 6),
+            task_tokens=_tokens(spent), task_cost_usd=round(spent.cost_usd, 6), session_id=state.session_id,
+        )
+        if state.rate_limited and (name, attempt) not in run.rate_noted:
+            run.rate_noted.add((name, attempt))
+            detail = state.error or "the agent reported rate limiting"
+            self._cool_down(provider_name, f"task {run.id} stage {name}: {detail}"[:300], state.rate_limit_resets_at)
+        self._check_budget(run)
+
+    def _budget(self, run: TaskRun) -> Budget | None:
+        return run.workflow.budget or self.settings.budget
+
+    def _check_budget(self, run: TaskRun) -> None:
+        """A task that passed its budget stops: its running stages (whole trees) end and
+        the task fails, saying which budget and by how much."""
+        budget = self._budget(run)
+        if budget is None or run.budget_error:
+            return
+        spent = run.spent()
+        if budget.usd is not None and spent.cost_usd > budget.usd:
+            message = (
+                f"budget exceeded: cost ${spent.cost_usd:.4f} passed the budget of ${budget.usd:.2f}"
+                f" by ${spent.cost_usd - budget.usd:.4f}"
+            )
+        elif budget.tokens is not None and spent.tokens > budget.tokens:
+            message = (
+                f"budget exceeded: {spent.tokens:,} tokens (input + output + cache) passed the budget of"
+                f" {budget.tokens:,} by {spent.tokens - budget.tokens:,}"
+            )
+        else:
+            return
+        run.budget_error = message
+        data = {"error": message, "cost_usd": round(spent.cost_usd, 6), "tokens": spent.tokens,
+                "budget": budget.model_dump(exclude_none=True)}
+        self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", data))
+        self.publish("task.budget_exceeded", run.id, **data)
+        run.interrupt("budget")
 
     async def _classify(
         self,
@@ -1236,14 +1460,22 @@ class Coordinator:
         info: ExitInfo,
         cause: str | None,
         provider_name: str,
+        parsed: Outcome | None = None,
     ) -> str:
-        """Turn how the daughter ended into the stage's state and an error a person can act on."""
+        """Turn how the daughter ended into the stage's state and an error a person can act on.
+
+        ``parsed`` is what a streaming parser concluded; others read the end of the log."""
         tail = await asyncio.to_thread(_read_tail, d.log_path)
-        provider = self.providers.get(provider_name)
-        parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
+        if parsed is not None:
+            parser_outcome = parsed
+        else:
+            provider = self.providers.get(provider_name)
+            parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
         error: str | None = None
         if cause == "shutdown" or (cause is None and not info.known):
             status = "interrupted"
+        elif cause == "budget":
+            status, error = "failed", f"stopped: {run.budget_error}"
         elif cause == "cancel":
             status, error = "cancelled", "cancelled"
         elif cause == "timeout":
@@ -1256,11 +1488,13 @@ class Coordinator:
             status, error = "failed", f"exited with code {info.exit_code}"
         else:
             missing = [p for p in spec.expects if not (self._workspace(run) / p).exists()]
-            if missing:
+            if parser_outcome.failed:
+                status, error = "failed", f"exited 0, but {parser_outcome.error or 'the agent reported a failure'}"
+            elif missing:
                 status, error = "failed", "exited 0 but did not write " + ", ".join(missing) + " (expects)"
             else:
                 status = "succeeded"
-        if parser_outcome.error and status == "failed":
+        if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
             error = f"{error}: {parser_outcome.error}"
         if status in ("failed", "timed_out"):
             lines = _last_lines(tail, ERROR_TAIL_LINES)
@@ -1294,7 +1528,7 @@ class Coordinator:
                 _close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
             conn.execute(
                 "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
-                " failures = failures + ?, wait_reason = ? WHERE id = ?",
+                " failures = failures + ?, wait_reason = ?, interrupted = ? WHERE id = ?",
                 (
                     stage_status,
                     info.exit_code if info else None,
@@ -1303,6 +1537,7 @@ class Coordinator:
                     result,
                     1 if failed else 0,
                     "interrupted: runs again" if status == "interrupted" else None,
+                    1 if status == "interrupted" else 0,
                     st.id,
                 ),
             )
@@ -1346,15 +1581,26 @@ def _close_daughter(
     )
 
 
+def _tokens(usage: Usage) -> dict[str, int]:
+    return {"input": usage.input, "output": usage.output, "cache_read": usage.cache_read, "cache_write": usage.cache_write}
+
+
 def _write_files(files: dict[Path, str]) -> None:
     for path, content in files.items():
         path.write_text(content)
 
 
-def _stage_rows(conn: sqlite3.Connection, task_id: int) -> list[sqlite3.Row]:
-    return conn.execute(
+def _stage_rows(conn: sqlite3.Connection, task_id: int) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+    """A task's stages, and the tokens and cost of each of their attempts."""
+    stages = conn.execute(
         "SELECT id, name, status, attempt, failures, ended_at, loops FROM stages WHERE task_id = ?", (task_id,)
     ).fetchall()
+    usage = conn.execute(
+        "SELECT stage_id, attempt, SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
+        " SUM(cache_write_tokens), SUM(cost_usd) FROM usage WHERE task_id = ? GROUP BY stage_id, attempt",
+        (task_id,),
+    ).fetchall()
+    return stages, usage
 
 
 def _read_tail(path: Path) -> bytes:

@@ -261,6 +261,7 @@ def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500
     task["inputs"] = json.loads(row["inputs"])
     task["trace_id"] = row["trace_id"]
     task["workspace"] = row["workspace"]
+    task["branch"] = row["branch"]
     task["cancel_requested"] = bool(row["cancel_requested"])
     daughters: dict[int, list[dict[str, Any]]] = {}
     for d in conn.execute("SELECT * FROM daughters WHERE task_id = ? ORDER BY id", (task_id,)):
@@ -294,6 +295,9 @@ def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500
             "tokens": _tokens(s),
             "cost_usd": round(float(s["cost_usd"]), 6),
             "session_id": s["session_id"],
+            "turns": s["turns"],
+            "api_retries": s["api_retries"],
+            "rate_limits": s["rate_limits"],
             "log_path": s["log_path"],
             "daughters": daughters.get(s["id"], []),
         }

@@ -10,7 +10,8 @@ from typing import TextIO
 
 from tacx.events import EngineEvent
 
-_QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen"}
+_QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen", "stage.usage", "agent.output"}
+_NOT_JSON_KINDS = {"agent.output"}  # what agents say stays in the logs (`tacx logs`)
 
 
 class ConsoleReporter:
@@ -30,6 +31,8 @@ class ConsoleReporter:
         self.queued = 0
         self.failures = 0
         self._routing: dict[tuple[int | None, str | None], str] = {}
+        self._usage: dict[tuple[int | None, str | None], tuple[int, float]] = {}  # (tokens, USD) per stage
+        self._task_cost: dict[int | None, tuple[int, float]] = {}
         self._status_shown = False
         self._last_draw = 0.0
 
@@ -37,7 +40,13 @@ class ConsoleReporter:
         if self.only_task is not None and event.task_id not in (None, self.only_task):
             return
         self._count(event)
+        if event.kind == "stage.usage":
+            d = event.data
+            self._usage[(event.task_id, event.stage)] = (sum(d["tokens"].values()), d["cost_usd"])
+            self._task_cost[event.task_id] = (sum(d["task_tokens"].values()), d["task_cost_usd"])
         if self.json_mode:
+            if event.kind in _NOT_JSON_KINDS:
+                return
             self.stream.write(json.dumps(event.as_json(), default=str) + "\n")
             self.stream.flush()
             return
@@ -80,6 +89,8 @@ class ConsoleReporter:
         elif kind.startswith("task."):
             state = kind[5:].replace("_", " ")
             text = f"{who} {state}"
+            if kind in ("task.succeeded", "task.failed", "task.timed_out", "task.cancelled"):
+                text += _spent(self._task_cost.pop(event.task_id, None))
             if d.get("error") and kind != "task.cancelled":
                 text += f": {d['error']}"
         elif kind == "stage.started":
@@ -91,8 +102,15 @@ class ConsoleReporter:
             text = f"{who} · {event.stage}: {kind[6:].replace('_', ' ')}"
             if d.get("duration") is not None:
                 text += f" in {d['duration']:.2f}s"
+            if kind in ("stage.succeeded", "stage.failed", "stage.timed_out", "stage.cancelled"):
+                text += _spent(self._usage.pop((event.task_id, event.stage), None))
             if d.get("error") and kind != "stage.succeeded":
                 text += f": {d['error']}"
+        elif kind == "provider.cooldown":
+            until = time.strftime("%H:%M:%S", time.localtime(d.get("until", 0)))
+            text = f"{d.get('provider')} cools down until {until}: {d.get('reason')}"
+        elif kind in ("workspace.created", "workspace.reused"):
+            text = f"{who} {'made' if kind == 'workspace.created' else 'reuses'} worktree {d.get('path')} on branch {d.get('branch')}"
         elif kind == "queue.waiting":
             text = f"queued tasks wait: {d.get('reason')}"
         elif kind == "coordinator.store_failed":
@@ -153,6 +171,14 @@ _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\
 def printable(text: str) -> str:
     """Text from daughters and inputs, with control characters (terminal escapes) made visible."""
     return text.translate(_CONTROL)
+
+
+def _spent(figures: tuple[int, float] | None) -> str:
+    if not figures or not (figures[0] or figures[1]):
+        return ""
+    tokens, cost = figures
+    shown = f"{tokens / 1e6:.2f}M" if tokens >= 1e6 else f"{tokens / 1e3:.1f}k" if tokens >= 1e3 else str(tokens)
+    return f" · {shown} tokens · ${cost:.4f}"
 
 
 def _indent(text: str) -> str:

@@ -3,35 +3,80 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tacx.workflow import parse_duration
+from tacx.providers.agents import check_custom_argv
+from tacx.workflow import Budget, parse_duration, template_names
+
+PARSERS = ("claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain")
+DEFAULT_COOLDOWN = 60.0
+
+
+def _duration(value: object) -> float:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 5s")
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class ProviderSettings(BaseModel):
+    """Tunes a built-in provider (limit, cooldown), or defines a new one (argv, parser).
+
+    ``argv`` items are text with ``{{ prompt }}``, ``{{ model }}``, ``{{ workspace }}``,
+    ``{{ session_id }}``, ``{{ max_turns }}``, ``{{ permission_mode }}``, ``{{ task.id }}``
+    and ``{{ stage }}``; an item that is only a template and comes out empty is left out,
+    and a list item (``[--model, "{{ model }}"]``) is kept whole or left out whole.
+    """
+
     model_config = ConfigDict(extra="forbid")
     limit: int | None = Field(default=None, ge=1, description="most daughters of this provider at once")
+    cooldown: Duration = Field(default=DEFAULT_COOLDOWN, description="rest after the agent reported rate limiting")
+    argv: list[str | list[str]] | None = Field(default=None, description="command of a provider defined here")
+    parser: Literal["claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain"] = "plain"
+    model: str | None = Field(default=None, description="the model to price usage with when a stage names none")
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, argv: list[str | list[str]] | None) -> list[str | list[str]] | None:
+        if argv is not None:
+            if not argv or not isinstance(argv[0], str) or not argv[0].strip() or "{{" in argv[0]:
+                raise ValueError("argv starts with the program to run (a plain name or path, no template)")
+            check_custom_argv(argv)
+            if not any("prompt" in template_names(a if isinstance(a, str) else " ".join(a)) for a in argv):
+                raise ValueError("argv must pass the prompt somewhere: add an item with {{ prompt }}")
+        return argv
 
 
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_workers: int = Field(default=4, ge=1, description="most daughters at once, all providers")
-    kill_grace: float = Field(default=5.0, description="seconds between SIGTERM and SIGKILL")
-    sample_interval: float = Field(default=1.0, description="seconds between psutil samples")
+    kill_grace: Duration = Field(default=5.0, description="seconds between SIGTERM and SIGKILL")
+    sample_interval: Duration = Field(default=1.0, description="seconds between psutil samples")
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    budget: Budget | None = Field(default=None, description="for tasks whose workflow sets none")
+    prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="USD per million tokens by model prefix: input, output, cache_read, cache_write"
+    )
 
-    @field_validator("kill_grace", "sample_interval", mode="before")
-    @classmethod
-    def _duration(cls, value: object) -> float:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return parse_duration(value)
-        raise ValueError("expected a duration such as 5s")
+    @model_validator(mode="after")
+    def _positive_intervals(self) -> Settings:
+        if self.sample_interval <= 0:
+            raise ValueError("sample_interval must be greater than 0")
+        return self
 
     def provider_limit(self, name: str) -> int | None:
         settings = self.providers.get(name)
         return settings.limit if settings else None
+
+    def cooldown(self, name: str) -> float:
+        settings = self.providers.get(name)
+        return settings.cooldown if settings else DEFAULT_COOLDOWN
 
 
 class SettingsError(Exception):
@@ -54,6 +99,7 @@ def load_settings(project_root: Path) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         lines = [
-            f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{path}: {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         ]
         raise SettingsError("\n".join(lines)) from None

@@ -121,8 +121,22 @@ CREATE TABLE usage (
 CREATE INDEX usage_stage ON usage(stage_id);
 """
 
+# Agents: usage rows per attempt and message (a log parsed again after a crash counts
+# nothing twice), what each agent said about itself, and the task's git worktree.
+_SCHEMA_V2 = """
+ALTER TABLE usage ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+CREATE UNIQUE INDEX usage_message ON usage(stage_id, attempt, message_id);
+CREATE INDEX usage_ts ON usage(ts);
+ALTER TABLE stages ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN api_retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN rate_limits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN branch TEXT;
+ALTER TABLE tasks ADD COLUMN base_commit TEXT;
+"""
+
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

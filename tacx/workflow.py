@@ -39,6 +39,8 @@ __all__ = [
     "InputSpec",
     "Issue",
     "Loop",
+    "SETUP_STAGE",
+    "Setup",
     "StageSpec",
     "Workflow",
     "WorkflowError",
@@ -52,7 +54,16 @@ __all__ = [
     "workflow_json_schema",
 ]
 
-BUILTIN_PROVIDER_KINDS: dict[str, str] = {"shell": "script", "bash": "script", "python": "script"}
+BUILTIN_PROVIDER_KINDS: dict[str, str] = {
+    "shell": "script",
+    "bash": "script",
+    "python": "script",
+    "claude": "agent",
+    "codex": "agent",
+    "gemini": "agent",
+    "aider": "agent",
+    "mock": "agent",
+}
 """Provider name -> kind. "script" stages need ``run:``, "agent" stages need ``prompt:``."""
 
 SCRIPT_LANGUAGES: dict[str, str] = {"shell": "sh", "bash": "sh", "python": "python"}
@@ -317,12 +328,29 @@ class StageSpec(_Strict):
     loop: Loop | None = None
 
 
+SETUP_STAGE = "setup"
+
+
+class Setup(_Strict):
+    """A script run once per workspace before the first stage (copy .env, install deps)."""
+
+    run: _NonBlank
+    provider: Literal["shell", "bash", "python"] = "shell"
+    timeout: _PositiveDuration | None = None
+
+
+def _setup_text(value: Any) -> Any:
+    """``setup: npm ci`` is short for ``setup: {run: npm ci}``."""
+    return {"run": value} if isinstance(value, str) else value
+
+
 class Workflow(_Strict):
     """A workflow file: inputs, defaults and the stages a task runs."""
 
     name: _NonBlank
     description: str = ""
-    workspace: Literal["none", "dir"] = "none"
+    workspace: Literal["none", "dir", "worktree"] = "none"
+    setup: Annotated[Setup | None, BeforeValidator(_setup_text)] = None
     title: str | None = None
     dedupe_key: str | None = None
     inputs: dict[_InputName, InputSpec] = {}
@@ -349,7 +377,26 @@ class Workflow(_Strict):
                 if key not in given:
                     setattr(stage, key, getattr(self.defaults, key))
             stage.env = {**self.defaults.env, **stage.env}
+        if self.setup is not None and all(s.name != SETUP_STAGE for s in self.stages):
+            self._add_setup_stage(self.setup)
         return self
+
+    def _add_setup_stage(self, setup: Setup) -> None:
+        """``setup:`` becomes a first stage named "setup": it is logged, timed, recorded
+        and, having succeeded, never run again for this task (a resume reuses the tree)."""
+        stage = StageSpec(
+            name=SETUP_STAGE,
+            provider=[setup.provider],
+            run=setup.run,
+            timeout=setup.timeout if setup.timeout is not None else self.defaults.timeout,
+            env=dict(self.defaults.env),
+        )
+        if any(s.needs is not None for s in self.stages):
+            stage.needs = []
+            for other in self.stages:
+                if not other.needs:
+                    other.needs = [SETUP_STAGE]
+        self.stages.insert(0, stage)
 
     def stage(self, name: str) -> StageSpec:
         for stage in self.stages:
@@ -724,6 +771,8 @@ def _keys_allowed(parent: _Loc) -> list[str]:
             model = StageSpec
         case ("stages", int(), "loop"):
             model = Loop
+        case ("setup",):
+            model = Setup
         case _:
             return []
     return [name for name in model.model_fields if name != "source"]
@@ -785,6 +834,11 @@ class _References:
     def run(self) -> None:
         self._input_clashes()
         self._stage_names()
+        if self.data.get("setup") is not None and SETUP_STAGE in self.names:
+            self.doc.add(
+                ("stages", self.names[SETUP_STAGE], "name"),
+                f"a stage named '{SETUP_STAGE}' clashes with the workflow's setup: (which runs as a stage of that name)",
+            )
         inputs = [f"inputs.{name}" for name in self.inputs]
         everywhere = inputs + [f"stages.{name}.result" for name in self.names] + [*_TASK_NAMES, "workflow.name"]
         for key in ("title", "dedupe_key"):

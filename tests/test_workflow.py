@@ -41,7 +41,7 @@ MALFORMED = [
     ("duration_words.yaml", 6, 14, "invalid duration '20 minutes'", "20 minutes"),
     ("duration_negative.yaml", 4, 17, "cannot be negative", "-5s"),
     ("retries_negative.yaml", 6, 14, "must be at least 0, got the number -1", "-1"),
-    ("unknown_provider.yaml", 4, 22, "unknown provider 'bsh' (did you mean 'bash'?); known: bash,", "bsh]"),
+    ("unknown_provider.yaml", 4, 22, "unknown provider 'bsh' (did you mean 'bash'?); known: aider, bash,", "bsh]"),
     ("no_provider.yaml", 3, 5, "stage 'build' has no provider", "name: build"),
     ("script_without_run.yaml", 3, 5, "stage 'build' needs run:", "name: build"),
     ("script_with_prompt.yaml", 5, 5, "its provider 'shell' runs scripts", "prompt:"),
@@ -128,9 +128,39 @@ def test_missing_file_is_a_workflow_error(tmp_path: Path) -> None:
         load_workflow(tmp_path / "absent.yaml")
 
 
-def test_agent_providers_are_unknown_unless_given() -> None:
-    with pytest.raises(WorkflowError, match="unknown provider 'claude'"):
-        load_workflow(DATA / "valid" / "plan_build_review.yaml")
+def test_agent_providers_are_built_in() -> None:
+    wf = load_workflow(DATA / "valid" / "plan_build_review.yaml")
+    assert wf.stage("plan").provider == ["claude"]
+
+
+def test_setup_runs_as_a_first_stage() -> None:
+    text = (
+        "name: x\nworkspace: worktree\nsetup: cp ../.env .env\ndefaults: {provider: mock, timeout: 5m}\n"
+        "stages:\n  - {name: plan, prompt: p}\n  - {name: build, prompt: b}\n"
+    )
+    wf = load_workflow_text(text, "x.yaml")
+    assert [s.name for s in wf.stages] == ["setup", "plan", "build"]
+    setup = wf.stage("setup")
+    assert (setup.provider, setup.run, setup.timeout) == (["shell"], "cp ../.env .env", 300.0)
+    assert wf.needs_of("plan") == ["setup"]
+
+
+def test_setup_comes_before_every_root_of_a_dag() -> None:
+    text = (
+        "name: x\nsetup: {run: 'import os', provider: python, timeout: 30s}\n"
+        "stages:\n  - {name: a, provider: bash, run: 'true', needs: []}\n"
+        "  - {name: b, provider: bash, run: 'true'}\n  - {name: c, provider: bash, run: 'true', needs: [a, b]}\n"
+    )
+    wf = load_workflow_text(text, "x.yaml")
+    assert (wf.needs_of("a"), wf.needs_of("b"), wf.needs_of("c")) == (["setup"], ["setup"], ["a", "b"])
+    assert wf.stage("setup").provider == ["python"] and wf.stage("setup").timeout == 30.0
+    assert wf.topo_order()[0] == "setup"
+
+
+def test_a_stage_named_setup_clashes_with_setup() -> None:
+    text = "name: x\nsetup: ls\nstages:\n  - {name: setup, provider: bash, run: 'true'}\n"
+    with pytest.raises(WorkflowError, match="4:12: stages\\[0\\].name: a stage named 'setup' clashes"):
+        load_workflow_text(text, "x.yaml")
 
 
 def test_source_is_not_a_file_key() -> None:

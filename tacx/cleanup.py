@@ -1,0 +1,65 @@
+"""`tacx clean`: remove the workspaces of tasks that have ended, never losing work.
+
+A git worktree is removed only when it has no uncommitted change and every commit on its
+branch is pushed or was there before the task (tacx.worktree decides and says why it
+keeps one). A plain `dir` workspace of an ended task is removed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from tacx import records, worktree
+from tacx.home import Home
+from tacx.store import transaction
+
+
+def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> list[dict[str, Any]]:
+    """Clean the given ended tasks (or every ended task); one entry per workspace looked at."""
+    marks = ", ".join("?" for _ in records.TERMINAL_TASK_STATES)
+    sql = f"SELECT id, status, workspace, branch, base_commit, project_root FROM tasks WHERE status IN ({marks})"
+    params: list[Any] = list(records.TERMINAL_TASK_STATES)
+    if task_ids:
+        sql += f" AND id IN ({', '.join('?' for _ in task_ids)})"
+        params += task_ids
+    trees = home.trees.resolve()
+    results = []
+    for row in conn.execute(sql + " ORDER BY id", params).fetchall():
+        path = Path(row["workspace"]) if row["workspace"] else None
+        if path is None or not path.resolve().is_relative_to(trees):
+            continue  # ran in the project itself: nothing of tacx's to remove
+        try:
+            if row["branch"]:
+                repo = worktree.git_root(Path(row["project_root"])) or Path(row["project_root"])
+                outcome = worktree.cleanup_worktree(repo, path, row["branch"], row["base_commit"])
+            else:
+                outcome = worktree.remove_dir_workspace(path)
+            entry = {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": outcome.removed,
+                     "branch_deleted": outcome.branch_deleted, "reason": outcome.reason}
+        except worktree.WorkspaceError as exc:
+            entry = {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": False,
+                     "branch_deleted": False, "reason": str(exc)}
+        results.append(entry)
+        with transaction(conn):
+            records.add_event(conn, row["id"], None, "workspace.removed" if entry["removed"] else "workspace.kept",
+                              {k: entry[k] for k in ("path", "branch", "branch_deleted", "reason")})
+    if task_ids:
+        found = {r["task"] for r in results}
+        for task_id in task_ids:
+            if task_id not in found:
+                status = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+                reason = "no such task" if status is None else (
+                    f"the task is {status[0]}: only ended tasks are cleaned"
+                    if status[0] not in records.TERMINAL_TASK_STATES else "it has no workspace of its own"
+                )
+                results.append({"task": task_id, "path": None, "branch": None, "removed": False,
+                                "branch_deleted": False, "reason": reason})
+    return results
+
+
+def describe(entry: dict[str, Any]) -> str:
+    what = "removed" if entry["removed"] else "kept"
+    where = entry["path"] or "-"
+    return f"task {entry['task']}: {what} {where}: {entry['reason']}"

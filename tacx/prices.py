@@ -1,0 +1,132 @@
+"""Model prices, USD per million tokens, to cost the usage of agents that report no cost.
+
+The figures ship in ``tacx/data/prices.yaml`` (keyed by model-name prefix); a project's
+``tacx.yaml`` ``prices:`` section overrides them. Claude Code prices its own runs and tacx
+prefers its figure; codex and gemini report tokens only, so tacx computes their cost here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from tacx.providers.base import Usage
+
+FIELDS = ("input", "output", "cache_read", "cache_write")
+_REQUIRED = ("input", "output")
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens. A cache_write of None is priced as input; so is a missing
+    cache_read (a model without cache pricing bills cached tokens as plain input)."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float | None = None
+
+    def cost(self, usage: Usage) -> float:
+        write = self.input if self.cache_write is None else self.cache_write
+        return (
+            usage.input * self.input
+            + usage.output * self.output
+            + usage.cache_read * self.cache_read
+            + usage.cache_write * write
+        ) / 1_000_000
+
+
+def _check_number(model: str, name: str, value: Any) -> float | None:
+    if value is None and name == "cache_write":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"prices: {model}: {name} must be a number of USD per million tokens, not {value!r}")
+    if value < 0:
+        raise ValueError(f"prices: {model}: {name} must not be negative (got {value})")
+    return float(value)
+
+
+def _merge(model: Any, fields: Any, base: Mapping[str, float | None] | None) -> dict[str, float | None]:
+    """One model's fields, checked, laid over ``base`` (the shipped entry, if any)."""
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"prices: a model prefix must be non-empty text, not {model!r}")
+    if not isinstance(fields, Mapping):
+        raise ValueError(f"prices: {model}: expected a mapping of {', '.join(FIELDS)}, not {fields!r}")
+    merged: dict[str, float | None] = dict(base or {})
+    for name, value in fields.items():
+        if name not in FIELDS:
+            raise ValueError(f"prices: {model}: unknown field {name!r} (known: {', '.join(FIELDS)})")
+        merged[name] = _check_number(model, name, value)
+    for name in _REQUIRED:
+        if merged.get(name) is None:
+            raise ValueError(f"prices: {model}: {name} is required")
+    return merged
+
+
+def _price(fields: Mapping[str, float | None]) -> Price:
+    input_ = fields["input"]
+    assert input_ is not None and fields["output"] is not None
+    cache_read = fields.get("cache_read")
+    return Price(input_, fields["output"], input_ if cache_read is None else cache_read, fields.get("cache_write"))
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict[str, dict[str, float | None]]:
+    """The shipped figures, read and checked once per process."""
+    text = (resources.files("tacx.data") / "prices.yaml").read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError("tacx/data/prices.yaml: expected a mapping of model prefix to prices")
+    return {model: _merge(model, fields, None) for model, fields in data.items()}
+
+
+class PriceTable:
+    """Prices by model-name prefix; ``price_for`` picks the longest prefix that matches."""
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.prices = dict(prices)
+        self._keys = sorted(self.prices, key=len, reverse=True)
+        self._found: dict[str | None, Price | None] = {}
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Mapping[str, float]] | None = None) -> PriceTable:
+        """The shipped table with ``overrides`` laid over it (they win, field by field).
+        Raises ValueError naming the model and field of a bad override."""
+        table = dict(_shipped())
+        for model, fields in (overrides or {}).items():
+            table[model] = _merge(model, fields, table.get(model))
+        return cls({model: _price(fields) for model, fields in table.items()})
+
+    def price_for(self, model: str | None) -> Price | None:
+        """The price of ``model`` (also tried in lower case and without a ``provider/``
+        prefix, as aider names models), or None when no prefix matches."""
+        try:
+            return self._found[model]
+        except KeyError:
+            pass
+        price = None
+        if model:
+            tail = model.rsplit("/", 1)[-1]
+            for candidate in (model, model.lower(), tail, tail.lower()):
+                price = self._match(candidate)
+                if price is not None:
+                    break
+        self._found[model] = price
+        return price
+
+    def _match(self, name: str) -> Price | None:
+        for key in self._keys:
+            if name.startswith(key):
+                return self.prices[key]
+        return None
+
+    def cost(self, model: str | None, usage: Usage) -> float | None:
+        """USD for ``usage`` on ``model``; None when the model has no price."""
+        price = self.price_for(model)
+        return None if price is None else price.cost(usage)

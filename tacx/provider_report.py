@@ -1,0 +1,139 @@
+"""What `tacx providers` reports: which CLIs are installed, their versions and limits, and
+how every provider has done so far (from the store)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tacx.providers.base import Provider
+from tacx.settings import Settings
+
+VERSION_TIMEOUT = 5.0
+FINISHED = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+def read_version(argv: list[str], timeout: float = VERSION_TIMEOUT) -> str:
+    """The first line a CLI prints for --version; a hang or a crash is reported, not fatal."""
+    try:
+        proc = subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+            timeout=timeout, start_new_session=True,
+        )
+    except subprocess.TimeoutExpired:
+        return f"(no answer to --version within {timeout:g}s)"
+    except OSError as exc:
+        return f"(cannot run: {exc.strerror})"
+    text = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    if proc.returncode != 0:
+        return f"(--version exited {proc.returncode}{': ' + text[0][:80] if text else ''})"
+    return text[0][:120] if text else "(no version printed)"
+
+
+def _usage(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
+    if conn is None:
+        return {}
+    marks = ", ".join("?" for _ in FINISHED)
+    rows = conn.execute(
+        "SELECT provider, status, ended_at - started_at AS took, input_tokens, output_tokens,"
+        f" cache_read_tokens, cache_write_tokens, cost_usd FROM stages WHERE provider IS NOT NULL"
+        f" AND status IN ({marks}) AND started_at IS NOT NULL",
+        FINISHED,
+    )
+    stats: dict[str, dict[str, Any]] = {}
+    durations: dict[str, list[float]] = {}
+    for r in rows:
+        s = stats.setdefault(
+            r["provider"],
+            {"stages": 0, "succeeded": 0, "failed": 0, "cancelled": 0,
+             "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0}, "cost_usd": 0.0},
+        )
+        s["stages"] += 1
+        key = "succeeded" if r["status"] == "succeeded" else "cancelled" if r["status"] == "cancelled" else "failed"
+        s[key] += 1
+        for field, column in (("input", "input_tokens"), ("output", "output_tokens"),
+                              ("cache_read", "cache_read_tokens"), ("cache_write", "cache_write_tokens")):
+            s["tokens"][field] += r[column]
+        s["cost_usd"] += r["cost_usd"]
+        if r["took"] is not None:
+            durations.setdefault(r["provider"], []).append(r["took"])
+    for name, s in stats.items():
+        decided = s["succeeded"] + s["failed"]
+        s["success_rate"] = round(s["succeeded"] / decided, 3) if decided else None
+        s["median_seconds"] = round(statistics.median(durations[name]), 3) if durations.get(name) else None
+        s["cost_usd"] = round(s["cost_usd"], 6)
+    return stats
+
+
+def _cooldowns(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
+    """The latest rate-limit cooldown of each provider that is still running."""
+    if conn is None:
+        return {}
+    now = time.time()
+    found: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(
+        "SELECT data FROM events WHERE kind = 'provider.cooldown' AND ts > ? ORDER BY id", (now - 86400,)
+    ):
+        data = json.loads(row["data"])
+        if data.get("until", 0) > now:
+            found[data["provider"]] = {"until": data["until"], "reason": data.get("reason")}
+    return found
+
+
+def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
+    """One entry per provider: installed?, version, limit, cooldown, and usage so far."""
+    usage = _usage(conn)
+    cooling = _cooldowns(conn)
+    names = sorted(providers, key=lambda n: (providers[n].kind != "agent", n))
+    problems = {name: providers[name].availability() for name in names}
+    asks = {name: providers[name].version_argv() for name in names if problems[name] is None}
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(asks)))) as pool:
+        versions = dict(zip(asks, pool.map(lambda a: read_version(a) if a else None, asks.values())))
+    entries = []
+    for name in names:
+        provider = providers[name]
+        argv = asks.get(name)
+        entries.append({
+            "name": name,
+            "kind": provider.kind,
+            "installed": problems[name] is None,
+            "path": argv[0] if argv else None,
+            "problem": problems[name],
+            "version": versions.get(name),
+            "limit": settings.provider_limit(name),
+            "cooldown_seconds": settings.cooldown(name) if provider.kind == "agent" else None,
+            "cooling_down": cooling.get(name),
+            "defined_in": "tacx.yaml" if name in settings.providers and settings.providers[name].argv else "tacx",
+            "usage": usage.get(name, {
+                "stages": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "success_rate": None,
+                "median_seconds": None, "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
+                "cost_usd": 0.0,
+            }),
+        })
+    return entries
+
+
+def render_text(entries: list[dict[str, Any]]) -> str:
+    lines = [f"{'provider':<10} {'kind':<6} {'installed':<34} {'limit':>5} {'stages':>6} {'ok':>5} {'median':>8} {'tokens':>9} {'cost':>9}"]
+    for e in entries:
+        u = e["usage"]
+        if e["installed"]:
+            where = e["version"] or ("built in" if e["kind"] == "script" or e["name"] == "mock" else "yes")
+        else:
+            where = "not installed" if "not installed" in (e["problem"] or "") else "no: " + (e["problem"] or "")
+        rate = f"{u['success_rate'] * 100:.0f}%" if u["success_rate"] is not None else "-"
+        median = f"{u['median_seconds']:.1f}s" if u["median_seconds"] is not None else "-"
+        tokens = sum(u["tokens"].values())
+        lines.append(
+            f"{e['name']:<10} {e['kind']:<6} {where[:34]:<34} {e['limit'] or '-':>5} {u['stages']:>6} {rate:>5}"
+            f" {median:>8} {tokens:>9,} {'$' + format(u['cost_usd'], '.4f'):>9}"
+        )
+        if e["cooling_down"]:
+            left = e["cooling_down"]["until"] - time.time()
+            lines.append(f"{'':<10} cooling down {left:.0f}s more: {e['cooling_down']['reason']}")
+    return "\n".join(lines)
