@@ -224,7 +224,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "started_at": row["started_at"],
         "ended_at": row["ended_at"],
         "tokens": _tokens(row),
-        "cost_usd": round(float(row["cost_usd"]), 6),
+        "cost_usd": round(float(row["cost_usd"]), 10),
         "wait_reason": row["wait_reason"],
         "error": row["error"],
     }
@@ -293,7 +293,7 @@ def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500
             "wait_reason": s["wait_reason"],
             "result": s["result"],
             "tokens": _tokens(s),
-            "cost_usd": round(float(s["cost_usd"]), 6),
+            "cost_usd": round(float(s["cost_usd"]), 10),
             "session_id": s["session_id"],
             "turns": s["turns"],
             "api_retries": s["api_retries"],
