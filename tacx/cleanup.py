@@ -11,6 +11,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tacx import records, worktree
 from tacx.home import Home
 from tacx.store import transaction
@@ -19,7 +21,10 @@ from tacx.store import transaction
 def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> list[dict[str, Any]]:
     """Clean the given ended tasks (or every ended task); one entry per workspace looked at."""
     marks = ", ".join("?" for _ in records.TERMINAL_TASK_STATES)
-    sql = f"SELECT id, status, workspace, branch, base_commit, project_root FROM tasks WHERE status IN ({marks})"
+    sql = (
+        "SELECT id, status, workspace, branch, base_commit, project_root, workflow_text FROM tasks"
+        f" WHERE status IN ({marks})"
+    )
     params: list[Any] = list(records.TERMINAL_TASK_STATES)
     if task_ids:
         sql += f" AND id IN ({', '.join('?' for _ in task_ids)})"
@@ -30,10 +35,13 @@ def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> l
         path = Path(row["workspace"]) if row["workspace"] else None
         if path is None or not path.resolve().is_relative_to(trees):
             continue  # ran in the project itself: nothing of tacx's to remove
+        kind = _workspace_kind(row["workflow_text"])
         try:
-            if row["branch"]:
+            if kind == "worktree" and row["branch"]:
                 repo = worktree.git_root(Path(row["project_root"])) or Path(row["project_root"])
                 outcome = worktree.cleanup_worktree(repo, path, row["branch"], row["base_commit"])
+            elif kind == "worktree":  # git never made it: whatever is there is not tacx's
+                outcome = worktree.CleanupResult(path, False, False, "the task's worktree was never made; left alone")
             else:
                 outcome = worktree.remove_dir_workspace(path)
             entry = {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": outcome.removed,
@@ -57,6 +65,16 @@ def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> l
                 results.append({"task": task_id, "path": None, "branch": None, "removed": False,
                                 "branch_deleted": False, "reason": reason})
     return results
+
+
+def _workspace_kind(workflow_text: str) -> str:
+    """The task's `workspace:` as submitted (the stored workflow text decides, not the file)."""
+    try:
+        data = yaml.safe_load(workflow_text)
+    except yaml.YAMLError:
+        return "none"
+    kind = data.get("workspace", "none") if isinstance(data, dict) else "none"
+    return kind if kind in ("none", "dir", "worktree") else "none"
 
 
 def describe(entry: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from tacx.settings import Settings
 from tacx.store import Store
 from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
 from tacx.tailer import Tail, Tailer
-from tacx.workflow import Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx.workflow import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
 from tacx import worktree
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ ERROR_TAIL_LINES = 8
 StopMode = Literal["stop", "leave"]
 # Agent events worth keeping in the store (text and tool calls stay in the log).
 STORED_AGENT_EVENTS = {"session", "retry", "rate_limit", "result", "error"}
+AGENT_EVENTS_SHOWN = 200  # per tail round, in the agent.output event
 
 
 @dataclass
@@ -850,6 +851,13 @@ class Coordinator:
         """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
         wf = run.workflow
         self._check_budget(run)  # a resumed or retried task may have spent it already
+        if wf.workspace == "worktree" and first is None and not run.adopted and not run.workspace_ready:
+            # A retried or resumed task: its tree may have been cleaned meanwhile, and a tree
+            # made anew needs its setup again (see _prepare_worktree) before any stage starts.
+            try:
+                await self._prepare_worktree(run, self._workspace(run))
+            except worktree.WorkspaceError:
+                pass  # the next stage tries again and fails, saying why
         active: dict[asyncio.Task[str], str] = {}
         for name, (daughter, provider) in run.adopted.items():
             active[asyncio.create_task(self._stage(run, name, None, daughter, provider))] = name
@@ -1298,12 +1306,24 @@ class Coordinator:
         tree = await asyncio.to_thread(make)
         run.workspace_ready, run.branch = True, tree.branch
         data = {"path": str(tree.path), "branch": tree.branch, "base": tree.base, "created": tree.created}
+        setup = run.stages.get(SETUP_STAGE)
+        redo_setup = tree.created and setup is not None and setup.status == "succeeded"
+        if redo_setup:  # setup runs once per worktree: this one is new
+            assert setup is not None
+            setup.status = "pending"
+            data["setup_again"] = True
 
         def note(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE tasks SET branch = ?, base_commit = COALESCE(base_commit, ?) WHERE id = ?",
                 (tree.branch, tree.base, run.id),
             )
+            if redo_setup:
+                conn.execute(
+                    "UPDATE stages SET status = 'pending', ended_at = NULL,"
+                    " wait_reason = 'the worktree was made anew: setup runs again' WHERE id = ?",
+                    (setup.id,),
+                )
             records.add_event(conn, run.id, None, "workspace.created" if tree.created else "workspace.reused", data)
 
         self.store.write_soon(note)
@@ -1409,8 +1429,10 @@ class Coordinator:
                 records.add_event(conn, run.id, name, f"agent.{kind}", data)
 
         self.store.write_soon(record)
-        if events:
-            self.publish("agent.output", run.id, name, attempt=attempt, events=[(e.kind, e.data) for e in events])
+        if events:  # for the dashboard; a flood shows its last lines (all of it stays in the log)
+            shown = events[-AGENT_EVENTS_SHOWN:]
+            self.publish("agent.output", run.id, name, attempt=attempt, events=[(e.kind, e.data) for e in shown],
+                         skipped=len(events) - len(shown))
         total, spent = st.total, run.spent()
         self.publish(
             "stage.usage", run.id, name, attempt=attempt, tokens=_tokens(total), cost_usd=round(total.cost_usd, 6),

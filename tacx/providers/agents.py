@@ -24,6 +24,23 @@ _STATUS_WRAPPER = '"$@"; s=$?; echo $s > "$TACX_STATUS_FILE"; exit $s'
 RESUME_NOTE = "You were interrupted; continue where you left off. The task was:\n\n"
 
 
+# One stage may route to several agents (`provider: [claude, codex]`), so each agent reads
+# the others' names for the same permission: claude's modes, codex's sandboxes, gemini's
+# approval modes. A name an agent has no equivalent for is passed through as written.
+PERMISSIONS = {
+    "claude": {"read-only": "plan", "workspace-write": "acceptEdits", "danger-full-access": "bypassPermissions",
+               "auto_edit": "acceptEdits", "yolo": "bypassPermissions"},
+    "codex": {"plan": "read-only", "default": "read-only", "acceptEdits": "workspace-write",
+              "bypassPermissions": "danger-full-access", "auto_edit": "workspace-write", "yolo": "danger-full-access"},
+    "gemini": {"acceptEdits": "auto_edit", "bypassPermissions": "yolo", "workspace-write": "auto_edit",
+               "danger-full-access": "yolo", "read-only": "default", "plan": "default"},
+}
+
+
+def permission(agent: str, mode: str) -> str:
+    return PERMISSIONS[agent].get(mode, mode)
+
+
 def wrapped(argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", _STATUS_WRAPPER, "tacx-agent", *argv]
 
@@ -90,7 +107,7 @@ class ClaudeProvider(AgentProvider):
         if spec.allowed_tools:
             args += ["--allowedTools", ",".join(spec.allowed_tools)]
         if spec.permission_mode:
-            args += ["--permission-mode", spec.permission_mode]
+            args += ["--permission-mode", permission("claude", spec.permission_mode)]
         if ctx.resume_session:
             args += ["--resume", ctx.resume_session]
         return args
@@ -129,12 +146,13 @@ class CodexProvider(AgentProvider):
         if spec.model:
             args += ["-m", spec.model]
         if spec.permission_mode:
-            if spec.permission_mode not in self.SANDBOXES:
+            sandbox = permission("codex", spec.permission_mode)
+            if sandbox not in self.SANDBOXES:
                 raise ValueError(
-                    f"codex takes permission_mode {', '.join(self.SANDBOXES)} (its -s sandbox), "
-                    f"not {spec.permission_mode!r}"
+                    f"codex takes permission_mode {', '.join(self.SANDBOXES)} (its -s sandbox) or claude's"
+                    f" plan, acceptEdits, bypassPermissions; not {spec.permission_mode!r}"
                 )
-            args += ["-s", spec.permission_mode]
+            args += ["-s", sandbox]
         args += list(spec.extra_args)
         if ctx.resume_session:
             args += ["resume", ctx.resume_session]
@@ -154,7 +172,7 @@ class GeminiProvider(AgentProvider):
         if spec.model:
             args += ["-m", spec.model]
         if spec.permission_mode:
-            args += ["--approval-mode", spec.permission_mode]
+            args += ["--approval-mode", permission("gemini", spec.permission_mode)]
         if spec.allowed_tools:
             args += ["--allowed-tools", ",".join(spec.allowed_tools)]
         if ctx.resume_session:

@@ -1,0 +1,72 @@
+"""How each agent provider turns a stage into argv: the prompt one element, options mapped
+between agents, resume by session id, nothing through a shell."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tacx.providers import configured_providers
+from tacx.providers.agents import RESUME_NOTE
+from tacx.providers.base import StageContext
+from tacx.settings import Settings
+from tacx.workflow import StageSpec
+
+PROMPT = "Fix `it`; $(rm -rf /) \"now\"\nsecond line"
+
+
+def ctx(tmp_path: Path, resume: str | None = None) -> StageContext:
+    return StageContext(
+        task_id=7, trace_id="t", stage="build", attempt=2, workspace=tmp_path, prompt=PROMPT,
+        script_path=tmp_path / "build.2.script", resume_session=resume,
+    )
+
+
+def argv_of(provider: str, tmp_path: Path, resume: str | None = None, settings: Settings | None = None, **stage) -> list[str]:
+    spec = StageSpec(name="build", provider=[provider], prompt="p", **stage)
+    argv = configured_providers(settings)[provider].launch(spec, ctx(tmp_path, resume)).argv
+    assert argv[:4] == ["/bin/sh", "-c", argv[2], "tacx-agent"]  # the status wrapper passes "$@" through
+    assert '"$@"' in argv[2]
+    return argv[4:]
+
+
+def test_permission_modes_are_translated_between_agents(tmp_path: Path) -> None:
+    claude = argv_of("claude", tmp_path, permission_mode="workspace-write")
+    assert claude[claude.index("--permission-mode") + 1] == "acceptEdits"
+    codex = argv_of("codex", tmp_path, permission_mode="acceptEdits")
+    assert codex[codex.index("-s") + 1] == "workspace-write"
+    gemini = argv_of("gemini", tmp_path, permission_mode="bypassPermissions")
+    assert gemini[gemini.index("--approval-mode") + 1] == "yolo"
+    with pytest.raises(ValueError, match="codex takes permission_mode"):
+        argv_of("codex", tmp_path, permission_mode="whatever")
+
+
+def test_resume_passes_the_session_and_says_it_was_interrupted(tmp_path: Path) -> None:
+    claude = argv_of("claude", tmp_path, resume="s-1")
+    assert claude[claude.index("--resume") + 1] == "s-1"
+    assert claude[claude.index("-p") + 1] == RESUME_NOTE + PROMPT
+    codex = argv_of("codex", tmp_path, resume="th-1", extra_args=["--foo"])
+    assert codex[-4:] == ["--foo", "resume", "th-1", RESUME_NOTE + PROMPT]
+    gemini = argv_of("gemini", tmp_path, resume="g-1")
+    assert gemini[gemini.index("--resume") + 1] == "g-1"
+    assert "--resume" not in argv_of("claude", tmp_path)
+
+
+def test_mock_runs_the_shipped_simulator_and_writes_what_the_stage_expects(tmp_path: Path) -> None:
+    argv = argv_of("mock", tmp_path, expects=["plan.md"], extra_args=["--think", "1"])
+    assert argv[0] == sys.executable and argv[1].endswith("tacx/mock_agent.py") and Path(argv[1]).is_file()
+    assert argv[-4:] == ["--write", "plan.md", "--think", "1"]
+    assert argv[argv.index("-p") + 1] == PROMPT
+
+
+def test_custom_provider_leaves_out_empty_optional_items(tmp_path: Path) -> None:
+    settings = Settings.model_validate({"providers": {"house": {
+        "argv": ["house", "--json", "{{ prompt }}", "{{ session_id }}", ["--model", "{{ model }}"], "--ws={{ workspace }}"],
+        "parser": "codex-json",
+    }}})
+    assert argv_of("house", tmp_path, settings=settings)[1:] == ["--json", PROMPT, f"--ws={tmp_path}"]
+    argv = argv_of("house", tmp_path, settings=settings, resume="s", model="m")
+    assert argv[1:] == ["--json", RESUME_NOTE + PROMPT, "s", "--model", "m", f"--ws={tmp_path}"]
+    assert configured_providers(settings)["house"].resumable
