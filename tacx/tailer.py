@@ -116,7 +116,7 @@ class Tail:
                 self._feed(self.parser.feed, line, events)
             try:
                 outcome = self.parser.finish(b"")
-                events.extend(getattr(self.parser, "final_events", lambda: [])())
+                events.extend(self.parser.final_events())
             except Exception as exc:
                 log.exception("parser failed to conclude on %s", self.path)
                 outcome = Outcome(error=f"tacx could not read the agent's output: {exc!r}")

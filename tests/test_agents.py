@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import textwrap
 import time
 from pathlib import Path
@@ -390,3 +389,102 @@ def test_demo_on_a_fresh_home_succeeds(project: Project) -> None:
         assert [s["name"] for s in task["stages"]] == ["plan", "build", "test", "review"]
         assert stage_of(task, "review")["result"] == "APPROVED"
         assert (project.home / "trees" / str(t["id"]) / "change.py").is_file()
+
+
+# -- handoff, loops, recovery -----------------------------------------------------------------
+
+
+def test_agent_result_hands_off_and_a_loop_carries_the_failing_result(agents: Project) -> None:
+    agents.workflow(
+        "loop",
+        """
+        name: loop
+        stages:
+          - name: build
+            provider: claude
+            prompt: "Build. Notes from the check: [{{ stages.check.result }}]"
+          - name: check
+            provider: bash
+            run: |
+              echo "build said: $TACX_RESULT_BUILD"
+              echo "still red: 2 tests fail"
+              exit 1
+            loop: {back_to: build, max: 2}
+        """,
+    )
+    agents.tacx("run", "loop.yaml", "--no-ui", check=1)
+    prompts = [c["argv"][c["argv"].index("-p") + 1] for c in calls(agents)]
+    assert prompts == [
+        "Build. Notes from the check: []",
+        "Build. Notes from the check: [still red: 2 tests fail]",
+        "Build. Notes from the check: [still red: 2 tests fail]",
+    ]
+    task = agents.show(1)
+    assert stage_of(task, "check")["status"] == "failed"
+    log = Path(stage_of(task, "check")["log_path"]).read_text()
+    assert "build said: All 3 tests pass." in log
+    # Three attempts of build, each counted: 3 x the sample's final figures.
+    assert stage_of(task, "build")["tokens"] == tokens(24, 825, 120000, 37800)
+    assert stage_of(task, "build")["cost_usd"] == pytest.approx(3 * 0.063399)
+
+
+def test_agent_that_ends_while_tacx_is_down_is_counted_once(agents: Project) -> None:
+    """kill -9 of tacx while an agent runs; it finishes meanwhile. The next start reads its
+    exit status from the wrapper's file and its whole log again, counting nothing twice."""
+    agents.env["FAKE_SLEEP"] = "0"
+    agents.workflow(
+        "slow",
+        """
+        name: slow
+        stages:
+          - name: work
+            provider: claude
+            prompt: go
+            env: {FAKE_SCENARIO: grandchild, FAKE_STEPS: "12", FAKE_INTERVAL: "0.25"}
+        """,
+    )
+    agents.env["FAKE_GRANDCHILD_PID"] = str(agents.root / "grandchild.pid")
+    task_id = agents.submit("slow.yaml")
+    coordinator = agents.start("--no-ui")
+    wait_for(lambda: stage_of(agents.show(task_id))["tokens"]["cache_write"] >= 200000, 20, interval=0.1)
+    coordinator.kill()
+    coordinator.wait()
+    daughter = stage_of(agents.show(task_id))["daughters"][0]["pid"]
+    wait_for(lambda: _gone(daughter), 20, what="the agent to finish on its own")
+    agents.tacx("--no-ui", "--exit-when-idle")
+    task = agents.show(task_id)
+    work = stage_of(task)
+    assert task["status"] == "succeeded" and work["attempt"] == 1 and work["exit_code"] == 0
+    # 12 messages: input 2, output 50, cache_read 20000, cache_write 100000 each.
+    assert work["tokens"] == tokens(24, 600, 240000, 1200000)
+    assert work["cost_usd"] == pytest.approx(12 * 0.381756)
+    ids = [r[0] for r in agents.query("SELECT message_id FROM usage WHERE stage_id = (SELECT id FROM stages)")]
+    assert len(ids) == len(set(ids))
+    grandchild = int((agents.root / "grandchild.pid").read_text())
+    wait_for(lambda: _gone(grandchild), 10)
+
+
+def test_mock_agent_hang_meets_idle_timeout_and_flood_is_logged_whole(project: Project) -> None:
+    project.workflow(
+        "m",
+        """
+        name: m
+        stages:
+          - name: flood
+            provider: mock
+            prompt: flood
+            extra_args: [--think, "0.1", --flood, "8"]
+          - name: hang
+            provider: mock
+            prompt: hang
+            idle_timeout: 2s
+            extra_args: [--think, "0.1", --hang]
+        """,
+    )
+    project.tacx("run", "m.yaml", "--no-ui", check=1)
+    task = project.show(1)
+    flood, hang = stage_of(task, "flood"), stage_of(task, "hang")
+    assert flood["status"] == "succeeded" and Path(flood["log_path"]).stat().st_size > 8 * 2**20
+    assert flood["tokens"]["output"] > 0 and flood["session_id"]
+    assert hang["status"] == "timed_out" and "idle_timeout" in hang["error"]
+    assert not project.marked_processes()
