@@ -32,7 +32,7 @@ from tacx.providers.base import AgentState, Outcome, ParsedEvent, Provider, Stag
 from tacx.settings import Settings
 from tacx.store import Store
 from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
-from tacx.tailer import Tail, Tailer
+from tacx.tailer import Batch, Tail, Tailer
 from tacx.workflow import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
 from tacx import worktree
 
@@ -47,9 +47,6 @@ TAIL_BYTES = 64 * 1024
 ERROR_TAIL_LINES = 8
 
 StopMode = Literal["stop", "leave"]
-# Agent events worth keeping in the store (text and tool calls stay in the log).
-STORED_AGENT_EVENTS = {"session", "retry", "rate_limit", "result", "error"}
-AGENT_EVENTS_SHOWN = 200  # per tail round, in the agent.output event
 
 
 @dataclass
@@ -105,6 +102,8 @@ class TaskRun:
     branch: str | None = None
     rate_noted: set[tuple[str, int]] = field(default_factory=set)  # (stage, attempt) already cooled down for
     budget_error: str | None = None  # set when the task passed its budget: why it stops
+    budget_base: tuple[float, int] = (0.0, 0)  # (USD, tokens) spent before the last `tacx retry`
+    baselines: dict[tuple[str, int], Usage] = field(default_factory=dict)  # resumed attempt -> its session's earlier usage
 
     def spent(self) -> Usage:
         return sum((st.total for st in self.stages.values()), Usage())
@@ -198,6 +197,7 @@ class Coordinator:
         self.supervisor.start()
         self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
+        await self._restore_cooldowns()
         if self.only_task is None:
             await self.recover()
         self._explain_others()
@@ -387,6 +387,7 @@ class Coordinator:
             stages=stages,
             recorded_workspace=row["workspace"],
             branch=row["branch"],
+            budget_base=(row["budget_base_usd"], row["budget_base_tokens"]),
         )
 
     # -- scheduling --------------------------------------------------------------------
@@ -455,6 +456,22 @@ class Coordinator:
             lambda c: records.add_event(c, None, None, "provider.cooldown", {"provider": name, "until": until, "reason": why})
         )
 
+    async def _restore_cooldowns(self) -> None:
+        """A restart does not send work straight back to an agent that is still resting."""
+
+        def load(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT data FROM events WHERE task_id IS NULL AND kind = 'provider.cooldown' AND ts > ? ORDER BY id",
+                (time.time() - 86400,),
+            )]
+
+        now = time.time()
+        for text in await self.store.read(load):
+            data = json.loads(text)
+            if data.get("until", 0) > now and data.get("provider"):
+                self._cooldowns[data["provider"]] = (data["until"], data.get("reason", "rate limited"))
+                asyncio.get_running_loop().call_later(data["until"] - now + 0.05, self._kick)
+
     def _availability(self, name: str, provider: Provider) -> str | None:
         """Whether a provider can run here, looked up at most once per second (it asks the
         file system; installing a CLI is noticed within that second)."""
@@ -521,9 +538,9 @@ class Coordinator:
             return  # asked for after this pump looked: not refused yet
         if {r.run.id for r in waiting} != set(self.running):
             return  # some running task is between stages (a retry's backoff, a write)
-        if any(self._cooling(name) for name in list(self._cooldowns)):
-            return  # a rate-limited provider comes back by itself
         reasons = sorted({r.reason for r in waiting if r.reason} | set(self._task_reasons.values()))
+        if any("cooling down after a rate limit" in reason for reason in reasons):
+            return  # a rate-limited provider comes back by itself
         self.stuck = "; ".join(reasons) or "nothing can start"
         self.publish("coordinator.stuck", reason=self.stuck)
         self.stop("stop")
@@ -850,7 +867,10 @@ class Coordinator:
     async def _drive(self, run: TaskRun, first: StartedGrant | None) -> None:
         """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
         wf = run.workflow
-        self._check_budget(run)  # a resumed or retried task may have spent it already
+        self._check_budget(run)  # a resumed task may have spent it already
+        if run.cancel.is_set() and first is not None:  # the claim's worker is not used: give it back
+            self._release_slot(first[1])
+            first = None
         if wf.workspace == "worktree" and first is None and not run.adopted and not run.workspace_ready:
             # A retried or resumed task: its tree may have been cleaned meanwhile, and a tree
             # made anew needs its setup again (see _prepare_worktree) before any stage starts.
@@ -1180,14 +1200,16 @@ class Coordinator:
         resumes = spec.resume and getattr(self.providers.get(provider_name), "resumable", False)
 
         def start(conn: sqlite3.Connection) -> Started:
-            session, interrupted = conn.execute(
-                "SELECT session_id, interrupted FROM stages WHERE id = ?", (st.id,)
+            session, interrupted, last_provider = conn.execute(
+                "SELECT session_id, interrupted, provider FROM stages WHERE id = ?", (st.id,)
             ).fetchone()
+            # Only the interrupted attempt's own session, and only with the same agent.
+            resume = session if resumes and interrupted and session and last_provider == provider_name else None
             conn.execute(
                 "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
                 " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ?,"
-                " interrupted = 0, turns = 0, api_retries = 0, rate_limits = 0 WHERE id = ?",
-                (attempt, provider_name, spec.model, now, log_path, st.id),
+                " interrupted = 0, turns = 0, api_retries = 0, rate_limits = 0, session_id = ? WHERE id = ?",
+                (attempt, provider_name, spec.model, now, log_path, resume, st.id),
             )
             if record_workspace:
                 conn.execute("UPDATE tasks SET workspace = ? WHERE id = ?", (workspace, run.id))
@@ -1195,7 +1217,6 @@ class Coordinator:
                 conn, run.id, name, "provider.chosen",
                 {"provider": provider_name, "candidates": spec.provider, "reason": reason, "trace_id": run.trace_id},
             )
-            resume = session if resumes and interrupted and session else None
             records.add_event(
                 conn, run.id, name, "stage.started",
                 {"attempt": attempt, "provider": provider_name, **({"resume_session": resume} if resume else {})},
@@ -1241,6 +1262,10 @@ class Coordinator:
             self._end_stage(run, name, None, "failed", f"could not create the stage's log: {exc}", None, None)
             return "failed"
         results = started.results
+        if started.resume_session:  # the session's earlier usage, for agents that report running totals
+            run.baselines[(name, attempt)] = st.usage.get(attempt - 1, Usage()) + run.baselines.get(
+                (name, attempt - 1), Usage()
+            )
         st.status, st.attempt = "running", attempt
         self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
         self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
@@ -1344,7 +1369,7 @@ class Coordinator:
         d.exited.add_done_callback(lambda _: settle(None))
         run.stoppers.add(settle)
         self._watched[d.pid] = (run, name, spec, settle)
-        tail = self._watch_output(run, name, spec, d, provider_name)
+        tail: Tail | None = None
         outcome: Outcome | None = None
         timer = None
         if spec.timeout:
@@ -1352,6 +1377,7 @@ class Coordinator:
         if run.cancel.is_set():
             settle("cancel" if run.user_cancelled else "budget" if run.budget_error else "shutdown")
         try:
+            tail = self._watch_output(run, name, spec, d, provider_name)
             cause = await stop  # cancelled only when leaving daughters running for the next start
             if cause is None:
                 await self.supervisor.clean_after_exit(d)
@@ -1359,7 +1385,11 @@ class Coordinator:
                 await self.supervisor.terminate(d, cause)
             info = d.exited.result()
             if tail is not None:  # the rest of the output, parsed and its usage recorded
-                outcome = await self.tailer.finish(tail)
+                try:
+                    outcome = await self.tailer.finish(tail)
+                except Exception as exc:  # concluding failed: the stage still ends, saying so
+                    log.exception("reading the end of %s failed", d.log_path)
+                    outcome = Outcome(error=f"tacx could not read the agent's output: {exc!r}")
         finally:
             if tail is not None and outcome is None:
                 self.tailer.forget(tail)
@@ -1369,7 +1399,12 @@ class Coordinator:
             self._watched.pop(d.pid, None)
             self._release_slot(provider_name)
             self._ended_since_sweep = True
-        return await self._classify(run, name, spec, d, info, cause, provider_name, outcome)
+        status = await self._classify(run, name, spec, d, info, cause, provider_name, outcome)
+        if tail is not None and status == "failed" and tail.parser.state.rate_limited:
+            state = tail.parser.state  # it gave up on a rate limit: rest the provider
+            self._note_rate_limit(run, name, run.stages[name].attempt, provider_name,
+                                  state.error or "the agent ended rate limited", state.rate_limit_resets_at)
+        return status
 
     def _watch_output(self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str) -> Tail | None:
         """Agents' output is parsed as it is written (an adopted daughter's from the start:
@@ -1381,17 +1416,19 @@ class Coordinator:
         if not parser.streaming:
             return None
         attempt = run.stages[name].attempt
+        if (name, attempt) in run.baselines:
+            parser.resume_from(run.baselines[(name, attempt)])
 
-        def deliver(tail: Tail, events: list[ParsedEvent], state: AgentState) -> None:
+        def deliver(tail: Tail, batch: Batch, state: AgentState) -> None:
             try:
-                self._on_agent_output(run, name, attempt, provider_name, events, state)
+                self._on_agent_output(run, name, attempt, provider_name, batch, state)
             except Exception:
                 log.exception("recording the output of task %s stage %s failed", run.id, name)
 
         return self.tailer.watch(d.log_path, parser, deliver)
 
     def _on_agent_output(
-        self, run: TaskRun, name: str, attempt: int, provider_name: str, events: list[ParsedEvent], state: AgentState
+        self, run: TaskRun, name: str, attempt: int, provider_name: str, batch: Batch, state: AgentState
     ) -> None:
         """Usage, session and what the agent said about itself reach the store (several
         times a second while it runs); the budget and rate limits are acted on here."""
@@ -1402,9 +1439,9 @@ class Coordinator:
             (run.id, st.id, attempt, now, e.data.get("message_id"), e.data.get("model") or state.model,
              e.data.get("input", 0), e.data.get("output", 0), e.data.get("cache_read", 0),
              e.data.get("cache_write", 0), e.data.get("cost_usd", 0.0))
-            for e in events if e.kind == "usage"
+            for e in batch.usage
         ]
-        notable = [(e.kind, e.data) for e in events if e.kind in STORED_AGENT_EVENTS][:50]
+        notable = [(e.kind, e.data) for e in batch.notable]
         counts = {"id": st.id, "session": state.session_id, "model": state.model, "turns": state.turns,
                   "retries": state.api_retries, "limits": state.rate_limits}
 
@@ -1429,45 +1466,56 @@ class Coordinator:
                 records.add_event(conn, run.id, name, f"agent.{kind}", data)
 
         self.store.write_soon(record)
-        if events:  # for the dashboard; a flood shows its last lines (all of it stays in the log)
-            shown = events[-AGENT_EVENTS_SHOWN:]
-            self.publish("agent.output", run.id, name, attempt=attempt, events=[(e.kind, e.data) for e in shown],
-                         skipped=len(events) - len(shown))
+        if batch.shown:  # for the dashboard; a flood shows its last lines (all of it stays in the log)
+            self.publish("agent.output", run.id, name, attempt=attempt,
+                         events=[(e.kind, e.data) for e in batch.shown], skipped=batch.dropped)
         total, spent = st.total, run.spent()
         self.publish(
             "stage.usage", run.id, name, attempt=attempt, tokens=_tokens(total), cost_usd=round(total.cost_usd, 6),
             task_tokens=_tokens(spent), task_cost_usd=round(spent.cost_usd, 6), session_id=state.session_id,
         )
-        if state.rate_limited and (name, attempt) not in run.rate_noted:
-            run.rate_noted.add((name, attempt))
-            detail = state.error or "the agent reported rate limiting"
-            self._cool_down(provider_name, f"task {run.id} stage {name}: {detail}"[:300], state.rate_limit_resets_at)
+        # A limit the agent says it hit (not a 429 it retried by itself) rests the provider.
+        rejected = [e for e in batch.notable if e.kind == "rate_limit" and not str(e.data.get("status")).startswith("allowed")]
+        if rejected:
+            detail = f"rate limit {rejected[-1].data.get('status')}" + (
+                f" ({rejected[-1].data['detail']})" if rejected[-1].data.get("detail") else "")
+            self._note_rate_limit(run, name, attempt, provider_name, detail, state.rate_limit_resets_at)
         self._check_budget(run)
+
+    def _note_rate_limit(
+        self, run: TaskRun, name: str, attempt: int, provider_name: str, detail: str, resets_at: float | None
+    ) -> None:
+        if (name, attempt) not in run.rate_noted:
+            run.rate_noted.add((name, attempt))
+            self._cool_down(provider_name, f"task {run.id} stage {name}: {detail}"[:300], resets_at)
 
     def _budget(self, run: TaskRun) -> Budget | None:
         return run.workflow.budget or self.settings.budget
 
     def _check_budget(self, run: TaskRun) -> None:
         """A task that passed its budget stops: its running stages (whole trees) end and
-        the task fails, saying which budget and by how much."""
+        the task fails, saying which budget and by how much. A retried task gets its
+        budget anew: what it spent before the retry does not count."""
         budget = self._budget(run)
         if budget is None or run.budget_error:
             return
-        spent = run.spent()
-        if budget.usd is not None and spent.cost_usd > budget.usd:
+        total = run.spent()
+        cost, tokens = total.cost_usd - run.budget_base[0], total.tokens - run.budget_base[1]
+        since = " since the last retry" if run.budget_base != (0.0, 0) else ""
+        if budget.usd is not None and cost > budget.usd:
             message = (
-                f"budget exceeded: cost ${spent.cost_usd:.4f} passed the budget of ${budget.usd:.2f}"
-                f" by ${spent.cost_usd - budget.usd:.4f}"
+                f"budget exceeded: cost ${cost:.4f}{since} passed the budget of ${budget.usd:.2f}"
+                f" by ${cost - budget.usd:.4f}"
             )
-        elif budget.tokens is not None and spent.tokens > budget.tokens:
+        elif budget.tokens is not None and tokens > budget.tokens:
             message = (
-                f"budget exceeded: {spent.tokens:,} tokens (input + output + cache) passed the budget of"
-                f" {budget.tokens:,} by {spent.tokens - budget.tokens:,}"
+                f"budget exceeded: {tokens:,} tokens (input + output + cache){since} passed the budget of"
+                f" {budget.tokens:,} by {tokens - budget.tokens:,}"
             )
         else:
             return
         run.budget_error = message
-        data = {"error": message, "cost_usd": round(spent.cost_usd, 6), "tokens": spent.tokens,
+        data = {"error": message, "cost_usd": round(cost, 6), "tokens": tokens,
                 "budget": budget.model_dump(exclude_none=True)}
         self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", data))
         self.publish("task.budget_exceeded", run.id, **data)

@@ -476,6 +476,11 @@ class CodexParser(StreamParser):
             "error": self._error,
         }
 
+    def resume_from(self, previous: Usage) -> None:
+        """`codex exec resume` continues the thread: its running total starts from what the
+        interrupted attempt already counted."""
+        self._total = (previous.input, previous.output, previous.cache_read)
+
     def _thread(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         return self._set_session(obj.get("thread_id")) or [
             ParsedEvent("session", {"session_id": self.state.session_id, "model": self.state.model})

@@ -122,7 +122,8 @@ CREATE INDEX usage_stage ON usage(stage_id);
 """
 
 # Agents: usage rows per attempt and message (a log parsed again after a crash counts
-# nothing twice), what each agent said about itself, and the task's git worktree.
+# nothing twice), what each agent said about itself, the task's git worktree, and what a
+# task had spent when it was last retried (its budget counts from there).
 _SCHEMA_V2 = """
 ALTER TABLE usage ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX usage_message ON usage(stage_id, attempt, message_id);
@@ -133,6 +134,9 @@ ALTER TABLE stages ADD COLUMN rate_limits INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE stages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE tasks ADD COLUMN branch TEXT;
 ALTER TABLE tasks ADD COLUMN base_commit TEXT;
+ALTER TABLE tasks ADD COLUMN budget_base_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN budget_base_tokens INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX usage_task ON usage(task_id, stage_id, attempt);
 """
 
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.

@@ -2,10 +2,12 @@
 
 Daughters write straight to their log file; one thread reads every watched log a few
 times a second from where it stopped, splits complete lines and feeds them to the
-stage's parser. What the parser found (events and its state) is handed to the event loop
-in one call per log and round, so the loop never reads a file or parses JSON. Memory is
-bounded whatever the daughter writes: a line longer than MAX_LINE is skipped (it stays
-in the log) and each round reads at most ROUND_BYTES per log.
+stage's parser. What the parser found is handed to the event loop as one bounded Batch
+per log and round, so the loop never reads a file or parses JSON. Memory is bounded
+whatever the daughter writes and however far behind the reading is: a line longer than
+MAX_LINE is skipped (it stays in the log), a round reads at most ROUND_BYTES per log, and
+a batch keeps every usage increment (one per message, each of which costs money) but only
+the last SHOWN_EVENTS of what the agent said.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import copy
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +30,36 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 ROUND_BYTES = 16 << 20
 MAX_LINE = 16 << 20
+SHOWN_EVENTS = 200  # what the agent said and did, kept per batch for the dashboard (the newest)
+NOTABLE_EVENTS = 50  # session, retry, rate_limit, result, error kept per batch to store (the first)
+NOTABLE_KINDS = frozenset({"session", "retry", "rate_limit", "result", "error"})
 
-Deliver = Callable[["Tail", list[ParsedEvent], AgentState], None]
+
+@dataclass
+class Batch:
+    """What one round (or the end) of a log brought, bounded whatever its size."""
+
+    usage: list[ParsedEvent] = field(default_factory=list)
+    notable: list[ParsedEvent] = field(default_factory=list)
+    shown: deque[ParsedEvent] = field(default_factory=lambda: deque(maxlen=SHOWN_EVENTS))
+    dropped: int = 0  # events not kept (their lines are in the log)
+
+    def add(self, events: list[ParsedEvent]) -> None:
+        for event in events:
+            if event.kind == "usage":
+                self.usage.append(event)
+                continue
+            if event.kind in NOTABLE_KINDS and len(self.notable) < NOTABLE_EVENTS:
+                self.notable.append(event)  # to be stored
+            if len(self.shown) == SHOWN_EVENTS:
+                self.dropped += 1
+            self.shown.append(event)  # to be shown, in order
+
+    def __bool__(self) -> bool:
+        return bool(self.usage or self.notable or self.shown)
+
+
+Deliver = Callable[["Tail", Batch, AgentState], None]
 
 
 @dataclass(eq=False)
@@ -45,14 +77,13 @@ class Tail:
     closed: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def read(self, limit: int | None = ROUND_BYTES) -> list[ParsedEvent]:
+    def read(self, batch: Batch, limit: int | None = ROUND_BYTES) -> None:
         """Read what was written since the last call (at most ``limit`` bytes) and parse
-        the complete lines. Called with ``lock`` held."""
-        events: list[ParsedEvent] = []
+        the complete lines into ``batch``. Called with ``lock`` held."""
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:
-            return events
+            return
         try:
             budget = limit
             while budget is None or budget > 0:
@@ -63,14 +94,12 @@ class Tail:
                 self.offset += len(data)
                 if budget is not None:
                     budget -= len(data)
-                self._split(data, events)
+                self._split(data, batch)
         finally:
             os.close(fd)
-        return events
 
-    def _split(self, data: bytes, events: list[ParsedEvent]) -> None:
+    def _split(self, data: bytes, batch: Batch) -> None:
         start = 0
-        feed = self.parser.feed
         while True:
             end = data.find(b"\n", start)
             if end < 0:
@@ -86,41 +115,45 @@ class Tail:
                 return
             if self.skipping:
                 self.skipping = False
+            elif len(self.partial) + end - start > MAX_LINE:
+                self.partial.clear()
+                self.skipped_lines += 1
             elif self.partial:
                 self.partial += data[start:end]
                 line = bytes(self.partial)
                 self.partial.clear()
-                self._feed(feed, line, events)
+                self._feed(line, batch)
             else:
-                self._feed(feed, data[start:end], events)
+                self._feed(data[start:end], batch)
             start = end + 1
 
-    def _feed(self, feed: Callable[[bytes], list[ParsedEvent]], line: bytes, events: list[ParsedEvent]) -> None:
+    def _feed(self, line: bytes, batch: Batch) -> None:
         self.lines += 1
         try:
-            found = feed(line)
+            found = self.parser.feed(line)
         except Exception:  # a parser bug must not stop the stage: the line stays in the log
             log.exception("parser failed on line %d of %s", self.lines, self.path)
             return
         if found:
-            events.extend(found)
+            batch.add(found)
 
-    def finish(self) -> tuple[list[ParsedEvent], Outcome]:
+    def finish(self) -> tuple[Batch, Outcome]:
         """Read to the end, parse a last unterminated line, and conclude."""
         with self.lock:
             self.closed = True
-            events = self.read(limit=None)
+            batch = Batch()
+            self.read(batch, limit=None)
             if self.partial and not self.skipping:
                 line = bytes(self.partial)
                 self.partial.clear()
-                self._feed(self.parser.feed, line, events)
+                self._feed(line, batch)
             try:
                 outcome = self.parser.finish(b"")
-                events.extend(self.parser.final_events())
+                batch.add(self.parser.final_events())
             except Exception as exc:
                 log.exception("parser failed to conclude on %s", self.path)
                 outcome = Outcome(error=f"tacx could not read the agent's output: {exc!r}")
-            return events, outcome
+            return batch, outcome
 
 
 class Tailer:
@@ -134,6 +167,8 @@ class Tailer:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Reading a long backlog at a stage's end must not hold up spawns on the default pool.
+        self._finisher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tacx-tail-end")
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -151,8 +186,8 @@ class Tailer:
         """Stop watching; the rest of the log is parsed and delivered before this returns."""
         with self._guard:
             self._tails.discard(tail)
-        events, outcome = await asyncio.to_thread(tail.finish)
-        tail.deliver(tail, events, copy.deepcopy(tail.parser.state))
+        batch, outcome = await asyncio.get_running_loop().run_in_executor(self._finisher, tail.finish)
+        tail.deliver(tail, batch, copy.deepcopy(tail.parser.state))
         return outcome
 
     def forget(self, tail: Tail) -> None:
@@ -166,6 +201,7 @@ class Tailer:
         self._wake.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        self._finisher.shutdown(wait=False, cancel_futures=True)
 
     def _run(self) -> None:
         while not self._stopping:
@@ -174,20 +210,24 @@ class Tailer:
             with self._guard:
                 tails = list(self._tails)
             for tail in tails:
-                self._round(tail)
+                try:
+                    self._round(tail)
+                except Exception:  # one unreadable log (EIO, ESTALE) must not stop the others
+                    log.exception("tailing %s failed", tail.path)
 
     def _round(self, tail: Tail) -> None:
         with tail.lock:  # held while scheduling too: deliveries reach the loop in order
             if tail.closed:
                 return
             before = tail.offset
-            events = tail.read()
+            batch = Batch()
+            tail.read(batch)
             if tail.offset == before:
                 return
             loop = self._loop
             if loop is None or loop.is_closed():
                 return
             try:
-                loop.call_soon_threadsafe(tail.deliver, tail, events, copy.deepcopy(tail.parser.state))
+                loop.call_soon_threadsafe(tail.deliver, tail, batch, copy.deepcopy(tail.parser.state))
             except RuntimeError:  # the loop closed meanwhile
                 pass

@@ -488,3 +488,54 @@ def test_mock_agent_hang_meets_idle_timeout_and_flood_is_logged_whole(project: P
     assert flood["tokens"]["output"] > 0 and flood["session_id"]
     assert hang["status"] == "timed_out" and "idle_timeout" in hang["error"]
     assert not project.marked_processes()
+
+
+def test_a_retried_task_gets_its_budget_anew(project: Project) -> None:
+    project.workflow(
+        "b",
+        """
+        name: b
+        budget: {tokens: 1000}
+        stages:
+          - {name: work, provider: mock, prompt: spend, extra_args: [--think, "3", --turns, "6"]}
+        """,
+    )
+    project.tacx("run", "b.yaml", "--no-ui", check=1)
+    first = project.show(1)
+    assert stage_of(first)["status"] == "failed"  # stopped while it ran
+    assert first["error"].startswith("budget exceeded:") and "since the last retry" not in first["error"]
+    project.tacx("retry", "1")
+    # Runs again (and would hang if the worker of a task stopped at once were never given back).
+    project.tacx("--no-ui", "--exit-when-idle", "--max-workers", "1", check=1, timeout=60)
+    again = project.show(1)
+    assert again["status"] == "failed" and "since the last retry" in again["error"]
+    assert stage_of(again)["attempt"] == 2 and again["tokens"]["output"] > first["tokens"]["output"]
+
+
+def test_a_429_the_agent_retried_by_itself_does_not_rest_the_provider(agents: Project, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "claude"
+    fake.write_text(
+        "#!/bin/sh\n"
+        "echo '{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"s\",\"model\":\"claude-sonnet-4-5\"}'\n"
+        "echo '{\"type\":\"system\",\"subtype\":\"api_retry\",\"attempt\":1,\"retry_delay_ms\":100,\"error_status\":429}'\n"
+        "echo '{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"ok\",\"session_id\":\"s\","
+        "\"total_cost_usd\":0.001,\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}'\n"
+    )
+    fake.chmod(0o755)
+    agents.env["PATH"] = f"{bin_dir}{os.pathsep}{agents.env['PATH']}"
+    agents.workflow(
+        "two",
+        """
+        name: two
+        stages:
+          - {name: first, provider: claude, prompt: a}
+          - {name: second, provider: [claude, mock], prompt: b}
+        """,
+    )
+    agents.tacx("run", "two.yaml", "--no-ui")
+    task = agents.show(1)
+    assert [stage_of(task, n)["provider"] for n in ("first", "second")] == ["claude", "claude"]
+    assert stage_of(task, "first")["api_retries"] == 1
+    assert not any(e["kind"] == "provider.cooldown" for e in task["events"])

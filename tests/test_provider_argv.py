@@ -70,3 +70,28 @@ def test_custom_provider_leaves_out_empty_optional_items(tmp_path: Path) -> None
     argv = argv_of("house", tmp_path, settings=settings, resume="s", model="m")
     assert argv[1:] == ["--json", RESUME_NOTE + PROMPT, "s", "--model", "m", f"--ws={tmp_path}"]
     assert configured_providers(settings)["house"].resumable
+
+
+def test_the_status_wrapper_keeps_the_agents_exit_and_outlives_a_group_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tacx.providers.agents import wrapped
+
+    status = tmp_path / "status"
+    env = {**os.environ, "TACX_STATUS_FILE": str(status)}
+    assert subprocess.run(wrapped(["sh", "-c", "exit 3"]), env=env).returncode == 3
+    assert status.read_text().strip() == "3"
+    # The agent takes 0.3 s to end after SIGTERM and exits 7: that is what is recorded.
+    agent = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(7)))\ntime.sleep(30)"
+    proc = subprocess.Popen(wrapped([sys.executable, "-c", agent]), env=env, start_new_session=True)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=10) == 7 and status.read_text().strip() == "7"
+    # An agent killed by a signal: the wrapper ends by the same signal.
+    proc = subprocess.Popen(wrapped(["sleep", "30"]), env=env, start_new_session=True, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=10) == -signal.SIGTERM

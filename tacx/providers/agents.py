@@ -19,8 +19,13 @@ from typing import Any
 from tacx.providers.base import Launch, OutputParser, Provider, StageContext
 from tacx.workflow import StageSpec, render, template_names
 
-# The agent's exit status goes to $TACX_STATUS_FILE; $0 names the wrapper in `ps`.
-_STATUS_WRAPPER = '"$@"; s=$?; echo $s > "$TACX_STATUS_FILE"; exit $s'
+# The agent's exit status goes to $TACX_STATUS_FILE; $0 names the wrapper in `ps`. The
+# wrapper outlives a SIGTERM to the group (the agent has its grace period to end, and its
+# real status is written), then ends by the agent's signal so tacx sees the same thing.
+_STATUS_WRAPPER = (
+    'trap : TERM INT HUP; "$@"; s=$?; echo $s > "$TACX_STATUS_FILE"; '
+    'if [ $s -gt 128 ]; then trap - TERM INT HUP; kill -$((s - 128)) $$; fi; exit $s'
+)
 RESUME_NOTE = "You were interrupted; continue where you left off. The task was:\n\n"
 
 

@@ -139,6 +139,10 @@ class OutputParser:
         """The end: ``tail`` is the last bytes of the log (streaming parsers may ignore it)."""
         return Outcome(result=last_line(tail))
 
+    def resume_from(self, previous: Usage) -> None:
+        """This attempt continues an agent session that already used ``previous``: agents
+        that report the session's running totals (codex) count only what is new."""
+
     def final_events(self) -> list[ParsedEvent]:
         """Events worked out by ``finish`` (read after it), e.g. the usage adjustment that
         brings the live increments to totals only known at the end (aider's analytics)."""
