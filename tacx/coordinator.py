@@ -23,18 +23,17 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable
 
-from tacx import records
+from tacx import records, spending, worktree
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
 from tacx.providers import configured_providers, provider_kinds
-from tacx.providers.base import AgentState, Outcome, ParsedEvent, Provider, StageContext, Usage, last_line
+from tacx.providers.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
 from tacx.store import Store
 from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
 from tacx.tailer import Batch, Tail, Tailer
 from tacx.workflow import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
-from tacx import worktree
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +155,7 @@ class Coordinator:
         self.providers = providers or configured_providers(self.settings)
         self.prices = PriceTable.load(self.settings.prices)
         self.tailer = Tailer()
-        self._cooldowns: dict[str, tuple[float, str]] = {}  # provider -> (until, why)
+        self.cooldowns = spending.Cooldowns(self.settings)
         self._excluded_homes: set[Path] = set()
         self.max_workers = max_workers or self.settings.max_workers
         self.exit_when_idle = exit_when_idle
@@ -197,7 +196,8 @@ class Coordinator:
         self.supervisor.start()
         self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
-        await self._restore_cooldowns()
+        for until in await self.store.read(self.cooldowns.restore):  # a restart does not end a rest
+            asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
         if self.only_task is None:
             await self.recover()
         self._explain_others()
@@ -416,7 +416,7 @@ class Coordinator:
             if problem:
                 refusals.append(problem)
                 continue
-            resting = self._cooling(name)
+            resting = self.cooldowns.reason(name)
             if resting:
                 refusals.append(resting)
                 continue
@@ -431,46 +431,6 @@ class Coordinator:
                 why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
             return name, why
         return None, "waiting for a provider: " + "; ".join(refusals)
-
-    def _cooling(self, name: str) -> str | None:
-        """Why a provider that reported rate limiting is not chosen yet, if it still rests."""
-        until, why = self._cooldowns.get(name, (0.0, ""))
-        left = until - time.time()
-        if left <= 0:
-            self._cooldowns.pop(name, None)
-            return None
-        return f"{name} is cooling down after a rate limit ({why}; {left:.0f}s left)"
-
-    def _cool_down(self, name: str, why: str, resets_at: float | None) -> None:
-        """Rest a rate-limited provider: its cooldown from tacx.yaml, or until the agent
-        said its limit resets (at most an hour ahead); the pump looks again then."""
-        until = time.time() + self.settings.cooldown(name)
-        if resets_at and time.time() < resets_at < time.time() + 3600:
-            until = max(until, resets_at)
-        if self._cooldowns.get(name, (0.0, ""))[0] >= until:
-            return
-        self._cooldowns[name] = (until, why)
-        asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
-        self.publish("provider.cooldown", provider=name, until=until, reason=why)
-        self.store.write_soon(
-            lambda c: records.add_event(c, None, None, "provider.cooldown", {"provider": name, "until": until, "reason": why})
-        )
-
-    async def _restore_cooldowns(self) -> None:
-        """A restart does not send work straight back to an agent that is still resting."""
-
-        def load(conn: sqlite3.Connection) -> list[str]:
-            return [r[0] for r in conn.execute(
-                "SELECT data FROM events WHERE task_id IS NULL AND kind = 'provider.cooldown' AND ts > ? ORDER BY id",
-                (time.time() - 86400,),
-            )]
-
-        now = time.time()
-        for text in await self.store.read(load):
-            data = json.loads(text)
-            if data.get("until", 0) > now and data.get("provider"):
-                self._cooldowns[data["provider"]] = (data["until"], data.get("reason", "rate limited"))
-                asyncio.get_running_loop().call_later(data["until"] - now + 0.05, self._kick)
 
     def _availability(self, name: str, provider: Provider) -> str | None:
         """Whether a provider can run here, looked up at most once per second (it asks the
@@ -1434,91 +1394,55 @@ class Coordinator:
         times a second while it runs); the budget and rate limits are acted on here."""
         st = run.stages[name]
         st.usage[attempt] = state.usage
-        now = time.time()
-        rows = [
-            (run.id, st.id, attempt, now, e.data.get("message_id"), e.data.get("model") or state.model,
-             e.data.get("input", 0), e.data.get("output", 0), e.data.get("cache_read", 0),
-             e.data.get("cache_write", 0), e.data.get("cost_usd", 0.0))
-            for e in batch.usage
-        ]
-        notable = [(e.kind, e.data) for e in batch.notable]
-        counts = {"id": st.id, "session": state.session_id, "model": state.model, "turns": state.turns,
-                  "retries": state.api_retries, "limits": state.rate_limits}
-
-        def record(conn: sqlite3.Connection) -> None:
-            if rows:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens,"
-                    " output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            conn.execute(
-                "UPDATE stages SET (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd) ="
-                " (SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
-                " COALESCE(SUM(cache_read_tokens), 0), COALESCE(SUM(cache_write_tokens), 0),"
-                " COALESCE(SUM(cost_usd), 0) FROM usage WHERE stage_id = :id),"
-                " session_id = COALESCE(:session, session_id), model = COALESCE(:model, model),"
-                " turns = :turns, api_retries = :retries, rate_limits = :limits WHERE id = :id",
-                counts,
-            )
-            for kind, data in notable:
-                records.add_event(conn, run.id, name, f"agent.{kind}", data)
-
-        self.store.write_soon(record)
+        self.store.write_soon(lambda c: spending.record_agent_output(
+            c, task_id=run.id, stage_id=st.id, stage=name, attempt=attempt,
+            usage=batch.usage, notable=batch.notable, state=state,
+        ))
         if batch.shown:  # for the dashboard; a flood shows its last lines (all of it stays in the log)
             self.publish("agent.output", run.id, name, attempt=attempt,
                          events=[(e.kind, e.data) for e in batch.shown], skipped=batch.dropped)
         total, spent = st.total, run.spent()
         self.publish(
-            "stage.usage", run.id, name, attempt=attempt, tokens=_tokens(total), cost_usd=round(total.cost_usd, 6),
-            task_tokens=_tokens(spent), task_cost_usd=round(spent.cost_usd, 6), session_id=state.session_id,
+            "stage.usage", run.id, name, attempt=attempt, tokens=spending.tokens_json(total),
+            cost_usd=round(total.cost_usd, 6), task_tokens=spending.tokens_json(spent),
+            task_cost_usd=round(spent.cost_usd, 6), session_id=state.session_id,
         )
-        # A limit the agent says it hit (not a 429 it retried by itself) rests the provider.
-        rejected = [e for e in batch.notable if e.kind == "rate_limit" and not str(e.data.get("status")).startswith("allowed")]
-        if rejected:
-            detail = f"rate limit {rejected[-1].data.get('status')}" + (
-                f" ({rejected[-1].data['detail']})" if rejected[-1].data.get("detail") else "")
-            self._note_rate_limit(run, name, attempt, provider_name, detail, state.rate_limit_resets_at)
+        limit = spending.rejected_limit(batch.notable)
+        if limit:  # the agent hit a limit (a 429 it retried by itself rests nothing)
+            self._note_rate_limit(run, name, attempt, provider_name, limit, state.rate_limit_resets_at)
         self._check_budget(run)
 
     def _note_rate_limit(
         self, run: TaskRun, name: str, attempt: int, provider_name: str, detail: str, resets_at: float | None
     ) -> None:
-        if (name, attempt) not in run.rate_noted:
-            run.rate_noted.add((name, attempt))
-            self._cool_down(provider_name, f"task {run.id} stage {name}: {detail}"[:300], resets_at)
+        """Rest a provider that reported rate limiting (once per attempt); the pump looks
+        again when the rest ends, and the choice is recorded."""
+        if (name, attempt) in run.rate_noted:
+            return
+        run.rate_noted.add((name, attempt))
+        why = f"task {run.id} stage {name}: {detail}"[:300]
+        until = self.cooldowns.start(provider_name, why, resets_at)
+        if until is None:
+            return
+        asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
+        data = {"provider": provider_name, "until": until, "reason": why}
+        self.publish("provider.cooldown", **data)
+        self.store.write_soon(lambda c: records.add_event(c, None, None, "provider.cooldown", data))
 
     def _budget(self, run: TaskRun) -> Budget | None:
         return run.workflow.budget or self.settings.budget
 
     def _check_budget(self, run: TaskRun) -> None:
         """A task that passed its budget stops: its running stages (whole trees) end and
-        the task fails, saying which budget and by how much. A retried task gets its
-        budget anew: what it spent before the retry does not count."""
-        budget = self._budget(run)
-        if budget is None or run.budget_error:
+        the task fails, saying which budget and by how much."""
+        if run.budget_error:
             return
-        total = run.spent()
-        cost, tokens = total.cost_usd - run.budget_base[0], total.tokens - run.budget_base[1]
-        since = " since the last retry" if run.budget_base != (0.0, 0) else ""
-        if budget.usd is not None and cost > budget.usd:
-            message = (
-                f"budget exceeded: cost ${cost:.4f}{since} passed the budget of ${budget.usd:.2f}"
-                f" by ${cost - budget.usd:.4f}"
-            )
-        elif budget.tokens is not None and tokens > budget.tokens:
-            message = (
-                f"budget exceeded: {tokens:,} tokens (input + output + cache){since} passed the budget of"
-                f" {budget.tokens:,} by {tokens - budget.tokens:,}"
-            )
-        else:
+        exceeded = spending.budget_exceeded(self._budget(run), run.spent(), run.budget_base)
+        if exceeded is None:
             return
-        run.budget_error = message
-        data = {"error": message, "cost_usd": round(cost, 6), "tokens": tokens,
-                "budget": budget.model_dump(exclude_none=True)}
-        self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", data))
-        self.publish("task.budget_exceeded", run.id, **data)
+        run.budget_error = exceeded["error"]
+        self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", exceeded))
+        self.publish("task.budget_exceeded", run.id, **exceeded)
         run.interrupt("budget")
 
     async def _classify(
@@ -1649,10 +1573,6 @@ def _close_daughter(
         f" WHERE {where} AND ended_at IS NULL",
         (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
     )
-
-
-def _tokens(usage: Usage) -> dict[str, int]:
-    return {"input": usage.input, "output": usage.output, "cache_read": usage.cache_read, "cache_write": usage.cache_write}
 
 
 def _write_files(files: dict[Path, str]) -> None:

@@ -3,7 +3,6 @@ how every provider has done so far (from the store)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import statistics
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 
 from tacx.providers.base import Provider
 from tacx.settings import Settings
+from tacx.spending import Cooldowns
 
 VERSION_TIMEOUT = 5.0
 FINISHED = ("succeeded", "failed", "timed_out", "cancelled")
@@ -70,25 +70,19 @@ def _usage(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
     return stats
 
 
-def _cooldowns(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
-    """The latest rate-limit cooldown of each provider that is still running."""
+def _cooldowns(settings: Settings, conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
+    """Rate-limit rests still running, as the coordinator recorded them."""
     if conn is None:
         return {}
-    now = time.time()
-    found: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(
-        "SELECT data FROM events WHERE kind = 'provider.cooldown' AND ts > ? ORDER BY id", (now - 86400,)
-    ):
-        data = json.loads(row["data"])
-        if data.get("until", 0) > now:
-            found[data["provider"]] = {"until": data["until"], "reason": data.get("reason")}
-    return found
+    cooldowns = Cooldowns(settings)
+    cooldowns.restore(conn)
+    return {name: {"until": until, "reason": why} for name, (until, why) in cooldowns.active().items()}
 
 
 def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
     """One entry per provider: installed?, version, limit, cooldown, and usage so far."""
     usage = _usage(conn)
-    cooling = _cooldowns(conn)
+    cooling = _cooldowns(settings, conn)
     names = sorted(providers, key=lambda n: (providers[n].kind != "agent", n))
     problems = {name: providers[name].availability() for name in names}
     asks = {name: providers[name].version_argv() for name in names if problems[name] is None}
