@@ -146,11 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     home = resolve_home(getattr(args, "home", None))
     try:
         if args.command is None:
-            if not args.no_ui:
-                raise UsageError(
-                    "the dashboard is not part of this build yet: run `tacx --no-ui` for the headless coordinator"
-                )
-            return _headless(home, args)
+            return _headless(home, args) if args.no_ui else run_dashboard(home, args)
         handler = _COMMANDS[args.command]
         return handler(home, args)
     except (UsageError, WorkflowError, SettingsError, LockHeld) as exc:
@@ -228,7 +224,7 @@ def _parse_pairs(pairs: list[str]) -> dict[str, str]:
     return given
 
 
-def _prepare(wf: Workflow, given: dict[str, Any], title: str | None, where: str = "") -> tuple[dict[str, str], str]:
+def prepare_inputs(wf: Workflow, given: dict[str, Any], title: str | None, where: str = "") -> tuple[dict[str, str], str]:
     try:
         inputs = resolve_inputs(wf, given)
     except ValueError as exc:
@@ -247,7 +243,7 @@ def _prepare(wf: Workflow, given: dict[str, Any], title: str | None, where: str 
     return inputs, title.strip().splitlines()[0][:200] if title.strip() else wf.name
 
 
-def _dedupe_key(wf: Workflow, inputs: dict[str, str], explicit: str | None) -> str | None:
+def dedupe_key_for(wf: Workflow, inputs: dict[str, str], explicit: str | None) -> str | None:
     if explicit:
         return explicit
     if wf.dedupe_key:
@@ -280,13 +276,13 @@ def prepare_tasks(home: Home, args: argparse.Namespace) -> Prepared:
                 raise UsageError(f"{each}:{number}:{exc.colno}: not JSON: {exc.msg}") from None
             if not isinstance(given, dict):
                 raise UsageError(f"{where}each line must be a JSON object of inputs")
-            inputs, title = _prepare(wf, given, args.title, where)
-            batches.append((inputs, title, _dedupe_key(wf, inputs, args.dedupe_key)))
+            inputs, title = prepare_inputs(wf, given, args.title, where)
+            batches.append((inputs, title, dedupe_key_for(wf, inputs, args.dedupe_key)))
         if not batches:
             raise UsageError(f"{each} has no lines of inputs")
     else:
-        inputs, title = _prepare(wf, _parse_pairs(args.input), args.title)
-        batches.append((inputs, title, _dedupe_key(wf, inputs, args.dedupe_key)))
+        inputs, title = prepare_inputs(wf, _parse_pairs(args.input), args.title)
+        batches.append((inputs, title, dedupe_key_for(wf, inputs, args.dedupe_key)))
     return wf, path, text, batches
 
 
@@ -324,6 +320,35 @@ def cmd_submit(home: Home, args: argparse.Namespace) -> int:
     if not coordinator_running(home) and not args.json:
         print("tacx: no coordinator is running here: `tacx --no-ui` runs the queue", file=sys.stderr)
     return EXIT_OK
+
+
+# -- the dashboard -------------------------------------------------------------------------------
+
+
+def run_dashboard(home: Home, args: argparse.Namespace) -> int:
+    """The dashboard with the coordinator inside it; a viewer when another coordinator
+    holds the home (it reads the same store, and cancels or retries through it)."""
+    lock = CoordinatorLock(home)
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        print(f"tacx: {held.describe()}; the dashboard opens as a viewer", file=sys.stderr)
+        return _dashboard(home, args, None)
+    try:
+        return _dashboard(home, args, lock)
+    finally:
+        lock.release()
+
+
+def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None) -> int:
+    if not sys.stdout.isatty() or not sys.stdin.isatty():
+        raise UsageError("the dashboard needs a terminal: run `tacx --no-ui` for the headless coordinator")
+    from tacx.ui.app import make_app  # Textual is imported only for the dashboard
+
+    settings = _settings(home)
+    app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None))
+    app.run()
+    return app.return_code or EXIT_OK
 
 
 # -- the coordinator, headless ------------------------------------------------------------------
@@ -756,7 +781,7 @@ def cmd_demo(home: Home, args: argparse.Namespace) -> int:
     batches = []
     for i in range(args.tasks):
         title = DEMO_TITLES[i % len(DEMO_TITLES)] + (f" (#{i // len(DEMO_TITLES) + 1})" if i >= len(DEMO_TITLES) else "")
-        inputs, _ = _prepare(wf, {"title": title}, None)
+        inputs, _ = prepare_inputs(wf, {"title": title}, None)
         batches.append((inputs, title, None))
     lock = CoordinatorLock(home)
     try:
@@ -769,6 +794,8 @@ def cmd_demo(home: Home, args: argparse.Namespace) -> int:
         ids = [task_id for task_id, _ in submit_tasks(home, (wf, path, text, batches), 0)]
         print(f"tacx demo: queued tasks {', '.join(map(str, ids))} on the mock agent (a simulator: its tokens and cost are made up)",
               file=sys.stderr)
+        if not args.no_ui:
+            return _dashboard(home, args, lock)
         reporter = ConsoleReporter(json_mode=args.json)
         return asyncio.run(_run_coordinator(home, _settings(home), args, reporter, exit_when_idle=True))
     finally:

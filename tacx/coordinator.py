@@ -742,6 +742,30 @@ class Coordinator:
         self.publish("coordinator.paused" if paused else "coordinator.resumed")
         self._kick()
 
+    async def retry_task(self, task_id: int) -> None:
+        """Queue a failed, cancelled or timed-out task again (ValueError, LookupError if not)."""
+        await self.store.write(lambda c: records.retry_task(c, task_id))
+        self.publish("task.retried", task_id)
+        self._queue_stale, self._bulk_reason = True, None
+        self._kick()
+
+    async def submit(self, **task: Any) -> tuple[int, bool]:
+        """Queue a task (records.insert_task's arguments); (id, created)."""
+        result = await self.store.write(lambda c: records.insert_task(c, **task))
+        self.publish("task.submitted", result[0], title=task.get("title"))
+        self._queue_stale, self._bulk_reason = True, None
+        self._kick()
+        return result
+
+    def kill_daughter(self, pid: int) -> bool:
+        """End one daughter's tree as if it had crashed: its stage fails (and retries or
+        loops as its workflow says). False when tacx is not watching that pid."""
+        watched = self._watched.get(pid)
+        if watched is None:
+            return False
+        watched[3]("killed")
+        return True
+
     async def cancel_task(self, task_id: int) -> str:
         status = await self.store.write(lambda c: records.request_cancel(c, task_id))
         run = self.running.get(task_id)
@@ -1472,6 +1496,8 @@ class Coordinator:
             status, error = "failed", f"stopped: {run.budget_error}"
         elif cause == "cancel":
             status, error = "cancelled", "cancelled"
+        elif cause == "killed":
+            status, error = "failed", "killed from the dashboard (its whole process tree)"
         elif cause == "timeout":
             status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
         elif cause == "idle":

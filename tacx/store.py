@@ -175,12 +175,15 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
-    """A configured, migrated connection in autocommit mode (transactions are explicit)."""
+def connect(path: Path, *, create: bool = True, any_thread: bool = False) -> sqlite3.Connection:
+    """A configured, migrated connection in autocommit mode (transactions are explicit).
+    ``any_thread``: used from one thread at a time, not always the same one."""
     if not create and not path.exists():
         raise FileNotFoundError(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(
+        path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=not any_thread
+    )
     conn.row_factory = sqlite3.Row
     _configure(conn)
     migrate(conn)

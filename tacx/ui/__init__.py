@@ -1,0 +1,1 @@
+"""The dashboard: a Textual app hosting the engine (the engine itself imports no Textual)."""

@@ -1,0 +1,503 @@
+"""The dashboard: a Textual app that hosts the coordinator in its own event loop.
+
+Its loop never waits on a daughter, a file or a query: the store is read by a worker
+thread (one snapshot at a time, then a one-shot timer re-armed), logs are tailed by the
+log panel's thread, and daughters' figures come from the supervisor's sampler thread.
+With another coordinator holding the home, the dashboard is a viewer: it reads the same
+store and cancels, retries and pauses through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider as CommandProvider
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Input
+
+from tacx import records
+from tacx.coordinator import Coordinator
+from tacx.events import EngineEvent, EventBus
+from tacx.home import Home
+from tacx.providers import configured_providers, provider_kinds
+from tacx.providers.base import Provider
+from tacx.settings import Settings
+from tacx.store import Store, connect, transaction
+from tacx.ui.data import STATUSES, DashboardData, Snapshot
+from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
+from tacx.ui.logview import StageLog
+from tacx.ui.panels import DaughtersPanel, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views
+from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 0.5
+FINISHED_KINDS = {"task.succeeded": "information", "task.failed": "error", "task.timed_out": "error",
+                  "task.cancelled": "warning"}
+
+
+class WorkflowCommands(CommandProvider):
+    """The command palette offers "Launch <workflow>" for every workflow found."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, TacxApp)
+        matcher = self.matcher(query)
+        for choice in app.workflow_choices:
+            label = f"Launch {choice.name}"
+            score = matcher.match(label)
+            if score > 0:
+                help_text = choice.error or (choice.workflow.description if choice.workflow else "")
+                yield Hit(score, matcher.highlight(label), lambda name=choice.name: app.open_launch(name), help=help_text)
+
+
+class TacxApp(App[int]):
+    """tacx's dashboard. ``engine=False`` makes it a viewer of a home another coordinator runs."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tacx"
+    COMMANDS = App.COMMANDS | {WorkflowCommands}
+    BINDINGS = [
+        Binding("n", "launch", "Launch"),
+        Binding("c", "cancel", "Cancel"),
+        Binding("r", "retry", "Retry"),
+        Binding("p", "pause", "Pause"),
+        Binding("f", "filter", "Filter"),
+        Binding("slash", "search", "Search"),
+        Binding("l", "full_log", "Log"),
+        Binding("v", "raw", "Raw", show=False),
+        Binding("d", "kill", "Kill"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
+        Binding("right_square_bracket", "page(1)", "Next page", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        home: Home,
+        settings: Settings,
+        *,
+        engine: bool = True,
+        max_workers: int | None = None,
+        clock: Callable[[], float] = time.time,
+        refresh_seconds: float = REFRESH_SECONDS,
+    ) -> None:
+        super().__init__()
+        self.home = home
+        self.settings = settings
+        self.engine = engine
+        self.max_workers = max_workers or settings.max_workers
+        self.clock = clock
+        self.refresh_seconds = refresh_seconds
+        self.providers: dict[str, Provider] = configured_providers(settings)
+        self.bus = EventBus()
+        self.store: Store | None = None
+        self.coordinator: Coordinator | None = None
+        self.engine_task: asyncio.Task[None] | None = None
+        self.workflow_choices: list[WorkflowChoice] = []
+        self.snapshot: Snapshot | None = None
+        self.status_filter: str | None = None
+        self.search_text = ""
+        self.offset = 0
+        self.selected_task: int | None = None
+        self._stage_chosen: tuple[int, str] | None = None  # (task, stage) a person picked in the stages panel
+        self._log_shown: tuple[str | None, str | None] | None = None
+        self._refreshing = False
+        self._refresh_again = False
+        self._refresh_timer: Any = None
+        self._quitting = False
+        self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
+        self.exit_code = 0
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield TasksPanel(id="tasks")
+                yield StagesPanel(id="stages")
+            with Vertical(id="right"):
+                yield TokensPanel(id="tokens")
+                yield DaughtersPanel(id="daughters")
+                yield StageLog(id="log")
+        yield Input(placeholder="search titles; enter keeps it, escape clears it", id="search")
+        yield Footer()
+
+    async def on_mount(self) -> None:
+        self.query_one("#tasks").border_title = "tasks"
+        self.query_one("#stages").border_title = "stages"
+        self.query_one("#tokens").border_title = "tokens"
+        self.query_one("#daughters").border_title = "daughters"
+        self.query_one("#search").display = False
+        self.query_one(TasksPanel).focus()
+        self.bus.subscribe(self._on_engine_event)
+        if self.engine:
+            self.store = await Store(self.home.db_path).open()
+            self.coordinator = Coordinator(self.home, self.store, self.settings, bus=self.bus,
+                                           providers=self.providers, max_workers=self.max_workers)
+            self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
+        self.load_workflows()
+        self.request_refresh()
+
+    async def _run_engine(self) -> None:
+        assert self.coordinator is not None
+        try:
+            await self.coordinator.run()
+        except Exception as exc:  # the engine failed: say so, keep the dashboard readable
+            log.exception("the coordinator failed")
+            self.notify(f"the coordinator stopped: {exc!r}", severity="error", timeout=30)
+        if not self._quitting:
+            self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
+
+    # -- refreshing from the store (in a worker thread) ---------------------------------------
+
+    def request_refresh(self) -> None:
+        """Read a new snapshot now (or right after the one being read)."""
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+            self._refresh_timer = None
+        self._refreshing = True
+        self._read_snapshot(self.status_filter, self.search_text, self.offset, self.selected_task)
+
+    @work(thread=True, group="snapshot", exit_on_error=False)
+    def _read_snapshot(self, status: str | None, search: str, offset: int, selected: int | None) -> None:
+        try:
+            snap = self.data.snapshot(status=status, search=search, offset=offset, selected=selected, now=self.clock())
+        except (sqlite3.Error, OSError) as exc:
+            self.call_from_thread(self._snapshot_failed, exc)
+            return
+        self.call_from_thread(self._apply_snapshot, snap)
+
+    def _snapshot_failed(self, exc: Exception) -> None:
+        self._refreshing = False
+        self.notify(f"reading the store failed: {exc}", severity="error")
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._refresh_again:
+            self._refresh_again = False
+            self.request_refresh()
+        elif not self._quitting:
+            self._refresh_timer = self.set_timer(self.refresh_seconds, self.request_refresh)
+
+    def _apply_snapshot(self, snap: Snapshot) -> None:
+        self._refreshing = False
+        self.snapshot = snap
+        self.offset = snap.offset
+        now = self.clock()
+        with self.batch_update():
+            self._show_header()
+            tasks = self.query_one(TasksPanel)
+            tasks.show(snap.tasks, now)
+            tasks.border_subtitle = self._page_text(snap)
+            if self.selected_task is None and snap.tasks:
+                self.selected_task = tasks.selected_task
+                if self.selected_task is not None:
+                    self._refresh_again = True
+            detail = snap.detail if snap.detail and snap.detail.task.id == self.selected_task else None
+            self.query_one(StagesPanel).show(detail, now)
+            self.query_one("#stages").border_title = (
+                f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
+            )
+            self.query_one(TokensPanel).show(detail)
+            self._show_daughters()
+            self._follow_log(detail)
+        self._rearm()
+
+    def _page_text(self, snap: Snapshot) -> str:
+        if not snap.matching:
+            return "no tasks" + (" match" if self.status_filter or self.search_text else "")
+        last = min(snap.offset + len(snap.tasks), snap.matching)
+        return f"{snap.offset + 1}-{last} of {snap.matching}"
+
+    def _show_header(self) -> None:
+        filters = []
+        if self.status_filter:
+            filters.append(f"status {self.status_filter}")
+        if self.search_text:
+            filters.append(f"search {self.search_text!r}")
+        busy = self.coordinator.busy if self.coordinator else 0
+        self.query_one(HeaderBar).show(self.snapshot.overview if self.snapshot else None, busy, self.max_workers,
+                                       self.engine, " · ".join(filters))
+
+    def _show_daughters(self) -> None:
+        if self.coordinator is None:
+            return
+        live = [d for d in self.coordinator.supervisor.daughters.values() if not d.done]
+        self.query_one(DaughtersPanel).show(daughter_views(live, self.home.marker_prefix), self.clock())
+
+    def _follow_log(self, detail: Any) -> None:
+        """The log panel shows the stage a person picked, else the one running (or last run)."""
+        stage = None
+        if detail is not None:
+            chosen = self._stage_chosen
+            if chosen and chosen[0] == detail.task.id:
+                stage = next((s for s in detail.stages if s.name == chosen[1]), None)
+            if stage is None:
+                started = [s for s in detail.stages if s.started_at]
+                running = [s for s in started if s.status == "running"]
+                stage = (running or sorted(started, key=lambda s: s.started_at or 0) or [None])[-1]
+        key = (stage.log_path if stage else None, stage.provider if stage else None)
+        if key == self._log_shown:
+            return
+        self._log_shown = key
+        log_panel = self.query_one("#log", StageLog)
+        if stage is None or not stage.log_path:
+            log_panel.show(None, None, "log")
+            return
+        title = f"task {detail.task.id} · {stage.name} · attempt {stage.attempt}"
+        log_panel.show(Path(stage.log_path), self.parser_kind(stage.provider), title)
+
+    def parser_kind(self, provider: str | None) -> str | None:
+        p = self.providers.get(provider or "")
+        return getattr(p, "parser_kind", None) if p is not None and p.kind == "agent" else None
+
+    # -- engine events ----------------------------------------------------------------------
+
+    def _on_engine_event(self, event: EngineEvent) -> None:
+        if event.kind in FINISHED_KINDS:
+            title = event.data.get("title") or ""
+            text = f"task {event.task_id} {event.kind[5:].replace('_', ' ')}" + (f": {title}" if title else "")
+            if event.data.get("error") and event.kind != "task.cancelled":
+                text += f"\n{str(event.data['error']).splitlines()[0][:200]}"
+            self.notify(text, severity=FINISHED_KINDS[event.kind], timeout=8)  # type: ignore[arg-type]
+        if event.kind.startswith(("task.", "stage.", "coordinator.")):
+            self.request_refresh()
+
+    # -- selection ---------------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "tasks":
+            task = self.query_one(TasksPanel).selected_task
+            if task != self.selected_task:
+                self.selected_task = task
+                self._stage_chosen = None
+                self.request_refresh()
+        elif event.data_table.id == "stages" and event.data_table.has_focus:
+            stage = self.query_one(StagesPanel).selected_stage
+            if stage is not None and self.selected_task is not None:
+                self._stage_chosen = (self.selected_task, stage.name)
+                self._follow_log(self.snapshot.detail if self.snapshot else None)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id in ("tasks", "stages"):
+            self.action_full_log()
+
+    # -- actions -------------------------------------------------------------------------------
+
+    @work(thread=True, group="workflows", exit_on_error=False)
+    def load_workflows(self) -> None:
+        dirs = [self.home.project_root / "workflows", self.home.root / "workflows", _shipped_workflows()]
+        choices = find_workflows(dirs, provider_kinds(self.providers))
+        self.call_from_thread(setattr, self, "workflow_choices", choices)
+
+    def action_launch(self) -> None:
+        self.open_launch(None)
+
+    def open_launch(self, preselect: str | None) -> None:
+        if not self.workflow_choices:
+            self.notify("no workflows found (yet): put YAML files in ./workflows", severity="warning")
+            return
+        self.push_screen(LaunchScreen(self.workflow_choices, preselect=preselect), self._launch)
+
+    def _launch(self, request: LaunchRequest | None) -> None:
+        if request is not None:
+            self.run_worker(self._submit(request), group="submit", exit_on_error=False)
+
+    async def _submit(self, request: LaunchRequest) -> None:
+        from tacx import worktree
+        from tacx.cli import dedupe_key_for, prepare_inputs
+        from tacx.workflow import load_workflow
+
+        try:
+            text = await asyncio.to_thread(request.path.read_text)
+            wf = await asyncio.to_thread(load_workflow, request.path, provider_kinds(self.providers))
+            if wf.workspace == "worktree":
+                await asyncio.to_thread(worktree.require_git_repo, self.home.project_root)
+            inputs, title = prepare_inputs(wf, dict(request.inputs), request.title)
+        except Exception as exc:  # a file changed meanwhile, not a git repo, a NUL in an input
+            self.notify(f"cannot launch {request.name}: {exc}", severity="error", timeout=15)
+            return
+        task = dict(workflow=wf, workflow_path=str(request.path), workflow_text=text, title=title, inputs=inputs,
+                    priority=request.priority, dedupe_key=dedupe_key_for(wf, inputs, None),
+                    project_root=str(self.home.project_root))
+        if self.coordinator is not None:
+            task_id, created = await self.coordinator.submit(**task)
+        else:
+            task_id, created = await asyncio.to_thread(self._write, lambda c: records.insert_task(c, **task))
+        self.notify(f"task {task_id} queued: {title}" if created else f"task {task_id} is already queued (same dedupe key)")
+        self.selected_task = task_id
+        self.status_filter, self.search_text, self.offset = None, "", 0
+        self.request_refresh()
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """A write from a viewer (another coordinator notices it within a second)."""
+        conn = connect(self.home.db_path)
+        try:
+            with transaction(conn):
+                return fn(conn)
+        finally:
+            conn.close()
+
+    async def action_cancel(self) -> None:
+        task_id = self.selected_task
+        if task_id is None:
+            return
+        try:
+            if self.coordinator is not None:
+                status = await self.coordinator.cancel_task(task_id)
+            else:
+                status = await asyncio.to_thread(self._write, lambda c: records.request_cancel(c, task_id))
+        except (LookupError, ValueError) as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(f"task {task_id}: cancel requested" if status == "running" else f"task {task_id}: {status}")
+        self.request_refresh()
+
+    async def action_retry(self) -> None:
+        task_id = self.selected_task
+        if task_id is None:
+            return
+        try:
+            if self.coordinator is not None:
+                await self.coordinator.retry_task(task_id)
+            else:
+                await asyncio.to_thread(self._write, lambda c: records.retry_task(c, task_id))
+        except (LookupError, ValueError) as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.notify(f"task {task_id} queued again")
+        self.request_refresh()
+
+    async def action_pause(self) -> None:
+        paused = bool(self.snapshot and self.snapshot.overview.paused)
+        if self.coordinator is not None:
+            await self.coordinator.set_paused(not paused)
+        else:
+            await asyncio.to_thread(self._write, lambda c: records.set_paused(c, not paused))
+        self.notify("resumed: stages start again" if paused else "paused: running stages go on, nothing new starts")
+        self.request_refresh()
+
+    def action_filter(self) -> None:
+        order = [None, *STATUSES]
+        self.status_filter = order[(order.index(self.status_filter) + 1) % len(order)]
+        self.offset = 0
+        self.request_refresh()
+
+    def action_search(self) -> None:
+        search = self.query_one("#search", Input)
+        search.display = True
+        search.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "search":
+            self.search_text = event.value
+            self.offset = 0
+            self.request_refresh()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "search":
+            event.input.display = bool(event.value)
+            self.query_one(TasksPanel).focus()
+
+    def on_key(self, event: Any) -> None:
+        search = self.query_one("#search", Input)
+        if event.key == "escape" and search.has_focus:
+            search.value = ""
+            search.display = False
+            self.query_one(TasksPanel).focus()
+            event.stop()
+
+    def action_page(self, step: int) -> None:
+        matching = self.snapshot.matching if self.snapshot else 0
+        self.offset = max(0, min(self.offset + step * 100, max(matching - 1, 0) // 100 * 100))
+        self.request_refresh()
+
+    def action_full_log(self) -> None:
+        panel = self.query_one("#log", StageLog)
+        path, provider = self._log_shown or (None, None)
+        self.push_screen(LogScreen(Path(path) if path else None, self.parser_kind(provider), panel.title or "log"))
+
+    def action_raw(self) -> None:
+        self.query_one("#log", StageLog).toggle_raw()
+
+    def action_kill(self) -> None:
+        pid = self.query_one(DaughtersPanel).selected_pid
+        if pid is None or self.coordinator is None:
+            self.notify("no daughter selected (tab to the daughters panel)" if self.coordinator else
+                        "a viewer kills nothing: the coordinator of this home runs elsewhere", severity="warning")
+            return
+        view = next((v for v in daughter_views(
+            [d for d in self.coordinator.supervisor.daughters.values() if d.pid == pid], self.home.marker_prefix)), None)
+        what = f"pid {pid}" + (f" (task {view.task}, stage {view.stage}: {view.command})" if view else "")
+
+        def answer(yes: bool | None) -> None:
+            if yes and self.coordinator is not None:
+                ok = self.coordinator.kill_daughter(pid)
+                self.notify(f"killing {what}" if ok else f"pid {pid} has already ended")
+
+        self.push_screen(ConfirmScreen(f"Kill {what} and its whole process tree?"), answer)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    async def action_quit(self) -> None:
+        if self.coordinator is None:
+            self._finish()
+            return
+        running = len(self.coordinator.running)
+        if not running:
+            await self._stop_engine("stop")
+            return
+
+        async def chosen(choice: str | None) -> None:
+            if choice in ("stop", "leave"):
+                await self._stop_engine(choice)  # type: ignore[arg-type]
+
+        self.push_screen(QuitScreen(running), chosen)
+
+    async def _stop_engine(self, mode: str) -> None:
+        self._quitting = True
+        assert self.coordinator is not None
+        self.notify("stopping running tasks…" if mode == "stop" else "leaving tasks running for the next start…")
+        self.coordinator.stop(mode)  # type: ignore[arg-type]
+        if self.engine_task is not None:
+            await asyncio.gather(self.engine_task, return_exceptions=True)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._quitting = True
+        self.exit(0)
+
+    async def on_unmount(self) -> None:
+        if self.coordinator is not None and self.engine_task is not None and not self.engine_task.done():
+            self.coordinator.stop("stop")
+            await asyncio.gather(self.engine_task, return_exceptions=True)
+        if self.store is not None:
+            await self.store.close()
+        await asyncio.to_thread(self.data.close)
+
+
+def _shipped_workflows() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("tacx.workflows")))
+
+
+def make_app(home: Home, settings: Settings, **options: Any) -> TacxApp:
+    """The dashboard as the CLI and the tests build it."""
+    return TacxApp(home, settings, **options)

@@ -1,0 +1,230 @@
+"""What the dashboard shows, read from the store: plain queries, no Textual.
+
+The app runs `DashboardData.snapshot` in a worker thread (its own read connection, used by
+that thread only), so the UI's event loop never waits on SQLite. The tasks panel pages: a
+snapshot holds one page of tasks, never the whole table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tacx import records
+from tacx.store import connect
+
+PAGE_SIZE = 100
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+SPARK_MINUTES = 30
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: int
+    status: str
+    workflow: str
+    title: str
+    priority: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    tokens: int
+    cost_usd: float
+    wait_reason: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class StageRow:
+    name: str
+    status: str
+    attempt: int
+    provider: str | None
+    model: str | None
+    started_at: float | None
+    ended_at: float | None
+    input: int
+    output: int
+    cache_read: int
+    cache_write: int
+    cost_usd: float
+    wait_reason: str | None
+    error: str | None
+    log_path: str | None
+    session_id: str | None
+
+    @property
+    def tokens(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+
+@dataclass(frozen=True)
+class TaskDetail:
+    task: TaskRow
+    stages: list[StageRow]
+    budget: dict[str, float]  # {"usd": 3.0, "tokens": 100000}, as the task's workflow says
+    per_minute: list[int]  # tokens per minute, the last SPARK_MINUTES minutes, oldest first
+    trace_id: str
+    workspace: str | None
+    branch: str | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    counts: dict[str, int]
+    tokens_today: int
+    cost_today: float
+    paused: bool
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    overview: Overview
+    tasks: list[TaskRow]
+    matching: int  # tasks matching the filter and search, all pages
+    offset: int
+    detail: TaskDetail | None
+    taken_at: float = field(default_factory=time.time)
+
+
+def _task_row(r: sqlite3.Row) -> TaskRow:
+    return TaskRow(
+        id=r["id"], status=r["status"], workflow=r["workflow"], title=r["title"], priority=r["priority"],
+        created_at=r["created_at"], started_at=r["started_at"], ended_at=r["ended_at"],
+        tokens=int(r["tokens"] or 0), cost_usd=float(r["cost_usd"] or 0.0), wait_reason=r["wait_reason"],
+        error=r["error"],
+    )
+
+
+def _budget(workflow_text: str, default: dict[str, float] | None) -> dict[str, float]:
+    """The task's budget as submitted (its stored workflow text), else tacx.yaml's."""
+    try:
+        data = yaml.safe_load(workflow_text)
+    except yaml.YAMLError:
+        data = None
+    budget = data.get("budget") if isinstance(data, dict) else None
+    if isinstance(budget, dict):
+        return {k: float(v) for k, v in budget.items() if k in ("usd", "tokens") and isinstance(v, (int, float))}
+    return dict(default or {})
+
+
+def midnight(now: float) -> float:
+    t = time.localtime(now)
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+class DashboardData:
+    """Reads for the dashboard. One instance per thread: its connection is not shared."""
+
+    def __init__(self, db_path: Path, default_budget: dict[str, float] | None = None) -> None:
+        self.db_path = db_path
+        self.default_budget = default_budget
+        self._conn: sqlite3.Connection | None = None
+        self._budgets: dict[int, dict[str, float]] = {}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.db_path, any_thread=True)  # worker threads take turns
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def snapshot(
+        self,
+        *,
+        status: str | None = None,
+        search: str = "",
+        offset: int = 0,
+        limit: int = PAGE_SIZE,
+        selected: int | None = None,
+        now: float | None = None,
+    ) -> Snapshot:
+        conn = self._connection()
+        now = time.time() if now is None else now
+        conn.execute("BEGIN")  # one consistent view of the store for the whole snapshot
+        try:
+            overview = self._overview(conn, now)
+            where, params = self._where(status, search)
+            matching = conn.execute(f"SELECT COUNT(*) FROM tasks t{where}", params).fetchone()[0]
+            offset = max(0, min(offset, max(matching - 1, 0) // limit * limit))
+            rows = conn.execute(
+                "SELECT t.id, t.status, t.workflow, t.title, t.priority, t.created_at, t.started_at, t.ended_at,"
+                " t.wait_reason, t.error,"
+                " (SELECT COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
+                "  FROM stages s WHERE s.task_id = t.id) AS tokens,"
+                " (SELECT COALESCE(SUM(cost_usd), 0) FROM stages s WHERE s.task_id = t.id) AS cost_usd"
+                f" FROM tasks t{where} ORDER BY t.id DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            tasks = [_task_row(r) for r in rows]
+            detail = self._detail(conn, selected, now) if selected is not None else None
+        finally:
+            conn.execute("COMMIT")
+        return Snapshot(overview, tasks, matching, offset, detail, now)
+
+    @staticmethod
+    def _where(status: str | None, search: str) -> tuple[str, tuple[Any, ...]]:
+        clauses, params = [], []
+        if status:
+            clauses.append("t.status = ?")
+            params.append(status)
+        if search:
+            clauses.append("t.title LIKE ? ESCAPE '\\'")
+            params.append("%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def _overview(self, conn: sqlite3.Connection, now: float) -> Overview:
+        counts = {s: 0 for s in STATUSES}
+        for state, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
+            counts[state] = n
+        tokens, cost = conn.execute(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0),"
+            " COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?",
+            (midnight(now),),
+        ).fetchone()
+        return Overview(counts, int(tokens), float(cost), records.is_paused(conn))
+
+    def _detail(self, conn: sqlite3.Connection, task_id: int, now: float) -> TaskDetail | None:
+        row = conn.execute(
+            "SELECT t.*, (SELECT COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
+            " FROM stages s WHERE s.task_id = t.id) AS tokens,"
+            " (SELECT COALESCE(SUM(cost_usd), 0) FROM stages s WHERE s.task_id = t.id) AS cost_usd"
+            " FROM tasks t WHERE t.id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        stages = [
+            StageRow(
+                name=s["name"], status=s["status"], attempt=s["attempt"], provider=s["provider"], model=s["model"],
+                started_at=s["started_at"], ended_at=s["ended_at"], input=s["input_tokens"],
+                output=s["output_tokens"], cache_read=s["cache_read_tokens"], cache_write=s["cache_write_tokens"],
+                cost_usd=s["cost_usd"], wait_reason=s["wait_reason"], error=s["error"], log_path=s["log_path"],
+                session_id=s["session_id"],
+            )
+            for s in conn.execute("SELECT * FROM stages WHERE task_id = ? ORDER BY position", (task_id,))
+        ]
+        if task_id not in self._budgets:
+            self._budgets[task_id] = _budget(row["workflow_text"], self.default_budget)
+        start = (int(now) // 60 - SPARK_MINUTES + 1) * 60
+        minutes = [0] * SPARK_MINUTES
+        for minute, tokens in conn.execute(
+            "SELECT CAST(ts / 60 AS INTEGER) * 60, SUM(input_tokens + output_tokens + cache_read_tokens"
+            " + cache_write_tokens) FROM usage WHERE task_id = ? AND ts >= ? GROUP BY 1",
+            (task_id, start),
+        ):
+            index = (int(minute) - start) // 60
+            if 0 <= index < SPARK_MINUTES:
+                minutes[index] = int(tokens)
+        return TaskDetail(
+            task=_task_row(row), stages=stages, budget=self._budgets[task_id], per_minute=minutes,
+            trace_id=row["trace_id"], workspace=row["workspace"], branch=row["branch"],
+        )

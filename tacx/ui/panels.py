@@ -1,0 +1,297 @@
+"""The dashboard's panels: each takes plain data (tacx.ui.data, the supervisor's daughters)
+and updates itself by keyed diff, so a refresh costs what changed, not what is shown."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rich.text import Text
+from textual.containers import Vertical
+from textual.widgets import DataTable, Sparkline, Static
+
+from tacx.reporter import printable
+from tacx.ui.data import Overview, StageRow, TaskDetail, TaskRow
+
+STATUS_STYLE = {
+    "queued": "yellow",
+    "pending": "yellow",
+    "running": "bold cyan",
+    "succeeded": "green",
+    "failed": "bold red",
+    "timed_out": "bold red",
+    "cancelled": "magenta",
+    "skipped": "dim",
+}
+
+
+def fmt_tokens(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1e3:.0f}k"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}k"
+    return str(n)
+
+
+def fmt_cost(usd: float) -> str:
+    return f"${usd:.2f}" if usd >= 10 else f"${usd:.3f}" if usd else "-"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**30:.1f}G" if n >= 2**30 else f"{n / 2**20:.0f}M" if n >= 2**20 else f"{n / 2**10:.0f}K"
+
+
+def status_text(status: str) -> Text:
+    return Text(status.replace("_", " "), style=STATUS_STYLE.get(status, ""))
+
+
+def elapsed(started: float | None, ended: float | None, now: float) -> float | None:
+    if started is None:
+        return None
+    return (ended or now) - started
+
+
+def one_line(text: str | None, width: int = 80) -> str:
+    if not text:
+        return ""
+    line = printable(text.strip().splitlines()[0] if text.strip() else "")
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+class KeyedTable(DataTable):
+    """A DataTable updated from (key, cells) rows: cells that changed are updated in
+    place; the rows are rebuilt only when the keys or their order change. The cursor
+    stays on the same key."""
+
+    def __init__(self, columns: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self._columns = list(columns)
+        self._keys: list[str] = []
+        self._cells: dict[str, tuple[Any, ...]] = {}
+
+    def on_mount(self) -> None:
+        for column in self._columns:
+            self.add_column(column, key=column)
+
+    @property
+    def selected_key(self) -> str | None:
+        if not self._keys or self.cursor_row is None or not 0 <= self.cursor_row < len(self._keys):
+            return None
+        return self._keys[self.cursor_row]
+
+    def apply(self, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
+        rows = list(rows)
+        keys = [key for key, _ in rows]
+        if keys != self._keys:
+            chosen = self.selected_key
+            self.clear()
+            for key, cells in rows:
+                self.add_row(*cells, key=key)
+            self._keys = keys
+            self._cells = dict(rows)
+            if chosen in keys:
+                self.move_cursor(row=keys.index(chosen), animate=False)
+            return
+        for key, cells in rows:
+            old = self._cells.get(key)
+            if old == cells:
+                continue
+            for column, (before, after) in enumerate(zip(old or (), cells)):
+                if before != after:
+                    self.update_cell(key, self._columns[column], after, update_width=True)
+            self._cells[key] = cells
+
+
+class HeaderBar(Static):
+    """Counts, workers, today's tokens and cost, and whether the coordinator is paused."""
+
+    def show(self, overview: Overview | None, busy: int, limit: int, engine: bool, filters: str) -> None:
+        text = Text()
+        text.append(" tacx ", style="bold reverse")
+        if overview is not None:
+            c = overview.counts
+            for status in ("queued", "running", "succeeded", "failed"):
+                n = c.get(status, 0) + (c.get("timed_out", 0) if status == "failed" else 0)
+                text.append(f"  {status} ", style="dim")
+                text.append(str(n), style=STATUS_STYLE[status])
+            text.append(f"  │ workers {busy}/{limit}" if engine else "  │ viewer (another coordinator runs)")
+            text.append(f"  │ today {fmt_tokens(overview.tokens_today)} tokens {fmt_cost(overview.cost_today)}")
+            if overview.paused:
+                text.append("  PAUSED ", style="bold reverse yellow")
+        if filters:
+            text.append(f"  │ {filters}", style="italic")
+        self.update(text)
+
+
+class TasksPanel(KeyedTable):
+    COLUMNS = ("id", "status", "pri", "workflow", "title", "time", "tokens", "cost")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(self.COLUMNS, **kwargs)
+
+    @property
+    def selected_task(self) -> int | None:
+        key = self.selected_key
+        return int(key) if key is not None else None
+
+    def show(self, tasks: list[TaskRow], now: float) -> None:
+        self.apply(
+            (
+                str(t.id),
+                (
+                    str(t.id), status_text(t.status), str(t.priority), t.workflow, one_line(t.title, 60),
+                    fmt_duration(elapsed(t.started_at, t.ended_at, now)), fmt_tokens(t.tokens) if t.tokens else "",
+                    fmt_cost(t.cost_usd) if t.cost_usd else "",
+                ),
+            )
+            for t in tasks
+        )
+
+
+class StagesPanel(KeyedTable):
+    """The selected task's stages as a timeline, with why a waiting stage waits."""
+
+    COLUMNS = ("stage", "status", "try", "provider", "time", "tokens", "cost", "why")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(self.COLUMNS, **kwargs)
+        self.stages: dict[str, StageRow] = {}
+
+    @property
+    def selected_stage(self) -> StageRow | None:
+        key = self.selected_key
+        return self.stages.get(key) if key is not None else None
+
+    def show(self, detail: TaskDetail | None, now: float) -> None:
+        stages = detail.stages if detail else []
+        self.stages = {s.name: s for s in stages}
+        self.apply(
+            (
+                s.name,
+                (
+                    s.name, status_text(s.status), str(s.attempt or ""), s.provider or "",
+                    fmt_duration(elapsed(s.started_at, s.ended_at, now)), fmt_tokens(s.tokens) if s.tokens else "",
+                    fmt_cost(s.cost_usd) if s.cost_usd else "",
+                    one_line(s.wait_reason if s.status == "pending" else s.error, 60),
+                ),
+            )
+            for s in stages
+        )
+
+
+class TokensPanel(Vertical):
+    """Per stage input / output / cache, cost against budget, tokens per minute."""
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        yield Static(id="token-table")
+        yield Sparkline([], id="token-spark")
+
+    def show(self, detail: TaskDetail | None) -> None:
+        table = self.query_one("#token-table", Static)
+        spark = self.query_one("#token-spark", Sparkline)
+        if detail is None:
+            table.update(Text("select a task", style="dim"))
+            spark.data = []
+            return
+        text = Text()
+        text.append(f"{'stage':<10}{'in':>7}{'out':>7}{'c.read':>8}{'c.write':>8}{'cost':>9}\n", style="bold")
+        for s in detail.stages:
+            if not s.tokens and not s.cost_usd:
+                continue
+            text.append(
+                f"{s.name[:10]:<10}{fmt_tokens(s.input):>7}{fmt_tokens(s.output):>7}"
+                f"{fmt_tokens(s.cache_read):>8}{fmt_tokens(s.cache_write):>8}{fmt_cost(s.cost_usd):>9}\n"
+            )
+        task = detail.task
+        text.append(f"total {fmt_tokens(task.tokens)} tokens · {fmt_cost(task.cost_usd)}")
+        budget = detail.budget
+        if budget.get("usd"):
+            share = task.cost_usd / budget["usd"]
+            text.append(f" of ${budget['usd']:.2f} ", style="dim")
+            text.append(_bar(share), style="red" if share > 0.9 else "yellow" if share > 0.6 else "green")
+        if budget.get("tokens"):
+            share = task.tokens / budget["tokens"]
+            text.append(f"\n{fmt_tokens(task.tokens)} of {fmt_tokens(int(budget['tokens']))} tokens ", style="dim")
+            text.append(_bar(share), style="red" if share > 0.9 else "yellow" if share > 0.6 else "green")
+        text.append("\ntokens per minute, last 30 minutes:", style="dim")
+        table.update(text)
+        spark.data = [float(n) for n in detail.per_minute]
+
+
+def _bar(share: float, width: int = 12) -> str:
+    filled = min(width, int(round(share * width)))
+    return "█" * filled + "░" * (width - filled) + f" {share * 100:.0f}%"
+
+
+@dataclass(frozen=True)
+class DaughterView:
+    """One live daughter as the daughters panel shows it."""
+
+    pid: int
+    task: str
+    stage: str
+    command: str
+    cpu_percent: float
+    rss: int
+    children: int
+    started_at: float
+    live: bool
+
+
+def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterView]:
+    """From the supervisor's daughters (in memory, sampled in its thread): no process is
+    asked anything here."""
+    views = []
+    for d in daughters:
+        where = d.marker.removeprefix(home_prefix)
+        task, _, rest = where.partition("/")
+        stage = rest.rsplit("/", 1)[0]
+        argv = list(d.argv)
+        if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 3 and argv[3] == "tacx-agent":
+            argv = argv[4:]  # the agent, not its status wrapper
+        elif argv[:2] == ["/bin/sh", "-c"]:
+            argv = ["sh", "-c", argv[2].split("; ", 1)[-1]]
+        command = " ".join(os.path.basename(argv[0]) if i == 0 else a for i, a in enumerate(argv)) if argv else ""
+        views.append(DaughterView(d.pid, task, stage, one_line(command, 70), d.cpu_percent, d.rss, d.children,
+                                  d.started_at, not d.done))
+    return sorted(views, key=lambda v: v.started_at)
+
+
+class DaughtersPanel(KeyedTable):
+    COLUMNS = ("pid", "task", "stage", "command", "cpu", "rss", "kids", "age", "live")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(self.COLUMNS, **kwargs)
+
+    @property
+    def selected_pid(self) -> int | None:
+        key = self.selected_key
+        return int(key) if key is not None else None
+
+    def show(self, views: list[DaughterView], now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.apply(
+            (
+                str(v.pid),
+                (
+                    str(v.pid), v.task, v.stage, v.command, f"{v.cpu_percent:.0f}%", fmt_bytes(v.rss) if v.rss else "",
+                    str(v.children), fmt_duration(now - v.started_at), Text("●", style="green") if v.live else "○",
+                ),
+            )
+            for v in views
+        )

@@ -1,0 +1,238 @@
+"""The dashboard driven with the keyboard (App.run_test and Pilot), with the real engine,
+real daughters and the real store: what is on screen agrees with `tacx show --json`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+import pytest
+from rich.console import Console
+
+from tacx.home import Home
+from tacx.settings import Settings
+from tacx.ui.app import TacxApp, make_app
+from tacx.ui.launch import LaunchScreen
+from tacx.ui.panels import DaughtersPanel, StagesPanel, TasksPanel
+from tacx.ui.screens import QuitScreen
+from tests.conftest import REPO, Project
+
+SLEEPER = """\
+name: sleeper
+inputs:
+  title: {required: true}
+stages:
+  - name: nap
+    provider: bash
+    run: sleep 30 & sleep 30 & wait
+"""
+
+QUICK = """\
+name: quick
+inputs:
+  title: {required: true}
+stages:
+  - name: say
+    provider: shell
+    run: echo "said $TACX_INPUT_TITLE"
+"""
+
+
+def screen_text(app: TacxApp) -> str:
+    """The screen as plain text (what a person reads), for asserting and snapshots."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor",
+                      record=True, legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def status_of(project: Project, task_id: int) -> str | None:
+    rows = project.query("SELECT status FROM tasks WHERE id = ?", task_id)
+    return rows[0][0] if rows else None
+
+
+@pytest.fixture
+def dash(project: Project) -> Project:
+    (project.root / "workflows").mkdir()
+    (project.root / "workflows" / "sleeper.yaml").write_text(SLEEPER)
+    (project.root / "workflows" / "quick.yaml").write_text(QUICK)
+    return project
+
+
+def app_for(project: Project, **options: Any) -> TacxApp:
+    return make_app(Home(project.home), Settings(), refresh_seconds=0.2, **options)
+
+
+async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: Project) -> None:
+    app = app_for(dash)
+    async with app.run_test(size=(180, 50)) as pilot:
+        await until(lambda: app.workflow_choices, what="workflows loaded")
+        await pilot.press("n")
+        await until(lambda: isinstance(app.screen, LaunchScreen))
+        await pilot.press(*"demo", "enter")
+        await pilot.pause(0.2)
+        await pilot.press(*"Show me the demo", "enter")
+        task_id = await until(lambda: dash.query("SELECT id FROM tasks"), what="the task queued")
+        task_id = task_id[0][0]
+        await until(lambda: status_of(dash, task_id) == "succeeded", 60, "the demo task to succeed")
+        shown = dash.show(task_id)
+        await until(lambda: "succeeded" in screen_text(app) and app.query_one(StagesPanel).stages.get("review")
+                    and app.query_one(StagesPanel).stages["review"].status == "succeeded", 10)
+        text = screen_text(app)
+        assert "Show me the demo" in text
+        for stage in ("plan", "build", "test", "review"):
+            assert stage in text
+        # The tokens panel agrees with the store, and so do the stages.
+        stages = app.query_one(StagesPanel).stages
+        for s in shown["stages"]:
+            assert stages[s["name"]].status == s["status"]
+            assert stages[s["name"]].cost_usd == pytest.approx(s["cost_usd"])
+        assert f"total {_fmt_tokens(sum(shown['tokens'].values()))} tokens" in text
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
+
+
+def _fmt_tokens(n: int) -> str:
+    from tacx.ui.panels import fmt_tokens
+
+    return fmt_tokens(n)
+
+
+async def test_cancel_retry_filter_and_search(dash: Project) -> None:
+    alpha = dash.submit("sleeper", "-i", "title=alpha sleeper")
+    beta = dash.submit("quick", "-i", "title=beta quick")
+    app = app_for(dash)
+    async with app.run_test(size=(180, 50)) as pilot:
+        await until(lambda: status_of(dash, beta) == "succeeded" and status_of(dash, alpha) == "running", 20)
+        tasks = app.query_one(TasksPanel)
+        await until(lambda: set(tasks._keys) == {str(alpha), str(beta)})
+        # Select alpha (the older task is the lower row), cancel it.
+        tasks.focus()
+        tasks.move_cursor(row=tasks._keys.index(str(alpha)))
+        await until(lambda: app.selected_task == alpha)
+        await until(lambda: app.query_one(DaughtersPanel)._keys, what="alpha's daughter shown")
+        await pilot.press("c")
+        await until(lambda: status_of(dash, alpha) == "cancelled", 20, "the cancel")
+        assert not dash.marked_processes()
+        await until(lambda: "cancelled" in screen_text(app))
+        # Retry: it runs again.
+        await pilot.press("r")
+        await until(lambda: status_of(dash, alpha) == "running", 20, "the retry")
+        # Filter by status: f cycles all -> queued -> running.
+        await pilot.press("f", "f")
+        await until(lambda: tasks._keys == [str(alpha)], what="only the running task")
+        assert "status running" in screen_text(app)
+        await pilot.press("f")  # succeeded
+        await until(lambda: tasks._keys == [str(beta)])
+        for _ in range(4):  # failed, cancelled, timed out, then all again
+            await pilot.press("f")
+        await until(lambda: len(tasks._keys) == 2)
+        # Search titles.
+        await pilot.press("slash", *"beta")
+        await until(lambda: tasks._keys == [str(beta)], what="the search")
+        await pilot.press("escape")
+        await until(lambda: len(tasks._keys) == 2)
+        assert app.selected_task == beta  # the search chose beta; the cursor stays on it
+        tasks.move_cursor(row=tasks._keys.index(str(alpha)))
+        await until(lambda: app.selected_task == alpha)
+        await pilot.press("c")  # cancel alpha before quitting
+        await until(lambda: status_of(dash, alpha) == "cancelled", 20)
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
+
+
+async def test_a_task_submitted_from_another_terminal_appears_within_a_second(dash: Project) -> None:
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)):
+        await until(lambda: app.snapshot is not None)
+        task_id = await asyncio.to_thread(dash.submit, "quick", "-i", "title=from elsewhere")
+        seen = time.monotonic()
+        await until(lambda: str(task_id) in app.query_one(TasksPanel)._keys, 5)
+        assert time.monotonic() - seen < 1.5
+        await until(lambda: status_of(dash, task_id) == "succeeded", 20)
+        await until(lambda: any("succeeded" in str(n.message) for n in app._notifications), 5,
+                    "a notification that the task finished")
+
+
+async def test_quit_leaving_tasks_running_then_a_restart_readopts_them(dash: Project) -> None:
+    task_id = dash.submit("sleeper", "-i", "title=left running")
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: status_of(dash, task_id) == "running", 20)
+        await until(lambda: app.coordinator is not None and app.coordinator.supervisor.daughters, 10)
+        pid = next(iter(app.coordinator.supervisor.daughters))
+        await pilot.press("q")
+        await until(lambda: isinstance(app.screen, QuitScreen))
+        await pilot.press("l")
+        await until(lambda: not app.is_running, 20)
+    assert psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    assert status_of(dash, task_id) == "running"
+    # The next start re-adopts it: the same daughter, no second one.
+    restarted = app_for(dash)
+    async with restarted.run_test(size=(160, 40)) as pilot:
+        await until(lambda: restarted.coordinator is not None and pid in restarted.coordinator.supervisor.daughters, 20)
+        events = [e["kind"] for e in dash.show(task_id)["events"]]
+        assert "task.recovered" in events
+        await pilot.press("q")
+        await until(lambda: isinstance(restarted.screen, QuitScreen))
+        await pilot.press("s")  # stop them this time
+        await until(lambda: not restarted.is_running, 30)
+    assert status_of(dash, task_id) == "queued"
+    assert not dash.marked_processes()
+
+
+async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
+    task_id = dash.submit("sleeper", "-i", "title=to be killed")
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        panel = app.query_one(DaughtersPanel)
+        await until(lambda: panel._keys, 20, "the daughter on screen")
+        panel.focus()
+        await pilot.press("d")
+        await pilot.press("n")  # declined: still running
+        await asyncio.sleep(0.3)
+        assert status_of(dash, task_id) == "running"
+        await pilot.press("d", "y")
+        await until(lambda: status_of(dash, task_id) == "failed", 20)
+        assert "killed from the dashboard" in dash.show(task_id)["stages"][0]["error"]
+        assert not dash.marked_processes()
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
+
+
+async def test_viewer_of_a_home_another_coordinator_runs(dash: Project) -> None:
+    coordinator = dash.start("--no-ui")
+    task_id = dash.submit("sleeper", "-i", "title=watched")
+    app = app_for(dash, engine=False)
+    async with app.run_test(size=(160, 40)) as pilot:
+        tasks = app.query_one(TasksPanel)
+        await until(lambda: str(task_id) in tasks._keys and status_of(dash, task_id) == "running", 20)
+        assert "viewer" in screen_text(app)
+        await until(lambda: app.selected_task == task_id)
+        await pilot.press("c")  # through the store: the coordinator notices
+        await until(lambda: status_of(dash, task_id) == "cancelled", 20)
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 10)
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=20)
