@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
-import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import psutil
@@ -25,7 +19,7 @@ from tacx.ui.app import TacxApp, make_app
 from tacx.ui.launch import LaunchScreen
 from tacx.ui.panels import DaughtersPanel, StagesPanel, TasksPanel
 from tacx.ui.screens import QuitScreen
-from tests.conftest import REPO, Project
+from tests.conftest import Project
 
 SLEEPER = """\
 name: sleeper
