@@ -1,0 +1,138 @@
+"""Snapshots of the dashboard's main screen and launch form, as text: a store prepared by
+hand, the clock frozen, no engine and no processes. A change to what is shown fails here;
+`TACX_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_ui_snapshots.py` writes them anew."""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+import time
+from pathlib import Path
+
+from tacx import records
+from tacx.home import Home
+from tacx.settings import Settings
+from tacx.store import connect, transaction
+from tacx.ui.app import make_app
+from tacx.ui.launch import LaunchScreen, WorkflowChoice
+from tacx.ui.logview import StageLog
+from tacx.workflow import load_workflow_text
+from tests.test_ui_app import screen_text, until
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+NOW = time.mktime((2026, 11, 21, 15, 30, 0, 0, 0, -1))  # a Saturday afternoon, local time
+
+BUILD = """\
+name: build-review
+description: Plan, build and review a change with the mock agent.
+workspace: dir
+inputs:
+  goal: {required: true, description: what to build}
+  branch: {default: main, description: the branch to start from}
+defaults: {provider: mock}
+budget: {usd: 2.00}
+stages:
+  - {name: plan, prompt: "Plan {{ inputs.goal }}"}
+  - {name: build, prompt: "Build {{ inputs.goal }}"}
+  - {name: test, provider: bash, run: pytest -q}
+  - {name: review, prompt: Review it}
+"""
+
+CLAUDE_LOG = """\
+{"type":"system","subtype":"init","cwd":"/repo","session_id":"8d45afe0-771b-4803-8379-491dd9455365","tools":["Bash"],"model":"claude-sonnet-4-5-20250929"}
+{"type":"assistant","message":{"id":"msg_01A","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll run the tests."}],"usage":{"input_tokens":3,"output_tokens":8}}}
+{"type":"assistant","message":{"id":"msg_01A","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_01X","name":"Bash","input":{"command":"pytest -q"}}],"usage":{"input_tokens":3,"output_tokens":8}}}
+{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01X","type":"tool_result","content":"3 passed in 0.41s","is_error":false}]}}
+"""
+
+
+def prepare(root: Path) -> Home:
+    """Four tasks in four states, one of them mid-way with tokens, a budget and a log."""
+    home = Home(root / ".tacx")
+    wf = load_workflow_text(BUILD, "build-review.yaml")
+    conn = connect(home.db_path)
+    log = home.logs / "4" / "build.1.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(CLAUDE_LOG)
+    titles = ["Add a --dry-run flag", "Fix the pagination off-by-one", "Write tests for the CSV parser",
+              "Rename the config loader"]
+    with transaction(conn):
+        for i, title in enumerate(titles, 1):
+            records.insert_task(conn, workflow=wf, workflow_path="/workflows/build-review.yaml",
+                                workflow_text=BUILD, title=title, inputs={"goal": title, "branch": "main"},
+                                priority=i % 2, dedupe_key=None, project_root=str(root))
+        conn.execute("UPDATE tasks SET created_at = ? - 3600 + id * 60, trace_id = 'trace' || id", (NOW,))
+        conn.execute("UPDATE tasks SET status = 'succeeded', started_at = ? - 3000, ended_at = ? - 2900 WHERE id = 1",
+                     (NOW, NOW))
+        conn.execute("UPDATE stages SET status = 'succeeded', attempt = 1 WHERE task_id = 1")
+        conn.execute("UPDATE tasks SET status = 'failed', started_at = ? - 2000, ended_at = ? - 1990,"
+                     " error = 'stage test failed: exited with code 1' WHERE id = 2", (NOW, NOW))
+        conn.execute("UPDATE stages SET status = 'failed', attempt = 1, error = 'exited with code 1'"
+                     " WHERE task_id = 2 AND name = 'plan'")
+        conn.execute("UPDATE tasks SET wait_reason = 'waiting for a free worker (4 of 4 busy)' WHERE id = 3")
+        conn.execute("UPDATE tasks SET status = 'running', started_at = ? - 95 WHERE id = 4", (NOW,))
+        stage = {row["name"]: row["id"] for row in conn.execute("SELECT id, name FROM stages WHERE task_id = 4")}
+        conn.execute("UPDATE stages SET status = 'succeeded', attempt = 1, provider = 'mock', started_at = ? - 95,"
+                     " ended_at = ? - 60 WHERE id = ?", (NOW, NOW, stage["plan"]))
+        conn.execute("UPDATE stages SET status = 'running', attempt = 1, provider = 'claude', started_at = ? - 60,"
+                     " log_path = ?, session_id = '8d45afe0' WHERE id = ?", (NOW, str(log), stage["build"]))
+        usage = [
+            (4, stage["plan"], 1, NOW - 80, "msg_p1", "mock-sonnet", 12, 640, 52000, 16000, 0.0930),
+            (4, stage["build"], 1, NOW - 50, "msg_b1", "claude-sonnet-4-5", 3, 8, 14000, 12000, 0.0493),
+            (4, stage["build"], 1, NOW - 20, "msg_b2", "claude-sonnet-4-5", 5, 220, 26000, 600, 0.0135),
+        ]
+        conn.executemany(
+            "INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, output_tokens,"
+            " cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            usage,
+        )
+        conn.execute(
+            "UPDATE stages SET (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd) ="
+            " (SELECT SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens), SUM(cache_write_tokens),"
+            " SUM(cost_usd) FROM usage WHERE usage.stage_id = stages.id) WHERE task_id = 4 AND status != 'pending'"
+        )
+    conn.close()
+    return home
+
+
+def check(name: str, text: str) -> None:
+    path = SNAPSHOTS / f"{name}.txt"
+    text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
+    if os.environ.get("TACX_UPDATE_SNAPSHOTS") or not path.exists():
+        SNAPSHOTS.mkdir(exist_ok=True)
+        path.write_text(text)
+        if not os.environ.get("TACX_UPDATE_SNAPSHOTS"):
+            raise AssertionError(f"{path} did not exist: written now; check it and run again")
+        return
+    expected = path.read_text()
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "expected", "shown"))
+        raise AssertionError(f"the screen differs from {path}:\n{diff}")
+
+
+async def test_main_screen(tmp_path: Path) -> None:
+    home = prepare(tmp_path)
+    app = make_app(home, Settings(), engine=False, clock=lambda: NOW, refresh_seconds=60)
+    async with app.run_test(size=(160, 44)) as pilot:
+        await until(lambda: app.snapshot is not None and app.snapshot.detail is not None)
+        log = app.query_one("#log", StageLog)
+        await until(lambda: any("pytest -q" in line for line in log.lines), what="the log rendered")
+        await pilot.pause(0.2)
+        check("main", screen_text(app))
+
+
+async def test_launch_form(tmp_path: Path) -> None:
+    home = prepare(tmp_path)
+    app = make_app(home, Settings(), engine=False, clock=lambda: NOW, refresh_seconds=60)
+    async with app.run_test(size=(140, 40)) as pilot:
+        await until(lambda: app.workflow_choices, what="workflows loaded")
+        await asyncio.sleep(0.1)
+        wf = load_workflow_text(BUILD, "build-review.yaml")
+        app.workflow_choices = [WorkflowChoice("build-review", Path("/workflows/build-review.yaml"), wf)]
+        await pilot.press("n")
+        await until(lambda: isinstance(app.screen, LaunchScreen))
+        await pilot.press("enter")
+        await pilot.press(*"Add a --dry-run flag")
+        await pilot.pause(0.2)
+        check("launch", screen_text(app))
