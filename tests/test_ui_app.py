@@ -230,3 +230,57 @@ async def test_viewer_of_a_home_another_coordinator_runs(dash: Project) -> None:
         await until(lambda: not app.is_running, 10)
     coordinator.send_signal(signal.SIGINT)
     coordinator.wait(timeout=20)
+
+
+def test_tacx_demo_opens_the_dashboard_on_a_terminal(project: Project) -> None:
+    """The real command on a pty: `tacx demo` queues tasks and opens the dashboard; q asks
+    what to do with the running tasks, s stops them (they go back to the queue)."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real CLI on a terminal
+        os.chdir(project.root)
+        os.execve(sys.executable, [sys.executable, "-m", "tacx", "demo", "--tasks", "2"], project.env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
+    seen = bytearray()
+
+    def read_until(needle: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                try:
+                    seen.extend(os.read(fd, 65536))
+                except OSError:
+                    return
+
+    try:
+        read_until(b"mock_agent", 30)  # a daughter in the daughters panel: tasks are running
+        assert b"tasks" in seen and b"mock_agent" in seen
+        os.write(fd, b"q")
+        read_until(b"Stop them", 10)
+        assert b"Stop them" in seen
+        os.write(fd, b"s")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            read_until(b"\x00never", 0.2)
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+        else:
+            raise AssertionError("the dashboard did not exit")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.close(fd)
+    assert {t["status"] for t in project.ls()} <= {"queued", "succeeded"}
+    assert not project.marked_processes()
