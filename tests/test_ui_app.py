@@ -284,3 +284,24 @@ def test_tacx_demo_opens_the_dashboard_on_a_terminal(project: Project) -> None:
         os.close(fd)
     assert {t["status"] for t in project.ls()} <= {"queued", "succeeded"}
     assert not project.marked_processes()
+
+
+async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash: Project) -> None:
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: app.workflow_choices, what="workflows loaded")
+        await pilot.press("question_mark")
+        await until(lambda: "launch a task" in screen_text(app))
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"Launch quick")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(lambda: isinstance(app.screen, LaunchScreen), 5, "the launch form, preselected")
+        await pilot.press(*"from the palette", "enter")
+        rows = await until(lambda: dash.query("SELECT id, title, workflow FROM tasks"), 10)
+        assert (rows[0]["title"], rows[0]["workflow"]) == ("from the palette", "quick")
+        await until(lambda: status_of(dash, rows[0]["id"]) == "succeeded", 20)
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
