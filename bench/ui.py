@@ -60,13 +60,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import json
 import logging
 import math
 import os
-import pstats
 import random
+import re
 import resource
 import select
 import shutil
@@ -79,6 +78,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +105,7 @@ SIZE = (200, 60)  # columns, rows: a big terminal shows many log lines
 PRESS_TIMEOUT = 10.0
 RSS_POLL = 0.05
 TICK = 0.01
+STALL = 0.025  # the loop is stalled when the ticker has not run for this long
 FLOOD_PRIORITY = 100
 FLOOD_PROVIDER = "flood"
 FLOOD_MODEL = "claude-sonnet-4-5"
@@ -463,39 +464,127 @@ class Phase:
     peak_rss: int = 0
     rates: list[float] = field(default_factory=list)  # bytes/s per daughter per round
     log_shown: list[str] = field(default_factory=list)
+    wall: float = 0.0  # seconds measured
+    cpu: float = 0.0  # CPU seconds of this process
+    machine_busy: float = 0.0  # CPU seconds of the whole machine (all processes)
+    thread_cpu: Counter[str] = field(default_factory=Counter)  # thread (name) -> CPU seconds
+    events: Counter[str] = field(default_factory=Counter)  # engine events by kind
+    paints: list[float] = field(default_factory=list)  # Screen._compositor_refresh durations (s)
+    layouts: int = 0  # Screen._refresh_layout calls (a full layout and repaint)
+    samples: int = 0  # stack samples of the event loop's thread (--stacks)
+    stalls: int = 0  # ... taken while the loop was late by more than STALL
+    stall_stacks: Counter[str] = field(default_factory=Counter)
+    loop_stacks: Counter[str] = field(default_factory=Counter)
 
 
 class Meter:
-    """Background measurements attributed to the current phase."""
+    """Background measurements attributed to the current phase: RSS and CPU per thread
+    (every RSS_POLL), event-loop lag (a ticker in the loop) and, with --stacks, samples of
+    the loop thread's stack every millisecond."""
 
-    def __init__(self) -> None:
+    def __init__(self, stacks: bool = False) -> None:
         self.phase: Phase | None = None
+        self.beat = time.perf_counter()  # the ticker's last run
         self._stop = threading.Event()
         self._proc = psutil.Process()
-        self._thread = threading.Thread(target=self._rss_loop, name="bench-rss", daemon=True)
-        self._thread.start()
+        self._loop_ident = threading.get_ident()
+        self._threads = [threading.Thread(target=self._rss_loop, name="bench-rss", daemon=True)]
+        if stacks:
+            self._threads.append(threading.Thread(target=self._stack_loop, name="bench-stacks", daemon=True))
+        for t in self._threads:
+            t.start()
 
     def _rss_loop(self) -> None:
+        current: Phase | None = None
+        seg: dict[int, list[Any]] = {}  # native thread id -> [name, CPU at start, CPU now]
+        begun = (0.0, 0.0, 0.0)  # wall, process CPU, machine busy CPU at the segment's start
+
+        def totals() -> tuple[float, float, float]:
+            t = self._proc.cpu_times()
+            m = psutil.cpu_times()
+            return time.perf_counter(), t.user + t.system, m.user + m.system + getattr(m, "nice", 0.0)
+
         while not self._stop.wait(RSS_POLL):
             phase = self.phase
-            if phase is not None:
-                phase.peak_rss = max(phase.peak_rss, self._proc.memory_info().rss)
+            if phase is not current:
+                if current is not None:  # the segment ends: add it to its phase
+                    now = totals()
+                    current.wall += now[0] - begun[0]
+                    current.cpu += now[1] - begun[1]
+                    current.machine_busy += now[2] - begun[2]
+                    for name, base, last in seg.values():
+                        current.thread_cpu[name] += last - base
+                current, seg, first = phase, {}, True
+                begun = totals()
+            if current is None:
+                continue
+            current.peak_rss = max(current.peak_rss, self._proc.memory_info().rss)
+            names = {t.native_id: t.name for t in threading.enumerate()}
+            for th in self._proc.threads():
+                cpu = th.user_time + th.system_time
+                if th.id in seg:
+                    seg[th.id][2] = cpu
+                else:
+                    name = names.get(th.id, "(not a Python thread)")
+                    name = "event loop" if th.id == threading.main_thread().native_id else re.sub(r"\d+", "N", name)
+                    seg[th.id] = [name, cpu if first else 0.0, cpu]
+            first = False
+
+    def _stack_loop(self) -> None:
+        """Every ms, the loop thread's stack: each function on it counts once (inclusive)."""
+        names: dict[Any, str] = {}
+        while not self._stop.wait(0.001):
+            phase = self.phase
+            frame = sys._current_frames().get(self._loop_ident)
+            if phase is None or frame is None:
+                continue
+            stalled = time.perf_counter() - self.beat > STALL
+            seen = set()
+            while frame is not None:
+                code = frame.f_code
+                name = names.get(code)
+                if name is None:
+                    where = code.co_filename
+                    for cut in ("site-packages/", "/work/main/", "lib/python3.11/"):
+                        if cut in where:
+                            where = where.split(cut, 1)[1]
+                            break
+                    name = names[code] = f"{getattr(code, 'co_qualname', code.co_name)} ({where})"
+                seen.add(name)
+                frame = frame.f_back
+            phase.samples += 1
+            phase.loop_stacks.update(seen)
+            if stalled:
+                phase.stalls += 1
+                phase.stall_stacks.update(seen)
 
     async def ticker(self) -> None:
         while True:
             start = time.perf_counter()
+            self.beat = start
             await asyncio.sleep(TICK)
             phase = self.phase
             if phase is not None:
                 phase.lag.append(time.perf_counter() - start - TICK)
 
     def close(self) -> None:
+        self.phase = None
+        time.sleep(RSS_POLL * 3)  # let the sampler close the last segment
         self._stop.set()
-        self._thread.join()
+        for t in self._threads:
+            t.join()
 
 
 def instrument(app: Any, meter: Meter) -> None:
-    """Time each snapshot (worker thread) and its application (the loop)."""
+    """Time each snapshot (worker thread) and its application (the loop); count engine
+    events. (instrument_screen does the screen, once it exists.)"""
+
+    def count(event: Any) -> None:
+        phase = meter.phase
+        if phase is not None:
+            phase.events[event.kind] += 1
+
+    app.bus.subscribe(count)
     data = app.data
     snapshot = data.snapshot
 
@@ -521,6 +610,29 @@ def instrument(app: Any, meter: Meter) -> None:
                 phase.applies.append(time.perf_counter() - start)
 
     app._apply_snapshot = timed_apply
+
+
+def instrument_screen(screen: Any, meter: Meter) -> None:
+    """Time each repaint and count full layouts of the main screen."""
+    refresh, layout = screen._compositor_refresh, screen._refresh_layout
+
+    def timed_refresh() -> None:
+        start = time.perf_counter()
+        try:
+            refresh()
+        finally:
+            phase = meter.phase
+            if phase is not None:
+                phase.paints.append(time.perf_counter() - start)
+
+    def counted_layout(*args: Any, **kwargs: Any) -> None:
+        phase = meter.phase
+        if phase is not None:
+            phase.layouts += 1
+        layout(*args, **kwargs)
+
+    screen._compositor_refresh = timed_refresh
+    screen._refresh_layout = counted_layout
 
 
 def plain(value: Any) -> str:
@@ -592,7 +704,7 @@ async def measure_filter(app: Any, probe: Probe, count: int, rng: random.Random)
     from tacx.ui.panels import HeaderBar, TasksPanel
 
     order: list[str | None] = [None, *STATUSES]
-    pages = {s: first_page(app.home.db_path, s) for s in order}
+    pages = await asyncio.to_thread(lambda: {s: first_page(app.home.db_path, s) for s in order})
     tasks = app.query_one(TasksPanel)
     header = app.query_one(HeaderBar)
     out = []
@@ -674,14 +786,13 @@ class KeysResult:
     idle: Phase
     loaded: Phase
     hwm: int
-    profile: pstats.Stats | None = None
 
 
 async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flood_wf: tuple[Any, str, Path]) -> KeysResult:
     from tacx.ui.app import make_app
     from tacx.ui.panels import TasksPanel
 
-    meter = Meter()
+    meter = Meter(stacks=args.stacks > 0)
     idle, loaded = Phase(), Phase()
     rng = random.Random(7)
     app = make_app(home, settings, engine=True, max_workers=args.daughters)
@@ -690,11 +801,11 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
     wf, text, path = flood_wf
     rounds = args.rounds
     per_round = [args.presses // rounds + (1 if r < args.presses % rounds else 0) for r in range(rounds)]
-    profiler = cProfile.Profile() if args.profile else None
     ticker = None
     try:
         async with app.run_test(size=SIZE) as pilot:
             ticker = asyncio.create_task(meter.ticker())
+            instrument_screen(app.screen, meter)
             tasks = app.query_one(TasksPanel)
             await until(lambda: len(tasks._keys) > 0 and app.coordinator is not None, 30, "the tasks listed")
 
@@ -714,16 +825,12 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
                 await asyncio.sleep(args.settle)
                 sizes, started = log_sizes(flood.logs) if flood else [], time.perf_counter()
                 meter.phase = phase
-                if profiler is not None and kind == "loaded":
-                    profiler.enable()
                 try:
                     log_panel = app.query_one("#log")
                     phase.log_shown.append(plain(getattr(log_panel, "title", "")))
                     phase.select += await measure_select(app, probe, max(2, args.daughters), n, rng)
                     phase.filter += await measure_filter(app, probe, n, rng)
                 finally:
-                    if profiler is not None and kind == "loaded":
-                        profiler.disable()
                     meter.phase = None
                 if flood is not None:
                     seconds = time.perf_counter() - started
@@ -748,8 +855,7 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
         if ticker is not None:
             ticker.cancel()
         meter.close()
-    stats = pstats.Stats(profiler) if profiler is not None else None
-    return KeysResult(idle, loaded, read_hwm(), stats)
+    return KeysResult(idle, loaded, read_hwm())
 
 
 def read_hwm(pid: int | str = "self") -> int:
@@ -830,8 +936,10 @@ def cli_startup(home: Home, marker: bytes, timeout: float = 30.0) -> float | Non
     finally:
         os.close(master)
     if found is None:
-        tail = bytes(seen[-600:]).decode("utf-8", "replace")
-        print(f"  warning: the CLI's screen never showed the newest task (exit {proc.returncode}); last output: {tail!r}")
+        dump = home.project_root.parent / f"cli-output-{proc.pid}.txt"
+        dump.write_bytes(bytes(seen))
+        print(f"  warning: the CLI's screen never showed the newest task within {time.perf_counter() - start:.1f} s "
+              f"(exit {proc.returncode}); its output: {dump}")
     return found
 
 
@@ -885,8 +993,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate-mb", type=float, default=5.0, help="MB/s each daughter writes (default 5)")
     parser.add_argument("--settle", type=float, default=0.5, help="seconds between a phase's start and its presses")
     parser.add_argument("--startup-runs", type=int, help="CLI and in-process startups (default 5; 2 with --quick)")
-    parser.add_argument("--profile", metavar="N", type=int, nargs="?", const=25, default=0,
-                        help="profile the event loop while loaded; print the top N functions")
+    parser.add_argument("--stacks", metavar="N", type=int, nargs="?", const=12, default=0,
+                        help="sample the event loop's stack every ms; print the N commonest stacks while it stalled")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (home, logs) afterwards")
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="where the run folder goes (default: bench/.runs)")
     args = parser.parse_args(argv)
@@ -976,9 +1084,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"         `python -c 'import tacx.cli, tacx.ui.app'`: median {statistics.median(imports):.2f} s of {len(imports)}")
     print(f"         in process (warm), make_app to the tasks painted: median {statistics.median(inproc):.2f} s "
           f"({', '.join(f'{s:.2f}' for s in inproc)})")
-    if keys.profile is not None:
-        print(f"\nevent loop profile while loaded (cProfile, main thread only), top {args.profile} by own time:")
-        keys.profile.sort_stats("tottime").print_stats(args.profile)
+    for name, ph in (("idle", idle), ("loaded", loaded)):
+        if ph.wall <= 0:
+            continue
+        top = ", ".join(f"{k} {n / ph.wall:.1f}" for k, n in ph.events.most_common(5))
+        print(f"{name}: per second: {len(ph.snapshots) / ph.wall:.1f} snapshots, {len(ph.paints) / ph.wall:.1f} repaints "
+              f"({sum(ph.paints) / ph.wall * 100:.0f}% of the loop's time; median {statistics.median(ph.paints or [0]) * 1e3:.1f} ms, "
+              f"p95 {pct(ph.paints, 0.95) * 1e3:.1f} ms), {ph.layouts / ph.wall:.1f} full layouts; engine events: {top}")
+    cores = psutil.cpu_count() or 1
+    for name, ph in (("idle", idle), ("loaded", loaded)):
+        if ph.wall <= 0:
+            continue
+        threads = ", ".join(f"{n} {c / ph.wall * 100:.0f}%" for n, c in ph.thread_cpu.most_common(6) if c / ph.wall >= 0.005)
+        print(f"CPU {name}: this process {ph.cpu / ph.wall * 100:.0f}% of a core ({threads}); "
+              f"the machine {ph.machine_busy / ph.wall / cores * 100:.0f}% busy of {cores} cores")
+    if args.stacks:
+        for name, ph in (("idle", idle), ("loaded", loaded)):
+            print(f"\nevent loop, {name}: {ph.samples:,} stack samples, {ph.stalls:,} while it was {STALL * 1e3:.0f}+ ms late."
+                  " Share of samples each function was on the stack (all samples | stalled ones):")
+            shown = [k for k, n in ph.loop_stacks.most_common() if n < 0.97 * ph.samples][: args.stacks]
+            shown += [k for k, n in ph.stall_stacks.most_common() if n < 0.97 * ph.stalls and k not in shown][:5]
+            for key in shown:
+                print(f"  {ph.loop_stacks[key] / max(ph.samples, 1) * 100:5.1f}% | "
+                      f"{ph.stall_stacks[key] / max(ph.stalls, 1) * 100:5.1f}%  {key}")
     print(f"no process left behind: {'yes' if not left else f'NO, ended {left}'}; whole run {time.perf_counter() - total_start:.0f} s")
 
     key_median = max(statistics.median(sel[1]), statistics.median(flt[1]))

@@ -41,6 +41,8 @@ from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
+NOTIFY_SECONDS = 0.5  # finished tasks are announced together within this
+NOTIFY_EACH_UP_TO = 3
 FINISHED_KINDS = {"task.succeeded": "information", "task.failed": "error", "task.timed_out": "error",
                   "task.cancelled": "warning"}
 
@@ -116,6 +118,7 @@ class TacxApp(App[int]):
         self._refresh_again = False
         self._refresh_timer: Any = None
         self._quitting = False
+        self._finished: list[EngineEvent] = []
         self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
         self.exit_code = 0
 
@@ -270,13 +273,29 @@ class TacxApp(App[int]):
 
     def _on_engine_event(self, event: EngineEvent) -> None:
         if event.kind in FINISHED_KINDS:
+            if not self._finished:
+                self.set_timer(NOTIFY_SECONDS, self._notify_finished)
+            self._finished.append(event)
+        if event.kind.startswith(("task.", "stage.", "coordinator.")):
+            self.request_refresh()
+
+    def _notify_finished(self) -> None:
+        """A finished task raises a notification; many at once raise one that counts them."""
+        finished, self._finished = self._finished, []
+        if len(finished) > NOTIFY_EACH_UP_TO:
+            counts: dict[str, int] = {}
+            for event in finished:
+                counts[event.kind[5:].replace("_", " ")] = counts.get(event.kind[5:].replace("_", " "), 0) + 1
+            failed = any(FINISHED_KINDS[e.kind] == "error" for e in finished)
+            text = f"{len(finished)} tasks finished: " + ", ".join(f"{n} {k}" for k, n in counts.items())
+            self.notify(text, severity="error" if failed else "information", timeout=8)
+            return
+        for event in finished:
             title = event.data.get("title") or ""
             text = f"task {event.task_id} {event.kind[5:].replace('_', ' ')}" + (f": {title}" if title else "")
             if event.data.get("error") and event.kind != "task.cancelled":
                 text += f"\n{str(event.data['error']).splitlines()[0][:200]}"
             self.notify(text, severity=FINISHED_KINDS[event.kind], timeout=8)  # type: ignore[arg-type]
-        if event.kind.startswith(("task.", "stage.", "coordinator.")):
-            self.request_refresh()
 
     # -- selection ---------------------------------------------------------------------------
 
