@@ -48,18 +48,26 @@ has rows and is painted (warm: Textual is already imported and used).
 Peak RSS: this process's resident set sampled every 50 ms (psutil) during the loaded
 phases; its VmHWM (the kernel's high-water mark over the whole run) is printed too.
 
+Where the time goes, per state: snapshots, repaints (Screen._compositor_refresh, timed)
+and full layouts per second; engine events by kind; garbage collections by generation
+(pauses and CPU, via gc.callbacks); CPU per thread (psutil, sampled); and, with
+`--stacks`, the functions on the event loop's stack (sampled every ms), overall and while
+the loop was late (a stall).
+
 Goals: key press to screen < 100 ms at the median while loaded; startup < 1.5 s; RSS <
 250 MB. Every daughter is ended at the end of its phase (cancelled through the engine);
 the benchmark then checks that no process carrying the home's marker is left.
 
     python bench/ui.py            # 10,000 tasks, 8 daughters x 5 MB/s, 40 presses per key and state
     python bench/ui.py --quick    # 2,000 tasks, 10 presses, 2 rounds (a smoke check)
+    python bench/ui.py --stacks   # also where the event loop spends its time
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -87,12 +95,12 @@ from typing import Any
 import psutil
 
 from tacx.home import Home
+from tacx.providers import configured_providers, provider_kinds
 from tacx.records import text_hash
 from tacx.settings import ProviderSettings, Settings
 from tacx.store import connect, transaction
 from tacx.supervisor import end_processes, scan_marked
 from tacx.workflow import load_workflow_text
-from tacx.providers import configured_providers, provider_kinds
 
 # A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"
@@ -228,32 +236,67 @@ stages:
 
 # -- the seeded store ------------------------------------------------------------------------
 
-WORKFLOWS: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    # name: (YAML as submitted, [(stage, provider)])
-    "plan-build-review": (
-        "name: plan-build-review\ndescription: Plan, build and review a change.\nworkspace: worktree\n"
-        "inputs:\n  title: {required: true}\n  body: {default: \"\"}\n"
-        "defaults: {provider: claude, timeout: 20m, idle_timeout: 5m, retries: 1}\nbudget: {usd: 3.00}\n"
-        "stages:\n  - name: plan\n    prompt: \"Write a plan for {{ inputs.title }}\"\n"
-        "  - name: build\n    prompt: \"Carry out plan.md\"\n  - name: test\n    provider: bash\n    run: pytest -q\n"
-        "  - name: review\n    prompt: \"Review the change\"\n",
-        [("plan", "claude"), ("build", "claude"), ("test", "bash"), ("review", "claude")],
-    ),
-    "fix-issue": (
-        "name: fix-issue\ndescription: Fix one issue and run the tests.\ninputs:\n  title: {required: true}\n"
-        "budget: {usd: 1.50}\nstages:\n  - name: fix\n    provider: claude\n    prompt: \"Fix {{ inputs.title }}\"\n"
-        "  - name: test\n    provider: bash\n    run: pytest -q\n",
-        [("fix", "claude"), ("test", "bash")],
-    ),
-    "lint": (
-        "name: lint\ndescription: Lint the project.\nstages:\n  - name: lint\n    provider: shell\n    run: ruff check .\n",
-        [("lint", "shell")],
-    ),
-    "nightly": (
-        "name: nightly\ndescription: Build, test, report.\nstages:\n  - name: build\n    provider: bash\n    run: make\n"
-        "  - name: test\n    provider: bash\n    run: make test\n  - name: report\n    provider: python\n    run: print('ok')\n",
-        [("build", "bash"), ("test", "bash"), ("report", "python")],
-    ),
+PBR_YAML = """\
+name: plan-build-review
+description: Plan, build and review a change.
+workspace: worktree
+inputs:
+  title: {required: true}
+  body: {default: ""}
+defaults: {provider: claude, timeout: 20m, idle_timeout: 5m, retries: 1}
+budget: {usd: 3.00}
+stages:
+  - name: plan
+    prompt: "Write a plan for {{ inputs.title }}"
+  - name: build
+    prompt: "Carry out plan.md"
+  - name: test
+    provider: bash
+    run: pytest -q
+  - name: review
+    prompt: "Review the change"
+"""
+FIX_YAML = """\
+name: fix-issue
+description: Fix one issue and run the tests.
+inputs:
+  title: {required: true}
+budget: {usd: 1.50}
+stages:
+  - name: fix
+    provider: claude
+    prompt: "Fix {{ inputs.title }}"
+  - name: test
+    provider: bash
+    run: pytest -q
+"""
+LINT_YAML = """\
+name: lint
+description: Lint the project.
+stages:
+  - name: lint
+    provider: shell
+    run: ruff check .
+"""
+NIGHTLY_YAML = """\
+name: nightly
+description: Build, test, report.
+stages:
+  - name: build
+    provider: bash
+    run: make
+  - name: test
+    provider: bash
+    run: make test
+  - name: report
+    provider: python
+    run: print('ok')
+"""
+WORKFLOWS: dict[str, tuple[str, list[tuple[str, str]]]] = {  # name: (YAML as submitted, [(stage, provider)])
+    "plan-build-review": (PBR_YAML, [("plan", "claude"), ("build", "claude"), ("test", "bash"), ("review", "claude")]),
+    "fix-issue": (FIX_YAML, [("fix", "claude"), ("test", "bash")]),
+    "lint": (LINT_YAML, [("lint", "shell")]),
+    "nightly": (NIGHTLY_YAML, [("build", "bash"), ("test", "bash"), ("report", "python")]),
 }
 WORKFLOW_WEIGHTS = {"plan-build-review": 4, "fix-issue": 4, "lint": 1, "nightly": 1}
 FINISHED_WEIGHTS = {"succeeded": 70, "failed": 15, "cancelled": 10, "timed_out": 5}
@@ -471,6 +514,9 @@ class Phase:
     events: Counter[str] = field(default_factory=Counter)  # engine events by kind
     paints: list[float] = field(default_factory=list)  # Screen._compositor_refresh durations (s)
     layouts: int = 0  # Screen._refresh_layout calls (a full layout and repaint)
+    gc_objects: int = 0  # objects the collector tracks, at the end of a phase (the most seen)
+    gc_pauses: dict[int, list[float]] = field(default_factory=lambda: {0: [], 1: [], 2: []})  # by generation (s)
+    gc_cpu: dict[int, list[float]] = field(default_factory=lambda: {0: [], 1: [], 2: []})  # CPU of the collecting thread
     samples: int = 0  # stack samples of the event loop's thread (--stacks)
     stalls: int = 0  # ... taken while the loop was late by more than STALL
     stall_stacks: Counter[str] = field(default_factory=Counter)
@@ -493,6 +539,17 @@ class Meter:
             self._threads.append(threading.Thread(target=self._stack_loop, name="bench-stacks", daemon=True))
         for t in self._threads:
             t.start()
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, what: str, info: dict[str, int]) -> None:
+        if what == "start":
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
+            return
+        phase = self.phase
+        if phase is not None:
+            phase.gc_pauses[info["generation"]].append(time.perf_counter() - self._gc_start)
+            phase.gc_cpu[info["generation"]].append(time.thread_time() - self._gc_cpu)
 
     def _rss_loop(self) -> None:
         current: Phase | None = None
@@ -568,6 +625,7 @@ class Meter:
                 phase.lag.append(time.perf_counter() - start - TICK)
 
     def close(self) -> None:
+        gc.callbacks.remove(self._gc)
         self.phase = None
         time.sleep(RSS_POLL * 3)  # let the sampler close the last segment
         self._stop.set()
@@ -694,7 +752,7 @@ async def measure_select(app: Any, probe: Probe, rows: int, count: int, rng: ran
         target = tasks._keys[row + step]
         prefix = f"stages · task {target}"
         out.append(await press_until(app, probe, "down" if step > 0 else "up",
-                                     lambda: plain(stages.border_title).startswith(prefix)))
+                                     lambda prefix=prefix: plain(stages.border_title).startswith(prefix)))
         await asyncio.sleep(rng.uniform(0.05, 0.15))
     return out
 
@@ -771,6 +829,11 @@ async def stop_flood(app: Any, flood: Flood) -> None:
                        for d in coordinator.supervisor.daughters.values() if not d.done)
 
     await until(ended, 30, "the flood daughters to end")
+    # The app gathers tasks finishing together into one notification (after a short
+    # wait): let it come, then clear it, so no toast is on screen in the next phase.
+    import tacx.ui.app as ui_app
+
+    await asyncio.sleep(getattr(ui_app, "NOTIFY_SECONDS", 0) + 0.05)
     app.clear_notifications()
 
 
@@ -803,7 +866,7 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
     per_round = [args.presses // rounds + (1 if r < args.presses % rounds else 0) for r in range(rounds)]
     ticker = None
     try:
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=SIZE):
             ticker = asyncio.create_task(meter.ticker())
             instrument_screen(app.screen, meter)
             tasks = app.query_one(TasksPanel)
@@ -832,6 +895,7 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
                     phase.filter += await measure_filter(app, probe, n, rng)
                 finally:
                     meter.phase = None
+                phase.gc_objects = max(phase.gc_objects, len(gc.get_objects()))
                 if flood is not None:
                     seconds = time.perf_counter() - started
                     grown = [b - a for a, b in zip(sizes, log_sizes(flood.logs))]
@@ -1078,7 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS (sampled every {RSS_POLL * 1e3:.0f} ms): idle {idle.peak_rss / 2**20:.0f} MiB, "
           f"loaded {loaded.peak_rss / 2**20:.0f} MiB; VmHWM of the whole run {keys.hwm / 2**20:.0f} MiB "
           f"(ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, includes the in-process startups)")
-    print(f"startup: `tacx` in a pty, spawn to the newest task on screen: "
+    print("startup: `tacx` in a pty, spawn to the newest task on screen: "
           + (f"median {statistics.median(cli_ok):.2f} s ({', '.join(f'{c:.2f}' for c in cli_ok)})" if cli_ok else "not measured")
           + (f"; {len(cli) - len(cli_ok)} run(s) never showed it" if len(cli_ok) != len(cli) else ""))
     print(f"         `python -c 'import tacx.cli, tacx.ui.app'`: median {statistics.median(imports):.2f} s of {len(imports)}")
@@ -1091,6 +1155,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: per second: {len(ph.snapshots) / ph.wall:.1f} snapshots, {len(ph.paints) / ph.wall:.1f} repaints "
               f"({sum(ph.paints) / ph.wall * 100:.0f}% of the loop's time; median {statistics.median(ph.paints or [0]) * 1e3:.1f} ms, "
               f"p95 {pct(ph.paints, 0.95) * 1e3:.1f} ms), {ph.layouts / ph.wall:.1f} full layouts; engine events: {top}")
+    for name, ph in (("idle", idle), ("loaded", loaded)):
+        if ph.wall <= 0:
+            continue
+        print(f"garbage collection {name}: " + ", ".join(
+            f"gen {g} {len(v) / ph.wall:.1f}/s max {max(v, default=0) * 1e3:.0f} ms "
+            f"(CPU max {max(ph.gc_cpu[g], default=0) * 1e3:.0f} ms, total {sum(ph.gc_cpu[g]) / ph.wall * 100:.1f}%)"
+            for g, v in ph.gc_pauses.items())
+            + f"; {sum(map(sum, ph.gc_pauses.values())) / ph.wall * 100:.1f}% of the time; "
+            f"{ph.gc_objects:,} objects tracked")
     cores = psutil.cpu_count() or 1
     for name, ph in (("idle", idle), ("loaded", loaded)):
         if ph.wall <= 0:
