@@ -41,6 +41,7 @@ from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
+QUIET_KINDS = {"stage.usage", "stage.waiting", "daughter.sample", "agent.output"}
 NOTIFY_SECONDS = 0.5  # finished tasks are announced together within this
 NOTIFY_EACH_UP_TO = 3
 FINISHED_KINDS = {"task.succeeded": "information", "task.failed": "error", "task.timed_out": "error",
@@ -174,7 +175,10 @@ class TacxApp(App[int]):
             self._refresh_timer.stop()
             self._refresh_timer = None
         self._refreshing = True
-        self._read_snapshot(self.status_filter, self.search_text, self.offset, self.selected_task)
+        self._read_snapshot(*self._asking())
+
+    def _asking(self) -> tuple[str | None, str, int, int | None]:
+        return self.status_filter, self.search_text, self.offset, self.selected_task
 
     @work(thread=True, group="snapshot", exit_on_error=False)
     def _read_snapshot(self, status: str | None, search: str, offset: int, selected: int | None) -> None:
@@ -183,7 +187,7 @@ class TacxApp(App[int]):
         except (sqlite3.Error, OSError) as exc:
             self.call_from_thread(self._snapshot_failed, exc)
             return
-        self.call_from_thread(self._apply_snapshot, snap)
+        self.call_from_thread(self._apply_snapshot, snap, (status, search, offset, selected))
 
     def _snapshot_failed(self, exc: Exception) -> None:
         self._refreshing = False
@@ -197,8 +201,11 @@ class TacxApp(App[int]):
         elif not self._quitting:
             self._refresh_timer = self.set_timer(self.refresh_seconds, self.request_refresh)
 
-    def _apply_snapshot(self, snap: Snapshot) -> None:
+    def _apply_snapshot(self, snap: Snapshot, asked: tuple[Any, ...] | None = None) -> None:
         self._refreshing = False
+        if asked is not None and asked != self._asking() and self._refresh_again:
+            self._rearm()  # read for a filter, page or selection that changed meanwhile: read again
+            return
         self.snapshot = snap
         self.offset = snap.offset
         now = self.clock()
@@ -276,6 +283,8 @@ class TacxApp(App[int]):
             if not self._finished:
                 self.set_timer(NOTIFY_SECONDS, self._notify_finished)
             self._finished.append(event)
+        if event.kind in QUIET_KINDS:
+            return  # frequent figures: the next timed refresh shows them
         if event.kind.startswith(("task.", "stage.", "coordinator.")):
             self.request_refresh()
 

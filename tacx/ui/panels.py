@@ -42,11 +42,13 @@ def fmt_cost(usd: float) -> str:
     return f"${usd:.2f}" if usd >= 10 else f"${usd:.3f}" if usd else "-"
 
 
-def fmt_duration(seconds: float | None) -> str:
+def fmt_duration(seconds: float | None, running: bool = False) -> str:
+    """A duration; whole seconds while it still runs (a cell that changes each refresh
+    costs a redraw of its table)."""
     if seconds is None:
         return ""
     if seconds < 60:
-        return f"{seconds:.1f}s"
+        return f"{int(seconds)}s" if running else f"{seconds:.1f}s"
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
@@ -76,17 +78,34 @@ def one_line(text: str | None, width: int = 80) -> str:
 class KeyedTable(DataTable):
     """A DataTable updated from (key, cells) rows: cells that changed are updated in
     place; the rows are rebuilt only when the keys or their order change. The cursor
-    stays on the same key."""
+    stays on the same key. Columns have fixed widths: no update re-measures a column."""
 
-    def __init__(self, columns: Sequence[str], **kwargs: Any) -> None:
+    def __init__(self, columns: Sequence[tuple[str, int]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
-        self._columns = list(columns)
+        self._widths = dict(columns)
+        self._columns = [name for name, _ in columns]
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Any, ...]] = {}
 
+    FLEX: str = ""  # the column that takes the width left over (the widths above are its minimum)
+
     def on_mount(self) -> None:
         for column in self._columns:
-            self.add_column(column, key=column)
+            self.add_column(column, key=column, width=self._widths[column])
+
+    def on_resize(self) -> None:
+        """The flexible column fills the panel's width (set once per resize, not per update)."""
+        if not self.FLEX:
+            return
+        fixed = sum(w for name, w in self._widths.items() if name != self.FLEX)
+        padding = 2 * self.cell_padding * len(self._columns)
+        width = max(self._widths[self.FLEX], self.scrollable_content_region.width - fixed - padding - 1)
+        column = self.columns.get(self.FLEX)  # type: ignore[call-overload]
+        if column is not None and column.width != width:
+            column.width = width
+            self._update_dimensions([])  # DataTable recomputes its virtual width from the columns
+            self._clear_caches()
+            self.refresh()
 
     @property
     def selected_key(self) -> str | None:
@@ -113,11 +132,22 @@ class KeyedTable(DataTable):
                 continue
             for column, (before, after) in enumerate(zip(old or (), cells)):
                 if before != after:
-                    self.update_cell(key, self._columns[column], after, update_width=True)
+                    self.update_cell(key, self._columns[column], after)
             self._cells[key] = cells
 
 
-class HeaderBar(Static):
+class QuietStatic(Static):
+    """A Static that does nothing when given the text it already shows."""
+
+    _shown: Text | None = None
+
+    def show_text(self, text: Text) -> None:
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
+
+
+class HeaderBar(QuietStatic):
     """Counts, workers, today's tokens and cost, and whether the coordinator is paused."""
 
     def show(self, overview: Overview | None, busy: int, limit: int, engine: bool, filters: str) -> None:
@@ -135,11 +165,13 @@ class HeaderBar(Static):
                 text.append("  PAUSED ", style="bold reverse yellow")
         if filters:
             text.append(f"  │ {filters}", style="italic")
-        self.update(text)
+        self.show_text(text)
 
 
 class TasksPanel(KeyedTable):
-    COLUMNS = ("id", "status", "pri", "workflow", "title", "time", "tokens", "cost")
+    COLUMNS = (("id", 5), ("status", 9), ("pri", 3), ("workflow", 12), ("title", 16), ("time", 6), ("tokens", 6),
+               ("cost", 7))
+    FLEX = "title"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
@@ -154,8 +186,9 @@ class TasksPanel(KeyedTable):
             (
                 str(t.id),
                 (
-                    str(t.id), status_text(t.status), str(t.priority), t.workflow, one_line(t.title, 60),
-                    fmt_duration(elapsed(t.started_at, t.ended_at, now)), fmt_tokens(t.tokens) if t.tokens else "",
+                    str(t.id), status_text(t.status), str(t.priority), one_line(t.workflow, 12), one_line(t.title, 120),
+                    fmt_duration(elapsed(t.started_at, t.ended_at, now), t.ended_at is None),
+                    fmt_tokens(t.tokens) if t.tokens else "",
                     fmt_cost(t.cost_usd) if t.cost_usd else "",
                 ),
             )
@@ -166,7 +199,9 @@ class TasksPanel(KeyedTable):
 class StagesPanel(KeyedTable):
     """The selected task's stages as a timeline, with why a waiting stage waits."""
 
-    COLUMNS = ("stage", "status", "try", "provider", "time", "tokens", "cost", "why")
+    COLUMNS = (("stage", 12), ("status", 9), ("try", 3), ("provider", 8), ("time", 6), ("tokens", 6), ("cost", 7),
+               ("why", 16))
+    FLEX = "why"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
@@ -184,10 +219,11 @@ class StagesPanel(KeyedTable):
             (
                 s.name,
                 (
-                    s.name, status_text(s.status), str(s.attempt or ""), s.provider or "",
-                    fmt_duration(elapsed(s.started_at, s.ended_at, now)), fmt_tokens(s.tokens) if s.tokens else "",
+                    one_line(s.name, 12), status_text(s.status), str(s.attempt or ""), one_line(s.provider, 8),
+                    fmt_duration(elapsed(s.started_at, s.ended_at, now), s.status == "running"),
+                    fmt_tokens(s.tokens) if s.tokens else "",
                     fmt_cost(s.cost_usd) if s.cost_usd else "",
-                    one_line(s.wait_reason if s.status == "pending" else s.error, 60),
+                    one_line(s.wait_reason if s.status == "pending" else s.error, 160),
                 ),
             )
             for s in stages
@@ -198,15 +234,16 @@ class TokensPanel(Vertical):
     """Per stage input / output / cache, cost against budget, tokens per minute."""
 
     def compose(self):  # type: ignore[no-untyped-def]
-        yield Static(id="token-table")
+        yield QuietStatic(id="token-table")
         yield Sparkline([], id="token-spark")
 
     def show(self, detail: TaskDetail | None) -> None:
-        table = self.query_one("#token-table", Static)
+        table = self.query_one("#token-table", QuietStatic)
         spark = self.query_one("#token-spark", Sparkline)
         if detail is None:
-            table.update(Text("select a task", style="dim"))
-            spark.data = []
+            table.show_text(Text("select a task", style="dim"))
+            if spark.data:
+                spark.data = []
             return
         text = Text()
         text.append(f"{'stage':<10}{'in':>7}{'out':>7}{'c.read':>8}{'c.write':>8}{'cost':>9}\n", style="bold")
@@ -229,8 +266,10 @@ class TokensPanel(Vertical):
             text.append(f"\n{fmt_tokens(task.tokens)} of {fmt_tokens(int(budget['tokens']))} tokens ", style="dim")
             text.append(_bar(share), style="red" if share > 0.9 else "yellow" if share > 0.6 else "green")
         text.append("\ntokens per minute, last 30 minutes:", style="dim")
-        table.update(text)
-        spark.data = [float(n) for n in detail.per_minute]
+        table.show_text(text)
+        data = [float(n) for n in detail.per_minute]
+        if data != spark.data:
+            spark.data = data
 
 
 def _bar(share: float, width: int = 12) -> str:
@@ -266,14 +305,17 @@ def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterV
             argv = argv[4:]  # the agent, not its status wrapper
         elif argv[:2] == ["/bin/sh", "-c"]:
             argv = ["sh", "-c", argv[2].split("; ", 1)[-1]]
-        command = " ".join(os.path.basename(argv[0]) if i == 0 else a for i, a in enumerate(argv)) if argv else ""
-        views.append(DaughterView(d.pid, task, stage, one_line(command, 70), d.cpu_percent, d.rss, d.children,
+        # Program and script paths by their names: the column is narrow.
+        command = " ".join(os.path.basename(a) if a.startswith("/") and "\n" not in a else a for a in argv)
+        views.append(DaughterView(d.pid, task, stage, one_line(command, 160), d.cpu_percent, d.rss, d.children,
                                   d.started_at, not d.done))
     return sorted(views, key=lambda v: v.started_at)
 
 
 class DaughtersPanel(KeyedTable):
-    COLUMNS = ("pid", "task", "stage", "command", "cpu", "rss", "kids", "age", "live")
+    COLUMNS = (("pid", 7), ("task", 5), ("stage", 10), ("command", 12), ("cpu", 4), ("rss", 5), ("kids", 4),
+               ("age", 6), ("live", 4))
+    FLEX = "command"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
@@ -289,8 +331,9 @@ class DaughtersPanel(KeyedTable):
             (
                 str(v.pid),
                 (
-                    str(v.pid), v.task, v.stage, v.command, f"{v.cpu_percent:.0f}%", fmt_bytes(v.rss) if v.rss else "",
-                    str(v.children), fmt_duration(now - v.started_at), Text("●", style="green") if v.live else "○",
+                    str(v.pid), v.task, one_line(v.stage, 10), v.command, f"{v.cpu_percent:.0f}%",
+                    fmt_bytes(v.rss) if v.rss else "", str(v.children), fmt_duration(now - v.started_at, True),
+                    Text("●", style="green") if v.live else "○",
                 ),
             )
             for v in views
