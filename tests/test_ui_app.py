@@ -247,7 +247,7 @@ def test_tacx_demo_opens_the_dashboard_on_a_terminal(project: Project) -> None:
     if pid == 0:  # the child: the real CLI on a terminal
         os.chdir(project.root)
         os.execve(sys.executable, [sys.executable, "-m", "tacx", "demo", "--tasks", "2"], project.env)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 180, 0, 0))
     seen = bytearray()
 
     def read_until(needle: bytes, timeout: float) -> None:

@@ -305,6 +305,8 @@ def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterV
             argv = argv[4:]  # the agent, not its status wrapper
         elif argv[:2] == ["/bin/sh", "-c"]:
             argv = ["sh", "-c", argv[2].split("; ", 1)[-1]]
+        if len(argv) > 1 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):
+            argv = argv[1:]  # the script says more than the interpreter
         # Program and script paths by their names: the column is narrow.
         command = " ".join(os.path.basename(a) if a.startswith("/") and "\n" not in a else a for a in argv)
         views.append(DaughterView(d.pid, task, stage, one_line(command, 160), d.cpu_percent, d.rss, d.children,
