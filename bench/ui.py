@@ -658,10 +658,10 @@ def instrument(app: Any, meter: Meter) -> None:
     data.snapshot = timed_snapshot
     apply = app._apply_snapshot
 
-    def timed_apply(snap: Any) -> None:
+    def timed_apply(*args: Any) -> None:
         start = time.perf_counter()
         try:
-            apply(snap)
+            apply(*args)
         finally:
             phase = meter.phase
             if phase is not None:

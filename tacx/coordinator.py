@@ -1396,7 +1396,9 @@ class Coordinator:
         provider = self.providers.get(provider_name)
         if provider is None or provider.kind != "agent":
             return None
-        parser = provider.parser(model=spec.model, prices=self.prices, sidecar=provider.sidecar(d.log_path))
+        # The engine needs the accounting; the log panel renders what the agent showed.
+        parser = provider.parser(model=spec.model, prices=self.prices, sidecar=provider.sidecar(d.log_path),
+                                 display=False)
         if not parser.streaming:
             return None
         attempt = run.stages[name].attempt

@@ -161,9 +161,14 @@ class StreamParser(OutputParser):
 
     streaming = True
 
+    # Lines that carry nothing but what the agent showed (tool results): skipped unread when
+    # only the accounting is wanted (see make_parser's ``display``).
+    DISPLAY_ONLY: tuple[bytes, ...] = ()
+
     def __init__(self, *, model: str | None = None, prices: PriceTable | None = None,
-                 analytics_path: Path | None = None) -> None:
+                 analytics_path: Path | None = None, display: bool = True) -> None:
         super().__init__()
+        self._skip = () if display else self.DISPLAY_ONLY
         self.model = model  # the model the stage asked for: prices what the agent does not name
         self.prices = prices if prices is not None else PriceTable.load()
         self.analytics_path = analytics_path
@@ -172,6 +177,8 @@ class StreamParser(OutputParser):
         self._final: list[ParsedEvent] = []
 
     def feed(self, line: bytes) -> list[ParsedEvent]:
+        if self._skip and line.startswith(self._skip):
+            return []
         if line[:1] != b"{":
             line = line.lstrip()
             if line[:1] != b"{":
@@ -283,6 +290,8 @@ def _resets_from_text(text: str) -> float | None:
 
 class ClaudeParser(StreamParser):
     """Claude Code's stream: counts each message.id once, prefers the result's totals."""
+
+    DISPLAY_ONLY = (b'{"type":"user"',)  # tool results: often the biggest lines, never usage
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -888,7 +897,7 @@ _STREAMING: dict[str, type[StreamParser]] = {
 
 
 def make_parser(kind: str, *, model: str | None = None, prices: PriceTable | None = None,
-                analytics_path: Path | None = None) -> OutputParser:
+                analytics_path: Path | None = None, display: bool = True) -> OutputParser:
     """A fresh parser of ``kind`` for one attempt. ``model`` prices usage the agent does not
     name (codex); ``prices`` defaults to the shipped table (a tacx.yaml ``prices:`` mapping
     is accepted too); ``analytics_path`` is aider's --analytics-log file."""
@@ -899,4 +908,4 @@ def make_parser(kind: str, *, model: str | None = None, prices: PriceTable | Non
         raise ValueError(f"unknown parser {kind!r} (known: {', '.join(PARSER_KINDS)})")
     if prices is not None and not isinstance(prices, PriceTable):
         prices = PriceTable.load(prices)  # type: ignore[arg-type]
-    return cls(model=model, prices=prices, analytics_path=analytics_path)
+    return cls(model=model, prices=prices, analytics_path=analytics_path, display=display)

@@ -721,3 +721,22 @@ def test_price_overrides_win_field_by_field() -> None:
 def test_price_overrides_are_checked(overrides: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         PriceTable.load(overrides)
+
+
+def test_accounting_only_skips_tool_results_and_counts_the_same() -> None:
+    """The engine's parser (display=False) leaves tool-result lines unread: same figures."""
+    lines = [
+        b'{"type":"assistant","message":{"id":"m1","model":"claude-sonnet-4-5","content":[{"type":"text","text":"hi"}],'
+        b'"usage":{"input_tokens":3,"output_tokens":8,"cache_read_input_tokens":100,"cache_creation_input_tokens":50}}}',
+        b'{"type":"user","message":{"role":"user","content":[{"tool_use_id":"t","type":"tool_result","content":"'
+        + b"x" * 100_000 + b'"}]}}',
+        b'{"type":"result","subtype":"success","is_error":false,"result":"done","total_cost_usd":0.5,'
+        b'"usage":{"input_tokens":3,"output_tokens":8,"cache_read_input_tokens":100,"cache_creation_input_tokens":50}}',
+    ]
+    full, lean = make_parser("claude-stream-json"), make_parser("claude-stream-json", display=False)
+    full_events = [e for line in lines for e in full.feed(line)]
+    lean_events = [e for line in lines for e in lean.feed(line)]
+    assert any(e.kind == "tool_result" for e in full_events)
+    assert not any(e.kind == "tool_result" for e in lean_events)
+    assert full.state.usage == lean.state.usage and lean.state.usage.cost_usd == 0.5
+    assert full.finish(b"") == lean.finish(b"")

@@ -75,10 +75,13 @@ class AgentProvider(Provider):
         path = self._path()
         return [path, "--version"] if path else None
 
-    def parser(self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None) -> OutputParser:
+    def parser(
+        self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None, display: bool = True
+    ) -> OutputParser:
         from tacx.parsers import make_parser  # the parsers are needed only when agents run
 
-        return make_parser(self.parser_kind, model=model or self.default_model, prices=prices, analytics_path=sidecar)
+        return make_parser(self.parser_kind, model=model or self.default_model, prices=prices,
+                           analytics_path=sidecar, display=display)
 
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         program = self._path() or self.executable

@@ -162,9 +162,12 @@ class Provider:
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         raise NotImplementedError
 
-    def parser(self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None) -> OutputParser:
+    def parser(
+        self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None, display: bool = True
+    ) -> OutputParser:
         """A fresh parser for one attempt. ``model`` prices usage the agent does not price
-        itself; ``sidecar`` is a file beside the log an agent may write figures to."""
+        itself; ``sidecar`` is a file beside the log an agent may write figures to;
+        ``display=False`` wants only the accounting (lines only shown are skipped)."""
         return OutputParser()
 
     def sidecar(self, log_path: Path) -> Path | None:
