@@ -340,9 +340,13 @@ def run_dashboard(home: Home, args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None) -> int:
+def _need_terminal() -> None:
     if not sys.stdout.isatty() or not sys.stdin.isatty():
         raise UsageError("the dashboard needs a terminal: run `tacx --no-ui` for the headless coordinator")
+
+
+def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None) -> int:
+    _need_terminal()
     from tacx.ui.app import make_app  # Textual is imported only for the dashboard
 
     settings = _settings(home)
@@ -776,7 +780,9 @@ def cmd_providers(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(home: Home, args: argparse.Namespace) -> int:
-    """Queue demo tasks on the mock agent and run them (headless until the dashboard lands)."""
+    """Queue demo tasks on the mock agent and watch them run: in the dashboard, or headless."""
+    if not args.no_ui:
+        _need_terminal()  # before anything is queued: exit 2 writes nothing
     wf, path, text = _load(home, "demo")
     batches = []
     for i in range(args.tasks):

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from tacx.supervisor import Supervisor
-from tests.conftest import Project, wait_for
+from tests.conftest import REPO, Project, wait_for
 
 
 def test_loop_goes_back_and_hands_over_the_failing_result(project: Project) -> None:
@@ -206,3 +206,19 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     import psutil
 
     assert not psutil.pid_exists(slow_pid) or psutil.Process(slow_pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_two_processes_opening_a_fresh_home_at_once(tmp_path: Path) -> None:
+    """A coordinator starting and a submit opening the same new database together: the
+    switch to WAL waits for the other instead of failing with "database is locked"."""
+    code = (
+        "import sys; from pathlib import Path; from tacx.store import connect; "
+        "c = connect(Path(sys.argv[1])); c.execute('SELECT COUNT(*) FROM tasks').fetchone(); c.close()"
+    )
+    for round_ in range(10):
+        db = tmp_path / f"r{round_}" / "tacx.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(db)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        for proc in procs:
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err

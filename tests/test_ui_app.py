@@ -9,6 +9,8 @@ import signal
 import time
 from typing import Any, Callable
 
+import sqlite3
+
 import psutil
 import pytest
 from rich.console import Console
@@ -303,5 +305,31 @@ async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash:
         rows = await until(lambda: dash.query("SELECT id, title, workflow FROM tasks"), 10)
         assert (rows[0]["title"], rows[0]["workflow"]) == ("from the palette", "quick")
         await until(lambda: status_of(dash, rows[0]["id"]) == "succeeded", 20)
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
+
+
+async def test_the_full_screen_log_takes_no_main_screen_keys_and_errors_do_not_kill_the_app(dash: Project) -> None:
+    task_id = dash.submit("sleeper", "-i", "title=behind the log")
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: status_of(dash, task_id) == "running" and app.selected_task == task_id, 20)
+        await pilot.press("l")
+        await until(lambda: type(app.screen).__name__ == "LogScreen")
+        await pilot.press("c")  # not the main screen: nothing is cancelled behind the log
+        await asyncio.sleep(0.5)
+        assert status_of(dash, task_id) == "running"
+        await pilot.press("escape")
+        await until(lambda: type(app.screen).__name__ == "Screen")
+
+        async def broken(task: int) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        app.coordinator.retry_task = broken  # type: ignore[union-attr,method-assign]
+        await pilot.press("r")  # the store refuses: a notification, and the app and its task go on
+        await until(lambda: any("database is locked" in str(n.message) for n in app._notifications), 5)
+        assert app.is_running and status_of(dash, task_id) == "running"
+        await pilot.press("c")
+        await until(lambda: status_of(dash, task_id) == "cancelled", 20)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)

@@ -121,8 +121,9 @@ class TacxApp(App[int]):
         self._refresh_timer: Any = None
         self._quitting = False
         self._finished: list[EngineEvent] = []
+        self._last_error: str | None = None
+        self.engine_stopped = False
         self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
-        self.exit_code = 0
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -163,12 +164,15 @@ class TacxApp(App[int]):
             log.exception("the coordinator failed")
             self.notify(f"the coordinator stopped: {exc!r}", severity="error", timeout=30)
         if not self._quitting:
+            self.engine_stopped = True
             self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
 
     # -- refreshing from the store (in a worker thread) ---------------------------------------
 
     def request_refresh(self) -> None:
         """Read a new snapshot now (or right after the one being read)."""
+        if self._quitting:
+            return
         if self._refreshing:
             self._refresh_again = True
             return
@@ -185,14 +189,18 @@ class TacxApp(App[int]):
     def _read_snapshot(self, status: str | None, search: str, offset: int, selected: int | None) -> None:
         try:
             snap = self.data.snapshot(status=status, search=search, offset=offset, selected=selected, now=self.clock())
-        except (sqlite3.Error, OSError) as exc:
+        except Exception as exc:  # whatever it is, the refreshing goes on and says why
             self.call_from_thread(self._snapshot_failed, exc)
             return
         self.call_from_thread(self._apply_snapshot, snap, (status, search, offset, selected))
 
     def _snapshot_failed(self, exc: Exception) -> None:
         self._refreshing = False
-        self.notify(f"reading the store failed: {exc}", severity="error")
+        message = f"reading the store failed: {exc!r}"
+        if message != self._last_error:  # said once, not every half second
+            self._last_error = message
+            log.error("%s", message)
+            self.notify(message, severity="error", timeout=15)
         self._rearm()
 
     def _rearm(self) -> None:
@@ -211,6 +219,13 @@ class TacxApp(App[int]):
             return
         self.snapshot = snap
         self.offset = snap.offset
+        self._last_error = None
+        try:
+            self._show(snap)
+        finally:
+            self._rearm()
+
+    def _show(self, snap: Snapshot) -> None:
         now = self.clock()
         with self.batch_update():
             self._show_header()
@@ -226,10 +241,11 @@ class TacxApp(App[int]):
             self.query_one("#stages").border_title = (
                 f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
             )
+            stages = self.query_one("#stages")
+            stages.border_subtitle = _task_note(detail.task) if detail else ""
             self.query_one(TokensPanel).show(detail)
             self._show_daughters()
             self._follow_log(detail)
-        self._rearm()
 
     def _page_text(self, snap: Snapshot) -> str:
         if not snap.matching:
@@ -244,6 +260,8 @@ class TacxApp(App[int]):
         if self.search_text:
             filters.append(f"search {self.search_text!r}")
         busy = self.coordinator.busy if self.coordinator else 0
+        if self.engine_stopped:
+            filters.insert(0, "COORDINATOR STOPPED: restart tacx")
         self.query_one(HeaderBar).show(self.snapshot.overview if self.snapshot else None, busy, self.max_workers,
                                        self.engine, " · ".join(filters))
 
@@ -330,6 +348,14 @@ class TacxApp(App[int]):
 
     # -- actions -------------------------------------------------------------------------------
 
+    MAIN_SCREEN_ACTIONS = {"launch", "cancel", "retry", "pause", "filter", "search", "full_log", "raw", "kill", "page"}
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """The main screen's keys act only there (not behind the full-screen log)."""
+        if action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1:
+            return False
+        return True
+
     @work(thread=True, group="workflows", exit_on_error=False)
     def load_workflows(self) -> None:
         dirs = [self.home.project_root / "workflows", self.home.root / "workflows", _shipped_workflows()]
@@ -352,25 +378,25 @@ class TacxApp(App[int]):
     async def _submit(self, request: LaunchRequest) -> None:
         from tacx import worktree
         from tacx.cli import dedupe_key_for, prepare_inputs
-        from tacx.workflow import load_workflow
+        from tacx.workflow import load_workflow_text
 
         try:
             text = await asyncio.to_thread(request.path.read_text)
-            wf = await asyncio.to_thread(load_workflow, request.path, provider_kinds(self.providers))
+            wf = load_workflow_text(text, str(request.path), provider_kinds(self.providers))  # the text stored
             if wf.workspace == "worktree":
                 await asyncio.to_thread(worktree.require_git_repo, self.home.project_root)
             inputs, title = prepare_inputs(wf, dict(request.inputs), request.title)
-        except Exception as exc:  # a file changed meanwhile, not a git repo, a NUL in an input
+            task = dict(workflow=wf, workflow_path=str(request.path), workflow_text=text, title=title, inputs=inputs,
+                        priority=request.priority, dedupe_key=dedupe_key_for(wf, inputs, None),
+                        project_root=str(self.home.project_root))
+            if self.coordinator is not None:
+                task_id, created = await self.coordinator.submit(**task)
+            else:
+                task_id, created = await asyncio.to_thread(self._write, lambda c: records.insert_task(c, **task))
+        except Exception as exc:  # a file changed meanwhile, not a git repo, a NUL in an input, the store
             self.notify(f"cannot launch {request.name}: {exc}", severity="error", timeout=15)
             return
-        task = dict(workflow=wf, workflow_path=str(request.path), workflow_text=text, title=title, inputs=inputs,
-                    priority=request.priority, dedupe_key=dedupe_key_for(wf, inputs, None),
-                    project_root=str(self.home.project_root))
-        if self.coordinator is not None:
-            task_id, created = await self.coordinator.submit(**task)
-        else:
-            task_id, created = await asyncio.to_thread(self._write, lambda c: records.insert_task(c, **task))
-        self.notify(f"task {task_id} queued: {title}" if created else f"task {task_id} is already queued (same dedupe key)")
+        self.notify(f"task {task_id} queued: {title}" if created else f"task {task_id} is already live (same dedupe key)")
         self.selected_task = task_id
         self.status_filter, self.search_text, self.offset = None, "", 0
         self.request_refresh()
@@ -393,10 +419,13 @@ class TacxApp(App[int]):
                 status = await self.coordinator.cancel_task(task_id)
             else:
                 status = await asyncio.to_thread(self._write, lambda c: records.request_cancel(c, task_id))
-        except (LookupError, ValueError) as exc:
-            self.notify(str(exc), severity="warning")
+        except Exception as exc:  # not cancellable, or the store refused: say so, go on
+            self.notify(str(exc), severity="warning" if isinstance(exc, (LookupError, ValueError)) else "error")
             return
-        self.notify(f"task {task_id}: cancel requested" if status == "running" else f"task {task_id}: {status}")
+        if status == "running":
+            self.notify(f"task {task_id}: cancel requested")
+        elif self.coordinator is None:  # the engine announces what it cancelled itself
+            self.notify(f"task {task_id}: {status}")
         self.request_refresh()
 
     async def action_retry(self) -> None:
@@ -408,18 +437,25 @@ class TacxApp(App[int]):
                 await self.coordinator.retry_task(task_id)
             else:
                 await asyncio.to_thread(self._write, lambda c: records.retry_task(c, task_id))
-        except (LookupError, ValueError) as exc:
-            self.notify(str(exc), severity="warning")
+        except Exception as exc:  # not retryable, or the store refused: say so, go on
+            self.notify(str(exc), severity="warning" if isinstance(exc, (LookupError, ValueError)) else "error")
             return
         self.notify(f"task {task_id} queued again")
         self.request_refresh()
 
     async def action_pause(self) -> None:
-        paused = bool(self.snapshot and self.snapshot.overview.paused)
         if self.coordinator is not None:
-            await self.coordinator.set_paused(not paused)
+            paused = self.coordinator.paused
         else:
-            await asyncio.to_thread(self._write, lambda c: records.set_paused(c, not paused))
+            paused = bool(self.snapshot and self.snapshot.overview.paused)
+        try:
+            if self.coordinator is not None:
+                await self.coordinator.set_paused(not paused)
+            else:
+                await asyncio.to_thread(self._write, lambda c: records.set_paused(c, not paused))
+        except Exception as exc:
+            self.notify(f"cannot {'resume' if paused else 'pause'}: {exc}", severity="error")
+            return
         self.notify("resumed: stages start again" if paused else "paused: running stages go on, nothing new starts")
         self.request_refresh()
 
@@ -490,7 +526,8 @@ class TacxApp(App[int]):
         if self.coordinator is None:
             self._finish()
             return
-        running = len(self.coordinator.running)
+        shown = self.snapshot.overview.counts.get("running", 0) if self.snapshot and self.engine else 0
+        running = max(len(self.coordinator.running), shown)  # also those being re-adopted at startup
         if not running:
             await self._stop_engine("stop")
             return
@@ -515,12 +552,30 @@ class TacxApp(App[int]):
         self.exit(0)
 
     async def on_unmount(self) -> None:
+        self._quitting = True
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
         if self.coordinator is not None and self.engine_task is not None and not self.engine_task.done():
-            self.coordinator.stop("stop")
+            # Not a chosen quit (an error, the terminal gone): nothing is killed; the next
+            # start re-adopts the daughters, as after a crash.
+            self.coordinator.stop("leave")
             await asyncio.gather(self.engine_task, return_exceptions=True)
         if self.store is not None:
             await self.store.close()
+        for _ in range(200):  # the snapshot being read finishes before its connection closes
+            if not self._refreshing:
+                break
+            await asyncio.sleep(0.01)
         await asyncio.to_thread(self.data.close)
+
+
+def _task_note(task: Any) -> str:
+    """Why the selected task waits, or how it failed, under its stages."""
+    if task.status == "queued" and task.wait_reason:
+        return f"waiting: {task.wait_reason}"[:160]
+    if task.error:
+        return task.error.strip().splitlines()[0][:160]
+    return ""
 
 
 def _freeze_startup_objects() -> None:

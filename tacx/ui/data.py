@@ -69,6 +69,7 @@ class TaskDetail:
     stages: list[StageRow]
     budget: dict[str, float]  # {"usd": 3.0, "tokens": 100000}, as the task's workflow says
     per_minute: list[int]  # tokens per minute, the last SPARK_MINUTES minutes, oldest first
+    budget_base: tuple[float, int]  # (USD, tokens) spent before the last retry: the budget counts from there
     trace_id: str
     workspace: str | None
     branch: str | None
@@ -227,4 +228,5 @@ class DashboardData:
         return TaskDetail(
             task=_task_row(row), stages=stages, budget=self._budgets[task_id], per_minute=minutes,
             trace_id=row["trace_id"], workspace=row["workspace"], branch=row["branch"],
+            budget_base=(float(row["budget_base_usd"]), int(row["budget_base_tokens"])),
         )

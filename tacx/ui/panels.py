@@ -257,13 +257,17 @@ class TokensPanel(Vertical):
         task = detail.task
         text.append(f"total {fmt_tokens(task.tokens)} tokens · {fmt_cost(task.cost_usd)}")
         budget = detail.budget
+        spent_usd, spent_tokens = task.cost_usd - detail.budget_base[0], task.tokens - detail.budget_base[1]
+        since = " since the retry" if detail.budget_base != (0.0, 0) else ""
         if budget.get("usd"):
-            share = task.cost_usd / budget["usd"]
+            share = spent_usd / budget["usd"]
+            if since:
+                text.append(f"\n{fmt_cost(spent_usd)}{since}", style="dim")
             text.append(f" of ${budget['usd']:.2f} ", style="dim")
             text.append(_bar(share), style="red" if share > 0.9 else "yellow" if share > 0.6 else "green")
         if budget.get("tokens"):
-            share = task.tokens / budget["tokens"]
-            text.append(f"\n{fmt_tokens(task.tokens)} of {fmt_tokens(int(budget['tokens']))} tokens ", style="dim")
+            share = spent_tokens / budget["tokens"]
+            text.append(f"\n{fmt_tokens(spent_tokens)}{since} of {fmt_tokens(int(budget['tokens']))} tokens ", style="dim")
             text.append(_bar(share), style="red" if share > 0.9 else "yellow" if share > 0.6 else "green")
         text.append("\ntokens per minute, last 30 minutes:", style="dim")
         table.show_text(text)

@@ -59,7 +59,7 @@ class QuitScreen(ModalScreen["QuitChoice | None"]):
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question; y or enter confirms, n or escape declines."""
 
-    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+    BINDINGS = [Binding("y,enter", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical { width: 64; height: auto; border: thick $error; background: $surface; padding: 1 2; }
