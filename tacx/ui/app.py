@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -231,18 +232,18 @@ class TacxApp(App[int]):
             self._show_header()
             tasks = self.query_one(TasksPanel)
             tasks.show(snap.tasks, now)
-            tasks.border_subtitle = self._page_text(snap)
+            _set_border(tasks, "border_subtitle", self._page_text(snap))
             if self.selected_task is None and snap.tasks:
                 self.selected_task = tasks.selected_task
                 if self.selected_task is not None:
                     self._refresh_again = True
             detail = snap.detail if snap.detail and snap.detail.task.id == self.selected_task else None
             self.query_one(StagesPanel).show(detail, now)
-            self.query_one("#stages").border_title = (
-                f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
-            )
             stages = self.query_one("#stages")
-            stages.border_subtitle = _task_note(detail.task) if detail else ""
+            _set_border(stages, "border_title", (
+                f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
+            ))
+            _set_border(stages, "border_subtitle", _task_note(detail.task) if detail else "")
             self.query_one(TokensPanel).show(detail)
             self._show_daughters()
             self._follow_log(detail)
@@ -567,6 +568,15 @@ class TacxApp(App[int]):
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(self.data.close)
+
+
+def _set_border(widget: Any, which: str, text: str) -> None:
+    """Set a border title only when it changes (each set repaints the whole widget), as
+    plain text (a branch name or an error is never read as markup)."""
+    key = f"_tacx_{which}"
+    if getattr(widget, key, None) != text:
+        setattr(widget, key, text)
+        setattr(widget, which, Text(text))
 
 
 def _task_note(task: Any) -> str:
