@@ -296,7 +296,7 @@ async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash:
         await until(lambda: "launch a task" in screen_text(app))
         await pilot.press("escape")
         await pilot.press("ctrl+p")
-        await pilot.pause(0.3)
+        await until(lambda: "Launch quick" in screen_text(app), 5, "the palette listing workflows before typing")
         await pilot.press(*"Launch quick")
         await pilot.pause(0.5)
         await pilot.press("enter")

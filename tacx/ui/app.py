@@ -22,7 +22,7 @@ from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider as CommandProvider
+from textual.command import DiscoveryHit, Hit, Hits, Provider as CommandProvider
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input
 
@@ -52,6 +52,14 @@ FINISHED_KINDS = {"task.succeeded": "information", "task.failed": "error", "task
 
 class WorkflowCommands(CommandProvider):
     """The command palette offers "Launch <workflow>" for every workflow found."""
+
+    async def discover(self) -> Hits:
+        """Listed as soon as the palette opens, before anything is typed."""
+        app = self.app
+        assert isinstance(app, TacxApp)
+        for choice in app.workflow_choices:
+            help_text = choice.error or (choice.workflow.description if choice.workflow else "")
+            yield DiscoveryHit(f"Launch {choice.name}", lambda name=choice.name: app.open_launch(name), help=help_text)
 
     async def search(self, query: str) -> Hits:
         app = self.app
@@ -367,6 +375,7 @@ class TacxApp(App[int]):
         self.open_launch(None)
 
     def open_launch(self, preselect: str | None) -> None:
+        self.load_workflows()  # files added or edited meanwhile are there the next time
         if not self.workflow_choices:
             self.notify("no workflows found (yet): put YAML files in ./workflows", severity="warning")
             return
