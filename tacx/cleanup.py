@@ -11,8 +11,6 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tacx import records, worktree
 from tacx.home import Home
 from tacx.store import transaction
@@ -69,11 +67,7 @@ def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> l
 
 def _workspace_kind(workflow_text: str) -> str:
     """The task's `workspace:` as submitted (the stored workflow text decides, not the file)."""
-    try:
-        data = yaml.safe_load(workflow_text)
-    except yaml.YAMLError:
-        return "none"
-    kind = data.get("workspace", "none") if isinstance(data, dict) else "none"
+    kind = records.submitted_workflow(workflow_text).get("workspace", "none")
     return kind if kind in ("none", "dir", "worktree") else "none"
 
 

@@ -175,6 +175,7 @@ class StreamParser(OutputParser):
         self.state.model = model
         self._handlers: dict[str, Callable[[dict[str, Any]], list[ParsedEvent]]] = {}
         self._final: list[ParsedEvent] = []
+        self._result_seen = False  # set by parsers whose agent ends with a result event
 
     def feed(self, line: bytes) -> list[ParsedEvent]:
         if self._skip and line.startswith(self._skip):
@@ -199,6 +200,14 @@ class StreamParser(OutputParser):
 
     def final_events(self) -> list[ParsedEvent]:
         return list(self._final)
+
+    def finish(self, tail: bytes) -> Outcome:
+        """Agents that end with a result event (claude, gemini): a stream without one
+        failed, whatever the exit code; codex and aider conclude in their own way."""
+        state = self.state
+        if not self._result_seen and state.error is None:
+            state.error = NO_RESULT
+        return Outcome(result=state.result, error=state.error, failed=state.error is not None)
 
     # usage -----------------------------------------------------------------------------------
 
@@ -297,7 +306,6 @@ class ClaudeParser(StreamParser):
         super().__init__(**kwargs)
         self._seen: set[str] = set()
         self._lines_without_id = 0
-        self._result_seen = False
         self._handlers = {
             "assistant": self._assistant,
             "user": self._user,
@@ -453,12 +461,6 @@ class ClaudeParser(StreamParser):
             cost = self._price(state.model, final)
         final.cost_usd = cost
         return final
-
-    def finish(self, tail: bytes) -> Outcome:
-        state = self.state
-        if not self._result_seen and state.error is None:
-            state.error = NO_RESULT
-        return Outcome(result=state.result, error=state.error, failed=state.error is not None)
 
 
 # -- OpenAI Codex CLI: codex exec --json -------------------------------------------------------
@@ -633,7 +635,6 @@ class GeminiParser(StreamParser):
         self._reply = ""
         self._in_reply = False
         self._in_turn = False
-        self._result_seen = False
         self._handlers = {
             "message": self._message,
             "tool_use": self._tool_use,
@@ -716,12 +717,6 @@ class GeminiParser(StreamParser):
         else:
             final.cost_usd = self._price(self.state.model, final)
         return final
-
-    def finish(self, tail: bytes) -> Outcome:
-        state = self.state
-        if not self._result_seen and state.error is None:
-            state.error = NO_RESULT
-        return Outcome(result=state.result, error=state.error, failed=state.error is not None)
 
 
 # -- aider: plain text -------------------------------------------------------------------------

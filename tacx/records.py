@@ -13,6 +13,8 @@ import time
 import uuid
 from typing import Any
 
+import yaml
+
 from tacx.workflow import Workflow
 
 TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
@@ -314,6 +316,16 @@ def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500
         )
     ]
     return task
+
+
+def submitted_workflow(workflow_text: str) -> dict[str, Any]:
+    """A task's workflow as it was submitted (its stored text, not today's file), as plain
+    data; {} when it cannot be read."""
+    try:
+        data = yaml.safe_load(workflow_text)
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def text_hash(text: str) -> str:

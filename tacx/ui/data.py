@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tacx import records
 from tacx.store import connect
 
@@ -104,11 +102,7 @@ def _task_row(r: sqlite3.Row) -> TaskRow:
 
 def _budget(workflow_text: str, default: dict[str, float] | None) -> dict[str, float]:
     """The task's budget as submitted (its stored workflow text), else tacx.yaml's."""
-    try:
-        data = yaml.safe_load(workflow_text)
-    except yaml.YAMLError:
-        data = None
-    budget = data.get("budget") if isinstance(data, dict) else None
+    budget = records.submitted_workflow(workflow_text).get("budget")
     if isinstance(budget, dict):
         return {k: float(v) for k, v in budget.items() if k in ("usd", "tokens") and isinstance(v, (int, float))}
     return dict(default or {})
