@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable
 
-from tacx import records, spending, worktree
+from tacx import faults, records, spending, worktree
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
@@ -31,7 +31,7 @@ from tacx.providers import configured_providers, provider_kinds
 from tacx.providers.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
 from tacx.store import Store
-from tacx.supervisor import Daughter, ExitInfo, Supervisor, discard_fd, same_process
+from tacx.supervisor import Daughter, ExitInfo, Supervisor, same_process
 from tacx.tailer import Batch, Tail, Tailer
 from tacx.workflow import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
 
@@ -94,7 +94,6 @@ class TaskRun:
     runner: asyncio.Task[None] | None = None
     user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
     adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
-    opening: dict[Path, asyncio.Future[int]] = field(default_factory=dict)  # logs opened ahead of a start
     folders_made: bool = False
     recorded_workspace: str | None = None
     workspace_ready: bool = False  # the git worktree exists (made or found) in this run
@@ -164,6 +163,8 @@ class Coordinator:
             grace=self.settings.kill_grace,
             sample_interval=self.settings.sample_interval,
             on_sample=self._on_sample,
+            home_root=home.root,
+            use_cgroups=self.settings.cgroups != "off",
         )
         self.running: dict[int, TaskRun] = {}
         self.paused = False
@@ -194,6 +195,7 @@ class Coordinator:
     async def run(self) -> None:
         """Recover, then schedule until stopped (or idle, or the one task ended)."""
         self.supervisor.start()
+        await self.supervisor.start_keeper()
         self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
         for until in await self.store.read(self.cooldowns.restore):  # a restart does not end a rest
@@ -555,17 +557,8 @@ class Coordinator:
                     continue
                 self._take_slot(provider)
                 grant = (first, provider, reason)
-            # Claims are not awaited here: many overlap and share a commit. A task that never
-            # ran gets its folders and first log made meanwhile (its first attempt is 1).
-            opening = None
-            if grant and fresh:
-                folders = [self.home.logs / str(task_id)]
-                if wf.workspace == "dir":
-                    folders.append(self.home.trees / str(task_id))
-                opening = asyncio.ensure_future(
-                    self.supervisor.open_log(self.home.stage_log(task_id, first, 1), folders)
-                )
-            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant, opening))
+            # Claims are not awaited here: many overlap and share a commit.
+            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant))
             if not self._queue and not self._queue_exhausted:
                 await self._refill_queue()
         self._queue[:0] = skipped
@@ -598,7 +591,7 @@ class Coordinator:
             self._published_reason = reason
             self.publish("queue.waiting", reason=reason)
 
-    async def _claim(self, task_id: int, grant: Grant | None, opening: asyncio.Future[int] | None) -> None:
+    async def _claim(self, task_id: int, grant: Grant | None) -> None:
         """Mark a queued task running (unless someone cancelled it meanwhile) and, in the
         same transaction, start its first stage: one round trip to start a task."""
         now = time.time()
@@ -633,12 +626,8 @@ class Coordinator:
         if claimed is None:
             if grant:
                 self._release_slot(grant[1])
-            if opening:
-                discard_fd(opening)
             return
         run, started = claimed
-        if opening and grant:
-            run.opening[self.home.stage_log(task_id, grant[0], 1)] = opening
         if grant and started is None:
             self._release_slot(grant[1])
         self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
@@ -843,8 +832,6 @@ class Coordinator:
             log.exception("task %s failed inside tacx", run.id)
             await self._finish_task(run, "failed", f"internal error in tacx: {exc!r}")
         finally:
-            for opening in run.opening.values():
-                discard_fd(opening)
             self.running.pop(run.id, None)
             self._kick()
 
@@ -1227,24 +1214,15 @@ class Coordinator:
         workspace = self._workspace(run)
         log_path = self.home.stage_log(run.id, name, attempt)
         status_path = log_path.with_suffix(".status")
-        opening = run.opening.pop(log_path, None)
-        if opening is None:  # made in a thread, while the start commits
-            folders: tuple[Path, ...] = () if run.folders_made else (self.home.logs / str(run.id),)
-            if not run.folders_made and run.workflow.workspace != "worktree":  # git makes the worktree
-                folders += (workspace,)
-            opening = asyncio.ensure_future(self.supervisor.open_log(log_path, folders))
-        try:
-            if started is None:
+        mkdirs: tuple[Path, ...] = () if run.folders_made else (self.home.logs / str(run.id),)
+        if not run.folders_made and run.workflow.workspace != "worktree":  # git makes the worktree
+            mkdirs += (workspace,)
+        if started is None:
+            try:
                 started = await self.store.write(self._start_tx(run, name, provider_name, reason))
-            fd = await opening
-            run.folders_made = True
-        except BaseException as exc:
-            self._release_slot(provider_name)
-            discard_fd(opening)
-            if started is None or isinstance(exc, asyncio.CancelledError):
+            except BaseException:
+                self._release_slot(provider_name)
                 raise
-            self._end_stage(run, name, None, "failed", f"could not create the stage's log: {exc}", None, None)
-            return "failed"
         results = started.results
         if started.resume_session:  # the session's earlier usage, for agents that report running totals
             run.baselines[(name, attempt)] = st.usage.get(attempt - 1, Usage()) + run.baselines.get(
@@ -1270,12 +1248,11 @@ class Coordinator:
             launch = self.providers[provider_name].launch(spec, ctx)
             env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
             env.update(launch.env)
-            if launch.files:
-                await asyncio.to_thread(_write_files, launch.files)
             daughter = await self.supervisor.spawn(
-                launch.argv, fd, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
-                marker=self._marker(run.id, name, attempt),
+                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                marker=self._marker(run.id, name, attempt), mkdirs=mkdirs, files=launch.files,
             )
+            run.folders_made = True
         except worktree.WorkspaceError as exc:
             self._release_slot(provider_name)
             self._end_stage(run, name, None, "failed", f"could not prepare the task's git worktree: {exc}", None, None)
@@ -1287,8 +1264,7 @@ class Coordinator:
         except BaseException:
             self._release_slot(provider_name)
             raise
-        finally:
-            os.close(fd)
+        faults.point("after-spawn")  # tests: a crash between the daughter's start and its row
         self.store.write_soon(
             lambda c: c.execute(
                 "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
@@ -1601,11 +1577,6 @@ def _close_daughter(
         f" WHERE {where} AND ended_at IS NULL",
         (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
     )
-
-
-def _write_files(files: dict[Path, str]) -> None:
-    for path, content in files.items():
-        path.write_text(content)
 
 
 def _stage_rows(conn: sqlite3.Connection, task_id: int) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:

@@ -58,6 +58,9 @@ class Settings(BaseModel):
     max_workers: int = Field(default=4, ge=1, description="most daughters at once, all providers")
     kill_grace: Duration = Field(default=5.0, description="seconds between SIGTERM and SIGKILL")
     sample_interval: Duration = Field(default=1.0, description="seconds between psutil samples")
+    cgroups: Literal["auto", "off"] = Field(
+        default="auto", description="a cgroup per daughter where cgroup v2 is writable (auto), or never (off)"
+    )
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     budget: Budget | None = Field(default=None, description="for tasks whose workflow sets none")
     prices: dict[str, dict[str, float]] = Field(

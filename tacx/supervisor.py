@@ -12,6 +12,7 @@ after tacx itself was killed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import resource
@@ -23,6 +24,10 @@ from pathlib import Path
 from collections.abc import Callable, Iterable
 
 import psutil
+
+from tacx import cgroups
+from tacx.keeper import KEEPER_ENV
+from tacx.keeper_client import KeeperClient, KeeperGone, Spawned
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +74,10 @@ class Daughter:
     children: int = 0
     log_size: int = 0
     last_output_at: float = 0.0
+    cgroup: str | None = None  # its own cgroup, where containment by cgroup is in force
+    via_keeper: bool = False  # started by the keeper, which reports its end
+    leftovers: bool = False  # processes were left in its cgroup when it ended
+    keeper: tuple[int, float] | None = None  # an earlier tacx's keeper, which will write its status
     _proc: psutil.Process | None = None
     _sampled_at: float = 0.0
 
@@ -98,13 +107,23 @@ class MarkedProcess:
     marker: str
 
 
-def read_status_file(path: Path) -> int | None:
-    """The exit code a daughter left beside its log, if it could."""
+def read_status(path: Path) -> ExitInfo | None:
+    """How a daughter ended, from the file beside its log: the keeper's JSON (exit code or
+    signal, CPU, peak RSS), or the bare exit code a shell's EXIT trap leaves."""
     try:
         text = path.read_text().strip()
-        return int(text)
-    except (OSError, ValueError):
+    except OSError:
         return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if isinstance(data, int) and not isinstance(data, bool):
+        return ExitInfo(data, None, 0, 0.0)
+    if not isinstance(data, dict) or (data.get("exit_code") is None and data.get("signal") is None):
+        return None
+    return ExitInfo(data.get("exit_code"), data.get("signal"), int(data.get("max_rss") or 0),
+                    float(data.get("cpu_seconds") or 0.0))
 
 
 def process_start(pid: int) -> float | None:
@@ -216,40 +235,37 @@ def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
     return [p.pid for p in procs]
 
 
-def _popen(
-    argv: list[str], log_fd: int, env: dict[str, str], cwd: Path
+def _spawn_here(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, mkdirs: tuple[Path, ...], files: dict[Path, str]
 ) -> tuple[subprocess.Popen[bytes], float, float]:
-    popen = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=log_fd,
-        stderr=log_fd,
-        cwd=cwd,
-        env=env,
-        start_new_session=True,
-        close_fds=True,
-    )
+    """Start a daughter from tacx itself (when no keeper runs): folders, files, the log
+    (attempts never reuse a log path), then the process (blocking: a thread)."""
+    for folder in mkdirs:
+        folder.mkdir(parents=True, exist_ok=True)
+    for path, content in files.items():
+        path.write_text(content)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        popen = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=cwd, env=env,
+            start_new_session=True, close_fds=True,
+        )
+    finally:
+        os.close(fd)
     started_at = time.time()
     return popen, started_at, process_start(popen.pid) or 0.0
 
 
-def _open_log(log_path: Path, folders: tuple[Path, ...]) -> int:
-    """Attempts never reuse a log path, so neither a log nor a status file is there yet."""
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-    return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-
-
-def discard_fd(opening: asyncio.Future[int]) -> None:
-    """Close a log that was opened ahead of time but will not be used."""
-    def close(future: asyncio.Future[int]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            os.close(future.result())
-
-    if opening.done():
-        close(opening)
-    else:
-        opening.add_done_callback(close)
+def _keeper_of(pid: int) -> tuple[int, float] | None:
+    """The keeper that is pid's parent, if one is (it will write pid's status file)."""
+    try:
+        parent = psutil.Process(pid).parent()
+        if parent is not None and KEEPER_ENV in parent.environ():
+            start = process_start(parent.pid)
+            return (parent.pid, start) if start is not None else None
+    except (psutil.Error, OSError):
+        pass
+    return None
 
 
 def _sample(d: Daughter) -> Sample:
@@ -283,8 +299,16 @@ def _sample(d: Daughter) -> Sample:
     return Sample(d.pid, True, rss, cpu, len(kids), size)
 
 
+STATUS_WAIT = 2.0  # how long an earlier keeper may take to write a status file it owes
+
+
 class Supervisor:
-    """Owns the live daughters of one coordinator."""
+    """Owns the live daughters of one coordinator.
+
+    With a home, daughters are started by the keeper (tacx/keeper.py), their parent
+    outside tacx, which writes every daughter's end beside its log: a tacx restarted
+    after `kill -9` learns how each one ended. Without one (or when the keeper cannot
+    run), tacx starts them itself."""
 
     def __init__(
         self,
@@ -292,37 +316,77 @@ class Supervisor:
         grace: float = 5.0,
         sample_interval: float = 1.0,
         on_sample: Callable[[list[Daughter]], None] | None = None,
+        home_root: Path | None = None,
+        use_cgroups: bool = True,
     ) -> None:
         self.grace = grace
         self.sample_interval = sample_interval
         self.on_sample = on_sample
         self.daughters: dict[int, Daughter] = {}
         self._sampler: asyncio.Task[None] | None = None
+        self._keeper: KeeperClient | None = None
+        self._keeper_starting: asyncio.Task[None] | None = None
+        if home_root is not None:
+            parent = cgroups.parent_name(home_root) if use_cgroups else None
+            self._keeper = KeeperClient(home_root, parent, self._on_keeper_exit, self._on_keeper_lost)
+        self._conclusions: set[asyncio.Task[None]] = set()
+
+    @property
+    def containment(self) -> str:
+        """How a stage's whole tree is ended here, in words (for `tacx doctor`, events)."""
+        if self._keeper is not None and self._keeper.alive:
+            return self._keeper.containment
+        return "process groups and the marker sweep (daughters started by tacx itself)"
+
+    async def start_keeper(self) -> None:
+        """Start the keeper; without one, tacx starts daughters itself (and says so)."""
+        if self._keeper is None or self._keeper.alive:
+            return
+        try:
+            await self._keeper.start()
+        except OSError as exc:
+            log.warning("cannot start the keeper (%s): daughters started by tacx itself", exc)
 
     # -- starting and adopting -------------------------------------------------
-
-    async def open_log(self, log_path: Path, folders: Iterable[Path] = ()) -> int:
-        """Make folders and create a daughter's log, open for appending, in a thread: file
-        systems can be slow, and the event loop also serves the dashboard."""
-        return await asyncio.to_thread(_open_log, log_path, tuple(folders))
 
     async def spawn(
         self,
         argv: list[str],
-        log_fd: int,
         *,
         env: dict[str, str],
         cwd: Path,
         log_path: Path,
         status_path: Path,
         marker: str,
+        mkdirs: Iterable[Path] = (),
+        files: dict[Path, str] | None = None,
     ) -> Daughter:
-        """Start a daughter appending to log_fd (the caller closes it). Raises OSError when
-        it cannot start (missing program, missing cwd).
+        """Start a daughter appending to log_path (made here, with `mkdirs` and `files`).
+        Raises OSError when it cannot start (missing program, missing cwd).
 
-        The fork runs in a thread: the parent waits there until the child has exec'd
-        (a millisecond on a busy machine) while the event loop goes on."""
-        job = asyncio.ensure_future(asyncio.to_thread(_popen, argv, log_fd, {**env, MARKER_ENV: marker}, cwd))
+        Once asked for, a daughter is registered and watched even if the caller is
+        cancelled meanwhile (its marker makes it findable in any case)."""
+        env = {**env, MARKER_ENV: marker}
+        if self._keeper is not None and self._keeper.alive:
+            request = {
+                "argv": argv, "env": env, "cwd": str(cwd), "log": str(log_path), "status": str(status_path),
+                "mkdirs": [str(m) for m in mkdirs], "files": {str(k): v for k, v in (files or {}).items()},
+                "cgroup": cgroups.stage_cgroup(marker),
+            }
+            try:
+                started = self._keeper.spawn(
+                    request, lambda s: self._register_kept(s, argv, log_path, status_path, marker)
+                )
+            except KeeperGone:
+                pass
+            else:
+                try:
+                    return await asyncio.shield(started)
+                except KeeperGone:
+                    pass  # it ended before answering: start this one here
+        job = asyncio.ensure_future(
+            asyncio.to_thread(_spawn_here, argv, env, cwd, log_path, tuple(mkdirs), dict(files or {}))
+        )
         try:
             popen, started_at, start = await asyncio.shield(job)
         except asyncio.CancelledError:
@@ -332,6 +396,20 @@ class Supervisor:
                 self._register(popen, argv, log_path, status_path, marker, started_at, start)
             raise
         return self._register(popen, argv, log_path, status_path, marker, started_at, start)
+
+    def _register_kept(
+        self, spawned: Spawned, argv: list[str], log_path: Path, status_path: Path, marker: str
+    ) -> Daughter:
+        """Called as the keeper's answer is read, before any later message: its end
+        can never arrive for a daughter not yet known."""
+        now = time.time()
+        d = Daughter(
+            pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
+            status_path=status_path, marker=marker, started_at=now, last_output_at=now,
+            cgroup=spawned.cgroup, via_keeper=True,
+        )
+        self.daughters[d.pid] = d
+        return d
 
     def _register(
         self,
@@ -387,12 +465,38 @@ class Supervisor:
             pass
         self.daughters[d.pid] = d
         if same_process(pid, create_time):
+            d.cgroup = cgroups.stage_cgroup_of(pid)
+            d.keeper = _keeper_of(pid)
             self._watch(d)
         else:
             self._finished(d)
         return d
 
     # -- noticing the end ------------------------------------------------------
+
+    def _on_keeper_exit(self, message: dict[str, object]) -> None:
+        d = self.daughters.get(message["pid"])  # type: ignore[call-overload]
+        if d is None or not d.via_keeper or d.exited.done():
+            return
+        d.ended_at = time.time()
+        d.leftovers = bool(message.get("populated"))
+        self.daughters.pop(d.pid, None)
+        d.exited.set_result(ExitInfo(
+            message.get("exit_code"),  # type: ignore[arg-type]
+            message.get("signal"),  # type: ignore[arg-type]
+            max(d.peak_rss, int(message.get("max_rss") or 0)),  # type: ignore[call-overload]
+            max(d.cpu_seconds, float(message.get("cpu_seconds") or 0.0)),  # type: ignore[arg-type]
+        ))
+
+    def _on_keeper_lost(self) -> None:
+        """The keeper died (tacx goes on): its daughters are watched as adopted ones, and
+        a new keeper is started for the next ones."""
+        for d in list(self.daughters.values()):
+            if d.via_keeper and not d.done:
+                d.via_keeper, d.adopted = False, True
+                self._watch(d)
+        if self._keeper_starting is None or self._keeper_starting.done():
+            self._keeper_starting = asyncio.ensure_future(self.start_keeper())
 
     def _watch(self, d: Daughter) -> None:
         loop = asyncio.get_running_loop()
@@ -428,13 +532,36 @@ class Supervisor:
     def _finished(self, d: Daughter) -> None:
         if d.exited.done():
             return
-        d.ended_at = time.time()
+        d.ended_at = d.ended_at or time.time()
         if d.popen is not None:
-            info = self._reap(d)
+            self.daughters.pop(d.pid, None)
+            d.exited.set_result(self._reap(d))
+            return
+        if d.via_keeper:
+            return  # the keeper's message says how it ended
+        task = asyncio.ensure_future(self._conclude_adopted(d))
+        self._conclusions.add(task)
+        task.add_done_callback(self._conclusions.discard)
+
+    async def _conclude_adopted(self, d: Daughter) -> None:
+        """An adopted daughter ended: its status file says how. An earlier keeper still
+        alive writes it an instant after the end; it is waited for, briefly."""
+        info = await asyncio.to_thread(read_status, d.status_path)
+        deadline = time.monotonic() + STATUS_WAIT
+        while info is None and d.keeper is not None and time.monotonic() < deadline:
+            if not await asyncio.to_thread(same_process, *d.keeper):
+                info = await asyncio.to_thread(read_status, d.status_path)
+                break
+            await asyncio.sleep(0.02)
+            info = await asyncio.to_thread(read_status, d.status_path)
+        if info is None:
+            info = ExitInfo(None, None, d.peak_rss, d.cpu_seconds)
         else:
-            info = self._adopted_exit(d)
+            info = ExitInfo(info.exit_code, info.signal, max(d.peak_rss, info.peak_rss),
+                            max(d.cpu_seconds, info.cpu_seconds))
         self.daughters.pop(d.pid, None)
-        d.exited.set_result(info)
+        if not d.exited.done():
+            d.exited.set_result(info)
 
     def _reap(self, d: Daughter) -> ExitInfo:
         assert d.popen is not None
@@ -460,14 +587,11 @@ class Supervisor:
             return ExitInfo(None, -code, peak, max(cpu, d.cpu_seconds))
         return ExitInfo(code, None, peak, max(cpu, d.cpu_seconds))
 
-    def _adopted_exit(self, d: Daughter) -> ExitInfo:
-        code = read_status_file(d.status_path)
-        return ExitInfo(code, None, d.peak_rss, d.cpu_seconds)
-
     # -- killing ---------------------------------------------------------------
 
     async def terminate(self, d: Daughter, reason: str, grace: float | None = None) -> ExitInfo:
-        """End a daughter's whole tree: SIGTERM, grace, SIGKILL, then a sweep by marker."""
+        """End a daughter's whole tree: SIGTERM, grace, SIGKILL; its cgroup where it has
+        one, else a sweep by marker for descendants that left the group."""
         if d.kill_reason is None:
             d.kill_reason = reason
         grace = self.grace if grace is None else grace
@@ -477,26 +601,46 @@ class Supervisor:
         if group:
             _signal_group(d.pgid, signal.SIGTERM)
         await asyncio.to_thread(_kill_procs, tree, signal.SIGTERM)
+        if d.cgroup:
+            await asyncio.to_thread(cgroups.signal_members, d.cgroup, signal.SIGTERM)
+
+        def alive() -> bool:
+            return _any_alive(d.pgid if group else None, tree) or bool(d.cgroup and cgroups.populated(d.cgroup))
+
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if d.done and not await asyncio.to_thread(_any_alive, d.pgid if group else None, tree):
+            if d.done and not await asyncio.to_thread(alive):
                 break
             await asyncio.sleep(0.05)
         else:
-            if not d.done or await asyncio.to_thread(_any_alive, d.pgid if group else None, tree):
+            if not d.done or await asyncio.to_thread(alive):
                 log.info("pid %s outlived %.1fs of grace: SIGKILL", d.pid, grace)
                 if group:
                     _signal_group(d.pgid, signal.SIGKILL)
                 await asyncio.to_thread(_kill_procs, tree, signal.SIGKILL)
+                if d.cgroup:
+                    await asyncio.to_thread(cgroups.kill, d.cgroup)
         info = await asyncio.wait_for(asyncio.shield(d.exited), timeout=30)
-        await self.sweep_marker(d.marker)
+        if d.cgroup:
+            await asyncio.to_thread(cgroups.remove, d.cgroup)
+        else:
+            await self.sweep_marker(d.marker)
         return info
 
     async def clean_after_exit(self, d: Daughter) -> None:
-        """A daughter that ended by itself may leave its group behind: end those too.
-        Descendants that left the group are looked for by marker right away when the
-        daughter was seen with children or lived past a sample (a scan of every process
-        costs milliseconds: not for each trivial task); the periodic sweep finds the rest."""
+        """A daughter that ended by itself may leave processes behind: end those too.
+
+        With a cgroup, the keeper says whether any are left (adopted ones are looked at).
+        Without, descendants that left the group are looked for by marker right away
+        when the daughter was seen with children or lived past a sample (a scan of every
+        process costs milliseconds: not for each trivial task); the periodic sweep finds
+        the rest."""
+        if d.cgroup:
+            if d.leftovers or (d.adopted and await asyncio.to_thread(cgroups.populated, d.cgroup)):
+                await asyncio.to_thread(cgroups.end, d.cgroup, self.grace)
+            elif d.adopted:
+                await asyncio.to_thread(cgroups.remove, d.cgroup, 0)
+            return
         if d.adopted or d.children or d.ended_at - d.started_at > self.sample_interval:
             await self.sweep_marker(d.marker)
         if not d.adopted and _signal_group(d.pgid, 0):
@@ -536,6 +680,10 @@ class Supervisor:
             except asyncio.CancelledError:
                 pass
             self._sampler = None
+        await asyncio.gather(*self._conclusions, return_exceptions=True)
+        if self._keeper is not None:
+            # Daughters left running keep the keeper: it writes their ends, then leaves.
+            await self._keeper.close(wait=not any(not d.done for d in self.daughters.values()))
 
     async def _sample_loop(self) -> None:
         while True:

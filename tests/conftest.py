@@ -101,6 +101,17 @@ class Project:
                 continue
         return found
 
+    def keepers(self) -> list[psutil.Process]:
+        """Live keepers of this home (the processes that are the daughters' parent)."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.environ().get("TACX_KEEPER") == str(self.home) and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
     def stop_background(self) -> None:
         for proc in self._background:
             if proc.poll() is None:

@@ -123,14 +123,10 @@ def test_one_script_is_never_offered_to_two_languages(project: Project) -> None:
 
 
 async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Path) -> None:
-    supervisor = Supervisor()
+    supervisor = Supervisor()  # no home: no keeper, tacx is the daughter's parent
     log = tmp_path / "x.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT)
-    try:
-        d = await supervisor.spawn(["sh", "-c", "exit 7"], fd, env=dict(os.environ), cwd=tmp_path,
-                             log_path=log, status_path=tmp_path / "x.status", marker="test")
-    finally:
-        os.close(fd)
+    d = await supervisor.spawn(["sh", "-c", "exit 7"], env=dict(os.environ), cwd=tmp_path,
+                               log_path=log, status_path=tmp_path / "x.status", marker="test")
     os.waitpid(d.pid, 0)  # someone else reaps it first
     info = await asyncio.wait_for(d.exited, 10)
     assert not info.known and info.exit_code is None

@@ -44,9 +44,10 @@ def test_kill9_then_restart_loses_nothing(project: Project) -> None:
     runs = project.root / "runs.log"
     project.env["RUNS"] = str(runs)
     project.workflow("staged", STAGED)
-    # Tasks 1-2 end while tacx is dead (exit status from the file), tasks 3-4 are still
-    # running at the restart (re-adopted), and task 4's daughter is killed meanwhile
-    # (no status file: its stage runs again).
+    # Tasks 1-2 end while tacx is dead (the keeper writes how), tasks 3-4 are still
+    # running at the restart (re-adopted), and task 4's daughter is killed meanwhile: the
+    # keeper, its parent, records the signal, and the stage fails as it would have with
+    # tacx watching (it is not run again).
     ids = [project.submit("staged.yaml", "-i", f"seconds={s}") for s in (1, 1, 6, 6)]
     coordinator = project.start("--no-ui", "--max-workers", "4")
     wait_for(lambda: len([d for d in open_daughters(project) if d["stage"] == "build"]) == 4
@@ -55,32 +56,63 @@ def test_kill9_then_restart_loses_nothing(project: Project) -> None:
     coordinator.wait()
     assert {t["status"] for t in project.ls()} == {"running"}
     builds = {d["task_id"]: d for d in open_daughters(project)}
-    os.killpg(builds[ids[3]]["pid"], signal.SIGKILL)  # task 4's build dies unseen, no status file
+    os.killpg(builds[ids[3]]["pid"], signal.SIGKILL)  # task 4's build dies while nobody watches
     time.sleep(1.5)  # tasks 1-2 finish while nobody watches
 
-    restarted = project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    restarted = project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=1)
     assert "recovered" in restarted.stdout
 
     tasks = {t["id"]: t for t in project.ls()}
-    assert all(t["status"] == "succeeded" for t in tasks.values()), tasks
+    assert [tasks[i]["status"] for i in ids] == ["succeeded", "succeeded", "succeeded", "failed"], tasks
+    assert "killed by signal SIGKILL (9)" in tasks[ids[3]]["error"]
     lines = runs.read_text().split("\n")
     for task_id in ids:
         shown = project.show(task_id)
         stages = {s["name"]: s for s in shown["stages"]}
-        # Completed stages were not run again; build ran twice only where it died unseen.
+        # Completed stages were not run again, nor was the build killed while tacx was away.
         assert lines.count(f"{task_id} pre") == 1
-        assert lines.count(f"{task_id} post") == 1
-        expected_builds = 2 if task_id == ids[3] else 1
-        assert lines.count(f"{task_id} build") == expected_builds
-        assert stages["build"]["attempt"] == expected_builds
-        assert stages["build"]["result"] == "built"
+        assert lines.count(f"{task_id} post") == (0 if task_id == ids[3] else 1)
+        assert lines.count(f"{task_id} build") == 1
+        assert stages["build"]["attempt"] == 1
         assert stages["build"]["daughters"][0]["pid"] == builds[task_id]["pid"]
+        if task_id == ids[3]:
+            assert stages["build"]["daughters"][0]["signal"] == signal.SIGKILL
+        else:
+            assert stages["build"]["result"] == "built"
+            assert stages["build"]["daughters"][0]["exit_code"] == 0
         recovered = [e for e in shown["events"] if e["kind"] == "task.recovered"]
         assert len(recovered) == 1
     assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
     assert project.query("SELECT COUNT(*) FROM stages WHERE status = 'running'")[0][0] == 0
     assert project.marked_processes() == []
     assert project.query("PRAGMA integrity_check")[0][0] == "ok"
+
+
+def test_a_daughter_that_ended_unseen_by_tacx_and_its_keeper_runs_again(project: Project) -> None:
+    """kill -9 of tacx and of its keeper: nobody can know how the build ended (it was
+    killed, and `exec` left no EXIT trap to write a status): the stage runs again."""
+    runs = project.root / "runs.log"
+    project.env.update(RUNS=str(runs), GATE=str(project.root / "gate"))
+    project.workflow("execs", """
+        name: execs
+        stages:
+          - name: build
+            provider: shell
+            run: echo "$TACX_TASK_ID build" >> "$RUNS"; if [ -e "$GATE" ]; then exit 0; fi; exec sleep 30
+    """)
+    task = project.submit("execs.yaml")
+    coordinator = project.start("--no-ui")
+    wait_for(lambda: open_daughters(project), what="the build's daughter")
+    (keeper,) = wait_for(project.keepers, what="the keeper")
+    coordinator.send_signal(signal.SIGKILL)
+    keeper.kill()
+    coordinator.wait()
+    os.killpg(open_daughters(project)[0]["pid"], signal.SIGKILL)
+    (project.root / "gate").touch()
+    project.tacx("--no-ui", "--exit-when-idle", timeout=60)
+    assert runs.read_text().count(f"{task} build") == 2
+    build = project.show(task)["stages"][0]
+    assert build["status"] == "succeeded" and build["attempt"] == 2
 
 
 def test_restart_readopts_a_live_daughter_and_keeps_it_under_watch(project: Project) -> None:

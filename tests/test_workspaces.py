@@ -318,7 +318,8 @@ stages:
 
 
 def crash_everything(project: Project, coordinator: subprocess.Popen[str], task_id: int) -> str:
-    """SIGKILL tacx and the agent's whole process group once the session id is in the store."""
+    """SIGKILL tacx, its keeper and the agent's whole process group once the session id is
+    in the store: as a power cut would, nothing is left to say how the agent ended."""
 
     def hanging() -> dict[str, Any] | None:
         stage = project.show(task_id)["stages"][0]
@@ -328,8 +329,11 @@ def crash_everything(project: Project, coordinator: subprocess.Popen[str], task_
     stage = wait_for(hanging, timeout=30, what="the agent running with session sess-1 in the store")
     pids = [d["pid"] for d in stage["daughters"] if d["ended_at"] is None]
     assert pids
+    keepers = project.keepers()
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait(timeout=20)
+    for keeper in keepers:
+        keeper.kill()
     for pid in pids:
         try:
             os.killpg(pid, signal.SIGKILL)

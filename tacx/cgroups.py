@@ -1,0 +1,103 @@
+"""Containment by cgroup v2: ending a stage's whole tree, escapees included.
+
+A process group and the environment marker miss a grandchild that starts a session of
+its own with a clean environment (`setsid env -i ...`); a cgroup does not: every
+descendant is born in its parent's cgroup and only a privileged process can leave it.
+The keeper (tacx/keeper.py) starts each daughter in a cgroup of its own; this module is
+what tacx does with those cgroups afterwards, in worker threads (they touch files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from tacx.keeper import cgroup_of, populated, probe_cgroups
+
+__all__ = ["cgroup_of", "containment", "kill", "parent_name", "populated", "remove", "signal_members", "stage_cgroup"]
+
+PARENT_PREFIX = "tacx-"
+
+
+def parent_name(home_root: Path) -> str:
+    """The folder, beside tacx's own cgroup, that holds one home's daughters' cgroups."""
+    return PARENT_PREFIX + hashlib.sha1(str(home_root).encode()).hexdigest()[:12]
+
+
+def stage_cgroup(marker: str) -> str:
+    """A daughter's cgroup name from its marker (`<home>#<task>/<stage>/<attempt>`)."""
+    name = marker.rpartition("#")[2].replace("/", ".")
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)[:200] or "daughter"
+
+
+def stage_cgroup_of(pid: int) -> str | None:
+    """The cgroup a live process is in, when it is one tacx made for a daughter."""
+    path = cgroup_of(pid)
+    if path and os.path.basename(os.path.dirname(path)).startswith(PARENT_PREFIX):
+        return path
+    return None
+
+
+def containment(home_root: Path, enabled: bool) -> tuple[bool, str]:
+    """Whether daughters of this home get cgroups, and why (for `tacx doctor`)."""
+    base, why = probe_cgroups(parent_name(home_root) if enabled else None)
+    return base is not None, why
+
+
+def signal_members(cgroup: str, sig: int) -> int:
+    """Send sig to every process in the cgroup and the cgroups below it; how many."""
+    sent = 0
+    for folder, _, _ in os.walk(cgroup):
+        try:
+            with open(os.path.join(folder, "cgroup.procs")) as f:
+                pids = [int(line) for line in f if line.strip()]
+        except (OSError, ValueError):
+            continue
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                sent += 1
+            except (ProcessLookupError, PermissionError):
+                continue
+    return sent
+
+
+def kill(cgroup: str) -> bool:
+    """SIGKILL everything in the cgroup at once (cgroup.kill); False when there is none."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
+def remove(cgroup: str, wait: float = 2.0) -> bool:
+    """Remove an emptied cgroup, waiting up to `wait` for its last processes to go."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.rmdir(cgroup)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
+def end(cgroup: str, grace: float) -> int:
+    """SIGTERM every member, up to `grace` for them to go, then cgroup.kill; remove it.
+    Returns how many processes were signalled (blocking: a thread)."""
+    sent = signal_members(cgroup, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while populated(cgroup) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if populated(cgroup):
+        kill(cgroup)
+    remove(cgroup)
+    return sent

@@ -1,0 +1,351 @@
+"""The keeper: a small process that starts tacx's daughters and is their parent.
+
+Why a separate process: a daughter's exit status can be read only by its parent. When
+tacx is the parent and is killed, a daughter that ends meanwhile takes its status with
+it (a script ending in `exec prog`, `os._exit`, a signal), and the next start cannot
+tell a stage that finished from one that never ran. The keeper outlives tacx: it reaps
+every daughter it started and writes how it ended into the status file beside its log
+(atomically), then leaves once tacx is gone and its last daughter has ended.
+
+One keeper serves one coordinator, so trivial stages pay no extra process: tacx sends a
+line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
+session, stdin on /dev/null and stdout/stderr appended to the log, and answers with the
+pid. Where cgroup v2 is writable, each daughter starts inside a cgroup of its own (the
+keeper steps into it for the spawn, so the child is born there: no window in which a
+grandchild could be forked outside it), and a stage's whole tree is ended with
+`cgroup.kill`, as systemd's KillMode=control-group does.
+
+Run as `python -I -S keeper.py`: standard library only, no tacx import, fast to start.
+Protocol, one JSON object per line each way:
+  tacx -> keeper  {"op": "spawn", "id", "argv", "env", "cwd", "log", "status",
+                   "mkdirs", "files", "cgroup"}
+  keeper -> tacx  {"op": "hello", "pid", "cgroup": base or null, "why": reason}
+                  {"op": "started", "id", "pid", "start", "cgroup"}
+                  {"op": "failed", "id", "error"}
+                  {"op": "exited", "pid", "exit_code", "signal", "cpu_seconds",
+                   "max_rss", "populated"}
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
+
+
+def process_start(pid: int) -> float:
+    """When pid started, in seconds after boot (as tacx's supervisor counts it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19]) / _CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def write_status(path: str, info: dict) -> None:
+    """Write how a daughter ended, atomically: a reader never sees half a file."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(info))
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+# Signals a daughter gets back to their defaults: the keeper ignores the terminal's and
+# Python ignores SIGPIPE and SIGXFSZ; none of that is the daughter's to inherit.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                    signal.SIGQUIT, signal.SIGCHLD)
+
+
+def _resolve(program: str, env: dict) -> str:
+    """posix_spawn takes a path: a bare name is looked up on the daughter's own PATH, as
+    subprocess does when it is given an environment."""
+    if os.sep in program:
+        return program
+    for folder in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(folder or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    raise FileNotFoundError(errno.ENOENT, "No such file or directory", program)
+
+
+def populated(cgroup: str) -> bool:
+    try:
+        with open(os.path.join(cgroup, "cgroup.events")) as f:
+            return "populated 1" in f.read()
+    except OSError:
+        return False
+
+
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (not always /sys/fs/cgroup)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == "cgroup2":
+                    return left.split(" ")[4]
+    except OSError:
+        pass
+    return None
+
+
+def cgroup_of(pid: int | str = "self") -> str | None:
+    """The cgroup v2 folder a process is in, found through /proc."""
+    mount = cgroup2_mount()
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            path = next((ln[3:].strip() for ln in f if ln.startswith("0::")), None)
+    except OSError:
+        return None
+    if mount is None or path is None:
+        return None
+    return os.path.normpath(mount + "/" + path.lstrip("/"))
+
+
+def enter_cgroup(cgroup: str) -> None:
+    with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+        f.write(str(os.getpid()))
+
+
+def probe_cgroups(parent: str | None) -> tuple[str | None, str]:
+    """Can daughters get cgroups of their own here, under `parent` beside this process's
+    own cgroup? Tried for real (make one, step in and out, remove it): (folder, why)."""
+    if parent is None:
+        return None, "cgroups are off in tacx.yaml (cgroups: off): process groups and the marker sweep"
+    home = cgroup_of()
+    if home is None:
+        return None, "no cgroup v2 hierarchy is mounted: process groups and the marker sweep"
+    base = os.path.join(home, parent)
+    probe = os.path.join(base, f"probe-{os.getpid()}")
+    try:
+        os.makedirs(base, exist_ok=True)
+        os.mkdir(probe)
+        try:
+            if not os.path.exists(os.path.join(probe, "cgroup.kill")):
+                return None, "cgroup v2 here has no cgroup.kill (Linux 5.14 and newer): process groups and the marker sweep"
+            enter_cgroup(probe)
+            enter_cgroup(home)
+        finally:
+            os.rmdir(probe)
+    except OSError as exc:
+        return None, f"cgroup v2 at {home} is not writable here ({exc.strerror}): process groups and the marker sweep"
+    return base, f"cgroup v2: each daughter in a cgroup of its own under {base}, ended with cgroup.kill"
+
+
+class Keeper:
+    def __init__(self, sock: socket.socket, cgroup_parent: str | None) -> None:
+        self.sock = sock
+        self.connected = True
+        self.buffer = b""
+        self.children: dict[int, tuple[str, str | None, float]] = {}  # pid -> (status path, cgroup, started)
+        self.dying: dict[str, float] = {}  # cgroups killed after tacx left -> when
+        self.home_cgroup = cgroup_of()
+        self.cgroup_parent, self.why = probe_cgroups(cgroup_parent)
+
+    # -- cgroups -------------------------------------------------------------------------
+
+    def _spawn_in(self, cgroup: str, spawn: Callable[[], int]) -> int:
+        """Step into the daughter's cgroup for the spawn, so it is born there, then back."""
+        try:
+            os.mkdir(cgroup)
+        except FileExistsError:  # a leftover of an earlier run: reused only when empty
+            if populated(cgroup):
+                raise
+        try:
+            enter_cgroup(cgroup)
+            try:
+                return spawn()
+            finally:
+                assert self.home_cgroup is not None
+                enter_cgroup(self.home_cgroup)
+        except BaseException:
+            self._remove(cgroup)
+            raise
+
+    @staticmethod
+    def _remove(cgroup: str) -> bool:
+        try:
+            os.rmdir(cgroup)
+            return True
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+
+    # -- requests from tacx ------------------------------------------------------------------
+
+    def send(self, message: dict) -> None:
+        if not self.connected:
+            return
+        try:
+            self.sock.sendall(json.dumps(message).encode() + b"\n")
+        except OSError:
+            self.connected = False
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            self.connected = False
+            return
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line:
+                self.handle(json.loads(line))
+
+    def handle(self, request: dict) -> None:
+        if request.get("op") == "spawn":
+            try:
+                self.spawn(request)
+            except OSError as exc:
+                self.send({"op": "failed", "id": request["id"], "errno": exc.errno,
+                           "error": exc.strerror or str(exc), "filename": exc.filename})
+            except Exception as exc:  # a bad request must not end the keeper
+                self.send({"op": "failed", "id": request["id"], "errno": None, "error": repr(exc), "filename": None})
+
+    def spawn(self, r: dict) -> None:
+        for folder in r.get("mkdirs", ()):
+            os.makedirs(folder, exist_ok=True)
+        for path, content in r.get("files", {}).items():
+            with open(path, "w") as f:
+                f.write(content)
+        log = os.open(r["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            os.chdir(r["cwd"])
+            argv = [_resolve(r["argv"][0], r["env"]), *r["argv"][1:]]
+
+            def start() -> int:
+                return os.posix_spawn(
+                    argv[0], argv, r["env"],
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, log, 1),
+                        (os.POSIX_SPAWN_DUP2, log, 2),
+                    ],
+                    setsid=True,
+                    setsigdef=_DEFAULT_SIGNALS,
+                )
+
+            cgroup = None
+            if r.get("cgroup") and self.cgroup_parent:
+                cgroup = os.path.join(self.cgroup_parent, r["cgroup"])
+                pid = self._spawn_in(cgroup, start)
+            else:
+                pid = start()
+        finally:
+            os.close(log)
+            os.chdir("/")
+        self.children[pid] = (r["status"], cgroup, time.time())
+        self.send({"op": "started", "id": r["id"], "pid": pid, "start": process_start(pid), "cgroup": cgroup})
+
+    # -- ends ------------------------------------------------------------------------------
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            known = self.children.pop(pid, None)
+            if known is None:
+                continue
+            status_path, cgroup, started = known
+            code = os.waitstatus_to_exitcode(status)
+            info = {
+                "pid": pid,
+                "exit_code": code if code >= 0 else None,
+                "signal": -code if code < 0 else None,
+                "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 6),
+                # ru_maxrss also counts the keeper's own pages the child shared until its
+                # exec: it speaks for the daughter only when it exceeds the keeper's own.
+                "max_rss": usage.ru_maxrss * 1024 if usage.ru_maxrss > self.own_max_rss() else 0,
+                "started_at": started,
+                "ended_at": time.time(),
+            }
+            write_status(status_path, info)
+            left = bool(cgroup) and populated(cgroup)
+            if cgroup and not left:
+                self._remove(cgroup)
+            if self.connected:
+                self.send({"op": "exited", **info, "populated": left})
+            elif left:
+                self._kill(cgroup)  # nobody watches this stage any more: its leftovers go with it
+
+    @staticmethod
+    def own_max_rss() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def _kill(self, cgroup: str) -> None:
+        try:
+            with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
+                f.write("1")
+        except OSError:
+            return
+        self.dying[cgroup] = time.monotonic()
+
+    def tidy(self) -> None:
+        """Remove killed cgroups once empty (or give up on them after KILL_WAIT)."""
+        for cgroup, since in list(self.dying.items()):
+            if (not populated(cgroup) and self._remove(cgroup)) or time.monotonic() - since > KILL_WAIT:
+                del self.dying[cgroup]
+
+    def run(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.send({"op": "hello", "pid": os.getpid(), "cgroup": self.cgroup_parent, "why": self.why})
+        while self.connected or self.children or self.dying:
+            readers = [wake_r] + ([self.sock] if self.connected else [])
+            try:
+                ready, _, _ = select.select(readers, [], [], 0.1 if self.dying else 1.0)
+            except InterruptedError:
+                ready = []
+            if self.sock in ready:
+                self.on_readable()
+            if wake_r in ready:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            self.reap()
+            if self.dying:
+                self.tidy()
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    cgroup_parent = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_IGN)  # a terminal's ^C reaches tacx, not its keeper
+    os.chdir("/")
+    os.set_inheritable(fd, False)  # daughters never hold tacx's line
+    sock = socket.socket(fileno=fd)
+    Keeper(sock, cgroup_parent).run()
+
+
+if __name__ == "__main__":
+    main()
