@@ -99,7 +99,7 @@ from tacx.providers import configured_providers, provider_kinds
 from tacx.records import text_hash
 from tacx.settings import ProviderSettings, Settings
 from tacx.store import connect, transaction
-from tacx.supervisor import end_processes, scan_marked
+from tacx.processes import end_processes, scan_marked
 from tacx.workflow import load_workflow_text
 
 # A home lives inside its project: the benchmarks put theirs in bench/.runs by default.

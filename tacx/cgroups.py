@@ -43,7 +43,7 @@ def stage_cgroup_of(pid: int) -> str | None:
 
 def containment(home_root: Path, enabled: bool) -> tuple[bool, str]:
     """Whether daughters of this home get cgroups, and why (for `tacx doctor`)."""
-    base, why = probe_cgroups(parent_name(home_root) if enabled else None)
+    base, why = probe_cgroups(parent_name(home_root) if enabled else None, keep=False)
     return base is not None, why
 
 

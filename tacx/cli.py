@@ -27,7 +27,7 @@ from tacx.providers import configured_providers, provider_kinds
 from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
 from tacx.store import Store, StoreError, connect, transaction
-from tacx.supervisor import end_processes, scan_marked
+from tacx.processes import end_processes, scan_marked
 from tacx.workflow import Workflow, WorkflowError, load_workflow, render, resolve_inputs, workflow_json_schema
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tasks", type=_positive, default=len(DEMO_TITLES), help=f"how many (default {len(DEMO_TITLES)})")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.add_argument("--max-workers", type=_positive)
+
+    doctor = sub.add_parser("doctor", parents=[common], help="what this machine gives tacx: store, containment, providers")
+    doctor.add_argument("--json", action="store_true")
 
     clean = sub.add_parser("clean", parents=[common], help="remove workspaces of ended tasks (never unsaved work)")
     clean.add_argument("ids", nargs="*", type=int, help="default: every ended task")
@@ -825,7 +828,16 @@ def cmd_clean(home: Home, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(home: Home, args: argparse.Namespace) -> int:
+    from tacx import doctor
+
+    checks = doctor.report(home, _settings(home))
+    print(json.dumps(checks) if args.json else doctor.render(checks))
+    return EXIT_FAILED if any(c["status"] == "fail" for c in checks) else EXIT_OK
+
+
 _COMMANDS = {
+    "doctor": cmd_doctor,
     "providers": cmd_providers,
     "demo": cmd_demo,
     "clean": cmd_clean,

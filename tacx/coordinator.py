@@ -254,16 +254,23 @@ class Coordinator:
     async def recover(self) -> None:
         """Reconcile every `running` row with the processes that really exist."""
 
-        def load(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
+        def load(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row], list[sqlite3.Row]]:
             tasks = conn.execute("SELECT * FROM tasks WHERE status = 'running' ORDER BY id").fetchall()
             daughters = conn.execute("SELECT * FROM daughters WHERE ended_at IS NULL").fetchall()
-            return tasks, daughters
+            stages = conn.execute(
+                "SELECT s.task_id, s.name, s.attempt FROM stages s JOIN tasks t ON t.id = s.task_id"
+                " WHERE s.status = 'running' AND t.status = 'running'"
+            ).fetchall()
+            return tasks, daughters, stages
 
-        tasks, open_daughters = await self.store.read(load)
+        tasks, open_daughters, running_stages = await self.store.read(load)
         alive = await asyncio.to_thread(
             lambda: {d["id"] for d in open_daughters if same_process(d["pid"], d["create_time"])}
         )
         keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
+        # A daughter started just before the crash may have no row yet: its stage's current
+        # attempt is looked for by marker below, not ended as a straggler.
+        keep |= {self._marker(s["task_id"], s["name"], s["attempt"]) for s in running_stages}
         ended = await self.supervisor.sweep_stragglers(self.home.marker_prefix, lambda: keep)
         if ended:
             self.publish("recovery.stragglers_ended", pids=ended)
@@ -283,7 +290,7 @@ class Coordinator:
         daughter = self.supervisor.adopt(**self._adopt_args(d))
         if not daughter.done:
             await self.supervisor.terminate(daughter, "its task is no longer running")
-        info = daughter.exited.result()
+        info = await daughter.exited
         ended_at = daughter.ended_at or time.time()
         await self.store.write(lambda c: _close_daughter(c, "id = ?", (d["id"],), ended_at, info))
 
@@ -305,14 +312,19 @@ class Coordinator:
             await self._fail_unloadable(row["id"], exc)
             return
         interrupted: list[str] = []
+        unrecorded: list[str] = []
         for st in run.stages.values():
             if st.status != "running":
                 continue
             d = open_by_stage.get(st.id)
-            if d is None:
-                interrupted.append(st.name)  # crashed between the stage's start and its spawn
-                continue
-            daughter = self.supervisor.adopt(**self._adopt_args(d))
+            if d is not None:
+                daughter: Daughter | None = self.supervisor.adopt(**self._adopt_args(d))
+            else:  # crashed between the stage's start and its daughter's row
+                daughter = await self._find_unrecorded(run, st)
+                if daughter is None:
+                    interrupted.append(st.name)  # it never started, or nothing can tell how it ended
+                    continue
+                unrecorded.append(st.name)
             provider = await self.store.read(
                 lambda c, sid=st.id: c.execute("SELECT provider FROM stages WHERE id = ?", (sid,)).fetchone()[0]
             )
@@ -335,6 +347,7 @@ class Coordinator:
                 {
                     "adopted": {n: d.pid for n, (d, _) in run.adopted.items() if not d.done},
                     "ended_while_away": [n for n, (d, _) in run.adopted.items() if d.done],
+                    "found_without_row": unrecorded,
                     "rerun": interrupted,
                 },
             )
@@ -344,6 +357,18 @@ class Coordinator:
             run.stages[name].status = "pending"
         self.publish("task.recovered", run.id, adopted=sorted(run.adopted), rerun=interrupted)
         self._start_runner(run)
+
+    async def _find_unrecorded(self, run: TaskRun, st: StageState) -> Daughter | None:
+        """A running stage whose daughter has no row: tacx died between starting it and
+        recording it. Its daughter is found alive by its marker, or its end is read from
+        the status file the keeper wrote; either way it gets its row, and the stage is
+        concluded from it instead of run again. None when it never started."""
+        marker = self._marker(run.id, st.name, st.attempt)
+        log_path = self.home.stage_log(run.id, st.name, st.attempt)
+        daughter = await self.supervisor.find_unrecorded(marker, log_path, log_path.with_suffix(".status"))
+        if daughter is not None:
+            await self.store.write(lambda c: _insert_daughter(c, run.id, st.id, st.name, st.attempt, daughter))
+        return daughter
 
     async def _fail_unloadable(self, task_id: int, exc: Exception) -> None:
         message = f"cannot run this task's workflow any more: {exc}"
@@ -1265,14 +1290,7 @@ class Coordinator:
             self._release_slot(provider_name)
             raise
         faults.point("after-spawn")  # tests: a crash between the daughter's start and its row
-        self.store.write_soon(
-            lambda c: c.execute(
-                "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
-                " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.id, st.id, name, attempt, daughter.pid, daughter.create_time, json.dumps(daughter.argv),
-                 str(log_path), str(status_path), daughter.started_at),
-            )
-        )
+        self.store.write_soon(lambda c: _insert_daughter(c, run.id, st.id, name, attempt, daughter))
         self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
         return await self._finish_attempt(run, name, spec, daughter, provider_name)
 
@@ -1576,6 +1594,15 @@ def _close_daughter(
         "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
         f" WHERE {where} AND ended_at IS NULL",
         (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
+    )
+
+
+def _insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage: str, attempt: int, d: Daughter) -> None:
+    conn.execute(
+        "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
+        " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.argv),
+         str(d.log_path), str(d.status_path), d.started_at),
     )
 
 

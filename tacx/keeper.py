@@ -120,14 +120,22 @@ def cgroup_of(pid: int | str = "self") -> str | None:
     return os.path.normpath(mount + "/" + path.lstrip("/"))
 
 
+def remove_empty(cgroup: str) -> None:
+    try:
+        os.rmdir(cgroup)
+    except OSError:
+        pass
+
+
 def enter_cgroup(cgroup: str) -> None:
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))
 
 
-def probe_cgroups(parent: str | None) -> tuple[str | None, str]:
+def probe_cgroups(parent: str | None, keep: bool = True) -> tuple[str | None, str]:
     """Can daughters get cgroups of their own here, under `parent` beside this process's
-    own cgroup? Tried for real (make one, step in and out, remove it): (folder, why)."""
+    own cgroup? Tried for real (make one, step in and out, remove it): (folder, why).
+    Without `keep`, the parent folder is removed again when empty."""
     if parent is None:
         return None, "cgroups are off in tacx.yaml (cgroups: off): process groups and the marker sweep"
     home = cgroup_of()
@@ -145,6 +153,8 @@ def probe_cgroups(parent: str | None) -> tuple[str | None, str]:
             enter_cgroup(home)
         finally:
             os.rmdir(probe)
+            if not keep:
+                remove_empty(base)
     except OSError as exc:
         return None, f"cgroup v2 at {home} is not writable here ({exc.strerror}): process groups and the marker sweep"
     return base, f"cgroup v2: each daughter in a cgroup of its own under {base}, ended with cgroup.kill"
@@ -334,6 +344,8 @@ class Keeper:
             self.reap()
             if self.dying:
                 self.tidy()
+        if self.cgroup_parent:
+            remove_empty(self.cgroup_parent)  # last one out: another keeper of this home may still use it
 
 
 def main() -> None:

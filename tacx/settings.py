@@ -24,6 +24,13 @@ def _duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _on_off(value: object) -> object:
+    """YAML reads a bare `off` as false (and `on` as true)."""
+    if isinstance(value, bool):
+        return "auto" if value else "off"
+    return value
+
+
 class ProviderSettings(BaseModel):
     """Tunes a built-in provider (limit, cooldown), or defines a new one (argv, parser).
 
@@ -58,7 +65,7 @@ class Settings(BaseModel):
     max_workers: int = Field(default=4, ge=1, description="most daughters at once, all providers")
     kill_grace: Duration = Field(default=5.0, description="seconds between SIGTERM and SIGKILL")
     sample_interval: Duration = Field(default=1.0, description="seconds between psutil samples")
-    cgroups: Literal["auto", "off"] = Field(
+    cgroups: Annotated[Literal["auto", "off"], BeforeValidator(_on_off)] = Field(
         default="auto", description="a cgroup per daughter where cgroup v2 is writable (auto), or never (off)"
     )
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)

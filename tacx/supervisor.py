@@ -2,17 +2,18 @@
 
 A daughter runs in its own session (so its process group is its pid), with stdin closed
 and stdout/stderr appended straight to its log file: no pipe can fill and the log
-outlives tacx. Its end is noticed through a pidfd on the event loop and reaped with
-wait4, which also gives its CPU time and peak RSS: no thread per daughter, no zombies.
-Every daughter carries an environment marker (`TACX_DAUGHTER=<home>#<task>/<stage>/<n>`)
-inherited by its descendants, so leftovers can be found by scanning processes, also
-after tacx itself was killed.
+outlives tacx. It is started by the keeper (tacx/keeper.py), a small process outside
+tacx that is its parent, reaps it and writes how it ended beside its log, so its end is
+known even when tacx was killed meanwhile; the keeper's word reaches tacx on a socket.
+Where cgroup v2 is writable each daughter has a cgroup of its own, and a stage's tree is
+ended with it; elsewhere by process group and a sweep for its environment marker
+(`TACX_DAUGHTER=<home>#<task>/<stage>/<n>`), inherited by its descendants, which also
+finds leftovers after tacx itself was killed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import resource
@@ -26,31 +27,27 @@ from collections.abc import Callable, Iterable
 import psutil
 
 from tacx import cgroups
-from tacx.keeper import KEEPER_ENV
 from tacx.keeper_client import KeeperClient, KeeperGone, Spawned
+from tacx.processes import (
+    MARKER_ENV,
+    ExitInfo,
+    any_alive,
+    descendants,
+    end_processes,
+    find_root,
+    is_process,
+    keeper_of,
+    kill_procs,
+    live_keepers,
+    read_status,
+    read_status_record,
+    same_process,
+    scan_marked,
+    signal_group,
+    spawn_here,
+)
 
 log = logging.getLogger(__name__)
-
-MARKER_ENV = "TACX_DAUGHTER"
-# A process is known by its pid and its start time, in seconds after boot as the kernel
-# counts it (/proc/<pid>/stat, in clock ticks): exact, and deaf to wall-clock steps.
-CREATE_TIME_TOLERANCE = 0.005
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class ExitInfo:
-    """How a daughter ended. exit_code None with signal None means: unknown (ended unseen)."""
-
-    exit_code: int | None
-    signal: int | None
-    peak_rss: int
-    cpu_seconds: float
-
-    @property
-    def known(self) -> bool:
-        return self.exit_code is not None or self.signal is not None
-
 
 @dataclass
 class Daughter:
@@ -100,173 +97,6 @@ class Sample:
     log_size: int = 0
 
 
-@dataclass(frozen=True)
-class MarkedProcess:
-    pid: int
-    create_time: float
-    marker: str
-
-
-def read_status(path: Path) -> ExitInfo | None:
-    """How a daughter ended, from the file beside its log: the keeper's JSON (exit code or
-    signal, CPU, peak RSS), or the bare exit code a shell's EXIT trap leaves."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if isinstance(data, int) and not isinstance(data, bool):
-        return ExitInfo(data, None, 0, 0.0)
-    if not isinstance(data, dict) or (data.get("exit_code") is None and data.get("signal") is None):
-        return None
-    return ExitInfo(data.get("exit_code"), data.get("signal"), int(data.get("max_rss") or 0),
-                    float(data.get("cpu_seconds") or 0.0))
-
-
-def process_start(pid: int) -> float | None:
-    """When pid started, in seconds after boot (None when there is no such process)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        return int(fields[19]) / _CLOCK_TICKS
-    except FileNotFoundError:
-        return None
-    except (OSError, IndexError, ValueError):  # no /proc here: psutil's wall-clock figure
-        try:
-            return psutil.Process(pid).create_time()
-        except psutil.Error:
-            return None
-
-
-def _is(proc: psutil.Process, create_time: float) -> bool:
-    start = process_start(proc.pid)
-    return start is not None and abs(start - create_time) < CREATE_TIME_TOLERANCE
-
-
-def same_process(pid: int, create_time: float) -> bool:
-    """True if pid is alive (not a zombie) and is the very process that started then."""
-    try:
-        proc = psutil.Process(pid)
-        return _is(proc, create_time) and proc.status() != psutil.STATUS_ZOMBIE
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Signal a process group; False when no process is left in it."""
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _descendants(pid: int, create_time: float) -> list[psutil.Process]:
-    try:
-        proc = psutil.Process(pid)
-        if not _is(proc, create_time):
-            return []
-        return proc.children(recursive=True)
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return []
-
-
-def _any_alive(pgid: int | None, procs: Iterable[psutil.Process]) -> bool:
-    if pgid is not None and _signal_group(pgid, 0):
-        return True
-    return any(_running(p) for p in procs)
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _kill_procs(procs: Iterable[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        try:
-            if proc.is_running():
-                proc.send_signal(sig)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-def scan_marked(match: Callable[[str], bool]) -> list[MarkedProcess]:
-    """Every process whose environment carries a marker accepted by match (blocking: a thread)."""
-    me = os.getpid()
-    found: list[MarkedProcess] = []
-    for proc in psutil.process_iter(["pid"]):
-        if proc.pid == me:
-            continue
-        try:
-            marker = proc.environ().get(MARKER_ENV)
-            if marker and match(marker):
-                start = process_start(proc.pid)
-                if start is not None:
-                    found.append(MarkedProcess(proc.pid, start, marker))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-    return found
-
-
-def end_processes(targets: list[MarkedProcess], grace: float) -> list[int]:
-    """SIGTERM, wait up to grace, SIGKILL (blocking: a thread). Returns the pids signalled."""
-    procs: list[psutil.Process] = []
-    for target in targets:
-        try:
-            proc = psutil.Process(target.pid)
-            if _is(proc, target.create_time):
-                procs.append(proc)
-        except psutil.NoSuchProcess:
-            continue
-    if not procs:
-        return []
-    _kill_procs(procs, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    _kill_procs(alive, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=2)
-    return [p.pid for p in procs]
-
-
-def _spawn_here(
-    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, mkdirs: tuple[Path, ...], files: dict[Path, str]
-) -> tuple[subprocess.Popen[bytes], float, float]:
-    """Start a daughter from tacx itself (when no keeper runs): folders, files, the log
-    (attempts never reuse a log path), then the process (blocking: a thread)."""
-    for folder in mkdirs:
-        folder.mkdir(parents=True, exist_ok=True)
-    for path, content in files.items():
-        path.write_text(content)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-    try:
-        popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=fd, stderr=fd, cwd=cwd, env=env,
-            start_new_session=True, close_fds=True,
-        )
-    finally:
-        os.close(fd)
-    started_at = time.time()
-    return popen, started_at, process_start(popen.pid) or 0.0
-
-
-def _keeper_of(pid: int) -> tuple[int, float] | None:
-    """The keeper that is pid's parent, if one is (it will write pid's status file)."""
-    try:
-        parent = psutil.Process(pid).parent()
-        if parent is not None and KEEPER_ENV in parent.environ():
-            start = process_start(parent.pid)
-            return (parent.pid, start) if start is not None else None
-    except (psutil.Error, OSError):
-        pass
-    return None
-
 
 def _sample(d: Daughter) -> Sample:
     """Tree RSS, CPU seconds and children of one daughter, plus its log size (a thread)."""
@@ -274,7 +104,7 @@ def _sample(d: Daughter) -> Sample:
         proc = d._proc
         if proc is None:
             proc = psutil.Process(d.pid)
-            if not _is(proc, d.create_time):
+            if not is_process(proc, d.create_time):
                 return Sample(d.pid, alive=False)
             d._proc = proc
         with proc.oneshot():
@@ -330,6 +160,7 @@ class Supervisor:
             parent = cgroups.parent_name(home_root) if use_cgroups else None
             self._keeper = KeeperClient(home_root, parent, self._on_keeper_exit, self._on_keeper_lost)
         self._conclusions: set[asyncio.Task[None]] = set()
+        self._home_root = home_root
 
     @property
     def containment(self) -> str:
@@ -385,7 +216,7 @@ class Supervisor:
                 except KeeperGone:
                     pass  # it ended before answering: start this one here
         job = asyncio.ensure_future(
-            asyncio.to_thread(_spawn_here, argv, env, cwd, log_path, tuple(mkdirs), dict(files or {}))
+            asyncio.to_thread(spawn_here, argv, env, cwd, log_path, tuple(mkdirs), dict(files or {}))
         )
         try:
             popen, started_at, start = await asyncio.shield(job)
@@ -446,9 +277,11 @@ class Supervisor:
         status_path: Path,
         marker: str,
         started_at: float,
+        ended_at: float = 0.0,
     ) -> Daughter:
         """Watch a daughter a previous tacx started. Its end is learnt from its status file."""
         d = Daughter(
+            ended_at=ended_at,
             pid=pid,
             create_time=create_time,
             argv=argv,
@@ -466,11 +299,35 @@ class Supervisor:
         self.daughters[d.pid] = d
         if same_process(pid, create_time):
             d.cgroup = cgroups.stage_cgroup_of(pid)
-            d.keeper = _keeper_of(pid)
+            d.keeper = keeper_of(pid)
             self._watch(d)
         else:
             self._finished(d)
         return d
+
+    async def find_unrecorded(self, marker: str, log_path: Path, status_path: Path) -> Daughter | None:
+        """A daughter an earlier tacx started but never recorded: alive (found by its
+        marker) or ended (its status file; an earlier keeper still at work writes it an
+        instant after the end). None when nothing shows it ever ran."""
+        root = await asyncio.to_thread(find_root, marker)
+        if root is not None:
+            pid, create_time, argv, started_at = root
+            return self.adopt(pid=pid, create_time=create_time, argv=argv, log_path=log_path,
+                              status_path=status_path, marker=marker, started_at=started_at)
+        record = await asyncio.to_thread(read_status_record, status_path)
+        if record is None and self._home_root is not None and log_path.exists():
+            own = self._keeper.pid if self._keeper is not None else None
+            keepers = await asyncio.to_thread(live_keepers, self._home_root, own)
+            deadline = time.monotonic() + STATUS_WAIT
+            while record is None and keepers and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                record = await asyncio.to_thread(read_status_record, status_path)
+        if record is None:
+            return None
+        now = time.time()
+        return self.adopt(pid=int(record.get("pid") or 0), create_time=-1.0, argv=[], log_path=log_path,
+                          status_path=status_path, marker=marker, started_at=record.get("started_at") or now,
+                          ended_at=record.get("ended_at") or now)
 
     # -- noticing the end ------------------------------------------------------
 
@@ -595,17 +452,17 @@ class Supervisor:
         if d.kill_reason is None:
             d.kill_reason = reason
         grace = self.grace if grace is None else grace
-        tree = await asyncio.to_thread(_descendants, d.pid, d.create_time)
+        tree = await asyncio.to_thread(descendants, d.pid, d.create_time)
         # An adopted daughter that already ended no longer vouches for its group id.
         group = not (d.adopted and d.done)
         if group:
-            _signal_group(d.pgid, signal.SIGTERM)
-        await asyncio.to_thread(_kill_procs, tree, signal.SIGTERM)
+            signal_group(d.pgid, signal.SIGTERM)
+        await asyncio.to_thread(kill_procs, tree, signal.SIGTERM)
         if d.cgroup:
             await asyncio.to_thread(cgroups.signal_members, d.cgroup, signal.SIGTERM)
 
         def alive() -> bool:
-            return _any_alive(d.pgid if group else None, tree) or bool(d.cgroup and cgroups.populated(d.cgroup))
+            return any_alive(d.pgid if group else None, tree) or bool(d.cgroup and cgroups.populated(d.cgroup))
 
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
@@ -616,8 +473,8 @@ class Supervisor:
             if not d.done or await asyncio.to_thread(alive):
                 log.info("pid %s outlived %.1fs of grace: SIGKILL", d.pid, grace)
                 if group:
-                    _signal_group(d.pgid, signal.SIGKILL)
-                await asyncio.to_thread(_kill_procs, tree, signal.SIGKILL)
+                    signal_group(d.pgid, signal.SIGKILL)
+                await asyncio.to_thread(kill_procs, tree, signal.SIGKILL)
                 if d.cgroup:
                     await asyncio.to_thread(cgroups.kill, d.cgroup)
         info = await asyncio.wait_for(asyncio.shield(d.exited), timeout=30)
@@ -643,7 +500,7 @@ class Supervisor:
             return
         if d.adopted or d.children or d.ended_at - d.started_at > self.sample_interval:
             await self.sweep_marker(d.marker)
-        if not d.adopted and _signal_group(d.pgid, 0):
+        if not d.adopted and signal_group(d.pgid, 0):
             await self.terminate(d, "leftover processes after the daughter exited")
 
     async def sweep_marker(self, marker: str) -> list[int]:

@@ -1,0 +1,107 @@
+"""`tacx doctor`: what this machine and home give tacx, checked for real.
+
+Each check says ok, warn (tacx works, with less) or fail (tacx cannot work as promised),
+in words a user acts on. Containment is the one users most need to know: with cgroup v2
+a stage's whole tree ends with it, escapees included; without, tacx ends process groups
+and sweeps for its environment marker, which a grandchild started with `setsid env -i`
+escapes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import sys
+from typing import Any
+
+from tacx import cgroups
+from tacx.home import Home, coordinator_running, read_holder
+from tacx.keeper_client import KEEPER_PATH
+from tacx.providers import configured_providers
+from tacx.settings import Settings
+
+Check = dict[str, Any]
+
+
+def _check(name: str, status: str, detail: str) -> Check:
+    return {"check": name, "status": status, "detail": detail}
+
+
+def _home(home: Home) -> Check:
+    if home.root.exists() and not home.root.is_dir():
+        return _check("home", "fail", f"{home.root} is a file, not a folder: move it aside or pass --home DIR")
+    folder = home.root
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        return _check("home", "fail", f"{folder} is not writable: tacx cannot keep its store and logs there")
+    state = "exists" if home.root.exists() else "is made at the first submit"
+    return _check("home", "ok", f"{home.root} ({state})")
+
+
+def _store(home: Home) -> Check:
+    if not home.db_path.exists():
+        return _check("store", "ok", f"{home.db_path} does not exist yet (made at the first submit)")
+    try:
+        conn = sqlite3.connect(f"file:{home.db_path}?mode=ro", uri=True, timeout=5)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tasks = conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        return _check("store", "fail", f"{home.db_path} cannot be read ({exc}): move it aside or restore a backup")
+    if verdict != "ok":
+        return _check("store", "fail", f"{home.db_path} is damaged ({verdict}): move it aside or restore a backup")
+    return _check("store", "ok", f"{home.db_path}: schema {version}, {tasks} task(s), quick_check ok")
+
+
+def _coordinator(home: Home) -> Check:
+    if not home.lock_path.exists() or not coordinator_running(home):
+        return _check("coordinator", "ok", "none running on this home")
+    holder = read_holder(home) or {}
+    return _check("coordinator", "ok", f"running: pid {holder.get('pid', '?')}, `{holder.get('command', 'tacx')}`")
+
+
+def _containment(home: Home, settings: Settings) -> Check:
+    enabled, why = cgroups.containment(home.root, settings.cgroups != "off")
+    return _check("containment", "ok" if enabled else "warn", why)
+
+
+def _keeper() -> Check:
+    if not hasattr(os, "posix_spawn") or not KEEPER_PATH.exists():
+        return _check("keeper", "warn", "no keeper here: tacx is its daughters' parent, and an end while "
+                                        "tacx is down is known only from a shell's EXIT trap")
+    return _check("keeper", "ok", f"daughters are started by a keeper ({sys.executable} -I -S {KEEPER_PATH.name}), "
+                                  "which records every end beside its log, even while tacx is down")
+
+
+def _pidfd() -> Check:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError) as exc:
+        return _check("pidfd", "warn", f"no pidfd ({exc}): ends of re-adopted daughters are polled")
+    os.close(fd)
+    return _check("pidfd", "ok", "ends of re-adopted daughters are noticed at once (pidfd)")
+
+
+def _providers(settings: Settings) -> list[Check]:
+    checks = []
+    for name, provider in configured_providers(settings).items():
+        problem = provider.availability()
+        where = shutil.which(getattr(provider, "executable", "") or name) if provider.kind == "agent" else None
+        detail = problem or (f"{name}: {where}" if where else f"{name}: available")
+        checks.append(_check(f"provider {name}", "ok" if problem is None else "warn", detail))
+    return checks
+
+
+def report(home: Home, settings: Settings) -> list[Check]:
+    return [_home(home), _store(home), _coordinator(home), _containment(home, settings), _keeper(), _pidfd(),
+            *_providers(settings)]
+
+
+def render(checks: list[Check]) -> str:
+    marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
+    return "\n".join(f"{marks[c['status']]}  {c['check']:<16} {c['detail']}" for c in checks)
