@@ -101,3 +101,29 @@ def end(cgroup: str, grace: float) -> int:
         kill(cgroup)
     remove(cgroup)
     return sent
+
+
+def home_cgroups(home_root: Path) -> list[str]:
+    """The daughters' cgroups of one home, under this process's own cgroup."""
+    own = cgroup_of()
+    if own is None:
+        return []
+    parent = os.path.join(own, parent_name(home_root))
+    try:
+        return [os.path.join(parent, name) for name in os.listdir(parent)
+                if os.path.isdir(os.path.join(parent, name))]
+    except OSError:
+        return []
+
+
+def end_task(home_root: Path, task_id: int, grace: float) -> int:
+    """End every cgroup of one task's daughters (a cancel with no coordinator running)."""
+    return sum(end(path, grace) for path in home_cgroups(home_root)
+               if os.path.basename(path).startswith(f"{task_id}."))
+
+
+def sweep_stale(home_root: Path, keep: set[str], grace: float) -> int:
+    """At a restart: cgroups of daughters nobody watches any more (their daughter and its
+    keeper both gone) are ended with whatever is left in them."""
+    return sum(end(path, grace) for path in home_cgroups(home_root)
+               if path not in keep and not os.path.basename(path).startswith("probe-"))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from tacx import __version__, records
+from tacx import __version__, cgroups, records
 from tacx.coordinator import Coordinator
 from tacx.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
@@ -685,7 +685,9 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
         print(f"task {task_id} cancelled")
         return EXIT_OK
     prefix = f"{home.marker_prefix}{task_id}/"
-    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), _settings(home).kill_grace)
+    grace = _settings(home).kill_grace
+    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), grace)
+    cgroups.end_task(home.root, task_id, grace)  # escapees that dropped the marker, where cgroups are in use
     with transaction(conn):
         records.mark_cancelled(conn, task_id, "running", {"ended_pids": ended, "coordinator": False})
         conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (time.time(), task_id))

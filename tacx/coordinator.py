@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable
 
-from tacx import faults, records, spending, worktree
+from tacx import cgroups, faults, records, spending, worktree
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
@@ -285,6 +285,9 @@ class Coordinator:
                 await self._close_orphan_daughter(d)
         for row in tasks:
             await self._resume_task(row, by_stage)
+        # Cgroups whose daughter and keeper are both gone: whatever is left in them goes.
+        watched = {d.cgroup for d in self.supervisor.daughters.values() if d.cgroup}
+        await asyncio.to_thread(cgroups.sweep_stale, self.home.root, watched, self.settings.kill_grace)
 
     async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
         daughter = self.supervisor.adopt(**self._adopt_args(d))

@@ -87,16 +87,23 @@ class KeeperClient:
 
     def _launch(self, sock: socket.socket) -> subprocess.Popen[bytes]:
         env = {**os.environ, KEEPER_ENV: str(self.home_root)}
-        return subprocess.Popen(
-            [sys.executable, "-I", "-S", str(KEEPER_PATH), str(sock.fileno()), self.cgroup_parent or ""],
-            pass_fds=(sock.fileno(),),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a terminal's ^C is for tacx; the keeper outlives it
-            env=env,
-            cwd="/",
-        )
+        try:  # what the keeper itself might say (a bug): kept in the home, never on the terminal
+            errors = os.open(self.home_root / "keeper.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError:
+            errors = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-I", "-S", str(KEEPER_PATH), str(sock.fileno()), self.cgroup_parent or ""],
+                pass_fds=(sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,  # a terminal's ^C is for tacx; the keeper outlives it
+                env=env,
+                cwd="/",
+            )
+        finally:
+            os.close(errors)
 
     def spawn(self, request: dict[str, Any], on_started: Callable[[Spawned], T]) -> asyncio.Future[T]:
         """Ask for a daughter. ``on_started`` runs as the answer is read, before any later

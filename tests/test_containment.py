@@ -19,8 +19,8 @@ HAS_CGROUPS, WHY = cgroups.containment(Path("/tmp/tacx-containment-probe"), True
 needs_cgroups = pytest.mark.skipif(not HAS_CGROUPS, reason=f"no writable cgroup v2 here: {WHY}")
 
 # The escapee: a new session and an empty environment, so neither the process group nor
-# the marker knows it. It writes its pid, then sleeps.
-ESCAPE = 'setsid env -i /bin/sh -c \'echo $$ > "$0"; exec sleep 300\' "$ESCAPEE" &'
+# the marker knows it; it ignores SIGTERM (only SIGKILL ends it), writes its pid, sleeps.
+ESCAPE = 'setsid env -i /bin/sh -c \'trap "" TERM; echo $$ > "$0"; exec sleep 300\' "$ESCAPEE" &'
 
 
 def escapee_pid(project: Project) -> int:
@@ -38,6 +38,9 @@ def alive(pid: int) -> bool:
 
 def workflow(project: Project, run: str, **stage: str) -> None:
     project.env["ESCAPEE"] = str(project.root / "escapee.pid")
+    settings = project.root / "tacx.yaml"
+    if not settings.exists():
+        settings.write_text("kill_grace: 1s\n")
     extra = "".join(f"\n            {k}: {v}" for k, v in stage.items())
     project.workflow("escape", f"""
         name: escape
@@ -100,7 +103,7 @@ def test_after_kill9_the_keeper_ends_the_leftovers_of_a_stage_that_ended(project
 
 
 def test_with_cgroups_off_the_marker_sweep_is_the_fallback_and_doctor_says_so(project: Project) -> None:
-    (project.root / "tacx.yaml").write_text("cgroups: off\n")
+    (project.root / "tacx.yaml").write_text("cgroups: off\nkill_grace: 1s\n")
     checks = {c["check"]: c for c in json.loads(project.tacx("doctor", "--json").stdout)}
     assert checks["containment"]["status"] == "warn"
     assert "cgroups: off" in checks["containment"]["detail"] and "marker" in checks["containment"]["detail"]

@@ -145,3 +145,30 @@ def test_randomized_crash_loop_runs_no_completed_stage_again(project: Project) -
     assert len(done) == 3 * len(tasks)
     assert project.marked_processes() == []
     assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+
+
+def test_a_keeper_killed_under_a_running_coordinator_is_replaced(project: Project) -> None:
+    """The stage it was the parent of still ends right (a shell's EXIT trap says how),
+    and the next stages start under a new keeper."""
+    gate = project.root / "gate"
+    ledger = project.root / "ledger.txt"
+    project.env["LEDGER"] = str(ledger)
+    project.workflow("two", f"""
+        name: two
+        stages:
+          - {{name: wait, provider: bash, run: "while [ ! -e {gate} ]; do sleep 0.05; done; echo waited"}}
+          - {{name: after, provider: shell, run: 'echo "$TACX_TASK_ID after 1" >> "$LEDGER"'}}
+    """)
+    task = project.submit("two.yaml")
+    project.start("--no-ui")
+    wait_for(lambda: project.show(task)["stages"][0]["daughters"], what="the first stage running")
+    (first,) = wait_for(project.keepers, what="the keeper")
+    first.kill()
+    first.wait(timeout=10)
+    (second,) = wait_for(project.keepers, what="a new keeper")
+    assert second.pid != first.pid
+    gate.touch()
+    wait_for(lambda: project.show(task)["status"] == "succeeded", what="the task succeeding")
+    stages = project.show(task)["stages"]
+    assert [s["result"] for s in stages][0] == "waited" and stages[0]["attempt"] == 1
+    assert completions(ledger) == {(str(task), "after"): 1}
