@@ -174,11 +174,16 @@ class Keeper:
 
     def _spawn_in(self, cgroup: str, spawn: Callable[[], int]) -> int:
         """Step into the daughter's cgroup for the spawn, so it is born there, then back."""
-        try:
-            os.mkdir(cgroup)
-        except FileExistsError:  # a leftover of an earlier run: reused only when empty
-            if populated(cgroup):
-                raise
+        for _ in range(3):
+            try:
+                os.mkdir(cgroup)
+                break
+            except FileExistsError:  # a leftover of an earlier run: reused only when empty
+                if populated(cgroup):
+                    raise
+                break
+            except FileNotFoundError:  # an earlier keeper, leaving, removed the shared parent
+                os.makedirs(os.path.dirname(cgroup), exist_ok=True)
         try:
             enter_cgroup(cgroup)
             try:

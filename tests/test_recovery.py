@@ -63,7 +63,7 @@ def test_kill9_then_restart_loses_nothing(project: Project) -> None:
     assert "recovered" in restarted.stdout
 
     tasks = {t["id"]: t for t in project.ls()}
-    assert [tasks[i]["status"] for i in ids] == ["succeeded", "succeeded", "succeeded", "failed"], tasks
+    assert [tasks[i]["status"] for i in ids] == ["succeeded", "succeeded", "succeeded", "failed"], [(project.show(i)["error"], project.show(i)["stages"]) for i in ids]
     assert "killed by signal SIGKILL (9)" in tasks[ids[3]]["error"]
     lines = runs.read_text().split("\n")
     for task_id in ids:
