@@ -28,7 +28,10 @@ from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
 from tacx.store import Store, StoreError, connect, transaction
 from tacx.supervisor import end_processes, scan_marked
-from tacx.workflow import Workflow, WorkflowError, load_workflow, render, resolve_inputs, workflow_json_schema
+from tacx.userfiles import EACH_FILE_LIMIT, FileRefused, read_text_file
+from tacx.workflow import (
+    Workflow, WorkflowError, load_workflow, load_workflow_text, read_workflow, render, resolve_inputs, workflow_json_schema,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -204,8 +207,8 @@ def _kinds(home: Home) -> dict[str, str]:
 
 def _load(home: Home, name: str) -> tuple[Workflow, Path, str]:
     path = find_workflow(home, name)
-    text = path.read_text()
-    wf = load_workflow(path, _kinds(home))
+    text = read_workflow(path)  # read once: the text validated is the text stored
+    wf = load_workflow_text(text, str(path), _kinds(home))
     if wf.workspace == "worktree":
         try:
             worktree.require_git_repo(home.project_root)
@@ -263,9 +266,9 @@ def prepare_tasks(home: Home, args: argparse.Namespace) -> Prepared:
             raise UsageError("--each and -i do not go together: put every input in the JSON lines")
         each = Path(args.each)
         try:
-            lines = each.read_text().splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {each}: {exc.strerror}") from None
+            lines = read_text_file(each, EACH_FILE_LIMIT, "an --each file").split("\n")  # not splitlines: JSON may hold U+2028
+        except FileRefused as exc:
+            raise UsageError(str(exc)) from None
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

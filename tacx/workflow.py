@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from tacx import userfiles
+
 __all__ = [
     "BUILTIN_PROVIDER_KINDS",
     "Budget",
@@ -48,6 +50,7 @@ __all__ = [
     "load_workflow",
     "load_workflow_text",
     "parse_duration",
+    "read_workflow",
     "render",
     "resolve_inputs",
     "template_names",
@@ -593,7 +596,10 @@ class _Document:
     def load(self) -> Any:
         """The document as dicts, lists and scalars; None (with an issue) if unusable."""
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            root = userfiles.compose_yaml(self.text)
+        except userfiles.TooDeep as err:
+            self._add(err.problem_mark.line + 1, err.problem_mark.column + 1, (), str(err.problem))
+            return None
         except yaml.MarkedYAMLError as err:
             self._syntax_error(err)
             return None
@@ -633,9 +639,12 @@ class _Document:
         self.values[path] = node
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if len(active) >= userfiles.MAX_DEPTH:  # the text is bounded as composed; aliases and merges nest further
+            self._add_node(node, path, f"nested more than {userfiles.MAX_DEPTH} levels deep through aliases or merges")
+            return {} if isinstance(node, yaml.MappingNode) else []
         if any(node is outer for outer in active):
             self._add_node(node, path, "an alias refers to a value that contains it")
-            return None
+            return {} if isinstance(node, yaml.MappingNode) else []
         active += (node,)
         if isinstance(node, yaml.SequenceNode):
             return [self._build(item, path + (i,), active) for i, item in enumerate(node.value)]
@@ -1052,12 +1061,15 @@ def load_workflow_text(text: str, source: str, providers: Mapping[str, str] | No
     return workflow
 
 
+def read_workflow(path: str | Path) -> str:
+    """A workflow file's text, read once through the bounded reader (a regular file, UTF-8,
+    at most 1 MiB): validate this text and store this text, never a second read."""
+    try:
+        return userfiles.read_text_file(path, userfiles.WORKFLOW_FILE_LIMIT, "a workflow file")
+    except userfiles.FileRefused as err:
+        raise WorkflowError([Issue(err.path, err.line, err.col, "", err.message)]) from None
+
+
 def load_workflow(path: str | Path, providers: Mapping[str, str] | None = None) -> Workflow:
     """Read and validate a workflow file; see load_workflow_text."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise WorkflowError([Issue(str(path), 1, 1, "", f"not UTF-8 text: {err.reason}")]) from None
-    except OSError as err:
-        raise WorkflowError([Issue(str(path), 1, 1, "", f"cannot read the file: {err.strerror}")]) from None
-    return load_workflow_text(text, str(path), providers)
+    return load_workflow_text(read_workflow(path), str(path), providers)
