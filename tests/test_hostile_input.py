@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tacx.bounds import TEXT_VALUE_LIMIT
 from tacx.userfiles import FileRefused, read_text_file
 from tacx.workflow import WorkflowError, load_workflow_text
 from tests.conftest import Project
@@ -178,3 +179,134 @@ def test_nesting_up_to_the_bound_is_read() -> None:
     """The root mapping is level 1: 63 lists inside it are 64 levels, the 64th is refused."""
     assert not any("nested" in issue for issue in issues("name: x\nstages: " + "[" * 63 + "]" * 63))
     assert issues("name: x\nstages: " + "[" * 64 + "]" * 64) == ["w.yaml:2:72: nested more than 64 levels deep"]
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def test_ids_and_priorities_beyond_sqlite_are_usage_errors(project: Project) -> None:
+    project.workflow("ok", OK)
+    huge = "99999999999999999999"
+    err = refused(project, "submit", "ok.yaml", "--priority", huge)
+    assert "argument --priority: must be a whole number between -9223372036854775808 and 9223372036854775807" in err
+    assert not project.home.exists()
+    for command in ("show", "cancel", "retry", "logs", "clean"):
+        err = refused(project, command, huge)
+        assert "task ids are whole numbers between 1 and 9223372036854775807" in err, (command, err)
+    assert "'12abc' is not a whole number" in refused(project, "show", "12abc")
+    project.submit("ok.yaml", "--priority", str(-(2**63)))
+    project.submit("ok.yaml", "--priority", str(2**63 - 1))
+    assert sorted(t["priority"] for t in project.ls()) == [-(2**63), 2**63 - 1]
+    assert "no task 9223372036854775807" in refused(project, "show", str(2**63 - 1))
+    assert "argument --tasks: must be between 1 and 10000" in refused(project, "demo", "--no-ui", "--tasks", huge)
+
+
+# --- names and values the loader refuses ------------------------------------------------------
+
+
+def test_names_too_long_or_not_one_line() -> None:
+    found = issues(f"name: x\nstages:\n  - {{name: {'a' * 5000}, provider: shell, run: 'true'}}\n")
+    assert len(found) == 1 and found[0].startswith("w.yaml:3:12: stages[0].name: 'aaaa")
+    assert "is 5,000 characters long; at most 100 are allowed (a stage's name is part of its log file's name)" in found[0]
+    found = issues(f"name: {'w' * 101}\n" + OK.split("\n", 1)[1])
+    assert found[0].startswith("w.yaml:1:7: name: ") and "is 101 characters long; at most 100" in found[0]
+    for shown, escaped in (("a\\nb", "'\\n'"), ("a\\e[31mred", "'\\x1b'"), ("a\\tb", "'\\t'"), ("a\\u0085b", "'\\x85'")):
+        found = issues(f'name: "{shown}"\n' + OK.split("\n", 1)[1])
+        assert len(found) == 1 and found[0].startswith("w.yaml:1:7: name: "), found
+        assert found[0].endswith(f"contains the control character {escaped}; a name is one line of plain text"), found
+    assert load_workflow_text(f"name: {'w' * 100}\nstages:\n  - {{name: {'s' * 100}, provider: shell, run: 'true'}}\n", "w")
+
+
+@pytest.mark.parametrize(
+    ("stage", "where"),
+    [
+        ('{name: s, provider: shell, run: "echo \\0"}', "3:37: stages[0].run"),
+        ('{name: s, provider: shell, run: "true", env: {A: "x\\0"}}', "3:54: stages[0].env.A"),
+        ('{name: s, provider: mock, prompt: "hi\\0"}', "3:39: stages[0].prompt"),
+        ('{name: s, provider: mock, prompt: hi, extra_args: ["--x\\0"]}', "3:56: stages[0].extra_args[0]"),
+        ('{name: s, provider: shell, run: !!binary AA==}', "3:37: stages[0].run"),
+    ],
+    ids=["run", "env", "prompt", "extra_args", "binary"],
+)
+def test_a_nul_byte_in_any_value_is_refused_where_it_is(stage: str, where: str) -> None:
+    found = issues(f"name: x\nstages:\n  - {stage}\n")
+    assert any(f"w.yaml:{where}: " in issue for issue in found), found
+    assert any("NUL byte" in issue or "binary" in issue for issue in found), found
+
+
+def test_a_lone_surrogate_in_a_value_is_refused(project: Project) -> None:
+    found = issues('name: "x\\ud800"\n' + OK.split("\n", 1)[1])
+    assert found == ["w.yaml:1:7: name: contains '\\ud800', which is not a character (not UTF-8 text)"]
+    (project.root / "s.yaml").write_text('name: "x\\ud800"\n' + OK.split("\n", 1)[1])
+    assert "s.yaml:1:7: name: contains" in refused(project, "submit", "s.yaml")  # was UnicodeEncodeError
+    assert not project.home.exists()
+
+
+def test_a_needs_chain_of_1500_stages_is_refused_not_a_recursion_error(project: Project) -> None:
+    n = 1500
+    lines = [f"  - {{name: s{i}, provider: shell, run: 'true', needs: [{f's{i + 1}' if i + 1 < n else ''}]}}\n" for i in range(n)]
+    (project.root / "chain.yaml").write_text("name: chain\nstages:\n" + "".join(lines))
+    err = refused(project, "validate", "chain.yaml")
+    assert "chain.yaml:3:3: stages: 1,500 stages; a workflow may have at most 100" in err, err
+    wf = load_workflow_text("name: chain\nstages:\n" + "".join(lines[-100:]), "w.yaml")  # 100 is allowed
+    assert wf.topo_order()[0] == "s1499"
+
+
+def test_checking_a_hostile_file_stops_after_100_mistakes() -> None:
+    """25,000 unknown names against 2,000 inputs took over five minutes to report."""
+    inputs = "".join(f"  input_number_{i}: {{}}\n" for i in range(2000))
+    text = f"name: t\ninputs:\n{inputs}stages:\n  - {{name: s, provider: mock, prompt: \"{'{{ inputs.nope }}' * 25000}\"}}\n"
+    found = issues(text)
+    assert len(found) == 101 and found[-1].endswith(": checking stopped after 100 mistakes"), found[-1]
+    assert all("unknown name 'inputs.nope'" in issue for issue in found[:-1])
+
+
+# --- inputs and titles ---------------------------------------------------------------------------
+
+
+INPUTS = "name: in\ninputs: {x: {}}\nstages:\n  - {name: s, provider: shell, run: 'printf %s \"$TACX_INPUT_X\"'}\n"
+
+
+def test_an_input_too_big_for_an_environment_variable_is_refused(project: Project) -> None:
+    project.workflow("in", INPUTS)
+    (project.root / "each.jsonl").write_text(json.dumps({"x": "y" * (TEXT_VALUE_LIMIT + 1)}) + "\n")
+    err = refused(project, "submit", "in.yaml", "--each", "each.jsonl")
+    assert f"each.jsonl:1: input x is {TEXT_VALUE_LIMIT + 1:,} bytes; a value may be at most 64 KiB" in err, err
+    err = refused(project, "submit", "in.yaml", "-i", "x=" + "y" * (TEXT_VALUE_LIMIT + 1))
+    assert "input x is 65,537 bytes" in err
+    assert not project.home.exists()
+    project.tacx("run", "in.yaml", "--no-ui", "-i", "x=" + "é" * (TEXT_VALUE_LIMIT // 2))
+    assert (project.home / "logs" / "1" / "s.1.log").read_text() == "é" * (TEXT_VALUE_LIMIT // 2)
+
+
+def test_binary_input_and_title_are_refused(project: Project) -> None:
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
+    the store cannot encode (a UnicodeEncodeError traceback before)."""
+    project.workflow("in", INPUTS)
+    binary = os.fsdecode(b"caf\xe9")
+    assert "input x contains '\\udce9', which is not a character" in refused(project, "submit", "in.yaml", "-i", f"x={binary}")
+    assert "argument --title: contains '\\udce9'" in refused(project, "submit", "in.yaml", "--title", binary)
+    assert "argument --dedupe-key: contains" in refused(project, "submit", "in.yaml", "--dedupe-key", binary)
+    assert "argument --workflow: contains" in refused(project, "ls", "--workflow", binary)
+    (project.root / "each.jsonl").write_text('{"x": "\\ud800"}\n')
+    assert "each.jsonl:1: input x contains '\\ud800'" in refused(project, "submit", "in.yaml", "--each", "each.jsonl")
+    assert not project.home.exists()
+
+
+def test_a_workflow_path_that_is_not_utf8_is_refused(project: Project) -> None:
+    name = os.fsdecode(b"w\xff.yaml")  # how Python hands such a name to tacx
+    (project.root / name).write_text(OK)
+    assert "the workflow's path contains" in refused(project, "submit", name)
+    assert not project.home.exists()
+
+
+def test_inputs_and_titles_with_newlines_and_escapes(project: Project) -> None:
+    project.workflow("in", INPUTS)
+    task = project.submit("in.yaml", "-i", "x=line one\nline two\x1b[2J", "--title", "\x1b[31mred\x1b[0m\nsecond")
+    listed = project.tacx("ls").stdout
+    assert "\x1b" not in listed and "\\x1b[31mred\\x1b[0m" in listed
+    shown = project.tacx("show", str(task)).stdout
+    assert "\x1b" not in shown
+    assert project.show(task)["title"] == "\x1b[31mred\x1b[0m"  # the first line, kept as given
+    project.tacx("--no-ui", "--exit-when-idle")
+    assert (project.home / "logs" / str(task) / "s.1.log").read_text() == "line one\nline two\x1b[2J"
