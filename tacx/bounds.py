@@ -1,8 +1,9 @@
 """The bounds tacx puts on values from outside: numbers the store keeps, names, text
-handed to daughters.
+handed to daughters, and the retry delay.
 
 Why a module of its own: each bound answers a limit that sits elsewhere (SQLite's 64-bit
-integers, the kernel's 128 KiB per environment string, file-name lengths), so they are kept together, with the reason, rather than spread over the modules
+integers, the kernel's 128 KiB per environment string, file-name lengths, a float's
+range), so they are kept together, with the reason, rather than spread over the modules
 that meet them.
 """
 
@@ -18,6 +19,7 @@ from pydantic import AfterValidator
 __all__ = [
     "MAX_ISSUES",
     "MAX_NAME",
+    "MAX_RETRY_DELAY",
     "MAX_STAGES",
     "SQLITE_INT_MAX",
     "SQLITE_INT_MIN",
@@ -28,6 +30,7 @@ __all__ = [
     "max_length",
     "positive_int",
     "refuse",
+    "retry_delay",
     "sqlite_int",
     "task_id",
     "text",
@@ -57,6 +60,9 @@ MAX_ISSUES = 100
 """Mistakes reported for one workflow file before checking stops: each costs a message
 naming the known names, so a file of 25,000 bad templates took minutes, not milliseconds."""
 
+MAX_RETRY_DELAY = 3600.0
+"""Doubling ``backoff`` stops growing at an hour, unless ``backoff`` itself is longer."""
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _UNENCODABLE = re.compile(r"[\ud800-\udfff]")
 
@@ -83,6 +89,14 @@ sqlite_int = bounded_int(SQLITE_INT_MIN, SQLITE_INT_MAX, "must be a whole number
 """``--priority``: any value the store can keep."""
 task_id = bounded_int(1, SQLITE_INT_MAX, "task ids are whole numbers")
 positive_int = bounded_int(1, SQLITE_INT_MAX, "must be a whole number")
+
+
+def retry_delay(backoff: float, failures: int) -> float:
+    """Seconds before retry number ``failures``: ``backoff`` doubling each time, at most an
+    hour (or ``backoff`` when that is longer). The exponent is capped, so no number of
+    retries overflows a float (2 ** 1024 did, at attempt 1025)."""
+    doubled = backoff * 2.0 ** min(max(failures - 1, 0), 64)
+    return min(doubled, max(MAX_RETRY_DELAY, backoff))
 
 
 def too_many_stages(stages: Any) -> str | None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from collections.abc import Callable
 
 from tacx import records, spending, worktree
+from tacx.bounds import retry_delay
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
@@ -1100,7 +1101,7 @@ class Coordinator:
                     return "interrupted"
                 continue  # ended unseen while tacx was away: run it again (not a retry)
             if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
-                delay = spec.backoff * (2 ** (st.failures - 1))
+                delay = retry_delay(spec.backoff, st.failures)
                 if await self._backoff(run, name, delay):
                     continue
                 return "cancelled"

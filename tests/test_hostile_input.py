@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tacx.bounds import TEXT_VALUE_LIMIT
+from tacx.bounds import MAX_RETRY_DELAY, TEXT_VALUE_LIMIT, retry_delay
 from tacx.userfiles import FileRefused, read_text_file
 from tacx.workflow import WorkflowError, load_workflow_text
 from tests.conftest import Project
@@ -310,3 +310,25 @@ def test_inputs_and_titles_with_newlines_and_escapes(project: Project) -> None:
     assert project.show(task)["title"] == "\x1b[31mred\x1b[0m"  # the first line, kept as given
     project.tacx("--no-ui", "--exit-when-idle")
     assert (project.home / "logs" / str(task) / "s.1.log").read_text() == "line one\nline two\x1b[2J"
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_retry_delay_doubles_caps_at_an_hour_and_never_overflows() -> None:
+    assert [retry_delay(2.0, n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 16.0]
+    assert retry_delay(2.0, 12) == MAX_RETRY_DELAY == 3600.0
+    assert retry_delay(0.0, 1025) == 0.0 and retry_delay(0.0, 10**9) == 0.0  # 2 ** 1024 overflowed a float
+    assert retry_delay(5.0, 10**9) == 3600.0
+    assert retry_delay(7200.0, 1) == 7200.0 and retry_delay(7200.0, 50) == 7200.0  # a long backoff is kept
+    assert retry_delay(1e308, 3000) == 1e308
+
+
+def test_a_stage_retried_1100_times_ends_failed(project: Project) -> None:
+    """Took ~5 s here: each attempt is a /bin/sh; before the fix attempt 1025 raised OverflowError."""
+    project.workflow("r", "name: r\nstages:\n  - {name: s, provider: shell, run: 'exit 3', retries: 1100, backoff: 0}\n")
+    out = project.tacx("run", "r.yaml", "--no-ui", check=1)
+    assert "internal error" not in out.stdout + out.stderr
+    task = project.show(1)
+    assert task["status"] == "failed" and task["stages"][0]["attempt"] == 1101
+    assert task["stages"][0]["status"] == "failed"
