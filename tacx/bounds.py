@@ -27,6 +27,7 @@ __all__ = [
     "TooManyIssues",
     "bounded_int",
     "control_characters",
+    "handoff_text",
     "max_length",
     "positive_int",
     "refuse",
@@ -175,3 +176,16 @@ def refuse(*checks: Callable[[str], str | None]) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def handoff_text(result: str | None) -> str | None:
+    """A stage's result made safe to hand on as $TACX_RESULT_<STAGE> and in prompts: NUL
+    bytes dropped, lone surrogates replaced with U+FFFD, at most TEXT_VALUE_LIMIT bytes as
+    UTF-8 (a cut keeps the start and ends in "…"). The log keeps the daughter's bytes."""
+    if result is None:
+        return None
+    result = _UNENCODABLE.sub("\ufffd", result.replace("\x00", ""))
+    data = result.encode("utf-8")
+    if len(data) <= TEXT_VALUE_LIMIT:
+        return result
+    return data[: TEXT_VALUE_LIMIT - 3].decode("utf-8", errors="ignore") + "…"

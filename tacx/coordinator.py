@@ -24,7 +24,7 @@ from typing import Any, Literal
 from collections.abc import Callable
 
 from tacx import records, spending, worktree
-from tacx.bounds import retry_delay
+from tacx.bounds import handoff_text, retry_delay
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
@@ -1557,7 +1557,7 @@ class Coordinator:
                     info.exit_code if info else None,
                     None if status == "interrupted" else now,
                     error,
-                    result,
+                    handoff_text(result),  # safe in an env var and argv: no NUL, encodable, bounded
                     1 if failed else 0,
                     "interrupted: runs again" if status == "interrupted" else None,
                     1 if status == "interrupted" else 0,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tacx.bounds import MAX_RETRY_DELAY, TEXT_VALUE_LIMIT, retry_delay
+from tacx.bounds import MAX_RETRY_DELAY, TEXT_VALUE_LIMIT, handoff_text, retry_delay
 from tacx.userfiles import FileRefused, read_text_file
 from tacx.workflow import WorkflowError, load_workflow_text
 from tests.conftest import Project
@@ -332,3 +332,59 @@ def test_a_stage_retried_1100_times_ends_failed(project: Project) -> None:
     task = project.show(1)
     assert task["status"] == "failed" and task["stages"][0]["attempt"] == 1101
     assert task["stages"][0]["status"] == "failed"
+
+
+# --- results handed to later stages ------------------------------------------------------------
+
+
+def test_handoff_text() -> None:
+    assert handoff_text(None) is None
+    assert handoff_text("a\x00b") == "ab"
+    assert handoff_text("ok \ud800 done") == "ok \ufffd done"
+    cut = handoff_text("\ufffd" * 65536)  # what 64 KiB of 0xFF bytes decode to: 192 KiB
+    assert cut is not None and len(cut.encode()) <= TEXT_VALUE_LIMIT and cut.endswith("…")
+    assert handoff_text("x" * TEXT_VALUE_LIMIT) == "x" * TEXT_VALUE_LIMIT
+    assert handoff_text("é" * TEXT_VALUE_LIMIT).startswith("é" * 1000)
+
+
+def test_a_nul_byte_in_a_result_does_not_break_later_stages(project: Project) -> None:
+    project.workflow("nul", """
+        name: nul
+        stages:
+          - {name: emit, provider: shell, run: "printf 'a\\\\0b\\\\n'"}
+          - {name: read, provider: bash, run: 'echo "got [$TACX_RESULT_EMIT]"'}
+          - {name: tail, provider: python, run: "print('x' * 10 + '\\\\xff' * 70000)"}
+          - {name: last, provider: bash, run: 'echo "${#TACX_RESULT_TAIL}"'}
+    """)
+    out = project.tacx("run", "nul.yaml", "--no-ui")
+    assert "Traceback" not in out.stderr
+    task = project.show(1)
+    assert task["status"] == "succeeded", task
+    stages = {s["name"]: s for s in task["stages"]}
+    assert stages["emit"]["result"] == "ab" and stages["read"]["result"] == "got [ab]"
+    assert (project.home / "logs" / "1" / "emit.1.log").read_bytes() == b"a\x00b\n"  # the log keeps every byte
+    assert len(stages["tail"]["result"].encode()) <= TEXT_VALUE_LIMIT
+    assert int(stages["last"]["result"]) > 10_000
+
+
+def test_an_agent_result_with_a_lone_surrogate_is_handed_on(project: Project) -> None:
+    agent = project.root / "agent.py"
+    agent.write_text(
+        "import json, sys\n"
+        "print(json.dumps({'type': 'system', 'subtype': 'init', 'session_id': 's1', 'model': 'm'}))\n"
+        "print('{\"type\": \"result\", \"subtype\": \"success\", \"is_error\": false, \"num_turns\": 1,'\n"
+        "      ' \"session_id\": \"s1\", \"result\": \"done \\\\ud800 \\\\u0000 ok\"}')\n"
+    )
+    (project.root / "tacx.yaml").write_text(
+        f"providers:\n  fake: {{argv: [{sys.executable}, {agent}, '{{{{ prompt }}}}'], parser: claude-stream-json}}\n"
+    )
+    project.workflow("a", """
+        name: a
+        stages:
+          - {name: work, provider: fake, prompt: go}
+          - {name: next, provider: bash, run: 'echo "[$TACX_RESULT_WORK]"'}
+    """)
+    project.tacx("run", "a.yaml", "--no-ui")
+    stages = {s["name"]: s for s in project.show(1)["stages"]}
+    assert stages["work"]["result"] == "done \ufffd  ok"
+    assert stages["next"]["result"] == "[done \ufffd  ok]"
