@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from tacx import __version__, cgroups, records
+from tacx import __version__, bounds, cgroups, records
 from tacx.coordinator import Coordinator
 from tacx.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
@@ -28,7 +28,10 @@ from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
 from tacx.store import Store, StoreError, connect, transaction
 from tacx.processes import end_processes, scan_marked
-from tacx.workflow import Workflow, WorkflowError, load_workflow, render, resolve_inputs, workflow_json_schema
+from tacx.userfiles import EACH_FILE_LIMIT, FileRefused, read_text_file
+from tacx.workflow import (
+    Workflow, WorkflowError, load_workflow, load_workflow_text, read_workflow, render, resolve_inputs, workflow_json_schema,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -70,23 +73,23 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", parents=[common], help="list tasks")
     ls.add_argument("--status", choices=records.TASK_STATES)
-    ls.add_argument("--workflow")
+    ls.add_argument("--workflow", type=bounds.text)
     ls.add_argument("--limit", type=_positive)
     ls.add_argument("--json", action="store_true")
 
     show = sub.add_parser("show", parents=[common], help="a task: stages, tokens, cost, daughters, events")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=bounds.task_id)
     show.add_argument("--json", action="store_true")
 
     logs = sub.add_parser("logs", parents=[common], help="a stage's output")
-    logs.add_argument("id", type=int)
+    logs.add_argument("id", type=bounds.task_id)
     logs.add_argument("stage", nargs="?", help="default: the stage that started last")
     logs.add_argument("--attempt", type=_positive, help="default: the latest attempt")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the stage ends")
 
     for name, text in (("cancel", "cancel a task (also from another terminal)"), ("retry", "queue a failed, cancelled or timed-out task again")):
         cmd = sub.add_parser(name, parents=[common], help=text)
-        cmd.add_argument("id", type=int)
+        cmd.add_argument("id", type=bounds.task_id)
 
     sub.add_parser("pause", parents=[common], help="stop starting new stages (running ones go on)")
     sub.add_parser("resume", parents=[common], help="start stages again after pause")
@@ -101,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[common], help="queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
-    demo.add_argument("--tasks", type=_positive, default=len(DEMO_TITLES), help=f"how many (default {len(DEMO_TITLES)})")
+    demo.add_argument("--tasks", type=bounds.bounded_int(1, 10_000), default=len(DEMO_TITLES), help=f"how many (default {len(DEMO_TITLES)})")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.add_argument("--max-workers", type=_positive)
 
@@ -109,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true")
 
     clean = sub.add_parser("clean", parents=[common], help="remove workspaces of ended tasks (never unsaved work)")
-    clean.add_argument("ids", nargs="*", type=int, help="default: every ended task")
+    clean.add_argument("ids", nargs="*", type=bounds.task_id, help="default: every ended task")
     clean.add_argument("--json", action="store_true")
     return p
 
@@ -125,16 +128,12 @@ DEMO_TITLES = (
 def _task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("workflow", help="a workflow file, or the name of one in workflows/")
     p.add_argument("-i", "--input", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
-    p.add_argument("--title", help="the task's title (default: from the workflow)")
-    p.add_argument("--dedupe-key", help="do not queue a second live task with this key")
+    p.add_argument("--priority", type=bounds.sqlite_int, default=0, help="higher runs first (default 0)")
+    p.add_argument("--title", type=bounds.text, help="the task's title (default: from the workflow)")
+    p.add_argument("--dedupe-key", type=bounds.text, help="do not queue a second live task with this key")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+_positive = bounds.positive_int
 
 
 # -- entry point ------------------------------------------------------------------------------
@@ -207,8 +206,10 @@ def _kinds(home: Home) -> dict[str, str]:
 
 def _load(home: Home, name: str) -> tuple[Workflow, Path, str]:
     path = find_workflow(home, name)
-    text = path.read_text()
-    wf = load_workflow(path, _kinds(home))
+    if problem := bounds.unusable_text(str(path)):  # the path is stored with the task
+        raise UsageError(f"the workflow's path {problem}; rename the file")
+    text = read_workflow(path)  # read once: the text validated is the text stored
+    wf = load_workflow_text(text, str(path), _kinds(home))
     if wf.workspace == "worktree":
         try:
             worktree.require_git_repo(home.project_root)
@@ -233,8 +234,8 @@ def prepare_inputs(wf: Workflow, given: dict[str, Any], title: str | None, where
     except ValueError as exc:
         raise UsageError(f"{where}{exc}") from None
     for key, value in inputs.items():
-        if "\x00" in value:
-            raise UsageError(f"{where}input {key} contains a NUL byte, which no environment variable can carry")
+        if problem := bounds.text_value_problem(value):
+            raise UsageError(f"{where}input {key} {problem}")
     values = {f"inputs.{k}": v for k, v in inputs.items()} | {"workflow.name": wf.name}
     if title is None:
         if wf.title:
@@ -266,9 +267,9 @@ def prepare_tasks(home: Home, args: argparse.Namespace) -> Prepared:
             raise UsageError("--each and -i do not go together: put every input in the JSON lines")
         each = Path(args.each)
         try:
-            lines = each.read_text().splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read {each}: {exc.strerror}") from None
+            lines = read_text_file(each, EACH_FILE_LIMIT, "an --each file").split("\n")  # not splitlines: JSON may hold U+2028
+        except FileRefused as exc:
+            raise UsageError(str(exc)) from None
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from collections.abc import Callable
 
 from tacx import cgroups, faults, records, spending, worktree
+from tacx.bounds import handoff_text, retry_delay
 from tacx.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.prices import PriceTable
@@ -1115,7 +1116,7 @@ class Coordinator:
                     return "interrupted"
                 continue  # ended unseen while tacx was away: run it again (not a retry)
             if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
-                delay = spec.backoff * (2 ** (st.failures - 1))
+                delay = retry_delay(spec.backoff, st.failures)
                 if await self._backoff(run, name, delay):
                     continue
                 return "cancelled"
@@ -1553,7 +1554,7 @@ class Coordinator:
                     info.exit_code if info else None,
                     None if status == "interrupted" else now,
                     error,
-                    result,
+                    handoff_text(result),  # safe in an env var and argv: no NUL, encodable, bounded
                     1 if failed else 0,
                     "interrupted: runs again" if status == "interrupted" else None,
                     1 if status == "interrupted" else 0,

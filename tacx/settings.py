@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tacx.providers.agents import check_custom_argv
+from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow import Budget, parse_duration, template_names
 
 PARSERS = ("claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain")
@@ -95,14 +96,22 @@ class SettingsError(Exception):
 
 def load_settings(project_root: Path) -> Settings:
     path = project_root / "tacx.yaml"
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return Settings()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_text_file(path, SETTINGS_FILE_LIMIT, "tacx.yaml")
+    except FileRefused as exc:
+        raise SettingsError(str(exc)) from None
+    try:
+        data = load_yaml(text) or {}
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise SettingsError(f"{where}: {exc.problem}") from None
+        raise SettingsError(f"{where}: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:  # a control character, found before any parsing
+        line = text.count("\n", 0, exc.position) + 1
+        col = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise SettingsError(f"{path}:{line}:{col}: invalid YAML: {exc.reason}") from None
     if not isinstance(data, dict):
         raise SettingsError(f"{path}:1:1: expected a mapping of settings")
     try:

@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from tacx import bounds, userfiles
+
 __all__ = [
     "BUILTIN_PROVIDER_KINDS",
     "Budget",
@@ -48,6 +50,7 @@ __all__ = [
     "load_workflow",
     "load_workflow_text",
     "parse_duration",
+    "read_workflow",
     "render",
     "resolve_inputs",
     "template_names",
@@ -242,6 +245,7 @@ _ScalarText = Annotated[str, BeforeValidator(_scalar_text), WithJsonSchema(_SCAL
 _NonBlank = Annotated[str, AfterValidator(_not_blank)]
 _StageName = Annotated[
     str,
+    bounds.refuse(bounds.max_length(bounds.MAX_NAME, "a stage's name is part of its log file's name")),
     _pattern(_STAGE_NAME, "stage name", "use letters, digits, '_' and '-', starting with a letter"),
     WithJsonSchema({"type": "string", "pattern": f"^{_STAGE_NAME.pattern}$"}),
 ]
@@ -347,7 +351,9 @@ def _setup_text(value: Any) -> Any:
 class Workflow(_Strict):
     """A workflow file: inputs, defaults and the stages a task runs."""
 
-    name: _NonBlank
+    name: Annotated[
+        _NonBlank, bounds.refuse(bounds.max_length(bounds.MAX_NAME, "it heads listings"), bounds.control_characters)
+    ]
     description: str = ""
     workspace: Literal["none", "dir", "worktree"] = "none"
     setup: Annotated[Setup | None, BeforeValidator(_setup_text)] = None
@@ -593,7 +599,10 @@ class _Document:
     def load(self) -> Any:
         """The document as dicts, lists and scalars; None (with an issue) if unusable."""
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            root = userfiles.compose_yaml(self.text)
+        except userfiles.TooDeep as err:
+            self._add(err.problem_mark.line + 1, err.problem_mark.column + 1, (), str(err.problem))
+            return None
         except yaml.MarkedYAMLError as err:
             self._syntax_error(err)
             return None
@@ -633,9 +642,12 @@ class _Document:
         self.values[path] = node
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
+        if len(active) >= userfiles.MAX_DEPTH:  # the text is bounded as composed; aliases and merges nest further
+            self._add_node(node, path, f"nested more than {userfiles.MAX_DEPTH} levels deep through aliases or merges")
+            return {} if isinstance(node, yaml.MappingNode) else []
         if any(node is outer for outer in active):
             self._add_node(node, path, "an alias refers to a value that contains it")
-            return None
+            return {} if isinstance(node, yaml.MappingNode) else []
         active += (node,)
         if isinstance(node, yaml.SequenceNode):
             return [self._build(item, path + (i,), active) for i, item in enumerate(node.value)]
@@ -644,10 +656,16 @@ class _Document:
     def _scalar(self, node: yaml.ScalarNode, path: _Loc) -> Any:
         """The scalar's value; its plain text, with an issue, when YAML cannot read it."""
         try:
-            return self._constructor.construct_object(node)
+            value = self._constructor.construct_object(node)
         except (yaml.YAMLError, ValueError) as err:  # an unknown !tag, a date like 2024-13-45
             self._add_node(node, path, f"cannot read this value: {getattr(err, 'problem', None) or err}")
             return node.value
+        problem = bounds.unusable_text(value) if isinstance(value, str) else None
+        if isinstance(value, bytes):
+            problem = "is binary (!!binary); workflow values are text"
+        if problem:
+            self._add_node(node, path, problem)
+        return value
 
     def _build_mapping(self, node: yaml.MappingNode, path: _Loc, active: tuple[yaml.Node, ...]) -> dict:
         result: dict[str, Any] = {}
@@ -689,6 +707,8 @@ class _Document:
 
     def _add(self, line: int, col: int, path: _Loc, message: str) -> None:
         if (line, col, message) not in self._seen:
+            if len(self.issues) >= bounds.MAX_ISSUES:
+                raise bounds.TooManyIssues
             self._seen.add((line, col, message))
             self.issues.append(Issue(self.source, line, col, _loc_text(path), message))
 
@@ -1037,27 +1057,36 @@ def load_workflow_text(text: str, source: str, providers: Mapping[str, str] | No
     ``providers`` maps every usable provider name to its kind ("script" or "agent").
     """
     doc = _Document(text, source)
-    data = doc.load()
     workflow = None
-    if data is not None:
-        if "source" in data:
-            doc.add(("source",), "unknown key 'source'", at="key")
-        try:
-            workflow = Workflow.model_validate({**data, "source": source})
-        except ValidationError as err:
-            doc.add_validation_errors(err)
-        _References(data, BUILTIN_PROVIDER_KINDS if providers is None else providers, doc).run()
+    try:
+        data = doc.load()
+        if data is not None and (problem := bounds.too_many_stages(data.get("stages"))):
+            doc.add(("stages",), problem)  # before anything walks them
+        elif data is not None:
+            if "source" in data:
+                doc.add(("source",), "unknown key 'source'", at="key")
+            try:
+                workflow = Workflow.model_validate({**data, "source": source})
+            except ValidationError as err:
+                doc.add_validation_errors(err)
+            _References(data, BUILTIN_PROVIDER_KINDS if providers is None else providers, doc).run()
+    except bounds.TooManyIssues:  # a hostile file: each issue costs, so stop counting
+        last = max(doc.issues, key=lambda issue: (issue.line, issue.col))
+        doc.issues.append(last._replace(loc="", message=f"checking stopped after {bounds.MAX_ISSUES} mistakes"))
     if doc.issues or workflow is None:
         raise WorkflowError(doc.issues)
     return workflow
 
 
+def read_workflow(path: str | Path) -> str:
+    """A workflow file's text, read once through the bounded reader (a regular file, UTF-8,
+    at most 1 MiB): validate this text and store this text, never a second read."""
+    try:
+        return userfiles.read_text_file(path, userfiles.WORKFLOW_FILE_LIMIT, "a workflow file")
+    except userfiles.FileRefused as err:
+        raise WorkflowError([Issue(err.path, err.line, err.col, "", err.message)]) from None
+
+
 def load_workflow(path: str | Path, providers: Mapping[str, str] | None = None) -> Workflow:
     """Read and validate a workflow file; see load_workflow_text."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise WorkflowError([Issue(str(path), 1, 1, "", f"not UTF-8 text: {err.reason}")]) from None
-    except OSError as err:
-        raise WorkflowError([Issue(str(path), 1, 1, "", f"cannot read the file: {err.strerror}")]) from None
-    return load_workflow_text(text, str(path), providers)
+    return load_workflow_text(read_workflow(path), str(path), providers)

@@ -388,10 +388,10 @@ class TacxApp(App[int]):
     async def _submit(self, request: LaunchRequest) -> None:
         from tacx import worktree
         from tacx.cli import dedupe_key_for, prepare_inputs
-        from tacx.workflow import load_workflow_text
+        from tacx.workflow import load_workflow_text, read_workflow
 
         try:
-            text = await asyncio.to_thread(request.path.read_text)
+            text = await asyncio.to_thread(read_workflow, request.path)  # bounded: a regular file, UTF-8, 1 MiB
             wf = load_workflow_text(text, str(request.path), provider_kinds(self.providers))  # the text stored
             if wf.workspace == "worktree":
                 await asyncio.to_thread(worktree.require_git_repo, self.home.project_root)
