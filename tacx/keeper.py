@@ -4,8 +4,11 @@ Why a separate process: a daughter's exit status can be read only by its parent.
 tacx is the parent and is killed, a daughter that ends meanwhile takes its status with
 it (a script ending in `exec prog`, `os._exit`, a signal), and the next start cannot
 tell a stage that finished from one that never ran. The keeper outlives tacx: it reaps
-every daughter it started and writes how it ended into the status file beside its log
-(atomically), then leaves once tacx is gone and its last daughter has ended.
+every daughter it started and tells tacx how it ended; once tacx is gone it writes that
+into the status file beside the daughter's log (atomically), for every end tacx heard of
+in the last minutes (it may not have stored them yet) and every end from then on, and
+leaves when its last daughter has ended. While tacx listens, no file is written: the
+daughter's end reaches the store with the stage's new state, as before.
 
 One keeper serves one coordinator, so trivial stages pay no extra process: tacx sends a
 line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
@@ -37,10 +40,12 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 
 KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+RECENT = 300.0  # seconds an end told to tacx is kept for a status file, should tacx vanish
 KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
 
 
@@ -167,6 +172,9 @@ class Keeper:
         self.buffer = b""
         self.children: dict[int, tuple[str, str | None, float]] = {}  # pid -> (status path, cgroup, started)
         self.dying: dict[str, float] = {}  # cgroups killed after tacx left -> when
+        # Ends told to tacx lately, written to status files only if tacx goes away: by then
+        # each one is in its store or not, and the status file covers the "not".
+        self.recent: deque[tuple[float, str, dict]] = deque()
         self.home_cgroup = cgroup_of()
         self.cgroup_parent, self.why = probe_cgroups(cgroup_parent)
 
@@ -213,7 +221,7 @@ class Keeper:
         try:
             self.sock.sendall(json.dumps(message).encode() + b"\n")
         except OSError:
-            self.connected = False
+            self.hung_up()
 
     def on_readable(self) -> None:
         try:
@@ -221,7 +229,7 @@ class Keeper:
         except OSError:
             data = b""
         if not data:
-            self.connected = False
+            self.hung_up()
             return
         self.buffer += data
         *lines, self.buffer = self.buffer.split(b"\n")
@@ -300,14 +308,26 @@ class Keeper:
                 "started_at": started,
                 "ended_at": time.time(),
             }
-            write_status(status_path, info)
             left = bool(cgroup) and populated(cgroup)
             if cgroup and not left:
                 self._remove(cgroup)
             if self.connected:
+                self.recent.append((time.monotonic(), status_path, info))
                 self.send({"op": "exited", **info, "populated": left})
-            elif left:
-                self._kill(cgroup)  # nobody watches this stage any more: its leftovers go with it
+            else:
+                write_status(status_path, info)
+                if left:
+                    self._kill(cgroup)  # nobody watches this stage any more: its leftovers go with it
+        while self.recent and time.monotonic() - self.recent[0][0] > RECENT:
+            self.recent.popleft()
+
+    def hung_up(self) -> None:
+        """tacx is gone: the ends it heard of lately may not be in its store yet. They go
+        into status files now, as every end does from here on."""
+        self.connected = False
+        for _, status_path, info in self.recent:
+            write_status(status_path, info)
+        self.recent.clear()
 
     @staticmethod
     def own_max_rss() -> int:

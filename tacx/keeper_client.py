@@ -69,6 +69,7 @@ class KeeperClient:
 
     async def start(self) -> None:
         """Start the keeper and wait for its hello (which says what containment it has)."""
+        self._closing = False
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._popen = await asyncio.to_thread(self._launch, theirs)
