@@ -3,8 +3,8 @@
 A daughter runs in its own session (so its process group is its pid), with stdin closed
 and stdout/stderr appended straight to its log file: no pipe can fill and the log
 outlives tacx. It is started by the keeper (tacx/keeper.py), a small process outside
-tacx that is its parent, reaps it and writes how it ended beside its log, so its end is
-known even when tacx was killed meanwhile; the keeper's word reaches tacx on a socket.
+tacx that is its parent and reaps it; its end reaches tacx on a socket, and should tacx
+be gone, a file beside its log, so its end is known even when tacx was killed meanwhile.
 Where cgroup v2 is writable each daughter has a cgroup of its own, and a stage's tree is
 ended with it; elsewhere by process group and a sweep for its environment marker
 (`TACX_DAUGHTER=<home>#<task>/<stage>/<n>`), inherited by its descendants, which also
@@ -136,9 +136,9 @@ class Supervisor:
     """Owns the live daughters of one coordinator.
 
     With a home, daughters are started by the keeper (tacx/keeper.py), their parent
-    outside tacx, which writes every daughter's end beside its log: a tacx restarted
-    after `kill -9` learns how each one ended. Without one (or when the keeper cannot
-    run), tacx starts them itself."""
+    outside tacx, which writes a daughter's end beside its log when tacx is not there to
+    hear it: a tacx restarted after `kill -9` learns how each one ended. Without a home
+    (or when the keeper cannot run), tacx starts them itself."""
 
     def __init__(
         self,
