@@ -11,6 +11,7 @@ both listen to the same `EventBus`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -1288,7 +1289,11 @@ class Coordinator:
             return "failed"
         except (OSError, ValueError, KeyError) as exc:
             self._release_slot(provider_name)
-            self._end_stage(run, name, None, "failed", f"could not start the {provider_name} daughter: {exc}", None, None)
+            why = f"could not start the {provider_name} daughter: {exc}"
+            if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
+                why += (" (its prompt, environment or arguments are over the kernel's limits:"
+                        " 128 KiB a value, about 2 MiB in all; a result or input handed on is too big)")
+            self._end_stage(run, name, None, "failed", why, None, None)
             return "failed"
         except BaseException:
             self._release_slot(provider_name)

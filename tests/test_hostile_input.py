@@ -388,3 +388,22 @@ def test_an_agent_result_with_a_lone_surrogate_is_handed_on(project: Project) ->
     stages = {s["name"]: s for s in project.show(1)["stages"]}
     assert stages["work"]["result"] == "done \ufffd  ok"
     assert stages["next"]["result"] == "[done \ufffd  ok]"
+
+
+def test_an_environment_over_the_kernels_limit_fails_the_stage_saying_why(project: Project) -> None:
+    """Three 60 kB results in one env value: the spawn is refused (E2BIG); the stage fails
+    saying why, and the stages after it still run."""
+    project.workflow("big", """
+        name: big
+        stages:
+          - {name: a, provider: python, run: 'print("x" * 60000)'}
+          - name: b
+            provider: bash
+            env: {BIG: "{{ stages.a.result }}{{ stages.a.result }}{{ stages.a.result }}"}
+            run: echo ${#BIG}
+          - {name: c, provider: shell, when: always, run: echo still fine}
+    """)
+    project.tacx("run", "big.yaml", "--no-ui", check=1)
+    stages = {s["name"]: s for s in project.show(1)["stages"]}
+    assert "Argument list too long" in stages["b"]["error"] and "over the kernel's limits" in stages["b"]["error"]
+    assert stages["c"]["status"] == "succeeded" and stages["c"]["result"] == "still fine"
