@@ -57,6 +57,8 @@ def signal_members(cgroup: str, sig: int) -> int:
         except (OSError, ValueError):
             continue
         for pid in pids:
+            if pid <= 1:  # 0: a process outside this pid namespace (os.kill(0) is our own group)
+                continue
             try:
                 os.kill(pid, sig)
                 sent += 1
@@ -76,54 +78,87 @@ def kill(cgroup: str) -> bool:
 
 
 def remove(cgroup: str, wait: float = 2.0) -> bool:
-    """Remove an emptied cgroup, waiting up to `wait` for its last processes to go."""
+    """Remove an emptied cgroup and any below it (a nested tacx makes its own), deepest
+    first, waiting up to `wait` for their last processes to go."""
     deadline = time.monotonic() + wait
     while True:
         try:
-            os.rmdir(cgroup)
+            for folder, _, _ in sorted(os.walk(cgroup), key=lambda entry: -entry[0].count(os.sep)):
+                os.rmdir(folder)
             return True
         except FileNotFoundError:
-            return True
+            if not os.path.exists(cgroup):
+                return True
         except OSError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def end(cgroup: str, grace: float) -> int:
     """SIGTERM every member, up to `grace` for them to go, then cgroup.kill; remove it.
     Returns how many processes were signalled (blocking: a thread)."""
-    sent = signal_members(cgroup, signal.SIGTERM)
+    return end_all([cgroup], grace)
+
+
+def end_all(paths: list[str], grace: float) -> int:
+    """`end` for many cgroups at once: one grace period for all of them."""
+    sent = sum(signal_members(path, signal.SIGTERM) for path in paths)
     deadline = time.monotonic() + grace
-    while populated(cgroup) and time.monotonic() < deadline:
+    while any(populated(path) for path in paths) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if populated(cgroup):
-        kill(cgroup)
-    remove(cgroup)
+    for path in paths:
+        if populated(path):
+            kill(path)
+    for path in paths:
+        remove(path)
     return sent
 
 
-def home_cgroups(home_root: Path) -> list[str]:
-    """The daughters' cgroups of one home, under this process's own cgroup."""
-    own = cgroup_of()
-    if own is None:
-        return []
-    parent = os.path.join(own, parent_name(home_root))
+PARENTS_FILE = "cgroups"  # in the home: every folder a keeper of this home made cgroups in
+
+
+def note_parent(home_root: Path, parent: str) -> None:
+    """Remember where this home's daughters' cgroups are made: a tacx started later from
+    another cgroup (another terminal scope, a service) still finds them."""
+    path = home_root / PARENTS_FILE
     try:
-        return [os.path.join(parent, name) for name in os.listdir(parent)
-                if os.path.isdir(os.path.join(parent, name))]
+        known = path.read_text().splitlines() if path.exists() else []
+        if parent not in known:
+            with open(path, "a") as f:
+                f.write(parent + "\n")
     except OSError:
-        return []
+        pass
+
+
+def home_cgroups(home_root: Path) -> list[str]:
+    """The daughters' cgroups of one home, wherever its keepers made them."""
+    parents = set()
+    own = cgroup_of()
+    if own is not None:
+        parents.add(os.path.join(own, parent_name(home_root)))
+    try:
+        parents.update(ln for ln in (home_root / PARENTS_FILE).read_text().splitlines()
+                       if os.path.basename(ln) == parent_name(home_root))
+    except OSError:
+        pass
+    found = []
+    for parent in sorted(parents):
+        try:
+            found += [os.path.join(parent, name) for name in os.listdir(parent)
+                      if os.path.isdir(os.path.join(parent, name)) and not name.startswith("probe-")]
+        except OSError:
+            continue
+    return found
 
 
 def end_task(home_root: Path, task_id: int, grace: float) -> int:
     """End every cgroup of one task's daughters (a cancel with no coordinator running)."""
-    return sum(end(path, grace) for path in home_cgroups(home_root)
-               if os.path.basename(path).startswith(f"{task_id}."))
+    return end_all([p for p in home_cgroups(home_root) if os.path.basename(p).startswith(f"{task_id}.")], grace)
 
 
 def sweep_stale(home_root: Path, keep: set[str], grace: float) -> int:
     """At a restart: cgroups of daughters nobody watches any more (their daughter and its
     keeper both gone) are ended with whatever is left in them."""
-    return sum(end(path, grace) for path in home_cgroups(home_root)
-               if path not in keep and not os.path.basename(path).startswith("probe-"))
+    return end_all([p for p in home_cgroups(home_root) if p not in keep], grace)

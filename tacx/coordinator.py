@@ -1590,6 +1590,8 @@ class Coordinator:
             if future.exception() is not None:
                 self._store_failed(f"recording the end of stage {name} of task {run.id}", future.exception())
                 return
+            if d is not None:
+                self.supervisor.stored(d)
             self.publish(f"stage.{status}", run.id, name, **event)
 
         self.store.write(end).add_done_callback(committed)

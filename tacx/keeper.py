@@ -5,10 +5,10 @@ tacx is the parent and is killed, a daughter that ends meanwhile takes its statu
 it (a script ending in `exec prog`, `os._exit`, a signal), and the next start cannot
 tell a stage that finished from one that never ran. The keeper outlives tacx: it reaps
 every daughter it started and tells tacx how it ended; once tacx is gone it writes that
-into the status file beside the daughter's log (atomically), for every end tacx heard of
-in the last minutes (it may not have stored them yet) and every end from then on, and
-leaves when its last daughter has ended. While tacx listens, no file is written: the
-daughter's end reaches the store with the stage's new state, as before.
+into the status file beside the daughter's log (atomically), for every end tacx had not
+yet said it stored and every end from then on, and leaves when its last daughter has
+ended. While tacx listens, no file is written: the daughter's end reaches the store with
+the stage's new state, and tacx says so ("stored").
 
 One keeper serves one coordinator, so trivial stages pay no extra process: tacx sends a
 line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
@@ -22,10 +22,11 @@ Run as `python -I -S keeper.py`: standard library only, no tacx import, fast to 
 Protocol, one JSON object per line each way:
   tacx -> keeper  {"op": "spawn", "id", "argv", "env", "cwd", "log", "status",
                    "mkdirs", "files", "cgroup"}
+                  {"op": "stored", "ids": [...]}  (those ends are in tacx's store)
   keeper -> tacx  {"op": "hello", "pid", "cgroup": base or null, "why": reason}
                   {"op": "started", "id", "pid", "start", "cgroup"}
                   {"op": "failed", "id", "error"}
-                  {"op": "exited", "pid", "exit_code", "signal", "cpu_seconds",
+                  {"op": "exited", "id", "pid", "exit_code", "signal", "cpu_seconds",
                    "max_rss", "populated"}
 """
 
@@ -40,12 +41,10 @@ import signal
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 
 KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-RECENT = 300.0  # seconds an end told to tacx is kept for a status file, should tacx vanish
 KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
 
 
@@ -73,10 +72,9 @@ def write_status(path: str, info: dict) -> None:
             pass
 
 
-# Signals a daughter gets back to their defaults: the keeper ignores the terminal's and
-# Python ignores SIGPIPE and SIGXFSZ; none of that is the daughter's to inherit.
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
-                    signal.SIGQUIT, signal.SIGCHLD)
+# Every signal a daughter gets back to its default: the keeper ignores the terminal's,
+# Python ignores SIGPIPE and SIGXFSZ, and tacx's own parent may have ignored others.
+_DEFAULT_SIGNALS = tuple(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
 
 
 def _resolve(program: str, env: dict) -> str:
@@ -149,8 +147,14 @@ def probe_cgroups(parent: str | None, keep: bool = True) -> tuple[str | None, st
     base = os.path.join(home, parent)
     probe = os.path.join(base, f"probe-{os.getpid()}")
     try:
-        os.makedirs(base, exist_ok=True)
-        os.mkdir(probe)
+        for attempt in range(3):
+            os.makedirs(base, exist_ok=True)
+            try:
+                os.mkdir(probe)
+                break
+            except FileNotFoundError:  # an earlier keeper, leaving, removed the parent just now
+                if attempt == 2:
+                    raise
         try:
             if not os.path.exists(os.path.join(probe, "cgroup.kill")):
                 return None, "cgroup v2 here has no cgroup.kill (Linux 5.14 and newer): process groups and the marker sweep"
@@ -170,11 +174,11 @@ class Keeper:
         self.sock = sock
         self.connected = True
         self.buffer = b""
-        self.children: dict[int, tuple[str, str | None, float]] = {}  # pid -> (status path, cgroup, started)
+        self.children: dict[int, tuple[int, str, str | None, float]] = {}  # pid -> (request, status, cgroup, started)
         self.dying: dict[str, float] = {}  # cgroups killed after tacx left -> when
-        # Ends told to tacx lately, written to status files only if tacx goes away: by then
-        # each one is in its store or not, and the status file covers the "not".
-        self.recent: deque[tuple[float, str, dict]] = deque()
+        # Ends told to tacx and not yet in its store (it says "stored"): written to status
+        # files only if tacx goes away meanwhile. While it listens, no file is written.
+        self.unstored: dict[int, tuple[str, dict, str | None]] = {}
         self.home_cgroup = cgroup_of()
         self.cgroup_parent, self.why = probe_cgroups(cgroup_parent)
 
@@ -195,13 +199,25 @@ class Keeper:
         try:
             enter_cgroup(cgroup)
             try:
-                return spawn()
-            finally:
-                assert self.home_cgroup is not None
-                enter_cgroup(self.home_cgroup)
+                pid = spawn()
+            except BaseException:
+                self._leave()
+                raise
         except BaseException:
             self._remove(cgroup)
             raise
+        self._leave()  # the daughter exists: whatever happens now, it is registered
+        return pid
+
+    def _leave(self) -> None:
+        """Back to the keeper's own cgroup; if that fails, no more cgroups from here on
+        (a keeper inside a daughter's cgroup would die with it)."""
+        try:
+            assert self.home_cgroup is not None
+            enter_cgroup(self.home_cgroup)
+        except (OSError, AssertionError) as exc:
+            print(f"tacx keeper: cannot step back into {self.home_cgroup} ({exc}): cgroups off", file=sys.stderr)
+            self.cgroup_parent = None
 
     @staticmethod
     def _remove(cgroup: str) -> bool:
@@ -238,14 +254,18 @@ class Keeper:
                 self.handle(json.loads(line))
 
     def handle(self, request: dict) -> None:
-        if request.get("op") == "spawn":
+        if request.get("op") == "stored":  # tacx has these ends in its store
+            for request_id in request.get("ids", ()):
+                self.unstored.pop(request_id, None)
+        elif request.get("op") == "spawn":
             try:
                 self.spawn(request)
             except OSError as exc:
                 self.send({"op": "failed", "id": request["id"], "errno": exc.errno,
                            "error": exc.strerror or str(exc), "filename": exc.filename})
             except Exception as exc:  # a bad request must not end the keeper
-                self.send({"op": "failed", "id": request["id"], "errno": None, "error": repr(exc), "filename": None})
+                self.send({"op": "failed", "id": request["id"], "errno": None, "error": str(exc) or repr(exc),
+                           "filename": None})
 
     def spawn(self, r: dict) -> None:
         for folder in r.get("mkdirs", ()):
@@ -267,6 +287,7 @@ class Keeper:
                         (os.POSIX_SPAWN_DUP2, log, 2),
                     ],
                     setsid=True,
+                    setsigmask=(),  # nothing blocked, whatever tacx's parent blocked
                     setsigdef=_DEFAULT_SIGNALS,
                 )
 
@@ -279,7 +300,7 @@ class Keeper:
         finally:
             os.close(log)
             os.chdir("/")
-        self.children[pid] = (r["status"], cgroup, time.time())
+        self.children[pid] = (r["id"], r["status"], cgroup, time.time())
         self.send({"op": "started", "id": r["id"], "pid": pid, "start": process_start(pid), "cgroup": cgroup})
 
     # -- ends ------------------------------------------------------------------------------
@@ -295,7 +316,7 @@ class Keeper:
             known = self.children.pop(pid, None)
             if known is None:
                 continue
-            status_path, cgroup, started = known
+            request_id, status_path, cgroup, started = known
             code = os.waitstatus_to_exitcode(status)
             info = {
                 "pid": pid,
@@ -312,22 +333,25 @@ class Keeper:
             if cgroup and not left:
                 self._remove(cgroup)
             if self.connected:
-                self.recent.append((time.monotonic(), status_path, info))
-                self.send({"op": "exited", **info, "populated": left})
+                self.unstored[request_id] = (status_path, info, cgroup if left else None)
+                self.send({"op": "exited", "id": request_id, **info, "populated": left})
             else:
                 write_status(status_path, info)
                 if left:
                     self._kill(cgroup)  # nobody watches this stage any more: its leftovers go with it
-        while self.recent and time.monotonic() - self.recent[0][0] > RECENT:
-            self.recent.popleft()
 
     def hung_up(self) -> None:
-        """tacx is gone: the ends it heard of lately may not be in its store yet. They go
-        into status files now, as every end does from here on."""
+        """tacx is gone. Ends it heard of but had not stored yet go into status files,
+        newest first, and their leftovers are ended: nobody will watch those stages now."""
+        if not self.connected:
+            return
         self.connected = False
-        for _, status_path, info in self.recent:
+        self.reap()
+        for status_path, info, cgroup in reversed(list(self.unstored.values())):
             write_status(status_path, info)
-        self.recent.clear()
+            if cgroup and populated(cgroup):
+                self._kill(cgroup)
+        self.unstored.clear()
 
     @staticmethod
     def own_max_rss() -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from collections.abc import Callable
 
+from tacx.cgroups import note_parent
 from tacx.keeper import KEEPER_ENV
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class KeeperGone(OSError):
 
 @dataclass(frozen=True)
 class Spawned:
+    request_id: int
     pid: int
     create_time: float
     cgroup: str | None
@@ -58,6 +60,7 @@ class KeeperClient:
         self.containment = "not started"
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Any], Callable[[Spawned], Any]]] = {}
+        self._stored: list[int] = []
         self._popen: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -75,15 +78,19 @@ class KeeperClient:
             self._popen = await asyncio.to_thread(self._launch, theirs)
         finally:
             theirs.close()
-        reader, self._writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
+        reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
         try:
             hello = json.loads(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT) or b"null")
-        except (TimeoutError, ValueError):
+        except (TimeoutError, ValueError, ConnectionError):
             hello = None
         if not isinstance(hello, dict) or hello.get("op") != "hello":
+            writer.close()
             await self._abandon()
             raise KeeperGone("the keeper process did not start")
         self.pid, self.cgroups, self.containment = hello["pid"], hello["cgroup"], hello["why"]
+        if self.cgroups:
+            await asyncio.to_thread(note_parent, self.home_root, self.cgroups)
+        self._writer = writer  # only now may requests be sent
         self._reader_task = asyncio.create_task(self._read(reader), name="tacx-keeper-reader")
 
     def _launch(self, sock: socket.socket) -> subprocess.Popen[bytes]:
@@ -137,22 +144,43 @@ class KeeperClient:
         if op == "exited":
             self.on_exit(message)
             return
+        if op == "failed" and message.get("errno") is None:  # not the system's refusal: say it as it is
+            message["error"] = ValueError(message["error"])
         pending = self._pending.pop(message.get("id"), None)  # type: ignore[arg-type]
         if pending is None:
             return
         future, on_started = pending
         if op == "started":
-            result = on_started(Spawned(message["pid"], message["start"], message["cgroup"]))
+            result = on_started(Spawned(message["id"], message["pid"], message["start"], message["cgroup"]))
             if not future.done():
                 future.set_result(result)
         elif op == "failed":
             if not future.done():
-                future.set_exception(OSError(message["errno"], message["error"], message["filename"]))
+                error = message["error"]
+                future.set_exception(error if isinstance(error, Exception)
+                                     else OSError(message["errno"], error, message["filename"]))
+
+    def stored(self, request_id: int) -> None:
+        """Tell the keeper this daughter's end is in the store (it need not write a
+        status file for it should tacx die). Told in batches, once per loop turn."""
+        if not self.alive:
+            return
+        if not self._stored:
+            asyncio.get_running_loop().call_soon(self._send_stored)
+        self._stored.append(request_id)
+
+    def _send_stored(self) -> None:
+        ids, self._stored = self._stored, []
+        if self._writer is not None and ids:
+            self._writer.write(json.dumps({"op": "stored", "ids": ids}).encode() + b"\n")
 
     def _lost(self) -> None:
         if self._writer is None:
             return
-        self._writer = None
+        writer, self._writer = self._writer, None
+        writer.close()  # a keeper still alive (a message not understood) hangs up too
+        if self._popen is not None:
+            self._popen.poll()  # a dead keeper is reaped, not left a zombie
         for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(KeeperGone("the keeper ended before it answered"))
@@ -181,6 +209,10 @@ class KeeperClient:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(KeeperGone("the keeper did not start"))
+        self._pending.clear()
         if self._popen is not None and self._popen.poll() is None:
             self._popen.kill()
             await asyncio.to_thread(self._popen.wait)

@@ -75,6 +75,7 @@ class Daughter:
     via_keeper: bool = False  # started by the keeper, which reports its end
     leftovers: bool = False  # processes were left in its cgroup when it ended
     keeper: tuple[int, float] | None = None  # an earlier tacx's keeper, which will write its status
+    keeper_request: int | None = None  # its number with the keeper, to say its end is stored
     _proc: psutil.Process | None = None
     _sampled_at: float = 0.0
 
@@ -213,8 +214,10 @@ class Supervisor:
             else:
                 try:
                     return await asyncio.shield(started)
-                except KeeperGone:
-                    pass  # it ended before answering: start this one here
+                except KeeperGone:  # it ended before answering: did it start the daughter?
+                    found = await self.find_unrecorded(marker, log_path, status_path)
+                    if found is not None:
+                        return found
         job = asyncio.ensure_future(
             asyncio.to_thread(spawn_here, argv, env, cwd, log_path, tuple(mkdirs), dict(files or {}))
         )
@@ -237,7 +240,7 @@ class Supervisor:
         d = Daughter(
             pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
             status_path=status_path, marker=marker, started_at=now, last_output_at=now,
-            cgroup=spawned.cgroup, via_keeper=True,
+            cgroup=spawned.cgroup, via_keeper=True, keeper_request=spawned.request_id,
         )
         self.daughters[d.pid] = d
         return d
@@ -345,13 +348,21 @@ class Supervisor:
             max(d.cpu_seconds, float(message.get("cpu_seconds") or 0.0)),  # type: ignore[arg-type]
         ))
 
+    def stored(self, d: Daughter) -> None:
+        """The daughter's end is committed: its keeper need not keep it for a status file."""
+        if d.keeper_request is not None and self._keeper is not None:
+            self._keeper.stored(d.keeper_request)
+
     def _on_keeper_lost(self) -> None:
         """The keeper died (tacx goes on): its daughters are watched as adopted ones, and
         a new keeper is started for the next ones."""
         for d in list(self.daughters.values()):
             if d.via_keeper and not d.done:
-                d.via_keeper, d.adopted = False, True
-                self._watch(d)
+                d.via_keeper, d.adopted, d.keeper_request = False, True, None
+                if same_process(d.pid, d.create_time):
+                    self._watch(d)
+                else:
+                    self._finished(d)
         if self._keeper_starting is None or self._keeper_starting.done():
             self._keeper_starting = asyncio.ensure_future(self.start_keeper())
 
