@@ -132,6 +132,7 @@ class TacxApp(App[int]):
         self._finished: list[EngineEvent] = []
         self._last_error: str | None = None
         self.engine_stopped = False
+        self.crash: BaseException | None = None
         self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
 
     # -- layout ---------------------------------------------------------------------------
@@ -175,6 +176,13 @@ class TacxApp(App[int]):
         if not self._quitting:
             self.engine_stopped = True
             self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual prints the traceback as it exits; the CLI says it in one line instead
+        (a StoreError's sentence, or a bug and where crash.log keeps the traceback)."""
+        self.crash = self.crash or error
+        super()._handle_exception(error)
+        self._exit_renderables.clear()
 
     # -- refreshing from the store (in a worker thread) ---------------------------------------
 
