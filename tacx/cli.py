@@ -663,9 +663,10 @@ def _copy(path: Path, offset: int, out: Any) -> int:
 
 
 def _writer(home: Home) -> sqlite3.Connection:
-    if not home.db_path.exists():
-        raise UsageError(f"no tasks in {home.root}")
-    return connect(home.db_path)
+    try:
+        return connect(home.db_path, create=False)
+    except FileNotFoundError:
+        raise UsageError(f"no tasks in {home.root}") from None
 
 
 def cmd_cancel(home: Home, args: argparse.Namespace) -> int:
