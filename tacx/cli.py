@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sqlite3
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `tacx logs 3 | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except Exception as exc:  # a bug: one line here, the traceback in crash.log
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in crash.log
         return crash.report(exc, home)
 
 
@@ -405,6 +404,7 @@ async def _run_coordinator(
     except BaseException:
         await store.close()
         raise
+    store.on_failure = lambda error: coordinator.stop("stop")  # exits 2 with the sentence, below
     interrupted = asyncio.Event()
 
     def on_signal() -> None:

@@ -21,6 +21,7 @@ from tacx import __version__
 from tacx.home import Home
 
 EXIT_INTERNAL = 70
+_MAX_LOGGED = 20
 _FORMAT = "tacx: %(levelname)s %(name)s: %(message)s"
 
 
@@ -68,16 +69,25 @@ class _OneLine(logging.Formatter):
 
 
 class _CrashFile(logging.Handler):
-    """Appends records that carry a traceback; opens the file only then."""
+    """Appends records that carry a traceback; opens the file only then. A failure the
+    engine meets again and again (a retried claim) is written once, and at most
+    _MAX_LOGGED tracebacks per process: crash.log must never fill the disk itself."""
 
     def __init__(self, home: Home | None) -> None:
         super().__init__()
         self.home = home
         self.setFormatter(logging.Formatter(f"%(asctime)s {_FORMAT}"))
+        self._seen: set[tuple[str, str, str]] = set()
+        self._where: Path | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            record.tacx_crash_log = _append(self.home, self.format(record) + "\n\n")
+        if not record.exc_info:
+            return
+        key = (record.name, str(record.msg), _one_line(record.exc_info[1]))
+        if key not in self._seen and len(self._seen) < _MAX_LOGGED:
+            self._seen.add(key)
+            self._where = _append(self.home, self.format(record) + "\n\n")
+        record.tacx_crash_log = self._where
 
 
 def _append(home: Home | None, text: str) -> Path | None:

@@ -285,6 +285,9 @@ class Store:
         self.batches = 0
         self.writes = 0
         self.failure: StoreError | None = None  # the first time the file or disk refused: the CLI ends with it
+        # Called once with that failure: the engine's host stops the coordinator, which would
+        # otherwise retry what the store keeps refusing (a corrupt page, a full disk).
+        self.on_failure: Callable[[StoreError], None] | None = None
 
     async def open(self) -> Store:
         """Open and migrate. On any failure aiosqlite's thread is ended before the error
@@ -331,7 +334,7 @@ class Store:
             return
         try:
             await db.close()  # stops the thread even when closing the connection fails
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the thread is stopped all the same
             log.warning("closing %s: %s", self.path, exc)
 
     def _failed(self, exc: BaseException) -> StoreError:
@@ -339,6 +342,8 @@ class Store:
         error = explain(exc, self.path)
         if self.failure is None:
             self.failure = error
+            if self.on_failure is not None:
+                self.on_failure(error)
         return error
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -48,6 +48,13 @@ def explain(exc: BaseException, db: Path) -> StoreError:
     return StoreError(_sqlite_error(primary, str(exc), db))
 
 
+def describe(exc: BaseException, db: Path) -> str:
+    """exc as a user reads it: the sentence for the store's own errors, repr for a bug."""
+    if isinstance(exc, StoreError) or is_environmental(exc):
+        return str(explain(exc, db))
+    return repr(exc)
+
+
 def home_is_file(db: Path) -> StoreError | None:
     """The error for a home that exists as something other than a folder, else None."""
     home = db.parent

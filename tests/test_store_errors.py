@@ -48,7 +48,7 @@ def tacx(
     end with exit `check` and never show a traceback."""
     argv = ["-m", "tacx", *args] if prelude is None else ["-c", "import sys\n" + prelude + PATCHED_MAIN, *args]
     proc = subprocess.run(
-        [sys.executable, *argv], cwd=project.root, env=project.env, capture_output=True, text=True,
+        [sys.executable, *argv], check=False, cwd=project.root, env=project.env, capture_output=True, text=True,
         timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=preexec_fn,
     )
     assert proc.returncode == check, f"tacx {' '.join(args)} exited {proc.returncode}, expected {check}\n{proc.stdout}\n{proc.stderr}"
@@ -124,6 +124,24 @@ def test_every_command_ends_on_a_corrupt_store(project: Project) -> None:
     assert tacx(project, "validate", "quick.yaml", check=0)  # commands that need no store still work
 
 
+def test_a_page_garbled_under_a_running_engine_stops_it(project: Project) -> None:
+    """The file opens (its first pages are sound) but a page the engine needs to claim a
+    task is not: the coordinator stops at once instead of retrying, says why, ends."""
+    project.workflow("q", "name: q\ninputs: {title: {required: true}}\nstages:\n  - {name: a, provider: shell, run: 'echo a'}\n")
+    each = project.root / "each.jsonl"
+    each.write_text("".join(f'{{"title": "task {i} {"x" * 300}"}}\n' for i in range(300)))
+    project.tacx("submit", "q.yaml", "--each", str(each))
+    db = project.home / "tacx.db"
+    with open(db, "r+b") as f:
+        f.seek(db.stat().st_size // 2 // 4096 * 4096)
+        f.write(b"\xff" * 4096)  # a page whose type byte no b-tree page has
+    ran = tacx(project, "--no-ui", "--exit-when-idle")
+    said(ran, db, "is corrupt", "mv ")
+    said(tacx(project, "ls", "--json"), db, "is corrupt")
+    crash_log = project.home / "crash.log"
+    assert not crash_log.exists() or crash_log.read_text().count("Traceback") <= 20  # never a log that fills the disk
+
+
 def test_the_dashboard_on_a_corrupt_store_says_so_before_taking_the_screen(project: Project) -> None:
     db = corrupt(project, "truncated")
     code, output = on_a_terminal(project, ["-m", "tacx"])
@@ -143,6 +161,14 @@ def test_a_newer_schema_names_the_file(project: Project) -> None:
 
 
 # -- the home itself -------------------------------------------------------------------------------
+
+
+def test_reading_a_home_without_a_store_makes_none(project: Project) -> None:
+    for args in (["ls"], ["ls", "--json"], ["providers"], ["clean"]):
+        tacx(project, *args, check=0)
+    for args in (["show", "1"], ["logs", "1"], ["cancel", "1"], ["retry", "1"]):
+        said(tacx(project, *args), "1" if args[0] in ("show", "logs") else project.home)
+    assert not project.home.exists()
 
 
 def test_a_home_that_is_a_file(project: Project) -> None:
@@ -265,7 +291,7 @@ def test_the_engine_stops_when_the_database_cannot_grow(project: Project) -> Non
     )
     ran = tacx(project, "--no-ui", "--exit-when-idle", prelude=prelude)
     said(ran, project.home / "tacx.db", "cannot grow", "quota")
-    assert "the store refused a write" in ran.stdout
+    assert {t["status"] for t in project.ls()} <= {"queued", "running", "succeeded"}  # the next start goes on
 
 
 def test_optimize_failing_at_close_ends_the_run(project: Project) -> None:
@@ -304,6 +330,14 @@ def _threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t is not threading.main_thread()}
 
 
+def _ended_since(before: set[threading.Thread]) -> bool:
+    """Every thread started since `before` ends on its own (aiosqlite's ends right after
+    handing back its last result): a thread still running would hold the process."""
+    for thread in _threads() - before:
+        thread.join(timeout=30)
+    return _threads() <= before
+
+
 async def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     (tmp_path / "tacx.db").mkdir()
     before = _threads()
@@ -313,7 +347,7 @@ async def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     (tmp_path / "bad" / "tacx.db").write_bytes(b"x" * 4096)
     with pytest.raises(StoreError, match="is corrupt"):
         await Store(tmp_path / "bad" / "tacx.db").open()
-    assert _threads() == before
+    assert _ended_since(before)
 
 
 async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,7 +363,7 @@ async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatc
     monkeypatch.setattr(tacx.store, "_optimize", full)
     with pytest.raises(StoreError, match="cannot grow"):
         await store.close()
-    assert _threads() == before
+    assert _ended_since(before)
     assert store.failure is not None
 
 
@@ -406,7 +440,7 @@ def test_a_bug_in_the_dashboard_is_one_line_and_crash_log(project: Project) -> N
 
 
 def _mount(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    done = subprocess.run(["mount", *args], check=False, capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"mount {' '.join(args)} is not permitted here: {done.stderr.strip()}")
 
@@ -437,7 +471,7 @@ def read_only_mount(folder: Path) -> Iterator[None]:
     """folder, seen read-only through a bind mount (EROFS), whoever asks."""
     _mount("--bind", str(folder), str(folder))
     try:
-        done = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], capture_output=True, text=True)
+        done = subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=False, capture_output=True, text=True)
         if done.returncode != 0:
             pytest.skip(f"cannot remount {folder} read-only: {done.stderr.strip()}")
         yield
