@@ -329,6 +329,9 @@ class Store:
             await self._release()
 
     async def _release(self) -> None:
+        """Close the connection and see aiosqlite's thread end. When connecting failed,
+        aiosqlite only queued its stop: the thread then hands a result to this loop, which
+        must still be running (else the thread dies printing 'Event loop is closed')."""
         db, self._db = self._db, None
         if db is None:
             return
@@ -336,6 +339,10 @@ class Store:
             await db.close()  # stops the thread even when closing the connection fails
         except Exception as exc:  # noqa: BLE001 - the thread is stopped all the same
             log.warning("closing %s: %s", self.path, exc)
+        thread = _thread_of(db)
+        if thread is not None and thread.is_alive():
+            await asyncio.sleep(0)  # let it hand over its last result
+            thread.join(timeout=5)  # it has nothing left to run: this is at once
 
     def _failed(self, exc: BaseException) -> StoreError:
         """exc in words a user acts on; the first one is kept as `failure`."""
@@ -436,9 +443,14 @@ def _optimize(conn: sqlite3.Connection) -> None:
 def _as_daemon(db: aiosqlite.Connection) -> None:
     """A backstop: should a path still miss close(), the process ends anyway (as after a
     crash: SQLite keeps every committed transaction) instead of waiting on this thread."""
-    thread = db if isinstance(db, threading.Thread) else getattr(db, "_thread", None)  # aiosqlite < 0.22 / 0.22
-    if isinstance(thread, threading.Thread) and not thread.is_alive():
+    thread = _thread_of(db)
+    if thread is not None and not thread.is_alive():
         thread.daemon = True
+
+
+def _thread_of(db: aiosqlite.Connection) -> threading.Thread | None:
+    thread = db if isinstance(db, threading.Thread) else getattr(db, "_thread", None)  # aiosqlite < 0.22 / 0.22
+    return thread if isinstance(thread, threading.Thread) else None
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -350,6 +350,24 @@ async def test_a_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
     assert _ended_since(before)
 
 
+def test_a_failed_open_ends_its_thread_before_the_loop_closes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiosqlite's thread hands its last result to the loop: a command that fails at open
+    and ends its loop at once must not leave the thread to die on 'Event loop is closed'."""
+    (tmp_path / "tacx.db").mkdir()
+    died: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+
+    async def open_it() -> None:
+        await Store(tmp_path / "tacx.db").open()
+
+    before = _threads()
+    for _ in range(30):
+        with pytest.raises(StoreError):
+            asyncio.run(open_it())
+    assert _ended_since(before)
+    assert died == []
+
+
 async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import tacx.store
 
