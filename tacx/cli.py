@@ -1,5 +1,5 @@
 """The `tacx` command line. Exit codes: 0 ok, 1 a task failed, 2 bad usage or invalid
-input (and nothing written), 130 interrupted."""
+input (and nothing written) or an unusable store, 70 a bug (crash.py), 130 interrupted."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def _sqlite_error(code: int | None, message: str, db: Path) -> str:
             f"{db} is corrupt ({message}): move it aside (mv {db} {db}.broken{_companions(db)}) "
             "to start a new store, or restore it from a backup"
         )
-    if code == _FULL or (code == _IOERR and _nearly_full(db)):
+    if code == _FULL or (code in (_IOERR, _CANTOPEN) and _nearly_full(db)):  # no room for -wal or -shm
         return _full(db, message)
     if code in (_BUSY, _LOCKED):
         return (

@@ -150,6 +150,20 @@ def test_the_dashboard_on_a_corrupt_store_says_so_before_taking_the_screen(proje
     assert f"{db} is corrupt" in output and "mv " in output
 
 
+def test_the_dashboard_ends_when_its_engine_cannot_open_the_store(project: Project) -> None:
+    """Past the CLI's own check, the store refuses the engine inside the running app (a disk
+    that filled meanwhile, say): Textual's traceback gives way to the sentence, exit 2."""
+    prelude = (
+        "import tacx.store as store\n"
+        "async def refuse(self): raise store.StoreError(f'{self.path} refused the engine: the test says so')\n"
+        "store.Store.open = refuse\n"
+    )
+    code, output = on_a_terminal(project, ["-c", "import sys\n" + prelude + PATCHED_MAIN])
+    assert code == 2, output
+    assert "Traceback" not in output
+    assert f"tacx: {project.home / 'tacx.db'} refused the engine: the test says so" in output
+
+
 def test_a_newer_schema_names_the_file(project: Project) -> None:
     db = with_task(project)
     conn = sqlite3.connect(db)
