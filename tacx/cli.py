@@ -1,12 +1,11 @@
 """The `tacx` command line. Exit codes: 0 ok, 1 a task failed, 2 bad usage or invalid
-input (and nothing written), 130 interrupted."""
+input (and nothing written) or an unusable store, 70 a bug (crash.py), 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sqlite3
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from tacx import __version__, bounds, cgroups, records
+from tacx import __version__, bounds, cgroups, crash, records
 from tacx.coordinator import Coordinator
 from tacx.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
@@ -26,7 +25,8 @@ from tacx.prices import PriceTable
 from tacx.providers import configured_providers, provider_kinds
 from tacx.reporter import ConsoleReporter, printable
 from tacx.settings import Settings, SettingsError, load_settings
-from tacx.store import Store, StoreError, connect, transaction
+from tacx.store import Store, StoreError, connect, connect_reader, transaction
+from tacx.store_errors import explain, is_environmental
 from tacx.processes import end_processes, scan_marked
 from tacx.userfiles import EACH_FILE_LIMIT, FileRefused, read_text_file
 from tacx.workflow import (
@@ -141,12 +141,10 @@ _positive = bounds.positive_int
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="tacx: %(levelname)s %(name)s: %(message)s",
-    )
-    home = resolve_home(getattr(args, "home", None))
+    home: Home | None = None
     try:
+        home = resolve_home(getattr(args, "home", None))
+        crash.configure_logging(args.verbose, home)
         if args.command is None:
             return _headless(home, args) if args.no_ui else run_dashboard(home, args)
         handler = _COMMANDS[args.command]
@@ -157,11 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"tacx: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except sqlite3.Error as exc:  # a query met a corrupt page, a full disk, a lock held too long
+        if home is None or not is_environmental(exc):
+            return crash.report(exc, home)
+        print(f"tacx: {explain(exc, home.db_path)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `tacx logs 3 | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in crash.log
+        return crash.report(exc, home)
 
 
 # -- workflows and submission -----------------------------------------------------------------
@@ -354,8 +359,13 @@ def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | Non
     from tacx.ui.app import make_app  # Textual is imported only for the dashboard
 
     settings = _settings(home)
+    connect(home.db_path).close()  # a store that cannot be used is said here, before the screen is taken
     app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None))
     app.run()
+    if app.crash is not None:  # Textual caught it: said in one line by main (crash.log for a bug)
+        raise app.crash
+    if app.store is not None and app.store.failure is not None:
+        raise app.store.failure
     return app.return_code or EXIT_OK
 
 
@@ -385,15 +395,20 @@ async def _run_coordinator(
     store = await Store(home.db_path).open()
     bus = EventBus()
     bus.subscribe(reporter)
-    coordinator = Coordinator(
-        home,
-        store,
-        settings,
-        bus=bus,
-        max_workers=args.max_workers,
-        exit_when_idle=exit_when_idle,
-        only_task=only_task,
-    )
+    try:
+        coordinator = Coordinator(
+            home,
+            store,
+            settings,
+            bus=bus,
+            max_workers=args.max_workers,
+            exit_when_idle=exit_when_idle,
+            only_task=only_task,
+        )
+    except BaseException:
+        await store.close()
+        raise
+    store.on_failure = lambda error: coordinator.stop("stop")  # exits 2 with the sentence, below
     interrupted = asyncio.Event()
 
     def on_signal() -> None:
@@ -413,6 +428,8 @@ async def _run_coordinator(
         await store.close()
     if interrupted.is_set():
         return EXIT_INTERRUPTED
+    if store.failure is not None:  # the engine stopped because the file or the disk refused a write
+        raise store.failure
     if coordinator.stuck:
         print(f"tacx: nothing can run: {coordinator.stuck}", file=sys.stderr)
         return EXIT_FAILED
@@ -426,9 +443,11 @@ async def _run_coordinator(
 
 async def _count_queued(store: Store, reporter: ConsoleReporter) -> None:
     while True:
-        reporter.set_queued(
-            await store.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0])
-        )
+        try:
+            queued = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0])
+        except StoreError:  # the coordinator stops on it and the command says why
+            return
+        reporter.set_queued(queued)
         await asyncio.sleep(0.5)
 
 
@@ -473,10 +492,7 @@ def _follow(home: Home, task_id: int, json_mode: bool) -> int:
 
 def _reader(home: Home) -> sqlite3.Connection | None:
     """A connection for read-only commands; None when the home has no database yet."""
-    try:
-        return connect(home.db_path, create=False)
-    except FileNotFoundError:
-        return None
+    return connect_reader(home.db_path)
 
 
 def cmd_ls(home: Home, args: argparse.Namespace) -> int:
@@ -651,9 +667,10 @@ def _copy(path: Path, offset: int, out: Any) -> int:
 
 
 def _writer(home: Home) -> sqlite3.Connection:
-    if not home.db_path.exists():
-        raise UsageError(f"no tasks in {home.root}")
-    return connect(home.db_path)
+    try:
+        return connect(home.db_path, create=False)
+    except FileNotFoundError:
+        raise UsageError(f"no tasks in {home.root}") from None
 
 
 def cmd_cancel(home: Home, args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tacx.store_errors import explain
+
 HOME_DIRNAME = ".tacx"
 
 
@@ -103,8 +105,11 @@ class CoordinatorLock:
     def acquire(self, patience: float = 1.0) -> None:
         """Take the lock, or raise LockHeld naming the holder. A read-only command probing
         the lock holds it for an instant: that is waited out for up to `patience` seconds."""
-        self.home.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.home.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.home.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a file where the home should be, a read-only folder, a full disk
+            raise explain(exc, self.home.db_path) from exc
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -144,8 +149,8 @@ def read_holder(home: Home) -> dict[str, object] | None:
 def coordinator_running(home: Home) -> bool:
     """True when some process holds the coordinator lock (a probe that takes and drops it)."""
     try:
-        fd = os.open(home.lock_path, os.O_RDWR)
-    except FileNotFoundError:
+        fd = os.open(home.lock_path, os.O_RDONLY)  # flock needs no write access: a read-only home works
+    except OSError:  # none there (or not ours to open): no coordinator runs in this home
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

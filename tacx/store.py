@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from collections.abc import Callable, Iterator
 
 import aiosqlite
+
+from tacx.store_errors import StoreError, explain, folder_writable, home_is_file, is_environmental, wal_unreadable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -145,10 +148,6 @@ MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
-    """The database cannot be used (written by a newer tacx, corrupt, unreachable)."""
-
-
 def _configure(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Switching a new file to WAL takes a lock no busy handler waits for: two processes
@@ -168,14 +167,9 @@ def _configure(conn: sqlite3.Connection) -> None:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring the schema to SCHEMA_VERSION; refuse a database from a newer tacx."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    version = _schema_version(conn)
     if version == SCHEMA_VERSION:
         return
-    if version > SCHEMA_VERSION:
-        raise StoreError(
-            f"the database has schema version {version}, newer than this tacx "
-            f"understands ({SCHEMA_VERSION}): upgrade tacx"
-        )
     with transaction(conn):
         # Re-read inside the lock: another process may have migrated meanwhile.
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -186,18 +180,72 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        name = conn.execute("PRAGMA database_list").fetchone()[2] or "the database"
+        raise StoreError(
+            f"{name} has schema version {version}, newer than this tacx understands ({SCHEMA_VERSION}): upgrade tacx"
+        )
+    return version
+
+
 def connect(path: Path, *, create: bool = True, any_thread: bool = False) -> sqlite3.Connection:
     """A configured, migrated connection in autocommit mode (transactions are explicit).
-    ``any_thread``: used from one thread at a time, not always the same one."""
+    ``any_thread``: used from one thread at a time, not always the same one. Whatever
+    goes wrong is a StoreError that says what to do (store_errors.explain)."""
+    if problem := home_is_file(path):
+        raise problem
     if not create and not path.exists():
         raise FileNotFoundError(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(
-        path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=not any_thread
-    )
+    conn: sqlite3.Connection | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=not any_thread
+        )
+        conn.row_factory = sqlite3.Row
+        _configure(conn)
+        migrate(conn)
+        return conn
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, OSError) or is_environmental(exc):
+            raise explain(exc, path) from exc
+        raise
+
+
+def connect_reader(path: Path) -> sqlite3.Connection | None:
+    """A connection for commands that only read; None when there is no database yet.
+
+    In a read-only folder SQLite cannot create the -shm file WAL needs. A database
+    closed cleanly there has no -wal file: all of it is in tacx.db, which nobody can
+    change, so it is read as an immutable file. With a -wal left beside it, its latest
+    changes cannot be read: that is said, never shown stale."""
+    try:
+        return connect(path, create=False)
+    except FileNotFoundError:
+        return None
+    except StoreError as refused:
+        wal = Path(f"{path}-wal")
+        if not path.is_file() or folder_writable(path.parent):
+            raise
+        if wal.exists() and wal.stat().st_size > 0:
+            raise wal_unreadable(path) from None
+        try:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None)
+        except sqlite3.Error:
+            raise refused from None
     conn.row_factory = sqlite3.Row
-    _configure(conn)
-    migrate(conn)
+    try:
+        if _schema_version(conn) != SCHEMA_VERSION:
+            raise StoreError(f"{path} needs upgrading to this tacx's schema, but it is read-only: make it writable")
+    except BaseException as exc:
+        conn.close()
+        if is_environmental(exc):
+            raise explain(exc, path) from exc
+        raise
     return conn
 
 
@@ -207,10 +255,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # SQLite itself rolls back after some errors (disk full)
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 WriteFn = Callable[[sqlite3.Connection], Any]
@@ -235,25 +284,74 @@ class Store:
         self._closing = False
         self.batches = 0
         self.writes = 0
+        self.failure: StoreError | None = None  # the first time the file or disk refused: the CLI ends with it
+        # Called once with that failure: the engine's host stops the coordinator, which would
+        # otherwise retry what the store keeps refusing (a corrupt page, a full disk).
+        self.on_failure: Callable[[StoreError], None] | None = None
 
     async def open(self) -> Store:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        await self._run(lambda conn: (_configure(conn), migrate(conn)))
+        """Open and migrate. On any failure aiosqlite's thread is ended before the error
+        leaves: a thread left running keeps the process from ever exiting."""
+        if problem := home_is_file(self.path):
+            raise problem
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = aiosqlite.connect(self.path, isolation_level=None)
+            _as_daemon(db)
+            self._db = db
+            await db
+            db.row_factory = sqlite3.Row
+            await self._run(lambda conn: (_configure(conn), migrate(conn)))
+        except BaseException as exc:
+            await self._release()
+            if isinstance(exc, OSError) or is_environmental(exc):
+                raise self._failed(exc) from exc
+            raise
         self._drainer = asyncio.create_task(self._drain(), name="tacx-store-writer")
         return self
 
     async def close(self) -> None:
+        """Finish the queued writes, optimize, and end aiosqlite's thread on every path;
+        a failing last step (PRAGMA optimize on a full disk) raises after that."""
         if self._db is None:
             return
         self._closing = True
         self._wake.set()
-        if self._drainer is not None:
-            await self._drainer
-        await self._run(lambda conn: conn.execute("PRAGMA optimize"))
-        await self._db.close()
-        self._db = None
+        try:
+            if self._drainer is not None:
+                await self._drainer
+            await self._run(_optimize)
+        except (sqlite3.Error, OSError) as exc:
+            if not is_environmental(exc) and not isinstance(exc, OSError):
+                raise
+            raise self._failed(exc) from exc
+        finally:
+            await self._release()
+
+    async def _release(self) -> None:
+        """Close the connection and see aiosqlite's thread end. When connecting failed,
+        aiosqlite only queued its stop: the thread then hands a result to this loop, which
+        must still be running (else the thread dies printing 'Event loop is closed')."""
+        db, self._db = self._db, None
+        if db is None:
+            return
+        try:
+            await db.close()  # stops the thread even when closing the connection fails
+        except Exception as exc:  # noqa: BLE001 - the thread is stopped all the same
+            log.warning("closing %s: %s", self.path, exc)
+        thread = _thread_of(db)
+        if thread is not None and thread.is_alive():
+            await asyncio.sleep(0)  # let it hand over its last result
+            thread.join(timeout=5)  # it has nothing left to run: this is at once
+
+    def _failed(self, exc: BaseException) -> StoreError:
+        """exc in words a user acts on; the first one is kept as `failure`."""
+        error = explain(exc, self.path)
+        if self.failure is None:
+            self.failure = error
+            if self.on_failure is not None:
+                self.on_failure(error)
+        return error
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn(raw connection) on aiosqlite's thread (its public calls take one statement)."""
@@ -292,10 +390,11 @@ class Store:
             batch, self._queue = self._queue, []
             try:
                 results = await self._run(lambda conn, batch=batch: _apply_batch(conn, batch))
-            except BaseException as exc:  # the thread died or COMMIT failed
+            except BaseException as exc:  # the thread died, or COMMIT or the disk failed
+                error = self._failed(exc) if is_environmental(exc) else StoreError(f"write failed: {exc!r}")
                 for _, future in batch:
                     if not future.done():
-                        future.set_exception(StoreError(f"write failed: {exc}"))
+                        future.set_exception(error)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
@@ -307,7 +406,7 @@ class Store:
                 if ok:
                     future.set_result(value)
                 else:
-                    future.set_exception(value)
+                    future.set_exception(self._failed(value) if is_environmental(value) else value)
 
 
 def _apply_batch(
@@ -321,6 +420,8 @@ def _apply_batch(
             try:
                 value = fn(conn)
             except Exception as exc:  # this write alone is undone
+                if not conn.in_transaction:  # SQLite rolled back the whole batch (disk full, I/O error)
+                    raise
                 conn.execute("ROLLBACK TO w")
                 conn.execute("RELEASE w")
                 results.append((False, exc))
@@ -333,6 +434,23 @@ def _apply_batch(
             conn.execute("ROLLBACK")
         raise
     return results
+
+
+def _optimize(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA optimize")
+
+
+def _as_daemon(db: aiosqlite.Connection) -> None:
+    """A backstop: should a path still miss close(), the process ends anyway (as after a
+    crash: SQLite keeps every committed transaction) instead of waiting on this thread."""
+    thread = _thread_of(db)
+    if thread is not None and not thread.is_alive():
+        thread.daemon = True
+
+
+def _thread_of(db: aiosqlite.Connection) -> threading.Thread | None:
+    thread = db if isinstance(db, threading.Thread) else getattr(db, "_thread", None)  # aiosqlite < 0.22 / 0.22
+    return thread if isinstance(thread, threading.Thread) else None
 
 
 def _log_failure(future: asyncio.Future[Any]) -> None:

@@ -34,6 +34,7 @@ from tacx.providers import configured_providers, provider_kinds
 from tacx.providers.base import Provider
 from tacx.settings import Settings
 from tacx.store import Store, connect, transaction
+from tacx.store_errors import describe
 from tacx.ui.data import STATUSES, DashboardData, Snapshot
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
@@ -132,6 +133,7 @@ class TacxApp(App[int]):
         self._finished: list[EngineEvent] = []
         self._last_error: str | None = None
         self.engine_stopped = False
+        self.crash: BaseException | None = None
         self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
 
     # -- layout ---------------------------------------------------------------------------
@@ -161,6 +163,7 @@ class TacxApp(App[int]):
             self.store = await Store(self.home.db_path).open()
             self.coordinator = Coordinator(self.home, self.store, self.settings, bus=self.bus,
                                            providers=self.providers, max_workers=self.max_workers)
+            self.store.on_failure = self._store_refused
             self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
         self.load_workflows()
         self.request_refresh()
@@ -175,6 +178,19 @@ class TacxApp(App[int]):
         if not self._quitting:
             self.engine_stopped = True
             self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
+
+    def _store_refused(self, error: Exception) -> None:
+        """The file or the disk refused the engine (corrupt, full): it stops rather than retry."""
+        self.notify(str(error), severity="error", timeout=60)
+        if self.coordinator is not None:
+            self.coordinator.stop("stop")
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Textual prints the traceback as it exits; the CLI says it in one line instead
+        (a StoreError's sentence, or a bug and where crash.log keeps the traceback)."""
+        self.crash = self.crash or error
+        super()._handle_exception(error)
+        self._exit_renderables.clear()
 
     # -- refreshing from the store (in a worker thread) ---------------------------------------
 
@@ -205,7 +221,7 @@ class TacxApp(App[int]):
 
     def _snapshot_failed(self, exc: Exception) -> None:
         self._refreshing = False
-        message = f"reading the store failed: {exc!r}"
+        message = f"reading the store failed: {describe(exc, self.home.db_path)}"
         if message != self._last_error:  # said once, not every half second
             self._last_error = message
             log.error("%s", message)
