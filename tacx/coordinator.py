@@ -370,7 +370,12 @@ class Coordinator:
         concluded from it instead of run again. None when it never started."""
         marker = self._marker(run.id, st.name, st.attempt)
         log_path = self.home.stage_log(run.id, st.name, st.attempt)
-        daughter = await self.supervisor.find_unrecorded(marker, log_path, log_path.with_suffix(".status"))
+        started_at = await self.store.read(
+            lambda c: c.execute("SELECT started_at FROM stages WHERE id = ?", (st.id,)).fetchone()[0]
+        )
+        daughter = await self.supervisor.find_unrecorded(
+            marker, log_path, log_path.with_suffix(".status"), started_at or 0.0
+        )
         if daughter is not None:
             await self.store.write(lambda c: _insert_daughter(c, run.id, st.id, st.name, st.attempt, daughter))
         return daughter

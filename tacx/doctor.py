@@ -9,6 +9,7 @@ escapes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import sqlite3
@@ -17,9 +18,10 @@ from typing import Any
 
 from tacx import cgroups
 from tacx.home import Home, coordinator_running, read_holder
-from tacx.keeper_client import KEEPER_PATH
+from tacx.keeper_client import KEEPER_PATH, KeeperClient
 from tacx.providers import configured_providers
 from tacx.settings import Settings
+from tacx.store_errors import explain
 
 Check = dict[str, Any]
 
@@ -51,8 +53,8 @@ def _store(home: Home) -> Check:
             tasks = conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]
         finally:
             conn.close()
-    except sqlite3.Error as exc:
-        return _check("store", "fail", f"{home.db_path} cannot be read ({exc}): move it aside or restore a backup")
+    except (sqlite3.Error, OSError) as exc:
+        return _check("store", "fail", str(explain(exc, home.db_path)))
     if verdict != "ok":
         return _check("store", "fail", f"{home.db_path} is damaged ({verdict}): move it aside or restore a backup")
     return _check("store", "ok", f"{home.db_path}: schema {version}, {tasks} task(s), quick_check ok")
@@ -70,12 +72,26 @@ def _containment(home: Home, settings: Settings) -> Check:
     return _check("containment", "ok" if enabled else "warn", why)
 
 
-def _keeper() -> Check:
-    if not hasattr(os, "posix_spawn") or not KEEPER_PATH.exists():
-        return _check("keeper", "warn", "no keeper here: tacx is its daughters' parent, and an end while "
-                                        "tacx is down is known only from a shell's EXIT trap")
+def _keeper(home: Home) -> Check:
+    """Started for real and hung up on, as a coordinator would."""
+
+    async def start() -> int | None:
+        keeper = KeeperClient(home.root, None, lambda _: None, lambda: None)
+        await keeper.start()
+        await keeper.close(wait=True)
+        return keeper.pid
+
+    try:
+        pid = asyncio.run(start()) if hasattr(os, "posix_spawn") else None
+    except OSError as exc:
+        pid, why = None, str(exc)
+    else:
+        why = "posix_spawn is missing"
+    if pid is None:
+        return _check("keeper", "warn", f"no keeper here ({why}): tacx is its daughters' parent, and an end "
+                                        "while tacx is down is known only from a shell's EXIT trap")
     return _check("keeper", "ok", f"daughters are started by a keeper ({sys.executable} -I -S {KEEPER_PATH.name}), "
-                                  "which records every end beside its log, even while tacx is down")
+                                  "their parent, which records every end tacx does not hear of beside its log")
 
 
 def _pidfd() -> Check:
@@ -98,7 +114,7 @@ def _providers(settings: Settings) -> list[Check]:
 
 
 def report(home: Home, settings: Settings) -> list[Check]:
-    return [_home(home), _store(home), _coordinator(home), _containment(home, settings), _keeper(), _pidfd(),
+    return [_home(home), _store(home), _coordinator(home), _containment(home, settings), _keeper(home), _pidfd(),
             *_providers(settings)]
 
 

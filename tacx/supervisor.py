@@ -22,6 +22,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable, Iterable
 
 import psutil
@@ -212,10 +213,11 @@ class Supervisor:
             except KeeperGone:
                 pass
             else:
+                asked_at = time.time()
                 try:
                     return await asyncio.shield(started)
                 except KeeperGone:  # it ended before answering: did it start the daughter?
-                    found = await self.find_unrecorded(marker, log_path, status_path)
+                    found = await self.find_unrecorded(marker, log_path, status_path, asked_at)
                     if found is not None:
                         return found
         job = asyncio.ensure_future(
@@ -308,23 +310,34 @@ class Supervisor:
             self._finished(d)
         return d
 
-    async def find_unrecorded(self, marker: str, log_path: Path, status_path: Path) -> Daughter | None:
+    async def find_unrecorded(
+        self, marker: str, log_path: Path, status_path: Path, not_before: float
+    ) -> Daughter | None:
         """A daughter an earlier tacx started but never recorded: alive (found by its
         marker) or ended (its status file; an earlier keeper still at work writes it an
-        instant after the end). None when nothing shows it ever ran."""
+        instant after the end). None when nothing shows it ever ran. A status file older
+        than `not_before` (the attempt's start) is some earlier store's, not this one's."""
         root = await asyncio.to_thread(find_root, marker)
         if root is not None:
             pid, create_time, argv, started_at = root
             return self.adopt(pid=pid, create_time=create_time, argv=argv, log_path=log_path,
                               status_path=status_path, marker=marker, started_at=started_at)
-        record = await asyncio.to_thread(read_status_record, status_path)
+        def read() -> dict[str, Any] | None:
+            try:
+                if status_path.stat().st_mtime < not_before - 1.0:
+                    return None
+            except OSError:
+                return None
+            return read_status_record(status_path)
+
+        record = await asyncio.to_thread(read)
         if record is None and self._home_root is not None and log_path.exists():
             own = self._keeper.pid if self._keeper is not None else None
             keepers = await asyncio.to_thread(live_keepers, self._home_root, own)
             deadline = time.monotonic() + STATUS_WAIT
             while record is None and keepers and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
-                record = await asyncio.to_thread(read_status_record, status_path)
+                record = await asyncio.to_thread(read)
         if record is None:
             return None
         now = time.time()
@@ -414,14 +427,20 @@ class Supervisor:
     async def _conclude_adopted(self, d: Daughter) -> None:
         """An adopted daughter ended: its status file says how. An earlier keeper still
         alive writes it an instant after the end; it is waited for, briefly."""
-        info = await asyncio.to_thread(read_status, d.status_path)
+        def read() -> ExitInfo | None:
+            record = read_status_record(d.status_path)
+            if record is None or record.get("pid", d.pid) != d.pid:  # another process's end: not this one's
+                return None
+            return read_status(d.status_path)
+
+        info = await asyncio.to_thread(read)
         deadline = time.monotonic() + STATUS_WAIT
         while info is None and d.keeper is not None and time.monotonic() < deadline:
             if not await asyncio.to_thread(same_process, *d.keeper):
-                info = await asyncio.to_thread(read_status, d.status_path)
+                info = await asyncio.to_thread(read)
                 break
             await asyncio.sleep(0.02)
-            info = await asyncio.to_thread(read_status, d.status_path)
+            info = await asyncio.to_thread(read)
         if info is None:
             info = ExitInfo(None, None, d.peak_rss, d.cpu_seconds)
         else:
