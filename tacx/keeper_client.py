@@ -67,6 +67,10 @@ class KeeperClient:
         self._closing = False
 
     @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    @property
     def alive(self) -> bool:
         return self._writer is not None and not self._closing
 

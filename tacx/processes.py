@@ -219,11 +219,11 @@ def find_root(marker: str) -> tuple[int, float, list[str], float] | None:
     return None
 
 
-def live_keepers(home_root: Path, besides: int | None) -> list[tuple[int, float]]:
+def live_keepers(home_root: Path, besides: set[int]) -> list[tuple[int, float]]:
     """Keepers of this home other than `besides` (an earlier tacx's, still at work)."""
     found = []
     for proc in psutil.process_iter(["pid"]):
-        if proc.pid == besides:
+        if proc.pid in besides:
             continue
         try:
             if proc.environ().get(KEEPER_ENV) == str(home_root):

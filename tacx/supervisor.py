@@ -77,6 +77,7 @@ class Daughter:
     leftovers: bool = False  # processes were left in its cgroup when it ended
     keeper: tuple[int, float] | None = None  # an earlier tacx's keeper, which will write its status
     keeper_request: int | None = None  # its number with the keeper, to say its end is stored
+    kept_by: KeeperClient | None = None  # the keeper that started it
     _proc: psutil.Process | None = None
     _sampled_at: float = 0.0
 
@@ -131,6 +132,7 @@ def _sample(d: Daughter) -> Sample:
     return Sample(d.pid, True, rss, cpu, len(kids), size)
 
 
+KEEPERS = max(1, min(4, os.cpu_count() or 1))
 STATUS_WAIT = 2.0  # how long an earlier keeper may take to write a status file it owes
 
 
@@ -156,29 +158,42 @@ class Supervisor:
         self.on_sample = on_sample
         self.daughters: dict[int, Daughter] = {}
         self._sampler: asyncio.Task[None] | None = None
-        self._keeper: KeeperClient | None = None
+        self._keepers: list[KeeperClient] = []
         self._keeper_starting: asyncio.Task[None] | None = None
         if home_root is not None:
             parent = cgroups.parent_name(home_root) if use_cgroups else None
-            self._keeper = KeeperClient(home_root, parent, self._on_keeper_exit, self._on_keeper_lost)
+            # Each keeper spawns one daughter at a time (a spawn waits for the child's exec):
+            # one per core, so starts overlap as they did from tacx's threads.
+            for _ in range(KEEPERS):
+                keeper = KeeperClient(home_root, parent, self._on_keeper_exit, lambda: None)
+                keeper.on_lost = lambda keeper=keeper: self._on_keeper_lost(keeper)
+                self._keepers.append(keeper)
         self._conclusions: set[asyncio.Task[None]] = set()
         self._home_root = home_root
 
     @property
     def containment(self) -> str:
         """How a stage's whole tree is ended here, in words (for `tacx doctor`, events)."""
-        if self._keeper is not None and self._keeper.alive:
-            return self._keeper.containment
+        for keeper in self._keepers:
+            if keeper.alive:
+                return keeper.containment
         return "process groups and the marker sweep (daughters started by tacx itself)"
 
     async def start_keeper(self) -> None:
-        """Start the keeper; without one, tacx starts daughters itself (and says so)."""
-        if self._keeper is None or self._keeper.alive:
-            return
+        """Start the keepers; without one, tacx starts daughters itself (and says so)."""
+        await asyncio.gather(*(self._start_one(k) for k in self._keepers if not k.alive))
+
+    @staticmethod
+    async def _start_one(keeper: KeeperClient) -> None:
         try:
-            await self._keeper.start()
+            await keeper.start()
         except OSError as exc:
-            log.warning("cannot start the keeper (%s): daughters started by tacx itself", exc)
+            log.warning("cannot start a keeper (%s): daughters started by tacx itself", exc)
+
+    def _keeper(self) -> KeeperClient | None:
+        """The live keeper with the fewest starts in flight."""
+        alive = [k for k in self._keepers if k.alive]
+        return min(alive, key=lambda k: k.in_flight) if alive else None
 
     # -- starting and adopting -------------------------------------------------
 
@@ -200,15 +215,16 @@ class Supervisor:
         Once asked for, a daughter is registered and watched even if the caller is
         cancelled meanwhile (its marker makes it findable in any case)."""
         env = {**env, MARKER_ENV: marker}
-        if self._keeper is not None and self._keeper.alive:
+        keeper = self._keeper()
+        if keeper is not None:
             request = {
                 "argv": argv, "env": env, "cwd": str(cwd), "log": str(log_path), "status": str(status_path),
                 "mkdirs": [str(m) for m in mkdirs], "files": {str(k): v for k, v in (files or {}).items()},
                 "cgroup": cgroups.stage_cgroup(marker),
             }
             try:
-                started = self._keeper.spawn(
-                    request, lambda s: self._register_kept(s, argv, log_path, status_path, marker)
+                started = keeper.spawn(
+                    request, lambda s: self._register_kept(keeper, s, argv, log_path, status_path, marker)
                 )
             except KeeperGone:
                 pass
@@ -234,7 +250,7 @@ class Supervisor:
         return self._register(popen, argv, log_path, status_path, marker, started_at, start)
 
     def _register_kept(
-        self, spawned: Spawned, argv: list[str], log_path: Path, status_path: Path, marker: str
+        self, keeper: KeeperClient, spawned: Spawned, argv: list[str], log_path: Path, status_path: Path, marker: str
     ) -> Daughter:
         """Called as the keeper's answer is read, before any later message: its end
         can never arrive for a daughter not yet known."""
@@ -242,7 +258,7 @@ class Supervisor:
         d = Daughter(
             pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
             status_path=status_path, marker=marker, started_at=now, last_output_at=now,
-            cgroup=spawned.cgroup, via_keeper=True, keeper_request=spawned.request_id,
+            cgroup=spawned.cgroup, via_keeper=True, keeper_request=spawned.request_id, kept_by=keeper,
         )
         self.daughters[d.pid] = d
         return d
@@ -332,7 +348,7 @@ class Supervisor:
 
         record = await asyncio.to_thread(read)
         if record is None and self._home_root is not None and log_path.exists():
-            own = self._keeper.pid if self._keeper is not None else None
+            own = {k.pid for k in self._keepers if k.pid is not None}
             keepers = await asyncio.to_thread(live_keepers, self._home_root, own)
             deadline = time.monotonic() + STATUS_WAIT
             while record is None and keepers and time.monotonic() < deadline:
@@ -363,15 +379,15 @@ class Supervisor:
 
     def stored(self, d: Daughter) -> None:
         """The daughter's end is committed: its keeper need not keep it for a status file."""
-        if d.keeper_request is not None and self._keeper is not None:
-            self._keeper.stored(d.keeper_request)
+        if d.keeper_request is not None and d.kept_by is not None:
+            d.kept_by.stored(d.keeper_request)
 
-    def _on_keeper_lost(self) -> None:
+    def _on_keeper_lost(self, keeper: KeeperClient) -> None:
         """The keeper died (tacx goes on): its daughters are watched as adopted ones, and
         a new keeper is started for the next ones."""
         for d in list(self.daughters.values()):
-            if d.via_keeper and not d.done:
-                d.via_keeper, d.adopted, d.keeper_request = False, True, None
+            if d.via_keeper and d.kept_by is keeper and not d.done:
+                d.via_keeper, d.adopted, d.keeper_request, d.kept_by = False, True, None, None
                 if same_process(d.pid, d.create_time):
                     self._watch(d)
                 else:
@@ -568,9 +584,11 @@ class Supervisor:
                 pass
             self._sampler = None
         await asyncio.gather(*self._conclusions, return_exceptions=True)
-        if self._keeper is not None:
-            # Daughters left running keep the keeper: it writes their ends, then leaves.
-            await self._keeper.close(wait=not any(not d.done for d in self.daughters.values()))
+        # A keeper with daughters left running stays: it writes their ends, then leaves.
+        await asyncio.gather(*(
+            k.close(wait=not any(d.kept_by is k and not d.done for d in self.daughters.values()))
+            for k in self._keepers
+        ))
 
     async def _sample_loop(self) -> None:
         while True:

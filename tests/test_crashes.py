@@ -17,6 +17,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import psutil
+
 from tests.conftest import Project, wait_for
 
 LEDGER = """
@@ -161,12 +163,14 @@ def test_a_keeper_killed_under_a_running_coordinator_is_replaced(project: Projec
     """)
     task = project.submit("two.yaml")
     project.start("--no-ui")
-    wait_for(lambda: project.show(task)["stages"][0]["daughters"], what="the first stage running")
-    (first,) = wait_for(project.keepers, what="the keeper")
+    (daughter,) = wait_for(lambda: project.show(task)["stages"][0]["daughters"], what="the first stage running")
+    first = psutil.Process(daughter["pid"]).parent()
+    assert first is not None and first in project.keepers()
+    before = {k.pid for k in project.keepers()}
     first.kill()
     first.wait(timeout=10)
-    (second,) = wait_for(project.keepers, what="a new keeper")
-    assert second.pid != first.pid
+    wait_for(lambda: len(project.keepers()) == len(before) and {k.pid for k in project.keepers()} != before,
+             what="a new keeper in its place")
     gate.touch()
     wait_for(lambda: project.show(task)["status"] == "succeeded", what="the task succeeding")
     stages = project.show(task)["stages"]

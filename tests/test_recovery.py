@@ -103,9 +103,10 @@ def test_a_daughter_that_ended_unseen_by_tacx_and_its_keeper_runs_again(project:
     task = project.submit("execs.yaml")
     coordinator = project.start("--no-ui")
     wait_for(lambda: open_daughters(project), what="the build's daughter")
-    (keeper,) = wait_for(project.keepers, what="the keeper")
+    keepers = wait_for(project.keepers, what="the keepers")
     coordinator.send_signal(signal.SIGKILL)
-    keeper.kill()
+    for keeper in keepers:
+        keeper.kill()
     coordinator.wait()
     os.killpg(open_daughters(project)[0]["pid"], signal.SIGKILL)
     (project.root / "gate").touch()
