@@ -10,8 +10,8 @@ yet said it stored and every end from then on, and leaves when its last daughter
 ended. While tacx listens, no file is written: the daughter's end reaches the store with
 the stage's new state, and tacx says so ("stored").
 
-One keeper serves one coordinator, so trivial stages pay no extra process: tacx sends a
-line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
+A coordinator starts a keeper per core (no process per daughter: trivial stages stay
+cheap), each spawning one daughter at a time. tacx sends a line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
 session, stdin on /dev/null and stdout/stderr appended to the log, and answers with the
 pid. Where cgroup v2 is writable, each daughter starts inside a cgroup of its own (the
 keeper steps into it for the spawn, so the child is born there: no window in which a
