@@ -197,7 +197,7 @@ class Coordinator:
     async def run(self) -> None:
         """Recover, then schedule until stopped (or idle, or the one task ended)."""
         self.supervisor.start()
-        await self.supervisor.start_keeper()
+        self.supervisor.start_keepers_soon()
         self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
         for until in await self.store.read(self.cooldowns.restore):  # a restart does not end a rest

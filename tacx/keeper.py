@@ -19,7 +19,7 @@ grandchild could be forked outside it), and a stage's whole tree is ended with
 `cgroup.kill`, as systemd's KillMode=control-group does.
 
 Run as `python -I -S keeper.py`: standard library only, no tacx import, fast to start.
-Protocol, one JSON object per line each way:
+Protocol, one marshalled dict per message each way (see `frame`):
   tacx -> keeper  {"op": "spawn", "id", "argv", "env", "cwd", "log", "status",
                    "mkdirs", "files", "cgroup"}
                   {"op": "stored", "ids": [...]}  (those ends are in tacx's store)
@@ -33,12 +33,11 @@ Protocol, one JSON object per line each way:
 from __future__ import annotations
 
 import errno
-import json
+import marshal
 import os
 import resource
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +45,13 @@ from collections.abc import Callable
 KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
+
+
+def frame(message: dict) -> bytes:
+    """One message on the line: its length, then marshal's bytes (built in, so the keeper
+    imports nothing to speak; both ends are the same Python)."""
+    data = marshal.dumps(message)
+    return len(data).to_bytes(4, "little") + data
 
 
 def process_start(pid: int) -> float:
@@ -59,7 +65,10 @@ def process_start(pid: int) -> float:
 
 
 def write_status(path: str, info: dict) -> None:
-    """Write how a daughter ended, atomically: a reader never sees half a file."""
+    """Write how a daughter ended, atomically: a reader never sees half a file. (JSON, for
+    people too; imported only when tacx is gone, to keep the keeper's start quick.)"""
+    import json
+
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
@@ -170,8 +179,8 @@ def probe_cgroups(parent: str | None, keep: bool = True) -> tuple[str | None, st
 
 
 class Keeper:
-    def __init__(self, sock: socket.socket, cgroup_parent: str | None) -> None:
-        self.sock = sock
+    def __init__(self, fd: int, cgroup_parent: str | None) -> None:
+        self.fd = fd
         self.connected = True
         self.buffer = b""
         self.children: dict[int, tuple[int, str, str | None, float]] = {}  # pid -> (request, status, cgroup, started)
@@ -234,24 +243,28 @@ class Keeper:
     def send(self, message: dict) -> None:
         if not self.connected:
             return
+        data = frame(message)
         try:
-            self.sock.sendall(json.dumps(message).encode() + b"\n")
+            while data:
+                data = data[os.write(self.fd, data):]
         except OSError:
             self.hung_up()
 
     def on_readable(self) -> None:
         try:
-            data = self.sock.recv(1 << 20)
+            data = os.read(self.fd, 1 << 20)
         except OSError:
             data = b""
         if not data:
             self.hung_up()
             return
         self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            if line:
-                self.handle(json.loads(line))
+        while len(self.buffer) >= 4:
+            size = int.from_bytes(self.buffer[:4], "little")
+            if len(self.buffer) < 4 + size:
+                break
+            message, self.buffer = marshal.loads(self.buffer[4:4 + size]), self.buffer[4 + size:]
+            self.handle(message)
 
     def handle(self, request: dict) -> None:
         if request.get("op") == "stored":  # tacx has these ends in its store
@@ -377,12 +390,12 @@ class Keeper:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.send({"op": "hello", "pid": os.getpid(), "cgroup": self.cgroup_parent, "why": self.why})
         while self.connected or self.children or self.dying:
-            readers = [wake_r] + ([self.sock] if self.connected else [])
+            readers = [wake_r] + ([self.fd] if self.connected else [])
             try:
                 ready, _, _ = select.select(readers, [], [], 0.1 if self.dying else 1.0)
             except InterruptedError:
                 ready = []
-            if self.sock in ready:
+            if self.fd in ready:
                 self.on_readable()
             if wake_r in ready:
                 try:
@@ -404,8 +417,7 @@ def main() -> None:
         signal.signal(sig, signal.SIG_IGN)  # a terminal's ^C reaches tacx, not its keeper
     os.chdir("/")
     os.set_inheritable(fd, False)  # daughters never hold tacx's line
-    sock = socket.socket(fileno=fd)
-    Keeper(sock, cgroup_parent).run()
+    Keeper(fd, cgroup_parent).run()
 
 
 if __name__ == "__main__":

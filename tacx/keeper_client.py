@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
+import marshal
 import logging
 import os
 import socket
@@ -21,13 +21,22 @@ from typing import Any, TypeVar
 from collections.abc import Callable
 
 from tacx.cgroups import note_parent
-from tacx.keeper import KEEPER_ENV
+from tacx.keeper import KEEPER_ENV, frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEEPER_PATH = Path(__file__).with_name("keeper.py")
 HELLO_TIMEOUT = 10.0
+
+
+async def _receive(reader: asyncio.StreamReader) -> dict[str, Any]:
+    """One message from the keeper (see keeper.frame)."""
+    size = int.from_bytes(await reader.readexactly(4), "little")
+    message = marshal.loads(await reader.readexactly(size))
+    if not isinstance(message, dict):
+        raise ValueError("not a message")
+    return message
 
 
 class KeeperGone(OSError):
@@ -84,8 +93,8 @@ class KeeperClient:
             theirs.close()
         reader, writer = await asyncio.open_unix_connection(sock=ours, limit=1 << 20)
         try:
-            hello = json.loads(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT) or b"null")
-        except (TimeoutError, ValueError, ConnectionError):
+            hello = await asyncio.wait_for(_receive(reader), HELLO_TIMEOUT)
+        except (TimeoutError, ValueError, EOFError, ConnectionError, asyncio.IncompleteReadError):
             hello = None
         if not isinstance(hello, dict) or hello.get("op") != "hello":
             writer.close()
@@ -128,17 +137,18 @@ class KeeperClient:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (future, on_started)
         assert self._writer is not None
-        self._writer.write(json.dumps({"op": "spawn", "id": request_id, **request}).encode() + b"\n")
+        self._writer.write(frame({"op": "spawn", "id": request_id, **request}))
         return future
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
-            while line := await reader.readline():
+            while True:
+                message = await _receive(reader)
                 try:
-                    self._dispatch(json.loads(line))
+                    self._dispatch(message)
                 except Exception:  # one bad message must not deafen tacx to the rest
-                    log.exception("keeper message not understood: %r", line[:200])
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+                    log.exception("keeper message not understood: %r", str(message)[:200])
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError, EOFError, TypeError):
             pass
         finally:
             self._lost()
@@ -176,7 +186,7 @@ class KeeperClient:
     def _send_stored(self) -> None:
         ids, self._stored = self._stored, []
         if self._writer is not None and ids:
-            self._writer.write(json.dumps({"op": "stored", "ids": ids}).encode() + b"\n")
+            self._writer.write(frame({"op": "stored", "ids": ids}))
 
     def _lost(self) -> None:
         if self._writer is None:

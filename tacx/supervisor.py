@@ -183,6 +183,12 @@ class Supervisor:
         """Start the keepers; without one, tacx starts daughters itself (and says so)."""
         await asyncio.gather(*(self._start_one(k) for k in self._keepers if not k.alive))
 
+    def start_keepers_soon(self) -> None:
+        """Start the keepers while tacx goes on (recovery, the first claims): the first
+        spawn waits for them."""
+        if self._keeper_starting is None or self._keeper_starting.done():
+            self._keeper_starting = asyncio.ensure_future(self.start_keeper())
+
     @staticmethod
     async def _start_one(keeper: KeeperClient) -> None:
         try:
@@ -215,6 +221,8 @@ class Supervisor:
         Once asked for, a daughter is registered and watched even if the caller is
         cancelled meanwhile (its marker makes it findable in any case)."""
         env = {**env, MARKER_ENV: marker}
+        if self._keeper_starting is not None and not self._keeper_starting.done():
+            await asyncio.shield(self._keeper_starting)
         keeper = self._keeper()
         if keeper is not None:
             request = {
@@ -392,8 +400,7 @@ class Supervisor:
                     self._watch(d)
                 else:
                     self._finished(d)
-        if self._keeper_starting is None or self._keeper_starting.done():
-            self._keeper_starting = asyncio.ensure_future(self.start_keeper())
+        self.start_keepers_soon()
 
     def _watch(self, d: Daughter) -> None:
         loop = asyncio.get_running_loop()
@@ -576,6 +583,8 @@ class Supervisor:
             self._sampler = asyncio.create_task(self._sample_loop(), name="tacx-sampler")
 
     async def stop(self) -> None:
+        if self._keeper_starting is not None:
+            await asyncio.gather(self._keeper_starting, return_exceptions=True)
         if self._sampler is not None:
             self._sampler.cancel()
             try:
