@@ -220,7 +220,7 @@ class Supervisor:
 
         Once asked for, a daughter is registered and watched even if the caller is
         cancelled meanwhile (its marker makes it findable in any case)."""
-        env = {**env, MARKER_ENV: marker}
+        env, mkdirs = {**env, MARKER_ENV: marker}, tuple(mkdirs)
         if self._keeper_starting is not None and not self._keeper_starting.done():
             await asyncio.shield(self._keeper_starting)
         keeper = self._keeper()
@@ -245,7 +245,7 @@ class Supervisor:
                     if found is not None:
                         return found
         job = asyncio.ensure_future(
-            asyncio.to_thread(spawn_here, argv, env, cwd, log_path, tuple(mkdirs), dict(files or {}))
+            asyncio.to_thread(spawn_here, argv, env, cwd, log_path, mkdirs, dict(files or {}))
         )
         try:
             popen, started_at, start = await asyncio.shield(job)
