@@ -11,9 +11,9 @@ ended. While tacx listens, no file is written: the daughter's end reaches the st
 the stage's new state, and tacx says so ("stored").
 
 A coordinator starts a keeper per core (no process per daughter: trivial stages stay
-cheap), each spawning one daughter at a time. tacx sends a line of JSON, the keeper creates the log (and folders), spawns with posix_spawn in a new
-session, stdin on /dev/null and stdout/stderr appended to the log, and answers with the
-pid. Where cgroup v2 is writable, each daughter starts inside a cgroup of its own (the
+cheap), each spawning one daughter at a time. tacx sends a message, the keeper creates
+the log (and folders), spawns with posix_spawn in a new session, stdin on /dev/null and
+stdout/stderr appended to the log, and answers with the pid. Where cgroup v2 is writable, each daughter starts inside a cgroup of its own (the
 keeper steps into it for the spawn, so the child is born there: no window in which a
 grandchild could be forked outside it), and a stage's whole tree is ended with
 `cgroup.kill`, as systemd's KillMode=control-group does.
