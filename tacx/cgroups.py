@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from tacx.keeper import cgroup_of, populated, probe_cgroups
+from tacx.keeper import PARENTS_FILE, cgroup_of, populated, probe_cgroups
 
 __all__ = ["cgroup_of", "containment", "kill", "parent_name", "populated", "remove", "signal_members", "stage_cgroup"]
 
@@ -116,20 +116,6 @@ def end_all(paths: list[str], grace: float) -> int:
     return sent
 
 
-PARENTS_FILE = "cgroups"  # in the home: every folder a keeper of this home made cgroups in
-
-
-def note_parent(home_root: Path, parent: str) -> None:
-    """Remember where this home's daughters' cgroups are made: a tacx started later from
-    another cgroup (another terminal scope, a service) still finds them."""
-    path = home_root / PARENTS_FILE
-    try:
-        known = path.read_text().splitlines() if path.exists() else []
-        if parent not in known:
-            with open(path, "a") as f:
-                f.write(parent + "\n")
-    except OSError:
-        pass
 
 
 def home_cgroups(home_root: Path) -> list[str]:

@@ -132,6 +132,22 @@ def cgroup_of(pid: int | str = "self") -> str | None:
     return os.path.normpath(mount + "/" + path.lstrip("/"))
 
 
+PARENTS_FILE = "cgroups"  # in the home: every folder a keeper of this home made cgroups in
+
+
+def note_parent(home_root: str, parent: str) -> None:
+    """Remember where this home's daughters' cgroups are made: a tacx started later from
+    another cgroup (another terminal scope, a service) still finds them."""
+    path = os.path.join(home_root, PARENTS_FILE)
+    try:
+        with open(path, "a+") as f:
+            f.seek(0)
+            if parent not in f.read().splitlines():
+                f.write(parent + "\n")
+    except OSError:
+        pass
+
+
 def remove_empty(cgroup: str) -> None:
     try:
         os.rmdir(cgroup)
@@ -388,6 +404,8 @@ class Keeper:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wake_w)
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        if self.cgroup_parent and os.environ.get(KEEPER_ENV):
+            note_parent(os.environ[KEEPER_ENV], self.cgroup_parent)
         self.send({"op": "hello", "pid": os.getpid(), "cgroup": self.cgroup_parent, "why": self.why})
         while self.connected or self.children or self.dying:
             readers = [wake_r] + ([self.fd] if self.connected else [])

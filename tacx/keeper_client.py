@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 from collections.abc import Callable
 
-from tacx.cgroups import note_parent
 from tacx.keeper import KEEPER_ENV, frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 KEEPER_PATH = Path(__file__).with_name("keeper.py")
+# Imported as a module, not run as a script: its compiled form in __pycache__ is used (a
+# script is compiled anew at every start), and it stays standard library only (-I -S).
+_BOOT = "import sys; sys.path.append(sys.argv.pop(1)); import keeper; keeper.main()"
 HELLO_TIMEOUT = 10.0
 
 
@@ -101,8 +103,6 @@ class KeeperClient:
             await self._abandon()
             raise KeeperGone("the keeper process did not start")
         self.pid, self.cgroups, self.containment = hello["pid"], hello["cgroup"], hello["why"]
-        if self.cgroups:
-            await asyncio.to_thread(note_parent, self.home_root, self.cgroups)
         self._writer = writer  # only now may requests be sent
         self._reader_task = asyncio.create_task(self._read(reader), name="tacx-keeper-reader")
 
@@ -114,7 +114,8 @@ class KeeperClient:
             errors = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             return subprocess.Popen(
-                [sys.executable, "-I", "-S", str(KEEPER_PATH), str(sock.fileno()), self.cgroup_parent or ""],
+                [sys.executable, "-I", "-S", "-c", _BOOT, str(KEEPER_PATH.parent), str(sock.fileno()),
+                 self.cgroup_parent or ""],
                 pass_fds=(sock.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
