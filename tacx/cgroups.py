@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from tacx.keeper import PARENTS_FILE, cgroup_of, populated, probe_cgroups
+from tacx.keeper import kill_cgroup as kill
 
 __all__ = ["cgroup_of", "containment", "kill", "parent_name", "populated", "remove", "signal_members", "stage_cgroup"]
 
@@ -65,16 +66,6 @@ def signal_members(cgroup: str, sig: int) -> int:
             except (ProcessLookupError, PermissionError):
                 continue
     return sent
-
-
-def kill(cgroup: str) -> bool:
-    """SIGKILL everything in the cgroup at once (cgroup.kill); False when there is none."""
-    try:
-        with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
-            f.write("1")
-        return True
-    except OSError:
-        return False
 
 
 def remove(cgroup: str, wait: float = 2.0) -> bool:

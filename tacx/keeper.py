@@ -148,11 +148,25 @@ def note_parent(home_root: str, parent: str) -> None:
         pass
 
 
-def remove_empty(cgroup: str) -> None:
+def remove_cgroup(cgroup: str) -> bool:
+    """rmdir an emptied cgroup; True once it is gone (False: still populated, or busy)."""
     try:
         os.rmdir(cgroup)
-    except OSError:
+    except FileNotFoundError:
         pass
+    except OSError:
+        return False
+    return True
+
+
+def kill_cgroup(cgroup: str) -> bool:
+    """SIGKILL everything in the cgroup at once (cgroup.kill); False when there is none."""
+    try:
+        with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
 
 
 def enter_cgroup(cgroup: str) -> None:
@@ -188,7 +202,7 @@ def probe_cgroups(parent: str | None, keep: bool = True) -> tuple[str | None, st
         finally:
             os.rmdir(probe)
             if not keep:
-                remove_empty(base)
+                remove_cgroup(base)
     except OSError as exc:
         return None, f"cgroup v2 at {home} is not writable here ({exc.strerror}): process groups and the marker sweep"
     return base, f"cgroup v2: each daughter in a cgroup of its own under {base}, ended with cgroup.kill"
@@ -229,7 +243,7 @@ class Keeper:
                 self._leave()
                 raise
         except BaseException:
-            self._remove(cgroup)
+            remove_cgroup(cgroup)
             raise
         self._leave()  # the daughter exists: whatever happens now, it is registered
         return pid
@@ -243,16 +257,6 @@ class Keeper:
         except (OSError, AssertionError) as exc:
             print(f"tacx keeper: cannot step back into {self.home_cgroup} ({exc}): cgroups off", file=sys.stderr)
             self.cgroup_parent = None
-
-    @staticmethod
-    def _remove(cgroup: str) -> bool:
-        try:
-            os.rmdir(cgroup)
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            return False
 
     # -- requests from tacx ------------------------------------------------------------------
 
@@ -360,7 +364,7 @@ class Keeper:
             }
             left = bool(cgroup) and populated(cgroup)
             if cgroup and not left:
-                self._remove(cgroup)
+                remove_cgroup(cgroup)
             if self.connected:
                 self.unstored[request_id] = (status_path, info, cgroup if left else None)
                 self.send({"op": "exited", "id": request_id, **info, "populated": left})
@@ -387,17 +391,13 @@ class Keeper:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def _kill(self, cgroup: str) -> None:
-        try:
-            with open(os.path.join(cgroup, "cgroup.kill"), "w") as f:
-                f.write("1")
-        except OSError:
-            return
-        self.dying[cgroup] = time.monotonic()
+        if kill_cgroup(cgroup):
+            self.dying[cgroup] = time.monotonic()
 
     def tidy(self) -> None:
         """Remove killed cgroups once empty (or give up on them after KILL_WAIT)."""
         for cgroup, since in list(self.dying.items()):
-            if (not populated(cgroup) and self._remove(cgroup)) or time.monotonic() - since > KILL_WAIT:
+            if (not populated(cgroup) and remove_cgroup(cgroup)) or time.monotonic() - since > KILL_WAIT:
                 del self.dying[cgroup]
 
     def run(self) -> None:
@@ -425,7 +425,7 @@ class Keeper:
             if self.dying:
                 self.tidy()
         if self.cgroup_parent:
-            remove_empty(self.cgroup_parent)  # last one out: another keeper of this home may still use it
+            remove_cgroup(self.cgroup_parent)  # last one out: another keeper of this home may still use it
 
 
 def main() -> None:

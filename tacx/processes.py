@@ -47,10 +47,14 @@ class MarkedProcess:
     marker: str
 
 
-def read_status_record(path: Path) -> dict[str, Any] | None:
+def read_status_record(path: Path, *, pid: int | None = None, not_before: float = 0.0) -> dict[str, Any] | None:
     """The file a daughter's end leaves beside its log: the keeper's JSON (pid, exit code
-    or signal, CPU, peak RSS, times), or the bare exit code a shell's EXIT trap writes."""
+    or signal, CPU, peak RSS, times), or the bare exit code a shell's EXIT trap writes.
+    None when there is none, or it is not this daughter's: another `pid`, or written
+    before `not_before` (an attempt's start: the file is some earlier store's)."""
     try:
+        if not_before and path.stat().st_mtime < not_before - 1.0:
+            return None
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
@@ -58,12 +62,15 @@ def read_status_record(path: Path) -> dict[str, Any] | None:
         return {"exit_code": data}
     if not isinstance(data, dict) or (data.get("exit_code") is None and data.get("signal") is None):
         return None
+    if pid is not None and data.get("pid", pid) != pid:
+        return None
     return data
 
 
-def read_status(path: Path) -> ExitInfo | None:
-    """How a daughter ended, from its status file (None: no file, or nothing in it)."""
-    data = read_status_record(path)
+def read_status(path: Path, *, pid: int | None = None) -> ExitInfo | None:
+    """How a daughter ended, from its status file (None: no file, nothing in it, or
+    another process's)."""
+    data = read_status_record(path, pid=pid)
     if data is None:
         return None
     return ExitInfo(data.get("exit_code"), data.get("signal"), int(data.get("max_rss") or 0),

@@ -73,11 +73,10 @@ class Daughter:
     log_size: int = 0
     last_output_at: float = 0.0
     cgroup: str | None = None  # its own cgroup, where containment by cgroup is in force
-    via_keeper: bool = False  # started by the keeper, which reports its end
     leftovers: bool = False  # processes were left in its cgroup when it ended
     keeper: tuple[int, float] | None = None  # an earlier tacx's keeper, which will write its status
     keeper_request: int | None = None  # its number with the keeper, to say its end is stored
-    kept_by: KeeperClient | None = None  # the keeper that started it
+    kept_by: KeeperClient | None = None  # the keeper that started it, and reports its end
     _proc: psutil.Process | None = None
     _sampled_at: float = 0.0
 
@@ -266,7 +265,7 @@ class Supervisor:
         d = Daughter(
             pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
             status_path=status_path, marker=marker, started_at=now, last_output_at=now,
-            cgroup=spawned.cgroup, via_keeper=True, keeper_request=spawned.request_id, kept_by=keeper,
+            cgroup=spawned.cgroup, keeper_request=spawned.request_id, kept_by=keeper,
         )
         self.daughters[d.pid] = d
         return d
@@ -347,12 +346,7 @@ class Supervisor:
             return self.adopt(pid=pid, create_time=create_time, argv=argv, log_path=log_path,
                               status_path=status_path, marker=marker, started_at=started_at)
         def read() -> dict[str, Any] | None:
-            try:
-                if status_path.stat().st_mtime < not_before - 1.0:
-                    return None
-            except OSError:
-                return None
-            return read_status_record(status_path)
+            return read_status_record(status_path, not_before=not_before)
 
         record = await asyncio.to_thread(read)
         if record is None and self._home_root is not None and log_path.exists():
@@ -373,7 +367,7 @@ class Supervisor:
 
     def _on_keeper_exit(self, message: dict[str, object]) -> None:
         d = self.daughters.get(message["pid"])  # type: ignore[call-overload]
-        if d is None or not d.via_keeper or d.exited.done():
+        if d is None or d.kept_by is None or d.exited.done():
             return
         d.ended_at = time.time()
         d.leftovers = bool(message.get("populated"))
@@ -394,8 +388,8 @@ class Supervisor:
         """The keeper died (tacx goes on): its daughters are watched as adopted ones, and
         a new keeper is started for the next ones."""
         for d in list(self.daughters.values()):
-            if d.via_keeper and d.kept_by is keeper and not d.done:
-                d.via_keeper, d.adopted, d.keeper_request, d.kept_by = False, True, None, None
+            if d.kept_by is keeper and not d.done:
+                d.adopted, d.keeper_request, d.kept_by = True, None, None
                 if same_process(d.pid, d.create_time):
                     self._watch(d)
                 else:
@@ -441,7 +435,7 @@ class Supervisor:
             self.daughters.pop(d.pid, None)
             d.exited.set_result(self._reap(d))
             return
-        if d.via_keeper:
+        if d.kept_by is not None:
             return  # the keeper's message says how it ended
         task = asyncio.ensure_future(self._conclude_adopted(d))
         self._conclusions.add(task)
@@ -451,10 +445,7 @@ class Supervisor:
         """An adopted daughter ended: its status file says how. An earlier keeper still
         alive writes it an instant after the end; it is waited for, briefly."""
         def read() -> ExitInfo | None:
-            record = read_status_record(d.status_path)
-            if record is None or record.get("pid", d.pid) != d.pid:  # another process's end: not this one's
-                return None
-            return read_status(d.status_path)
+            return read_status(d.status_path, pid=d.pid)
 
         info = await asyncio.to_thread(read)
         deadline = time.monotonic() + STATUS_WAIT
