@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from tacx import records
-from tacx.coordinator import Coordinator
+from tacx.store import records
+from tacx.engine.coordinator import Coordinator
 from tacx.home import Home
 from tacx.settings import Settings
-from tacx.store import Store, connect, transaction
-from tacx.workflow import load_workflow_text
+from tacx.store.database import Store, connect, transaction
+from tacx.workflow.model import load_workflow_text
 
 # A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"

@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tacx.parsers import make_parser
-from tacx.providers.base import Usage
+from tacx.agents.parsers import make_parser
+from tacx.agents.base import Usage
 
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"
 

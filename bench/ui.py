@@ -41,7 +41,7 @@ repaint), the snapshot's time in its thread, and the event loop's lag (a 10 ms t
 
 Startup: `tacx --home HOME` in a pseudo-terminal (the real CLI and its imports), timed
 from spawn to the first output holding the newest task's title (then `q`); the median of
-`--startup-runs`. For comparison: `python -c "import tacx.cli, tacx.ui.app"` in a
+`--startup-runs`. For comparison: `python -c "import tacx.cli.main, tacx.ui.app"` in a
 subprocess (median of 5) and, in process, `make_app` + `run_test` until the tasks table
 has rows and is painted (warm: Textual is already imported and used).
 
@@ -95,12 +95,12 @@ from typing import Any
 import psutil
 
 from tacx.home import Home
-from tacx.providers import configured_providers, provider_kinds
-from tacx.records import text_hash
+from tacx.agents.registry import configured_providers, provider_kinds
+from tacx.store.records import text_hash
 from tacx.settings import ProviderSettings, Settings
-from tacx.store import connect, transaction
-from tacx.processes import end_processes, scan_marked
-from tacx.workflow import load_workflow_text
+from tacx.store.database import connect, transaction
+from tacx.engine.local.processes import end_processes, scan_marked
+from tacx.workflow.model import load_workflow_text
 
 # A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"
@@ -945,7 +945,7 @@ def import_time(runs: int) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import tacx.cli, tacx.ui.app"], check=True)
+        subprocess.run([sys.executable, "-c", "import tacx.cli.main, tacx.ui.app"], check=True)
         times.append(time.perf_counter() - start)
     return times
 
@@ -1145,7 +1145,7 @@ def main(argv: list[str] | None = None) -> int:
     print("startup: `tacx` in a pty, spawn to the newest task on screen: "
           + (f"median {statistics.median(cli_ok):.2f} s ({', '.join(f'{c:.2f}' for c in cli_ok)})" if cli_ok else "not measured")
           + (f"; {len(cli) - len(cli_ok)} run(s) never showed it" if len(cli_ok) != len(cli) else ""))
-    print(f"         `python -c 'import tacx.cli, tacx.ui.app'`: median {statistics.median(imports):.2f} s of {len(imports)}")
+    print(f"         `python -c 'import tacx.cli.main, tacx.ui.app'`: median {statistics.median(imports):.2f} s of {len(imports)}")
     print(f"         in process (warm), make_app to the tasks painted: median {statistics.median(inproc):.2f} s "
           f"({', '.join(f'{s:.2f}' for s in inproc)})")
     for name, ph in (("idle", idle), ("loaded", loaded)):

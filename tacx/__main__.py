@@ -2,6 +2,6 @@
 
 import sys
 
-from tacx.cli import main
+from tacx.cli.main import main
 
 sys.exit(main())

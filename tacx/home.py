@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tacx.store_errors import explain
+from tacx.store.errors import explain
 
 HOME_DIRNAME = ".tacx"
 

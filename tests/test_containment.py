@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tacx import cgroups
+from tacx.engine.local import cgroups
 from tests.conftest import Project, wait_for
 
 HAS_CGROUPS, WHY = cgroups.containment(Path("/tmp/tacx-containment-probe"), True)

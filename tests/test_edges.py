@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tacx.supervisor import Supervisor
+from tacx.engine.local.supervisor import Supervisor
 from tests.conftest import REPO, Project, wait_for
 
 
@@ -172,9 +172,9 @@ def test_a_reader_probing_the_lock_never_turns_a_coordinator_away(project: Proje
 async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """If tacx itself fails while a DAG runs, the sibling stage's daughter does not outlive
     its task: the task fails saying so, and nothing is left running."""
-    from tacx.coordinator import Coordinator
+    from tacx.engine.coordinator import Coordinator
     from tacx.home import Home
-    from tacx.store import Store, connect
+    from tacx.store.database import Store, connect
     from tests.test_lessons import queue
 
     home = Home(tmp_path / ".tacx")
@@ -208,7 +208,7 @@ def test_two_processes_opening_a_fresh_home_at_once(tmp_path: Path) -> None:
     """A coordinator starting and a submit opening the same new database together: the
     switch to WAL waits for the other instead of failing with "database is locked"."""
     code = (
-        "import sys; from pathlib import Path; from tacx.store import connect; "
+        "import sys; from pathlib import Path; from tacx.store.database import connect; "
         "c = connect(Path(sys.argv[1])); c.execute('SELECT COUNT(*) FROM tasks').fetchone(); c.close()"
     )
     for round_ in range(10):

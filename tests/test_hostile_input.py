@@ -14,7 +14,7 @@ import pytest
 
 from tacx.bounds import MAX_RETRY_DELAY, TEXT_VALUE_LIMIT, handoff_text, retry_delay
 from tacx.userfiles import FileRefused, read_text_file
-from tacx.workflow import WorkflowError, load_workflow_text
+from tacx.workflow.model import WorkflowError, load_workflow_text
 from tests.conftest import Project
 
 OK = "name: ok\nstages:\n  - {name: s, provider: shell, run: 'echo hi'}\n"
@@ -78,7 +78,7 @@ def test_a_workflow_over_1_mib_is_refused_everywhere_it_is_read(project: Project
 
 def test_the_launch_form_reads_workflows_through_the_bounded_reader(tmp_path: Path) -> None:
     from tacx.ui.launch import find_workflows
-    from tacx.workflow import BUILTIN_PROVIDER_KINDS
+    from tacx.workflow.model import BUILTIN_PROVIDER_KINDS
 
     (tmp_path / "big.yaml").write_text(OK + "#" * (1 << 20))
     (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import psutil
 
-from tacx import records
-from tacx.coordinator import Coordinator
+from tacx.store import records
+from tacx.engine.coordinator import Coordinator
 from tacx.home import Home
 from tacx.settings import Settings
-from tacx.store import Store, connect, transaction
-from tacx.workflow import load_workflow_text
+from tacx.store.database import Store, connect, transaction
+from tacx.workflow.model import load_workflow_text
 from tests.conftest import Project, wait_for
 
 

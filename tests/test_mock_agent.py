@@ -40,7 +40,7 @@ def run(cmd: list[str], cwd: Path, environ: dict[str, str] | None = None,
 
 
 def mock_cmd(*args: str, prompt: str = "Write a plan for the login page\nwith details") -> list[str]:
-    return [sys.executable, "-m", "tacx.mock_agent", "-p", prompt, "--output-format", "stream-json", "--verbose",
+    return [sys.executable, "-m", "tacx.agents.mock_agent", "-p", prompt, "--output-format", "stream-json", "--verbose",
             *args]
 
 
@@ -222,18 +222,18 @@ def test_rate_limit_events_then_normal_finish(tmp_path: Path) -> None:
 
 
 def test_usage_errors_like_claude(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "tacx.mock_agent", "-p", "hi", "--output-format", "stream-json"]
+    cmd = [sys.executable, "-m", "tacx.agents.mock_agent", "-p", "hi", "--output-format", "stream-json"]
     proc = run(cmd, tmp_path)
     assert proc.returncode == 1 and proc.stdout == b""
     assert b"Error: When using --print, --output-format=stream-json requires --verbose" in proc.stderr
     proc = run([*cmd[:-1], "text", "--verbose"], tmp_path)
     assert proc.returncode == 1 and proc.stdout == b"" and b"stream-json" in proc.stderr
-    proc = run([sys.executable, "-m", "tacx.mock_agent", "--output-format", "stream-json", "--verbose"], tmp_path)
+    proc = run([sys.executable, "-m", "tacx.agents.mock_agent", "--output-format", "stream-json", "--verbose"], tmp_path)
     assert proc.returncode == 1 and b"--print" in proc.stderr
 
 
 def test_runs_as_a_plain_script_too(tmp_path: Path) -> None:
-    cmd = [sys.executable, str(REPO / "tacx" / "mock_agent.py"), "-p", "hi", "--output-format", "stream-json",
+    cmd = [sys.executable, str(REPO / "tacx" / "agents" / "mock_agent.py"), "-p", "hi", "--output-format", "stream-json",
            "--verbose", "--think", "0", "--turns", "1"]
     proc = run(cmd, tmp_path, {"PATH": os.environ["PATH"]})
     assert proc.returncode == 0, proc.stderr
@@ -241,7 +241,7 @@ def test_runs_as_a_plain_script_too(tmp_path: Path) -> None:
 
 
 def test_prompt_as_positional_after_a_bare_print_flag(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "tacx.mock_agent", "-p", "--output-format", "stream-json", "--verbose",
+    cmd = [sys.executable, "-m", "tacx.agents.mock_agent", "-p", "--output-format", "stream-json", "--verbose",
            "--think", "0", "Positional prompt"]
     proc = run(cmd, tmp_path)
     assert proc.returncode == 0, proc.stderr

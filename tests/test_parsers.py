@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from tacx.parsers import (
+from tacx.agents.parsers import (
     INTERRUPTED,
     NO_RESULT,
     PARSER_KINDS,
     UNKNOWN_MODEL,
     make_parser,
 )
-from tacx.prices import Price, PriceTable
-from tacx.providers.base import EVENT_TEXT_LIMIT, OutputParser, ParsedEvent, Usage
+from tacx.agents.prices import Price, PriceTable
+from tacx.agents.base import EVENT_TEXT_LIMIT, OutputParser, ParsedEvent, Usage
 
 CLAUDE_SAMPLE = b"""\
 {"type":"system","subtype":"init","cwd":"/repo","session_id":"8d45afe0-771b-4803-8379-491dd9455365","tools":["Bash","Edit","Read"],"model":"claude-sonnet-4-5-20250929","permissionMode":"acceptEdits"}

@@ -207,9 +207,9 @@ async def test_stop_leave_keeps_daughters_for_the_next_start(tmp_path) -> None: 
     coordinator re-adopts the daughter and records its real outcome."""
     import asyncio
 
-    from tacx.coordinator import Coordinator
+    from tacx.engine.coordinator import Coordinator
     from tacx.home import Home
-    from tacx.store import Store, connect
+    from tacx.store.database import Store, connect
     from tests.test_lessons import queue
 
     home = Home(tmp_path / ".tacx")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tacx.store import Store, StoreError
+from tacx.store.database import Store, StoreError
 from tests.conftest import Project
 
 QUICK = """
@@ -33,7 +33,7 @@ QUICK = """
       - {name: one, provider: shell, run: "echo one"}
       - {name: two, provider: shell, run: "echo two"}
 """
-PATCHED_MAIN = "\nfrom tacx.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+PATCHED_MAIN = "\nfrom tacx.cli.main import main\nsys.exit(main(sys.argv[1:]))\n"
 
 
 def tacx(
@@ -154,7 +154,7 @@ def test_the_dashboard_ends_when_its_engine_cannot_open_the_store(project: Proje
     """Past the CLI's own check, the store refuses the engine inside the running app (a disk
     that filled meanwhile, say): Textual's traceback gives way to the sentence, exit 2."""
     prelude = (
-        "import tacx.store as store\n"
+        "import tacx.store.database as store\n"
         "async def refuse(self): raise store.StoreError(f'{self.path} refused the engine: the test says so')\n"
         "store.Store.open = refuse\n"
     )
@@ -296,7 +296,7 @@ def test_the_engine_stops_when_the_database_cannot_grow(project: Project) -> Non
     for _ in range(10):
         project.submit("quick.yaml")
     prelude = (
-        "import tacx.store as store\n"
+        "import tacx.store.database as store\n"
         "configure = store._configure\n"
         "def no_growth(conn):\n"
         "    configure(conn)\n"
@@ -313,7 +313,7 @@ def test_optimize_failing_at_close_ends_the_run(project: Project) -> None:
     run's outcome is already committed, the process ends and says why."""
     project.workflow("quick", QUICK)
     prelude = (
-        "import tacx.store as store\n"
+        "import tacx.store.database as store\n"
         "def full_at_close(conn):\n"
         "    conn.execute(f'PRAGMA max_page_count = {conn.execute(\"PRAGMA page_count\").fetchone()[0]}')\n"
         "    conn.execute('CREATE TABLE filler AS SELECT zeroblob(100000) AS b')\n"
@@ -383,7 +383,7 @@ def test_a_failed_open_ends_its_thread_before_the_loop_closes(tmp_path: Path, mo
 
 
 async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tacx.store
+    import tacx.store.database
 
     def full(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
@@ -392,7 +392,7 @@ async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatc
     before = _threads()
     store = await Store(tmp_path / "tacx.db").open()
     await store.write(lambda conn: conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
-    monkeypatch.setattr(tacx.store, "_optimize", full)
+    monkeypatch.setattr(tacx.store.database, "_optimize", full)
     with pytest.raises(StoreError, match="cannot grow"):
         await store.close()
     assert _ended_since(before)
@@ -422,7 +422,7 @@ async def test_a_write_the_disk_refuses_fails_with_its_cause_and_the_batch_goes_
 # -- the last resort -------------------------------------------------------------------------------
 
 
-BUG = "import tacx.cli as cli\ndef boom(home, args): raise RuntimeError('a bug in ls')\ncli._COMMANDS['ls'] = boom\n"
+BUG = "import tacx.cli.main as cli\ndef boom(home, args): raise RuntimeError('a bug in ls')\ncli._COMMANDS['ls'] = boom\n"
 
 
 def test_a_bug_is_one_line_and_the_traceback_goes_to_crash_log(project: Project) -> None:
@@ -448,7 +448,7 @@ def test_a_bug_without_a_home_goes_to_the_temp_folder_and_makes_no_home(project:
 @pytest.mark.parametrize(("raised", "code"), [("KeyboardInterrupt()", 130), ("SystemExit(5)", 5)])
 def test_the_last_resort_hides_no_interrupt_and_no_exit(project: Project, raised: str, code: int) -> None:
     with_task(project)
-    prelude = f"import tacx.cli as cli\ndef stop(home, args): raise {raised}\ncli._COMMANDS['ls'] = stop\n"
+    prelude = f"import tacx.cli.main as cli\ndef stop(home, args): raise {raised}\ncli._COMMANDS['ls'] = stop\n"
     ran = tacx(project, "ls", prelude=prelude, check=code)
     assert "internal error" not in ran.stderr
     assert not (project.home / "crash.log").exists()

@@ -6,9 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
-from tacx.parsers import make_parser
-from tacx.providers.base import AgentState
-from tacx.tailer import MAX_LINE, SHOWN_EVENTS, Batch, Tail, Tailer
+from tacx.agents.parsers import make_parser
+from tacx.agents.base import AgentState
+from tacx.agents.tailer import MAX_LINE, SHOWN_EVENTS, Batch, Tail, Tailer
 
 
 def assistant(i: int, text: str = "hello") -> bytes:

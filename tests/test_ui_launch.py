@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, OptionList, Static
 
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
-from tacx.workflow import BUILTIN_PROVIDER_KINDS
+from tacx.workflow.model import BUILTIN_PROVIDER_KINDS
 
 _MISSING = object()
 

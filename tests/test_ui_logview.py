@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 from textual.app import App, ComposeResult
 
-from tacx.providers.base import ParsedEvent
+from tacx.agents.base import ParsedEvent
 from tacx.ui import logview
 from tacx.ui.logview import (
     LINE_CHARS,

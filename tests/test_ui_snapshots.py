@@ -10,14 +10,14 @@ import os
 import time
 from pathlib import Path
 
-from tacx import records
+from tacx.store import records
 from tacx.home import Home
 from tacx.settings import Settings
-from tacx.store import connect, transaction
+from tacx.store.database import connect, transaction
 from tacx.ui.app import make_app
 from tacx.ui.launch import LaunchScreen, WorkflowChoice
 from tacx.ui.logview import StageLog
-from tacx.workflow import load_workflow_text
+from tacx.workflow.model import load_workflow_text
 from tests.test_ui_app import screen_text, until
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tacx.workflow import (
+from tacx.workflow.model import (
     BUILTIN_PROVIDER_KINDS,
     Issue,
     Workflow,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tacx.worktree import (
+from tacx.workspace.worktree import (
     CleanupResult,
     WorkspaceError,
     branch_name,

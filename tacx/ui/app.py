@@ -26,15 +26,15 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider as CommandProvider
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input
 
-from tacx import records
-from tacx.coordinator import Coordinator
-from tacx.events import EngineEvent, EventBus
+from tacx.store import records
+from tacx.engine.coordinator import Coordinator
+from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import Home
-from tacx.providers import configured_providers, provider_kinds
-from tacx.providers.base import Provider
+from tacx.agents.registry import configured_providers, provider_kinds
+from tacx.agents.base import Provider
 from tacx.settings import Settings
-from tacx.store import Store, connect, transaction
-from tacx.store_errors import describe
+from tacx.store.database import Store, connect, transaction
+from tacx.store.errors import describe
 from tacx.ui.data import STATUSES, DashboardData, Snapshot
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
@@ -402,9 +402,9 @@ class TacxApp(App[int]):
             self.run_worker(self._submit(request), group="submit", exit_on_error=False)
 
     async def _submit(self, request: LaunchRequest) -> None:
-        from tacx import worktree
-        from tacx.cli import dedupe_key_for, prepare_inputs
-        from tacx.workflow import load_workflow_text, read_workflow
+        from tacx.workspace import worktree
+        from tacx.cli.main import dedupe_key_for, prepare_inputs
+        from tacx.workflow.model import load_workflow_text, read_workflow
 
         try:
             text = await asyncio.to_thread(read_workflow, request.path)  # bounded: a regular file, UTF-8, 1 MiB

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tacx import records
-from tacx.store import connect
+from tacx.store import records
+from tacx.store.database import connect
 
 PAGE_SIZE = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")

@@ -32,7 +32,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tacx.workflow import Workflow, WorkflowError, load_workflow, resolve_inputs
+from tacx.workflow.model import Workflow, WorkflowError, load_workflow, resolve_inputs
 
 __all__ = ["LaunchRequest", "LaunchScreen", "WorkflowChoice", "find_workflows"]
 

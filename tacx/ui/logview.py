@@ -9,7 +9,7 @@ Line API ``ScrollView``), so a daughter writing megabytes a second costs the loo
 list appends and a repaint five times a second.
 
 Two modes: **pretty** (agents) turns each line into the agent's events with
-``tacx.parsers`` and shows them as short lines (``● text``, ``⚙ Bash: pytest -q``,
+``tacx.agents.parsers`` and shows them as short lines (``● text``, ``⚙ Bash: pytest -q``,
 ``↳ 3 passed``, ``✓ result: ...``); **raw** shows the file's lines as they are. Every shown
 character is printable: terminal escapes and control characters are made visible.
 
@@ -41,10 +41,10 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import Worker, get_current_worker
 
-from tacx.parsers import AiderParser, make_parser
-from tacx.prices import PriceTable
-from tacx.providers.base import OutputParser, ParsedEvent
-from tacx.reporter import printable
+from tacx.agents.parsers import AiderParser, make_parser
+from tacx.agents.prices import PriceTable
+from tacx.agents.base import OutputParser, ParsedEvent
+from tacx.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ TEXT_LINES = 8  # lines of an agent's message shown before "… N more lines"
 
 AGENT_KINDS = frozenset({"claude-stream-json", "codex-json", "gemini-stream-json", "aider-text"})
 
-# Control characters (C0, DEL) become \xNN via tacx.reporter.printable; C1 too (U+009B is
+# Control characters (C0, DEL) become \xNN via tacx.cli.reporter.printable; C1 too (U+009B is
 # a one-character CSI on some terminals).
 _C1 = {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")

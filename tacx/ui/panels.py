@@ -13,7 +13,7 @@ from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
-from tacx.reporter import printable
+from tacx.text import printable
 from tacx.ui.data import Overview, StageRow, TaskDetail, TaskRow
 
 STATUS_STYLE = {

@@ -16,12 +16,12 @@ import sqlite3
 import sys
 from typing import Any
 
-from tacx import cgroups
+from tacx.engine.local import cgroups
 from tacx.home import Home, coordinator_running, read_holder
-from tacx.keeper_client import KEEPER_PATH, KeeperClient
-from tacx.providers import configured_providers
+from tacx.engine.local.keeper_client import KEEPER_PATH, KeeperClient
+from tacx.agents.registry import configured_providers
 from tacx.settings import Settings
-from tacx.store_errors import explain
+from tacx.store.errors import explain
 
 Check = dict[str, Any]
 

@@ -2,7 +2,7 @@
 
 It speaks Claude Code's ``--output-format stream-json --verbose`` stream exactly (one JSON
 object per stdout line, flushed per line), so tacx's claude parser reads it unchanged, and it
-costs nothing. Run it as ``python -m tacx.mock_agent -p PROMPT --output-format stream-json
+costs nothing. Run it as ``python -m tacx.agents.mock_agent -p PROMPT --output-format stream-json
 --verbose [options]`` or ``python path/to/mock_agent.py ...``.
 
 Stdlib only and no import of tacx's other modules, so it starts in a few tens of ms.

@@ -8,10 +8,10 @@ import sqlite3
 import time
 from typing import Any
 
-from tacx import records
-from tacx.providers.base import AgentState, ParsedEvent, Usage
+from tacx.store import records
+from tacx.agents.base import AgentState, ParsedEvent, Usage
 from tacx.settings import Settings
-from tacx.workflow import Budget
+from tacx.workflow.model import Budget
 
 COOLDOWN_HORIZON = 3600.0  # an agent's "resets at" further ahead than this is not believed
 

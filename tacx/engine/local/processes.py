@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from tacx.keeper import KEEPER_ENV
+from tacx.engine.local.keeper import KEEPER_ENV
 
 MARKER_ENV = "TACX_DAUGHTER"
 # A process is known by its pid and its start time, in seconds after boot as the kernel

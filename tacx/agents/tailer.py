@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tacx.providers.base import AgentState, Outcome, OutputParser, ParsedEvent
+from tacx.agents.base import AgentState, Outcome, OutputParser, ParsedEvent
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tacx.prices import PriceTable
-from tacx.providers.base import (
+from tacx.agents.prices import PriceTable
+from tacx.agents.base import (
     EVENT_TEXT_LIMIT,
     RESULT_LIMIT,
     Outcome,

@@ -16,20 +16,24 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Sequence
 
-from tacx import __version__, bounds, cgroups, crash, records
-from tacx.coordinator import Coordinator
-from tacx.events import EngineEvent, EventBus
+from tacx import __version__, bounds
+from tacx.engine.local import cgroups
+from tacx.cli import crash
+from tacx.store import records
+from tacx.engine.coordinator import Coordinator
+from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running, resolve_home
-from tacx import worktree
-from tacx.prices import PriceTable
-from tacx.providers import configured_providers, provider_kinds
-from tacx.reporter import ConsoleReporter, printable
+from tacx.workspace import worktree
+from tacx.agents.prices import PriceTable
+from tacx.agents.registry import configured_providers, provider_kinds
+from tacx.cli.reporter import ConsoleReporter
+from tacx.text import printable
 from tacx.settings import Settings, SettingsError, load_settings
-from tacx.store import Store, StoreError, connect, connect_reader, transaction
-from tacx.store_errors import explain, is_environmental
-from tacx.processes import end_processes, scan_marked
+from tacx.store.database import Store, StoreError, connect, connect_reader, transaction
+from tacx.store.errors import explain, is_environmental
+from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.userfiles import EACH_FILE_LIMIT, FileRefused, read_text_file
-from tacx.workflow import (
+from tacx.workflow.model import (
     Workflow, WorkflowError, load_workflow, load_workflow_text, read_workflow, render, resolve_inputs, workflow_json_schema,
 )
 
@@ -789,7 +793,7 @@ def cmd_workflows(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_providers(home: Home, args: argparse.Namespace) -> int:
-    from tacx import provider_report
+    from tacx.agents import report as provider_report
 
     settings = _settings(home)
     conn = _reader(home)
@@ -832,7 +836,7 @@ def cmd_demo(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_clean(home: Home, args: argparse.Namespace) -> int:
-    from tacx import cleanup
+    from tacx.workspace import cleanup
 
     conn = _reader(home)
     results = cleanup.clean(home, conn, args.ids or None) if conn else []
@@ -849,7 +853,7 @@ def cmd_clean(home: Home, args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(home: Home, args: argparse.Namespace) -> int:
-    from tacx import doctor
+    from tacx.cli import doctor
 
     checks = doctor.report(home, _settings(home))
     print(json.dumps(checks) if args.json else doctor.render(checks))

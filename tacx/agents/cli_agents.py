@@ -5,7 +5,7 @@ Each builds an argv from the stage: the prompt is one argv element and nothing g
 through a shell. Agents run under a small /bin/sh wrapper that records their exit status
 beside the log ("$@" passes the argv through untouched), so a tacx restarted after a crash
 learns how an agent that ended meanwhile ended. Output is parsed line by line as it is
-written (tacx.parsers).
+written (tacx.agents.parsers).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tacx.providers.base import Launch, OutputParser, Provider, StageContext
-from tacx.workflow import StageSpec, render, template_names
+from tacx.agents.base import Launch, OutputParser, Provider, StageContext
+from tacx.workflow.model import StageSpec, render, template_names
 
 # The agent's exit status goes to $TACX_STATUS_FILE; $0 names the wrapper in `ps`. The
 # wrapper outlives a SIGTERM to the group (the agent has its grace period to end, and its
@@ -78,7 +78,7 @@ class AgentProvider(Provider):
     def parser(
         self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None, display: bool = True
     ) -> OutputParser:
-        from tacx.parsers import make_parser  # the parsers are needed only when agents run
+        from tacx.agents.parsers import make_parser  # the parsers are needed only when agents run
 
         return make_parser(self.parser_kind, model=model or self.default_model, prices=prices,
                            analytics_path=sidecar, display=display)
@@ -135,7 +135,7 @@ class MockProvider(ClaudeProvider):
         return None
 
     def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
-        simulator = str(Path(__file__).resolve().parent.parent / "mock_agent.py")
+        simulator = str(Path(__file__).resolve().parent / "mock_agent.py")
         writes = [arg for path in spec.expects for arg in ("--write", path)]  # what the stage expects
         return [simulator, *self.claude_options(spec, ctx), *writes, *spec.extra_args]
 

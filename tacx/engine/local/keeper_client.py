@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from collections.abc import Callable
 
-from tacx.keeper import KEEPER_ENV, frame
+from tacx.engine.local.keeper import KEEPER_ENV, frame
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

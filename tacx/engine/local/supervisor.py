@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
-from tacx import cgroups
-from tacx.keeper_client import KeeperClient, KeeperGone, Spawned
-from tacx.processes import (
+from tacx.engine.local import cgroups
+from tacx.engine.local.keeper_client import KeeperClient, KeeperGone, Spawned
+from tacx.engine.local.processes import (
     MARKER_ENV,
     ExitInfo,
     any_alive,

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tacx.providers.base import Usage
+from tacx.agents.base import Usage
 
 FIELDS = ("input", "output", "cache_read", "cache_write")
 _REQUIRED = ("input", "output")

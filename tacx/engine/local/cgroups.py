@@ -15,8 +15,8 @@ import signal
 import time
 from pathlib import Path
 
-from tacx.keeper import PARENTS_FILE, cgroup_of, populated, probe_cgroups
-from tacx.keeper import kill_cgroup as kill
+from tacx.engine.local.keeper import PARENTS_FILE, cgroup_of, populated, probe_cgroups
+from tacx.engine.local.keeper import kill_cgroup as kill
 
 __all__ = ["cgroup_of", "containment", "kill", "parent_name", "populated", "remove", "signal_members", "stage_cgroup"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import shutil
 import sys
 
-from tacx.providers.base import Launch, Provider, StageContext
-from tacx.workflow import StageSpec
+from tacx.agents.base import Launch, Provider, StageContext
+from tacx.workflow.model import StageSpec
 
 # On the same line as the script's first line, so shell error line numbers stay right.
 _STATUS_TRAP = "trap 'echo $? > \"$TACX_STATUS_FILE\"' EXIT; "

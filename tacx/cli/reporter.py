@@ -8,7 +8,8 @@ import sys
 import time
 from typing import TextIO
 
-from tacx.events import EngineEvent
+from tacx.engine.events import EngineEvent
+from tacx.text import printable
 
 _QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen", "stage.usage", "agent.output"}
 _NOT_JSON_KINDS = {"agent.output"}  # what agents say stays in the logs (`tacx logs`)
@@ -163,14 +164,6 @@ class ConsoleReporter:
     def close(self) -> None:
         self._clear_status()
         self.stream.flush()
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\x7f"}
-
-
-def printable(text: str) -> str:
-    """Text from daughters and inputs, with control characters (terminal escapes) made visible."""
-    return text.translate(_CONTROL)
 
 
 def _spent(figures: tuple[int, float] | None) -> str:

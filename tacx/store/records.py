@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tacx.workflow import Workflow
+from tacx.workflow.model import Workflow
 
 TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
 TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "timed_out")

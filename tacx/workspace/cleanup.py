@@ -1,7 +1,7 @@
 """`tacx clean`: remove the workspaces of tasks that have ended, never losing work.
 
 A git worktree is removed only when it has no uncommitted change and every commit on its
-branch is pushed or was there before the task (tacx.worktree decides and says why it
+branch is pushed or was there before the task (tacx.workspace.worktree decides and says why it
 keeps one). A plain `dir` workspace of an ended task is removed.
 """
 
@@ -11,9 +11,10 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tacx import records, worktree
+from tacx.store import records
+from tacx.workspace import worktree
 from tacx.home import Home
-from tacx.store import transaction
+from tacx.store.database import transaction
 
 
 def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tacx.providers.agents import (
+from tacx.agents.cli_agents import (
     AiderProvider,
     ClaudeProvider,
     CodexProvider,
@@ -12,8 +12,8 @@ from tacx.providers.agents import (
     GeminiProvider,
     MockProvider,
 )
-from tacx.providers.base import Provider
-from tacx.providers.scripts import BashProvider, PythonProvider, ShellProvider
+from tacx.agents.base import Provider
+from tacx.agents.scripts import BashProvider, PythonProvider, ShellProvider
 
 if TYPE_CHECKING:
     from tacx.settings import Settings

@@ -24,18 +24,22 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable
 
-from tacx import cgroups, faults, records, spending, worktree
+from tacx.engine.local import cgroups
+from tacx.engine import faults
+from tacx.store import records
+from tacx.agents import spending
+from tacx.workspace import worktree
 from tacx.bounds import handoff_text, retry_delay
-from tacx.events import EngineEvent, EventBus
+from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import Home
-from tacx.prices import PriceTable
-from tacx.providers import configured_providers, provider_kinds
-from tacx.providers.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
+from tacx.agents.prices import PriceTable
+from tacx.agents.registry import configured_providers, provider_kinds
+from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
-from tacx.store import Store
-from tacx.supervisor import Daughter, ExitInfo, Supervisor, same_process
-from tacx.tailer import Batch, Tail, Tailer
-from tacx.workflow import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx.store.database import Store
+from tacx.engine.local.supervisor import Daughter, ExitInfo, Supervisor, same_process
+from tacx.agents.tailer import Batch, Tail, Tailer
+from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
 
 log = logging.getLogger(__name__)
 

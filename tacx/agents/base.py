@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from tacx.workflow import StageSpec
+from tacx.workflow.model import StageSpec
 
 ProviderKind = Literal["script", "agent"]
 

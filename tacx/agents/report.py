@@ -10,9 +10,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tacx.providers.base import Provider
+from tacx.agents.base import Provider
 from tacx.settings import Settings
-from tacx.spending import Cooldowns
+from tacx.agents.spending import Cooldowns
 
 VERSION_TIMEOUT = 5.0
 FINISHED = ("succeeded", "failed", "timed_out", "cancelled")

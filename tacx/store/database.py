@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 
 import aiosqlite
 
-from tacx.store_errors import StoreError, explain, folder_writable, home_is_file, is_environmental, wal_unreadable
+from tacx.store.errors import StoreError, explain, folder_writable, home_is_file, is_environmental, wal_unreadable
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

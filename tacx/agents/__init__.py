@@ -1,0 +1,1 @@
+"""Agents and scripts: one module per agent CLI (argv, stream parser, quirks), the shell/bash/python providers, prices, usage accounting, the log tailer and the mock agent. Adding an agent touches this wing only."""

@@ -1,0 +1,1 @@
+"""The command line: the parser, the commands by concern, the headless reporter and doctor."""

@@ -1,0 +1,1 @@
+"""Workspaces: git worktrees, plain folders, and cleaning them up."""
