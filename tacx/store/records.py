@@ -113,6 +113,17 @@ def queue_workflow(
     ]
 
 
+def open_tasks_keyed(conn: sqlite3.Connection, prefix: str) -> list[tuple[int, str]]:
+    """(id, dedupe key) of the queued and running tasks whose dedupe key starts with
+    `prefix`: a source's tasks that have not ended yet."""
+    rows = conn.execute(
+        "SELECT id, dedupe_key FROM tasks WHERE status IN ('queued', 'running')"
+        " AND substr(dedupe_key, 1, ?) = ? ORDER BY id",
+        (len(prefix), prefix),
+    ).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
 def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
     """Cancel a queued task at once; ask the coordinator to stop a running one.
 

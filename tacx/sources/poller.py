@@ -1,0 +1,153 @@
+"""Polls each source on its schedule, submits what it asks for, and tells it how the
+tasks it submitted ended.
+
+The poller is handed what it needs and nothing more: a `submit` that turns a request into
+a queued task (the same path as `tacx submit`), the store's `read`, and the engine's event
+bus, on which it hears the ends of tasks and publishes what its sources do (`source.*`
+events). It knows no source in particular and no source knows the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tacx.engine.events import EngineEvent, EventBus
+from tacx.sources.base import RateLimited, Source, TaskEnd, TaskRequest
+from tacx.store import records
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]  # (request, dedupe key) -> (task id, created)
+Read = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
+Publish = Callable[..., None]  # Coordinator.publish: (kind, task_id=None, stage=None, **data)
+
+MAX_BACKOFF = 900.0  # a failing source is polled at least every 15 minutes
+ENDS = tuple(f"task.{status}" for status in records.TERMINAL_TASK_STATES)
+
+
+@dataclass
+class SourceStatus:
+    """What `tacx sources` and the dashboard show of a source."""
+
+    name: str
+    last_poll: float | None = None
+    next_poll: float | None = None
+    made: int = 0  # tasks it created
+    already: int = 0  # requests for items that already had a live task
+    failures: int = 0  # polls failed in a row
+    last_error: str | None = None
+    rate_limited_until: float | None = None
+
+
+def dedupe_key(source: Source, request: TaskRequest) -> str:
+    return f"{source.name}:{request.key}"
+
+
+class SourcePoller:
+    def __init__(self, sources: Sequence[Source], *, submit: Submit, read: Read, bus: EventBus, publish: Publish) -> None:
+        names = [s.name for s in sources]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"two sources are named {', '.join(duplicated)}: a source's name must be unique")
+        self.sources = {s.name: s for s in sources}
+        self.status = {s.name: SourceStatus(s.name) for s in sources}
+        self._submit = submit
+        self._read = read
+        self._bus = bus
+        self._publish = publish
+        self._mine: dict[int, tuple[str, str]] = {}  # task id -> (source name, the source's key)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._telling: set[asyncio.Task[None]] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    async def start(self) -> None:
+        """Learn which open tasks came from our sources (they may end after a restart),
+        then poll each source in its own task."""
+        if not self.sources:
+            return
+        for source in self.sources.values():
+            prefix = f"{source.name}:"
+            for task_id, key in await self._read(lambda c, p=prefix: records.open_tasks_keyed(c, p)):
+                self._mine[task_id] = (source.name, key[len(prefix):])
+        self._unsubscribe = self._bus.subscribe(self._on_event, kinds=ENDS)
+        self._tasks = [asyncio.create_task(self._poll_loop(s), name=f"tacx-source-{s.name}") for s in self.sources.values()]
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._telling, return_exceptions=True)
+        self._tasks = []
+
+    async def _poll_loop(self, source: Source) -> None:
+        status = self.status[source.name]
+        while True:
+            delay = await self.poll_once(source)
+            status.next_poll = time.time() + delay
+            await asyncio.sleep(delay)
+
+    async def poll_once(self, source: Source) -> float:
+        """Poll one source and submit what it asks for; the seconds until its next poll."""
+        status = self.status[source.name]
+        status.last_poll = time.time()
+        try:
+            requests = list(await source.poll())
+        except RateLimited as exc:
+            status.rate_limited_until = time.time() + exc.retry_after
+            status.last_error = f"rate limited: {exc}"
+            self._publish("source.rate_limited", source=source.name, retry_after=exc.retry_after, error=str(exc))
+            return max(exc.retry_after, source.interval)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a source's failure is its own, never the engine's
+            status.failures += 1
+            status.last_error = str(exc) or type(exc).__name__
+            self._publish("source.failed", source=source.name, error=status.last_error, failures=status.failures)
+            return min(source.interval * 2 ** status.failures, max(source.interval, MAX_BACKOFF))
+        status.failures, status.rate_limited_until = 0, None
+        made = 0
+        for request in requests:
+            key = dedupe_key(source, request)
+            try:
+                task_id, created = await self._submit(request, key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. no such workflow, a bad input: said, then the next request
+                status.last_error = f"{request.key}: {exc}"
+                self._publish("source.rejected", source=source.name, key=request.key, error=str(exc))
+                continue
+            self._mine[task_id] = (source.name, request.key)
+            made += created
+            status.already += not created
+        status.made += made
+        self._publish("source.polled", source=source.name, asked=len(requests), made=made)
+        return source.interval
+
+    def _on_event(self, event: EngineEvent) -> None:
+        owner = self._mine.get(event.task_id) if event.task_id is not None else None  # kept: a retried task ends again
+        if owner is None:
+            return
+        name, key = owner
+        end = TaskEnd(key, event.task_id or 0, event.kind.removeprefix("task."), event.data.get("error"))
+        task = asyncio.get_running_loop().create_task(self._tell(self.sources[name], end))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    async def _tell(self, source: Source, end: TaskEnd) -> None:
+        try:
+            await source.task_ended(end)
+        except Exception as exc:
+            self.status[source.name].last_error = f"telling it task {end.task_id} ended: {exc}"
+            log.warning("source %s failed to hear the end of task %s: %s", source.name, end.task_id, exc)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [vars(s).copy() for s in self.status.values()]
