@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tacx.agents.registry import configured_providers
-from tacx.agents.cli_agents import RESUME_NOTE
+from tacx.agents.agent import RESUME_NOTE
 from tacx.agents.base import StageContext
 from tacx.settings import Settings
 from tacx.workflow.model import StageSpec
@@ -56,7 +56,7 @@ def test_resume_passes_the_session_and_says_it_was_interrupted(tmp_path: Path) -
 
 def test_mock_runs_the_shipped_simulator_and_writes_what_the_stage_expects(tmp_path: Path) -> None:
     argv = argv_of("mock", tmp_path, expects=["plan.md"], extra_args=["--think", "1"])
-    assert argv[0] == sys.executable and argv[1].endswith("tacx/mock_agent.py") and Path(argv[1]).is_file()
+    assert argv[0] == sys.executable and argv[1].endswith("tacx/agents/mock_agent.py") and Path(argv[1]).is_file()
     assert argv[-4:] == ["--write", "plan.md", "--think", "1"]
     assert argv[argv.index("-p") + 1] == PROMPT
 
@@ -78,7 +78,7 @@ def test_the_status_wrapper_keeps_the_agents_exit_and_outlives_a_group_sigterm(t
     import subprocess
     import time
 
-    from tacx.agents.cli_agents import wrapped
+    from tacx.agents.agent import wrapped
 
     status = tmp_path / "status"
     env = {**os.environ, "TACX_STATUS_FILE": str(status)}
