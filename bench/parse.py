@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tacx.agents.parsers import make_parser
+from tacx.agents.registry import make_parser
 from tacx.agents.base import Usage
 
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tacx.agents.cli_agents import check_custom_argv
+from tacx.agents.custom import check_custom_argv
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow.model import Budget, parse_duration, template_names
 

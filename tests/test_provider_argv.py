@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tacx.agents.registry import configured_providers
-from tacx.agents.cli_agents import RESUME_NOTE
+from tacx.agents.agent import RESUME_NOTE
 from tacx.agents.base import StageContext
 from tacx.settings import Settings
 from tacx.workflow.model import StageSpec
@@ -78,7 +78,7 @@ def test_the_status_wrapper_keeps_the_agents_exit_and_outlives_a_group_sigterm(t
     import subprocess
     import time
 
-    from tacx.agents.cli_agents import wrapped
+    from tacx.agents.agent import wrapped
 
     status = tmp_path / "status"
     env = {**os.environ, "TACX_STATUS_FILE": str(status)}

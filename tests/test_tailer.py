@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from tacx.agents.parsers import make_parser
+from tacx.agents.registry import make_parser
 from tacx.agents.base import AgentState
 from tacx.agents.tailer import MAX_LINE, SHOWN_EVENTS, Batch, Tail, Tailer
 

@@ -1,35 +1,52 @@
-"""The provider registry: name -> Provider (built in, then those defined in tacx.yaml)."""
+"""The provider registry: name -> Provider (built in, then those defined in tacx.yaml) and
+parser kind -> parser. A new agent is one module of its own and one line in AGENTS."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tacx.agents.cli_agents import (
-    AiderProvider,
-    ClaudeProvider,
-    CodexProvider,
-    CustomProvider,
-    GeminiProvider,
-    MockProvider,
-)
-from tacx.agents.base import Provider
+from tacx.agents.agent import AgentProvider
+from tacx.agents.aider import AiderProvider
+from tacx.agents.base import OutputParser, Provider
+from tacx.agents.claude import ClaudeProvider
+from tacx.agents.codex import CodexProvider
+from tacx.agents.custom import CustomProvider
+from tacx.agents.gemini import GeminiProvider
+from tacx.agents.mock import MockProvider
+from tacx.agents.prices import PriceTable
 from tacx.agents.scripts import BashProvider, PythonProvider, ShellProvider
+from tacx.agents.stream import StreamParser
 
 if TYPE_CHECKING:
     from tacx.settings import Settings
 
+SCRIPTS: tuple[type[Provider], ...] = (ShellProvider, BashProvider, PythonProvider)
+AGENTS: tuple[type[AgentProvider], ...] = (ClaudeProvider, CodexProvider, GeminiProvider, AiderProvider, MockProvider)
+
+# Parser kind -> the parser of the agent that speaks it (mock speaks claude's); "plain" is
+# the OutputParser itself, for agents defined in tacx.yaml whose output has no format.
+PARSERS: dict[str, type[StreamParser]] = {
+    agent.parser_kind: agent.parser_class for agent in AGENTS if agent.parser_class is not None
+}
+PARSER_KINDS = (*PARSERS, "plain")
+
+
+def make_parser(kind: str, *, model: str | None = None, prices: PriceTable | None = None,
+                analytics_path: Path | None = None, display: bool = True) -> OutputParser:
+    """A fresh parser of ``kind`` for one attempt. ``model`` prices usage the agent does not
+    name (codex); ``prices`` defaults to the shipped table (a tacx.yaml ``prices:`` mapping
+    is accepted too); ``analytics_path`` is aider's --analytics-log file."""
+    if kind == "plain":
+        return OutputParser()
+    cls = PARSERS.get(kind)
+    if cls is None:
+        raise ValueError(f"unknown parser {kind!r} (known: {', '.join(PARSER_KINDS)})")
+    return cls(model=model, prices=prices, analytics_path=analytics_path, display=display)
+
 
 def builtin_providers() -> dict[str, Provider]:
-    providers: list[Provider] = [
-        ShellProvider(),
-        BashProvider(),
-        PythonProvider(),
-        ClaudeProvider(),
-        CodexProvider(),
-        GeminiProvider(),
-        AiderProvider(),
-        MockProvider(),
-    ]
+    providers = [cls() for cls in (*SCRIPTS, *AGENTS)]
     return {p.name: p for p in providers}
 
 
@@ -39,7 +56,7 @@ def configured_providers(settings: Settings | None) -> dict[str, Provider]:
     providers = builtin_providers()
     for name, conf in (settings.providers if settings else {}).items():
         if conf.argv is not None:
-            providers[name] = CustomProvider(name, conf.argv, conf.parser, conf.model, conf.env)
+            providers[name] = CustomProvider(name, conf.argv, conf.parser, PARSERS.get(conf.parser), conf.model, conf.env)
     return providers
 
 

@@ -41,7 +41,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.worker import Worker, get_current_worker
 
-from tacx.agents.parsers import AiderParser, make_parser
+from tacx.agents.aider import AiderParser
+from tacx.agents.registry import make_parser
 from tacx.agents.prices import PriceTable
 from tacx.agents.base import OutputParser, ParsedEvent
 from tacx.text import printable

@@ -1,0 +1,136 @@
+"""Google's Gemini CLI: its argv (`gemini -p PROMPT -o stream-json ...`) and the parser of its
+stream-json, whose token totals come with the result and are priced per model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tacx.agents.agent import AgentProvider
+from tacx.agents.base import ParsedEvent, StageContext, Usage
+from tacx.agents.stream import StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output
+from tacx.workflow.model import StageSpec
+
+
+def _gemini_usage(stats: dict[str, Any]) -> Usage:
+    cached = _int(stats.get("cached"))
+    uncached = _int(stats["input"]) if "input" in stats else max(_int(stats.get("input_tokens")) - cached, 0)
+    return Usage(uncached, _int(stats.get("output_tokens")), cached, 0)
+
+
+class GeminiParser(StreamParser):
+    """Gemini's stream: the reply is the assistant's text since the last tool call; totals
+    (tokens only) come with the result and are priced with the model of ``init``. Gemini
+    reports no turn count: a turn is counted when the model speaks or calls tools after a
+    tool result (or the prompt)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reply = ""
+        self._in_reply = False
+        self._in_turn = False
+        self._handlers = {
+            "message": self._message,
+            "tool_use": self._tool_use,
+            "tool_result": self._tool_result,
+            "init": self._init,
+            "error": self._error,
+            "result": self._result,
+        }
+
+    def _init(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        return self._set_session(obj.get("session_id"), obj.get("model")) or [
+            ParsedEvent("session", {"session_id": self.state.session_id, "model": self.state.model})
+        ]
+
+    def _model_turn(self) -> None:
+        if not self._in_turn:
+            self._in_turn = True
+            self.state.turns += 1
+
+    def _message(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        if obj.get("role") != "assistant":
+            self._in_reply = self._in_turn = False
+            return []
+        self._model_turn()
+        content = obj.get("content") if type(obj.get("content")) is str else ""
+        if not self._in_reply:
+            self._reply, self._in_reply = "", True
+        self._reply = self._reply + content if obj.get("delta") is True else content
+        self.state.result = _bound(self._reply)
+        return [ParsedEvent("text", {"text": _clip(content)})]
+
+    def _tool_use(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        self._in_reply = False
+        self._model_turn()
+        return [ParsedEvent("tool_use", {
+            "id": obj.get("tool_id"), "name": obj.get("tool_name"), "input": _summarise_input(obj.get("parameters")),
+        })]
+
+    def _tool_result(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        self._in_reply = self._in_turn = False
+        error = obj.get("error")
+        output = obj.get("output")
+        if output is None and error is not None:
+            output = _obj(error).get("message") if type(error) is dict else error
+        return [ParsedEvent("tool_result", {
+            "id": obj.get("tool_id"), "output": _tool_output(output), "is_error": obj.get("status") != "success",
+        })]
+
+    def _error(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        message = _str(obj.get("message")) or "the agent reported an error"
+        if obj.get("severity") == "warning":
+            return [ParsedEvent("error", {"message": _clip(message)})]
+        return [self._agent_error(message)]
+
+    def _result(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        state = self.state
+        self._result_seen = True
+        status = _str(obj.get("status"))
+        stats = obj.get("stats")
+        events = self._settle(self._final_usage(stats)) if type(stats) is dict else []
+        if status == "success":
+            state.error = None  # any error event before was recovered from
+        else:
+            error = obj.get("error")
+            message = _str(_obj(error).get("message") if type(error) is dict else error)
+            events.append(self._agent_error(message or state.error or f"the agent's result status was {status!r}"))
+        events.append(ParsedEvent("result", {
+            "subtype": status, "is_error": status != "success",
+            "text": _clip(state.result) if state.result else None, "turns": state.turns,
+            "duration_ms": _obj(stats).get("duration_ms"),
+        }))
+        return events
+
+    def _final_usage(self, stats: dict[str, Any]) -> Usage:
+        """Totals from stats; priced per model when stats.models adds up to them."""
+        final = _gemini_usage(stats)
+        models = [(name, _gemini_usage(m)) for name, m in _obj(stats.get("models")).items() if type(m) is dict]
+        if models and sum((u for _, u in models), Usage()).tokens == final.tokens:
+            final.cost_usd = sum(self._price(name, u) for name, u in models)
+        else:
+            final.cost_usd = self._price(self.state.model, final)
+        return final
+
+
+class GeminiProvider(AgentProvider):
+    """Gemini CLI: `gemini -p PROMPT -o stream-json [-m M] [--approval-mode MODE]`."""
+
+    name = executable = "gemini"
+    parser_kind = "gemini-stream-json"
+    parser_class = GeminiParser
+    resumable = True
+    default_model = "gemini-2.5-pro"
+    permission_modes = {"acceptEdits": "auto_edit", "bypassPermissions": "yolo", "workspace-write": "auto_edit",
+                        "danger-full-access": "yolo", "read-only": "default", "plan": "default"}
+
+    def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
+        args = ["-p", self.prompt(ctx), "-o", "stream-json"]
+        if spec.model:
+            args += ["-m", spec.model]
+        if spec.permission_mode:
+            args += ["--approval-mode", self.permission(spec.permission_mode)]
+        if spec.allowed_tools:
+            args += ["--allowed-tools", ",".join(spec.allowed_tools)]
+        if ctx.resume_session:
+            args += ["--resume", ctx.resume_session]
+        return args + list(spec.extra_args)

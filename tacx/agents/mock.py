@@ -1,0 +1,30 @@
+"""The `mock` provider: runs the shipped simulator (mock_agent.py, beside this module), which
+speaks Claude's stream-json and needs nothing installed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from tacx.agents.base import StageContext
+from tacx.agents.claude import ClaudeProvider
+from tacx.workflow.model import StageSpec
+
+
+class MockProvider(ClaudeProvider):
+    """The shipped simulator: speaks Claude's stream-json, needs nothing installed."""
+
+    name = "mock"
+    executable = sys.executable
+    default_model = "mock-sonnet"
+
+    def _path(self) -> str | None:
+        return sys.executable
+
+    def version_argv(self) -> list[str] | None:
+        return None
+
+    def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
+        simulator = str(Path(__file__).resolve().parent / "mock_agent.py")
+        writes = [arg for path in spec.expects for arg in ("--write", path)]  # what the stage expects
+        return [simulator, *self.claude_options(spec, ctx), *writes, *spec.extra_args]

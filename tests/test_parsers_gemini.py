@@ -1,0 +1,115 @@
+"""Gemini's stream-json parser, fed real bytes (no mocks).
+
+The sample stream is the one in shared/reference/agent-cli-formats.md, verbatim.
+Expected figures are worked out by hand in the comments.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tacx.agents.base import OutputParser, Usage
+from tacx.agents.registry import make_parser
+from tacx.agents.stream import NO_RESULT
+from tests.streams import GARBAGE, assert_usage, kinds, lines, run, usage_sum
+
+GEMINI_SAMPLE = b"""\
+{"type":"init","timestamp":"2026-08-21T16:20:01.102Z","session_id":"5c1f0a9e-3b7d-4a8e-9d51-0e6c2f4b7a10","model":"gemini-2.5-pro"}
+{"type":"tool_use","timestamp":"2026-08-21T16:20:04.310Z","tool_name":"run_shell_command","tool_id":"tool-1","parameters":{"command":"pytest -q"}}
+{"type":"tool_result","timestamp":"2026-08-21T16:20:06.020Z","tool_id":"tool-1","status":"success","output":"3 passed in 0.41s"}
+{"type":"message","timestamp":"2026-08-21T16:20:08.400Z","role":"assistant","content":"All 3 tests pass.","delta":true}
+{"type":"result","timestamp":"2026-08-21T16:20:08.512Z","status":"success","stats":{"total_tokens":25113,"input_tokens":24939,"output_tokens":20,"cached":21263,"input":3676,"duration_ms":7410,"tool_calls":1}}
+"""
+
+
+def gemini(model: str | None = None) -> OutputParser:
+    return make_parser("gemini-stream-json", model=model)
+
+
+def test_gemini_sample_stream() -> None:
+    p = gemini()
+    events = run(p, GEMINI_SAMPLE)
+    s = p.state
+    assert kinds(events) == ["session", "tool_use", "tool_result", "text", "usage", "result"]
+    assert events[1].data == {"id": "tool-1", "name": "run_shell_command", "input": "pytest -q"}
+    assert events[2].data == {"id": "tool-1", "output": "3 passed in 0.41s", "is_error": False}
+    # stats: input 3676 (uncached), cache_read = cached 21263, output 20. gemini-2.5-pro:
+    # (3676*1.25 + 21263*0.125 + 20*10) / 1e6 = (4595 + 2657.875 + 200) / 1e6 = 0.007452875
+    expected = Usage(3676, 20, 21263, 0, 0.007452875)
+    assert_usage(s.usage, expected)
+    assert_usage(usage_sum(events), expected)
+    assert events[4].data["message_id"] == "result"
+    assert s.final and not s.cost_reported
+    assert (s.session_id, s.model) == ("5c1f0a9e-3b7d-4a8e-9d51-0e6c2f4b7a10", "gemini-2.5-pro")
+    assert s.result == "All 3 tests pass." and s.turns == 2
+    assert events[5].data["duration_ms"] == 7410
+    assert not p.outcome.failed and p.outcome.result == "All 3 tests pass."
+
+
+def test_gemini_stats_without_input_are_normalised() -> None:
+    p = gemini()
+    stream = GEMINI_SAMPLE.replace(b',"input":3676', b"")
+    assert stream != GEMINI_SAMPLE
+    run(p, stream)
+    # input = input_tokens - cached = 24939 - 21263 = 3676
+    assert_usage(p.state.usage, Usage(3676, 20, 21263, 0, 0.007452875))
+
+
+def test_gemini_result_is_the_last_turns_deltas() -> None:
+    def message(text: str, delta: bool = True) -> bytes:
+        return json.dumps({"type": "message", "role": "assistant", "content": text, "delta": delta}).encode()
+
+    p = gemini()
+    stream = [b'{"type":"init","session_id":"s","model":"gemini-2.5-flash"}',
+              b'{"type":"message","role":"user","content":"do it"}',
+              message("Let me "), message("look."),
+              b'{"type":"tool_use","tool_name":"read_file","tool_id":"t1","parameters":{"path":"a.py"}}',
+              b'{"type":"tool_result","tool_id":"t1","status":"error","error":{"type":"x","message":"no such file"}}',
+              message("All "), message("done.")]
+    events = []
+    for line in stream[:4]:
+        events += p.feed(line)
+    assert p.state.result == "Let me look."
+    for line in stream[4:]:
+        events += p.feed(line)
+    assert p.state.result == "All done."
+    assert {"id": "t1", "output": "no such file", "is_error": True} in [e.data for e in events]
+    p.feed(message("Replaced.", delta=False))
+    assert p.state.result == "Replaced."
+    assert p.state.turns == 2
+    assert p.finish(b"").failed  # no result event
+    assert p.state.error == NO_RESULT
+
+
+def test_gemini_error_result_fails_and_detects_quota() -> None:
+    p = gemini()
+    run(p, [lines(GEMINI_SAMPLE)[0],
+            b'{"type":"error","severity":"warning","message":"Loop detected"}',
+            b'{"type":"error","severity":"error","message":"[API Error: 429 RESOURCE_EXHAUSTED] Quota exceeded"}',
+            (b'{"type":"result","status":"error","error":{"type":"FatalError","message":"Quota exceeded for gemini-2.5-pro"},'
+             b'"stats":{"input_tokens":100,"cached":0,"output_tokens":0}}')])
+    assert p.outcome.failed and p.outcome.error == "Quota exceeded for gemini-2.5-pro"
+    assert p.state.rate_limited
+    assert_usage(p.state.usage, Usage(100, 0, 0, 0, 100 * 1.25 / 1e6))
+
+
+def test_gemini_prices_per_model_when_stats_break_them_down() -> None:
+    p = gemini()
+    stats = {"input_tokens": 2000, "cached": 0, "input": 2000, "output_tokens": 200, "models": {
+        "gemini-2.5-pro": {"input_tokens": 1000, "cached": 0, "input": 1000, "output_tokens": 100},
+        "gemini-2.5-flash": {"input_tokens": 1000, "cached": 0, "input": 1000, "output_tokens": 100}}}
+    run(p, [lines(GEMINI_SAMPLE)[0], json.dumps({"type": "result", "status": "success", "stats": stats}).encode()])
+    # pro: (1000*1.25 + 100*10) / 1e6 = 0.00225; flash: (1000*0.30 + 100*2.50) / 1e6 = 0.00055
+    assert p.state.usage.cost_usd == pytest.approx(0.0028)
+
+
+def test_gemini_skips_garbage() -> None:
+    p = gemini()
+    sample = lines(GEMINI_SAMPLE)
+    run(p, [sample[0], *GARBAGE, b'{"type":"message","role":"assistant","content":["x"]}',
+            b'{"type":"result","status":"success","stats":"none"}', *sample[1:]])
+    assert_usage(p.state.usage, Usage(3676, 20, 21263, 0, 0.007452875))
+    assert not p.outcome.failed
+
