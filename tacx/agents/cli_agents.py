@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tacx.agents.base import Launch, OutputParser, Provider, StageContext
-from tacx.workflow.model import StageSpec, render, template_names
+from tacx.workflow.model import StageSpec
+from tacx.workflow.templates import render, template_names
 
 # The agent's exit status goes to $TACX_STATUS_FILE; $0 names the wrapper in `ps`. The
 # wrapper outlives a SIGTERM to the group (the agent has its grace period to end, and its
