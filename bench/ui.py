@@ -100,7 +100,7 @@ from tacx.store.records import text_hash
 from tacx.settings import ProviderSettings, Settings
 from tacx.store.database import connect, transaction
 from tacx.engine.local.processes import end_processes, scan_marked
-from tacx.workflow.model import load_workflow_text
+from tacx.workflow.loader import load_workflow_text
 
 # A home lives inside its project: the benchmarks put theirs in bench/.runs by default.
 DEFAULT_DIR = Path(__file__).resolve().parent / ".runs"

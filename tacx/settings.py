@@ -10,7 +10,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tacx.agents.custom import check_custom_argv
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
-from tacx.workflow.model import Budget, parse_duration, template_names
+from tacx.workflow.model import Budget, parse_duration
+from tacx.workflow.templates import template_names
 
 PARSERS = ("claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain")
 DEFAULT_COOLDOWN = 60.0

@@ -174,7 +174,8 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     its task: the task fails saying so, and nothing is left running."""
     from tacx.engine.coordinator import Coordinator
     from tacx.home import Home
-    from tacx.store.database import Store, connect
+    from tacx.store.database import connect
+    from tacx.store.writer import Store
     from tests.test_lessons import queue
 
     home = Home(tmp_path / ".tacx")

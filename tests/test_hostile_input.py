@@ -14,7 +14,7 @@ import pytest
 
 from tacx.bounds import MAX_RETRY_DELAY, TEXT_VALUE_LIMIT, handoff_text, retry_delay
 from tacx.userfiles import FileRefused, read_text_file
-from tacx.workflow.model import WorkflowError, load_workflow_text
+from tacx.workflow.loader import WorkflowError, load_workflow_text
 from tests.conftest import Project
 
 OK = "name: ok\nstages:\n  - {name: s, provider: shell, run: 'echo hi'}\n"

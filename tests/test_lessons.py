@@ -12,8 +12,9 @@ from tacx.store import records
 from tacx.engine.coordinator import Coordinator
 from tacx.home import Home
 from tacx.settings import Settings
-from tacx.store.database import Store, connect, transaction
-from tacx.workflow.model import load_workflow_text
+from tacx.store.database import connect, transaction
+from tacx.store.writer import Store
+from tacx.workflow.loader import load_workflow_text
 from tests.conftest import Project, wait_for
 
 

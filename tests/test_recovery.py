@@ -209,7 +209,8 @@ async def test_stop_leave_keeps_daughters_for_the_next_start(tmp_path) -> None: 
 
     from tacx.engine.coordinator import Coordinator
     from tacx.home import Home
-    from tacx.store.database import Store, connect
+    from tacx.store.database import connect
+    from tacx.store.writer import Store
     from tests.test_lessons import queue
 
     home = Home(tmp_path / ".tacx")

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tacx.store.database import Store, StoreError
+from tacx.store.errors import StoreError
+from tacx.store.writer import Store
 from tests.conftest import Project
 
 QUICK = """
@@ -154,9 +155,9 @@ def test_the_dashboard_ends_when_its_engine_cannot_open_the_store(project: Proje
     """Past the CLI's own check, the store refuses the engine inside the running app (a disk
     that filled meanwhile, say): Textual's traceback gives way to the sentence, exit 2."""
     prelude = (
-        "import tacx.store.database as store\n"
-        "async def refuse(self): raise store.StoreError(f'{self.path} refused the engine: the test says so')\n"
-        "store.Store.open = refuse\n"
+        "import tacx.store.errors as errors, tacx.store.writer as writer\n"
+        "async def refuse(self): raise errors.StoreError(f'{self.path} refused the engine: the test says so')\n"
+        "writer.Store.open = refuse\n"
     )
     code, output = on_a_terminal(project, ["-c", "import sys\n" + prelude + PATCHED_MAIN])
     assert code == 2, output
@@ -296,12 +297,12 @@ def test_the_engine_stops_when_the_database_cannot_grow(project: Project) -> Non
     for _ in range(10):
         project.submit("quick.yaml")
     prelude = (
-        "import tacx.store.database as store\n"
-        "configure = store._configure\n"
+        "import tacx.store.database as database, tacx.store.writer as writer\n"
+        "configure = database.configure\n"
         "def no_growth(conn):\n"
         "    configure(conn)\n"
         "    conn.execute(f'PRAGMA max_page_count = {conn.execute(\"PRAGMA page_count\").fetchone()[0]}')\n"
-        "store._configure = no_growth\n"
+        "database.configure = writer.configure = no_growth\n"
     )
     ran = tacx(project, "--no-ui", "--exit-when-idle", prelude=prelude)
     said(ran, project.home / "tacx.db", "cannot grow", "quota")
@@ -313,11 +314,11 @@ def test_optimize_failing_at_close_ends_the_run(project: Project) -> None:
     run's outcome is already committed, the process ends and says why."""
     project.workflow("quick", QUICK)
     prelude = (
-        "import tacx.store.database as store\n"
+        "import tacx.store.writer as writer\n"
         "def full_at_close(conn):\n"
         "    conn.execute(f'PRAGMA max_page_count = {conn.execute(\"PRAGMA page_count\").fetchone()[0]}')\n"
         "    conn.execute('CREATE TABLE filler AS SELECT zeroblob(100000) AS b')\n"
-        "store._optimize = full_at_close\n"
+        "writer._optimize = full_at_close\n"
     )
     ran = tacx(project, "run", "quick.yaml", "--no-ui", prelude=prelude)
     said(ran, project.home / "tacx.db", "cannot grow")
@@ -383,7 +384,7 @@ def test_a_failed_open_ends_its_thread_before_the_loop_closes(tmp_path: Path, mo
 
 
 async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tacx.store.database
+    import tacx.store.writer
 
     def full(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
@@ -392,7 +393,7 @@ async def test_a_failed_close_leaves_no_thread_behind(tmp_path: Path, monkeypatc
     before = _threads()
     store = await Store(tmp_path / "tacx.db").open()
     await store.write(lambda conn: conn.execute("INSERT INTO meta VALUES ('k', 'v')"))
-    monkeypatch.setattr(tacx.store.database, "_optimize", full)
+    monkeypatch.setattr(tacx.store.writer, "_optimize", full)
     with pytest.raises(StoreError, match="cannot grow"):
         await store.close()
     assert _ended_since(before)

@@ -17,7 +17,7 @@ from tacx.store.database import connect, transaction
 from tacx.ui.app import make_app
 from tacx.ui.launch import LaunchScreen, WorkflowChoice
 from tacx.ui.logview import StageLog
-from tacx.workflow.model import load_workflow_text
+from tacx.workflow.loader import load_workflow_text
 from tests.test_ui_app import screen_text, until
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -1,5 +1,5 @@
 """Workflow files: every mistake is reported at the right line and column, and
-templates never turn input text into code."""
+templates never turn input text into code (the template language itself: test_templates.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tacx.workflow.document import Issue
+from tacx.workflow.loader import WorkflowError, load_workflow, load_workflow_text
 from tacx.workflow.model import (
     BUILTIN_PROVIDER_KINDS,
-    Issue,
     Workflow,
-    WorkflowError,
     input_env_name,
-    load_workflow,
-    load_workflow_text,
     parse_duration,
-    render,
     resolve_inputs,
-    template_names,
     workflow_json_schema,
 )
 
@@ -234,34 +230,7 @@ def test_every_valid_file_loads() -> None:
         load_workflow(path, KINDS)
 
 
-# --- templates ---------------------------------------------------------------------------
-
-
-def test_render_is_one_pass() -> None:
-    values = {"inputs.x": "{{ inputs.y }}", "inputs.y": "secret"}
-    assert render("a {{inputs.x}} b {{ inputs.y }}", values) == "a {{ inputs.y }} b secret"
-
-
-def test_render_keeps_shell_text_literal() -> None:
-    assert render("Title: {{ inputs.title }}", {"inputs.title": "$(touch pwned)"}) == "Title: $(touch pwned)"
-
-
-def test_render_missing_name_and_expressions() -> None:
-    with pytest.raises(KeyError):
-        render("{{ inputs.absent }}", {})
-    with pytest.raises(ValueError, match="not a plain"):
-        render("{{ 1 + 1 }}", {})
-    with pytest.raises(ValueError, match="never closed"):
-        render("{{ inputs.x", {"inputs.x": "1"})
-    assert render("no templates, {single} braces }}", {}) == "no templates, {single} braces }}"
-
-
-def test_template_names() -> None:
-    text = "{{ inputs.a }} {{stages.code-review.result}} {{ inputs.a }} {{ task.id }}"
-    assert template_names(text) == ["inputs.a", "stages.code-review.result", "task.id"]
-    assert template_names("plain") == []
-    with pytest.raises(ValueError):
-        template_names("{{ }}")
+# --- names templates may use -------------------------------------------------------------
 
 
 def test_stage_results_of_later_stages_and_task_names_are_known() -> None:

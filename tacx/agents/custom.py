@@ -10,7 +10,8 @@ from pathlib import Path
 from tacx.agents.agent import AgentProvider, wrapped
 from tacx.agents.base import Launch, StageContext
 from tacx.agents.stream import StreamParser
-from tacx.workflow.model import StageSpec, render, template_names
+from tacx.workflow.model import StageSpec
+from tacx.workflow.templates import render, template_names
 
 _ONLY_TEMPLATE = re.compile(r"\s*\{\{\s*[A-Za-z_][A-Za-z0-9_.-]*\s*\}\}\s*")
 CUSTOM_TEMPLATE_NAMES = ("prompt", "model", "workspace", "session_id", "max_turns", "permission_mode", "task.id", "stage")

@@ -29,13 +29,14 @@ from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.cli.reporter import ConsoleReporter
 from tacx.text import printable
 from tacx.settings import Settings, SettingsError, load_settings
-from tacx.store.database import Store, StoreError, connect, connect_reader, transaction
-from tacx.store.errors import explain, is_environmental
+from tacx.store.database import connect, connect_reader, transaction
+from tacx.store.errors import StoreError, explain, is_environmental
+from tacx.store.writer import Store
 from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.userfiles import EACH_FILE_LIMIT, FileRefused, read_text_file
-from tacx.workflow.model import (
-    Workflow, WorkflowError, load_workflow, load_workflow_text, read_workflow, render, resolve_inputs, workflow_json_schema,
-)
+from tacx.workflow.loader import WorkflowError, load_workflow, load_workflow_text, read_workflow
+from tacx.workflow.model import Workflow, resolve_inputs, workflow_json_schema
+from tacx.workflow.templates import render
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 

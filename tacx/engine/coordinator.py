@@ -36,10 +36,12 @@ from tacx.agents.prices import PriceTable
 from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
-from tacx.store.database import Store
+from tacx.store.writer import Store
 from tacx.engine.local.supervisor import Daughter, ExitInfo, Supervisor, same_process
 from tacx.agents.tailer import Batch, Tail, Tailer
-from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx.workflow.loader import load_workflow_text
+from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name
+from tacx.workflow.templates import render
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from tacx.home import Home
 from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.base import Provider
 from tacx.settings import Settings
-from tacx.store.database import Store, connect, transaction
+from tacx.store.database import connect, transaction
 from tacx.store.errors import describe
+from tacx.store.writer import Store
 from tacx.ui.data import STATUSES, DashboardData, Snapshot
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
@@ -404,7 +405,7 @@ class TacxApp(App[int]):
     async def _submit(self, request: LaunchRequest) -> None:
         from tacx.workspace import worktree
         from tacx.cli.main import dedupe_key_for, prepare_inputs
-        from tacx.workflow.model import load_workflow_text, read_workflow
+        from tacx.workflow.loader import load_workflow_text, read_workflow
 
         try:
             text = await asyncio.to_thread(read_workflow, request.path)  # bounded: a regular file, UTF-8, 1 MiB

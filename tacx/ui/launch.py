@@ -32,7 +32,8 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
-from tacx.workflow.model import Workflow, WorkflowError, load_workflow, resolve_inputs
+from tacx.workflow.loader import WorkflowError, load_workflow
+from tacx.workflow.model import Workflow, resolve_inputs
 
 __all__ = ["LaunchRequest", "LaunchScreen", "WorkflowChoice", "find_workflows"]
 

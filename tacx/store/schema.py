@@ -1,0 +1,139 @@
+"""The store's schema: the DDL that takes a database from each version to the next, and the
+version this tacx writes (SQLite's user_version).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tacx.store.errors import StoreError
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE tasks (
+    id               INTEGER PRIMARY KEY,
+    trace_id         TEXT NOT NULL,
+    workflow         TEXT NOT NULL,
+    workflow_path    TEXT NOT NULL,
+    workflow_text    TEXT NOT NULL,
+    workflow_hash    TEXT NOT NULL,
+    title            TEXT NOT NULL,
+    inputs           TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    status           TEXT NOT NULL,
+    dedupe_key       TEXT,
+    project_root     TEXT NOT NULL,
+    workspace        TEXT,
+    error            TEXT,
+    wait_reason      TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created_at       REAL NOT NULL,
+    started_at       REAL,
+    ended_at         REAL
+);
+CREATE INDEX tasks_queue ON tasks(status, priority DESC, id);
+CREATE INDEX tasks_dedupe ON tasks(dedupe_key) WHERE dedupe_key IS NOT NULL;
+CREATE INDEX tasks_cancel ON tasks(cancel_requested) WHERE cancel_requested = 1;
+CREATE TABLE stages (
+    id                 INTEGER PRIMARY KEY,
+    task_id            INTEGER NOT NULL REFERENCES tasks(id),
+    name               TEXT NOT NULL,
+    position           INTEGER NOT NULL,
+    status             TEXT NOT NULL DEFAULT 'pending',
+    attempt            INTEGER NOT NULL DEFAULT 0,
+    failures           INTEGER NOT NULL DEFAULT 0,
+    loops              INTEGER NOT NULL DEFAULT 0,
+    provider           TEXT,
+    model              TEXT,
+    exit_code          INTEGER,
+    started_at         REAL,
+    ended_at           REAL,
+    error              TEXT,
+    result             TEXT,
+    wait_reason        TEXT,
+    session_id         TEXT,
+    log_path           TEXT,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL NOT NULL DEFAULT 0,
+    UNIQUE (task_id, name)
+);
+CREATE TABLE daughters (
+    id          INTEGER PRIMARY KEY,
+    task_id     INTEGER NOT NULL REFERENCES tasks(id),
+    stage_id    INTEGER NOT NULL REFERENCES stages(id),
+    stage       TEXT NOT NULL,
+    attempt     INTEGER NOT NULL,
+    pid         INTEGER NOT NULL,
+    create_time REAL NOT NULL,
+    argv        TEXT NOT NULL,
+    log_path    TEXT NOT NULL,
+    status_path TEXT NOT NULL,
+    started_at  REAL NOT NULL,
+    ended_at    REAL,
+    exit_code   INTEGER,
+    signal      INTEGER,
+    peak_rss    INTEGER,
+    cpu_seconds REAL
+);
+CREATE INDEX daughters_open ON daughters(ended_at) WHERE ended_at IS NULL;
+CREATE INDEX daughters_stage ON daughters(stage_id);
+CREATE TABLE events (
+    id      INTEGER PRIMARY KEY,
+    task_id INTEGER,
+    stage   TEXT,
+    ts      REAL NOT NULL,
+    kind    TEXT NOT NULL,
+    data    TEXT NOT NULL
+);
+CREATE INDEX events_task ON events(task_id, id);
+CREATE TABLE usage (
+    id                 INTEGER PRIMARY KEY,
+    task_id            INTEGER NOT NULL,
+    stage_id           INTEGER NOT NULL,
+    ts                 REAL NOT NULL,
+    message_id         TEXT,
+    model              TEXT,
+    input_tokens       INTEGER NOT NULL DEFAULT 0,
+    output_tokens      INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens  INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd           REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_stage ON usage(stage_id);
+"""
+
+# Agents: usage rows per attempt and message (a log parsed again after a crash counts
+# nothing twice), what each agent said about itself, the task's git worktree, and what a
+# task had spent when it was last retried (its budget counts from there).
+_SCHEMA_V2 = """
+ALTER TABLE usage ADD COLUMN attempt INTEGER NOT NULL DEFAULT 1;
+CREATE UNIQUE INDEX usage_message ON usage(stage_id, attempt, message_id);
+CREATE INDEX usage_ts ON usage(ts);
+ALTER TABLE stages ADD COLUMN turns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN api_retries INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN rate_limits INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE stages ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN branch TEXT;
+ALTER TABLE tasks ADD COLUMN base_commit TEXT;
+ALTER TABLE tasks ADD COLUMN budget_base_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE tasks ADD COLUMN budget_base_tokens INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX usage_task ON usage(task_id, stage_id, attempt);
+"""
+
+# Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The database's user_version; a StoreError for a database from a newer tacx."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        name = conn.execute("PRAGMA database_list").fetchone()[2] or "the database"
+        raise StoreError(
+            f"{name} has schema version {version}, newer than this tacx understands ({SCHEMA_VERSION}): upgrade tacx"
+        )
+    return version
