@@ -9,11 +9,11 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tacx.agents.custom import check_custom_argv
+from tacx.agents.registry import PARSER_KINDS
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow.model import Budget, parse_duration
 from tacx.workflow.templates import template_names
 
-PARSERS = ("claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain")
 DEFAULT_COOLDOWN = 60.0
 
 
@@ -46,7 +46,7 @@ class ProviderSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="most daughters of this provider at once")
     cooldown: Duration = Field(default=DEFAULT_COOLDOWN, description="rest after the agent reported rate limiting")
     argv: list[str | list[str]] | None = Field(default=None, description="command of a provider defined here")
-    parser: Literal["claude-stream-json", "codex-json", "gemini-stream-json", "aider-text", "plain"] = "plain"
+    parser: Literal[PARSER_KINDS] = "plain"  # type: ignore[valid-type]  # the registry's kinds
     model: str | None = Field(default=None, description="the model to price usage with when a stage names none")
     env: dict[str, str] = Field(default_factory=dict)
 

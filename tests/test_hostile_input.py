@@ -78,12 +78,12 @@ def test_a_workflow_over_1_mib_is_refused_everywhere_it_is_read(project: Project
 
 def test_the_launch_form_reads_workflows_through_the_bounded_reader(tmp_path: Path) -> None:
     from tacx.ui.launch import find_workflows
-    from tacx.workflow.model import BUILTIN_PROVIDER_KINDS
+    from tacx.agents.registry import builtin_provider_kinds
 
     (tmp_path / "big.yaml").write_text(OK + "#" * (1 << 20))
     (tmp_path / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
     (tmp_path / "ok.yaml").write_text(OK)
-    choices = {c.name: c for c in find_workflows([tmp_path], BUILTIN_PROVIDER_KINDS)}
+    choices = {c.name: c for c in find_workflows([tmp_path], builtin_provider_kinds())}
     assert choices["ok"].workflow is not None
     assert "a workflow file may be at most 1 MiB" in choices["big"].error
     assert "latin1.yaml:1:10: not UTF-8 text" in choices["latin1"].error

@@ -10,7 +10,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Input, OptionList, Static
 
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
-from tacx.workflow.model import BUILTIN_PROVIDER_KINDS
+from tacx.agents.registry import builtin_provider_kinds
 
 _MISSING = object()
 
@@ -66,7 +66,7 @@ def choices(tmp_path: Path) -> list[WorkflowChoice]:
     write(folder, "build.yaml", BUILD)
     write(folder, "echo.yml", ECHO)
     write(folder, "broken.yaml", BROKEN)
-    return find_workflows([folder], BUILTIN_PROVIDER_KINDS)
+    return find_workflows([folder], builtin_provider_kinds())
 
 
 class Host(App[None]):
@@ -118,7 +118,7 @@ def test_find_workflows_order_clash_and_errors(tmp_path: Path) -> None:
     write(first, "notes.txt", "not a workflow")
     (first / "dir.yaml").mkdir()
 
-    found = find_workflows([first, tmp_path / "nowhere", second], BUILTIN_PROVIDER_KINDS)
+    found = find_workflows([first, tmp_path / "nowhere", second], builtin_provider_kinds())
 
     assert [c.name for c in found] == ["broken", "build", "echo", "Zeta"]
     by_name = {c.name: c for c in found}

@@ -10,8 +10,8 @@ import pytest
 
 from tacx.workflow.document import Issue
 from tacx.workflow.loader import WorkflowError, load_workflow, load_workflow_text
+from tacx.agents.registry import builtin_provider_kinds
 from tacx.workflow.model import (
-    BUILTIN_PROVIDER_KINDS,
     Workflow,
     input_env_name,
     parse_duration,
@@ -20,7 +20,7 @@ from tacx.workflow.model import (
 )
 
 DATA = Path(__file__).parent / "data"
-KINDS = {**BUILTIN_PROVIDER_KINDS, "claude": "agent"}
+KINDS = {**builtin_provider_kinds(), "claude": "agent"}
 
 # file, line, col, part of the message, the text found at line:col (checked against the file)
 MALFORMED = [

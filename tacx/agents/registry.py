@@ -61,5 +61,12 @@ def configured_providers(settings: Settings | None) -> dict[str, Provider]:
 
 
 def provider_kinds(providers: dict[str, Provider]) -> dict[str, str]:
-    """name -> kind, what workflow validation needs."""
+    """name -> kind, what workflow validation needs: "script" stages need ``run:``, "agent"
+    stages need ``prompt:``."""
     return {name: p.kind for name, p in providers.items()}
+
+
+def builtin_provider_kinds() -> dict[str, str]:
+    """The kinds of the built-in providers: what a workflow is checked against when no
+    tacx.yaml is in play."""
+    return {cls.name: cls.kind for cls in (*SCRIPTS, *AGENTS)}

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from tacx import bounds, userfiles
 from tacx.workflow.document import Document, Issue
-from tacx.workflow.model import BUILTIN_PROVIDER_KINDS, Workflow
+from tacx.agents.registry import builtin_provider_kinds
+from tacx.workflow.model import Workflow
 from tacx.workflow.references import References
 
 
@@ -41,7 +42,7 @@ def load_workflow_text(text: str, source: str, providers: Mapping[str, str] | No
                 workflow = Workflow.model_validate({**data, "source": source})
             except ValidationError as err:
                 doc.add_validation_errors(err)
-            References(data, BUILTIN_PROVIDER_KINDS if providers is None else providers, doc).run()
+            References(data, builtin_provider_kinds() if providers is None else providers, doc).run()
     except bounds.TooManyIssues:  # a hostile file: each issue costs, so stop counting
         last = max(doc.issues, key=lambda issue: (issue.line, issue.col))
         doc.issues.append(last._replace(loc="", message=f"checking stopped after {bounds.MAX_ISSUES} mistakes"))

@@ -28,18 +28,6 @@ from pydantic.json_schema import SkipJsonSchema
 
 from tacx import bounds
 
-BUILTIN_PROVIDER_KINDS: dict[str, str] = {
-    "shell": "script",
-    "bash": "script",
-    "python": "script",
-    "claude": "agent",
-    "codex": "agent",
-    "gemini": "agent",
-    "aider": "agent",
-    "mock": "agent",
-}
-"""Provider name -> kind. "script" stages need ``run:``, "agent" stages need ``prompt:``."""
-
 SCRIPT_LANGUAGES: dict[str, str] = {"shell": "sh", "bash": "sh", "python": "python"}
 """The language a script provider's run: is written in (a POSIX sh script also runs in bash).
 One run: script is never offered to two languages: python is never run by /bin/sh."""
