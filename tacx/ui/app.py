@@ -403,7 +403,7 @@ class TacxApp(App[int]):
 
     async def _submit(self, request: LaunchRequest) -> None:
         from tacx.workspace import worktree
-        from tacx.cli.main import dedupe_key_for, prepare_inputs
+        from tacx.submission import dedupe_key_for, prepare_inputs
         from tacx.workflow.model import load_workflow_text, read_workflow
 
         try:
