@@ -831,9 +831,9 @@ async def stop_flood(app: Any, flood: Flood) -> None:
     await until(ended, 30, "the flood daughters to end")
     # The app gathers tasks finishing together into one notification (after a short
     # wait): let it come, then clear it, so no toast is on screen in the next phase.
-    import tacx.ui.app as ui_app
+    import tacx.ui.notices as ui_notices
 
-    await asyncio.sleep(getattr(ui_app, "NOTIFY_SECONDS", 0) + 0.05)
+    await asyncio.sleep(getattr(ui_notices, "NOTIFY_SECONDS", 0) + 0.05)
     app.clear_notifications()
 
 

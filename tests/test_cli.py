@@ -238,7 +238,8 @@ def test_engine_imports_no_textual() -> None:
     code = (
         "import sys, tacx.engine.coordinator, tacx.engine.local.supervisor, tacx.store.database, tacx.store.records, tacx.workflow.model, "
         "tacx.agents.registry, tacx.cli.reporter, tacx.cli.main, tacx.agents.stream, tacx.agents.prices, tacx.agents.tailer, tacx.agents.spending, "
-        "tacx.workspace.worktree, tacx.workspace.cleanup, tacx.agents.report, tacx.agents.mock_agent, tacx.ui.data; "
+        "tacx.workspace.worktree, tacx.workspace.cleanup, tacx.agents.report, tacx.agents.mock_agent, tacx.submission, "
+        "tacx.ui.data, tacx.ui.control, tacx.ui.notices, tacx.ui.logformat, tacx.ui.logtail; "
         "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -12,67 +12,41 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider as CommandProvider
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Input
 
-from tacx.store import records
 from tacx.engine.coordinator import Coordinator
 from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.base import Provider
 from tacx.settings import Settings
-from tacx.store.database import connect, transaction
-from tacx.store.errors import describe
 from tacx.store.writer import Store
+from tacx.store.errors import describe
+from tacx.submission import workflow_dirs
+from tacx.ui.control import TaskControl
 from tacx.ui.data import STATUSES, DashboardData, Snapshot
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
-from tacx.ui.panels import DaughtersPanel, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views
+from tacx.ui.notices import FINISHED_KINDS, FinishedNotices
+from tacx.ui.palette import WorkflowCommands
+from tacx.ui.panels import (
+    DaughtersPanel, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border, task_note,
+)
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
 QUIET_KINDS = {"stage.usage", "stage.waiting", "daughter.sample", "agent.output"}
-NOTIFY_SECONDS = 0.5  # finished tasks are announced together within this
-NOTIFY_EACH_UP_TO = 3
-FINISHED_KINDS = {"task.succeeded": "information", "task.failed": "error", "task.timed_out": "error",
-                  "task.cancelled": "warning"}
-
-
-class WorkflowCommands(CommandProvider):
-    """The command palette offers "Launch <workflow>" for every workflow found."""
-
-    async def discover(self) -> Hits:
-        """Listed as soon as the palette opens, before anything is typed."""
-        app = self.app
-        assert isinstance(app, TacxApp)
-        for choice in app.workflow_choices:
-            help_text = choice.error or (choice.workflow.description if choice.workflow else "")
-            yield DiscoveryHit(f"Launch {choice.name}", lambda name=choice.name: app.open_launch(name), help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        app = self.app
-        assert isinstance(app, TacxApp)
-        matcher = self.matcher(query)
-        for choice in app.workflow_choices:
-            label = f"Launch {choice.name}"
-            score = matcher.match(label)
-            if score > 0:
-                help_text = choice.error or (choice.workflow.description if choice.workflow else "")
-                yield Hit(score, matcher.highlight(label), lambda name=choice.name: app.open_launch(name), help=help_text)
 
 
 class TacxApp(App[int]):
@@ -131,7 +105,8 @@ class TacxApp(App[int]):
         self._refresh_again = False
         self._refresh_timer: Any = None
         self._quitting = False
-        self._finished: list[EngineEvent] = []
+        self.finished_notices = FinishedNotices(self.notify, self.set_timer)
+        self.task_control = TaskControl(home, provider_kinds(self.providers), self.notify)
         self._last_error: str | None = None
         self.engine_stopped = False
         self.crash: BaseException | None = None
@@ -165,6 +140,7 @@ class TacxApp(App[int]):
             self.coordinator = Coordinator(self.home, self.store, self.settings, bus=self.bus,
                                            providers=self.providers, max_workers=self.max_workers)
             self.store.on_failure = self._store_refused
+            self.task_control.coordinator = self.coordinator
             self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
         self.load_workflows()
         self.request_refresh()
@@ -257,7 +233,7 @@ class TacxApp(App[int]):
             self._show_header()
             tasks = self.query_one(TasksPanel)
             tasks.show(snap.tasks, now)
-            _set_border(tasks, "border_subtitle", self._page_text(snap))
+            set_border(tasks, "border_subtitle", self._page_text(snap))
             if self.selected_task is None and snap.tasks:
                 self.selected_task = tasks.selected_task
                 if self.selected_task is not None:
@@ -265,10 +241,10 @@ class TacxApp(App[int]):
             detail = snap.detail if snap.detail and snap.detail.task.id == self.selected_task else None
             self.query_one(StagesPanel).show(detail, now)
             stages = self.query_one("#stages")
-            _set_border(stages, "border_title", (
+            set_border(stages, "border_title", (
                 f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
             ))
-            _set_border(stages, "border_subtitle", _task_note(detail.task) if detail else "")
+            set_border(stages, "border_subtitle", task_note(detail.task) if detail else "")
             self.query_one(TokensPanel).show(detail)
             self._show_daughters()
             self._follow_log(detail)
@@ -327,31 +303,11 @@ class TacxApp(App[int]):
 
     def _on_engine_event(self, event: EngineEvent) -> None:
         if event.kind in FINISHED_KINDS:
-            if not self._finished:
-                self.set_timer(NOTIFY_SECONDS, self._notify_finished)
-            self._finished.append(event)
+            self.finished_notices.add(event)
         if event.kind in QUIET_KINDS:
             return  # frequent figures: the next timed refresh shows them
         if event.kind.startswith(("task.", "stage.", "coordinator.")):
             self.request_refresh()
-
-    def _notify_finished(self) -> None:
-        """A finished task raises a notification; many at once raise one that counts them."""
-        finished, self._finished = self._finished, []
-        if len(finished) > NOTIFY_EACH_UP_TO:
-            counts: dict[str, int] = {}
-            for event in finished:
-                counts[event.kind[5:].replace("_", " ")] = counts.get(event.kind[5:].replace("_", " "), 0) + 1
-            failed = any(FINISHED_KINDS[e.kind] == "error" for e in finished)
-            text = f"{len(finished)} tasks finished: " + ", ".join(f"{n} {k}" for k, n in counts.items())
-            self.notify(text, severity="error" if failed else "information", timeout=8)
-            return
-        for event in finished:
-            title = event.data.get("title") or ""
-            text = f"task {event.task_id} {event.kind[5:].replace('_', ' ')}" + (f": {title}" if title else "")
-            if event.data.get("error") and event.kind != "task.cancelled":
-                text += f"\n{str(event.data['error']).splitlines()[0][:200]}"
-            self.notify(text, severity=FINISHED_KINDS[event.kind], timeout=8)  # type: ignore[arg-type]
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -384,8 +340,7 @@ class TacxApp(App[int]):
 
     @work(thread=True, group="workflows", exit_on_error=False)
     def load_workflows(self) -> None:
-        dirs = [self.home.project_root / "workflows", self.home.root / "workflows", _shipped_workflows()]
-        choices = find_workflows(dirs, provider_kinds(self.providers))
+        choices = find_workflows(workflow_dirs(self.home), self.task_control.kinds)
         self.call_from_thread(setattr, self, "workflow_choices", choices)
 
     def action_launch(self) -> None:
@@ -403,88 +358,27 @@ class TacxApp(App[int]):
             self.run_worker(self._submit(request), group="submit", exit_on_error=False)
 
     async def _submit(self, request: LaunchRequest) -> None:
-        from tacx.workspace import worktree
-        from tacx.cli.main import dedupe_key_for, prepare_inputs
-        from tacx.workflow.loader import load_workflow_text, read_workflow
-
-        try:
-            text = await asyncio.to_thread(read_workflow, request.path)  # bounded: a regular file, UTF-8, 1 MiB
-            wf = load_workflow_text(text, str(request.path), provider_kinds(self.providers))  # the text stored
-            if wf.workspace == "worktree":
-                await asyncio.to_thread(worktree.require_git_repo, self.home.project_root)
-            inputs, title = prepare_inputs(wf, dict(request.inputs), request.title)
-            task = dict(workflow=wf, workflow_path=str(request.path), workflow_text=text, title=title, inputs=inputs,
-                        priority=request.priority, dedupe_key=dedupe_key_for(wf, inputs, None),
-                        project_root=str(self.home.project_root))
-            if self.coordinator is not None:
-                task_id, created = await self.coordinator.submit(**task)
-            else:
-                task_id, created = await asyncio.to_thread(self._write, lambda c: records.insert_task(c, **task))
-        except Exception as exc:  # a file changed meanwhile, not a git repo, a NUL in an input, the store
-            self.notify(f"cannot launch {request.name}: {exc}", severity="error", timeout=15)
-            return
-        self.notify(f"task {task_id} queued: {title}" if created else f"task {task_id} is already live (same dedupe key)")
-        self.selected_task = task_id
-        self.status_filter, self.search_text, self.offset = None, "", 0
-        self.request_refresh()
-
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        """A write from a viewer (another coordinator notices it within a second)."""
-        conn = connect(self.home.db_path)
-        try:
-            with transaction(conn):
-                return fn(conn)
-        finally:
-            conn.close()
+        task_id = await self.task_control.launch(request)
+        if task_id is not None:
+            self.selected_task = task_id
+            self.status_filter, self.search_text, self.offset = None, "", 0
+            self.request_refresh()
 
     async def action_cancel(self) -> None:
-        task_id = self.selected_task
-        if task_id is None:
-            return
-        try:
-            if self.coordinator is not None:
-                status = await self.coordinator.cancel_task(task_id)
-            else:
-                status = await asyncio.to_thread(self._write, lambda c: records.request_cancel(c, task_id))
-        except Exception as exc:  # not cancellable, or the store refused: say so, go on
-            self.notify(str(exc), severity="warning" if isinstance(exc, (LookupError, ValueError)) else "error")
-            return
-        if status == "running":
-            self.notify(f"task {task_id}: cancel requested")
-        elif self.coordinator is None:  # the engine announces what it cancelled itself
-            self.notify(f"task {task_id}: {status}")
-        self.request_refresh()
+        if self.selected_task is not None and await self.task_control.cancel(self.selected_task):
+            self.request_refresh()
 
     async def action_retry(self) -> None:
-        task_id = self.selected_task
-        if task_id is None:
-            return
-        try:
-            if self.coordinator is not None:
-                await self.coordinator.retry_task(task_id)
-            else:
-                await asyncio.to_thread(self._write, lambda c: records.retry_task(c, task_id))
-        except Exception as exc:  # not retryable, or the store refused: say so, go on
-            self.notify(str(exc), severity="warning" if isinstance(exc, (LookupError, ValueError)) else "error")
-            return
-        self.notify(f"task {task_id} queued again")
-        self.request_refresh()
+        if self.selected_task is not None and await self.task_control.retry(self.selected_task):
+            self.request_refresh()
 
     async def action_pause(self) -> None:
         if self.coordinator is not None:
             paused = self.coordinator.paused
         else:
             paused = bool(self.snapshot and self.snapshot.overview.paused)
-        try:
-            if self.coordinator is not None:
-                await self.coordinator.set_paused(not paused)
-            else:
-                await asyncio.to_thread(self._write, lambda c: records.set_paused(c, not paused))
-        except Exception as exc:
-            self.notify(f"cannot {'resume' if paused else 'pause'}: {exc}", severity="error")
-            return
-        self.notify("resumed: stages start again" if paused else "paused: running stages go on, nothing new starts")
-        self.request_refresh()
+        if await self.task_control.set_paused(not paused):
+            self.request_refresh()
 
     def action_filter(self) -> None:
         order = [None, *STATUSES]
@@ -596,36 +490,12 @@ class TacxApp(App[int]):
         await asyncio.to_thread(self.data.close)
 
 
-def _set_border(widget: Any, which: str, text: str) -> None:
-    """Set a border title only when it changes (each set repaints the whole widget), as
-    plain text (a branch name or an error is never read as markup)."""
-    key = f"_tacx_{which}"
-    if getattr(widget, key, None) != text:
-        setattr(widget, key, text)
-        setattr(widget, which, Text(text))
-
-
-def _task_note(task: Any) -> str:
-    """Why the selected task waits, or how it failed, under its stages."""
-    if task.status == "queued" and task.wait_reason:
-        return f"waiting: {task.wait_reason}"[:160]
-    if task.error:
-        return task.error.strip().splitlines()[0][:160]
-    return ""
-
-
 def _freeze_startup_objects() -> None:
     """Everything built to start the app lives as long as the app: leave it out of the
     collector's full passes, which stop the whole process and otherwise walk it again
     about once a second (bench/ui.py: loaded key press to screen 146 -> 101 ms median)."""
     gc.collect()
     gc.freeze()
-
-
-def _shipped_workflows() -> Path:
-    from importlib import resources
-
-    return Path(str(resources.files("tacx.workflows")))
 
 
 def make_app(home: Home, settings: Settings, **options: Any) -> TacxApp:

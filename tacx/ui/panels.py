@@ -75,6 +75,24 @@ def one_line(text: str | None, width: int = 80) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
+def set_border(widget: Any, which: str, text: str) -> None:
+    """Set a border title only when it changes (each set repaints the whole widget), as
+    plain text (a branch name or an error is never read as markup)."""
+    key = f"_tacx_{which}"
+    if getattr(widget, key, None) != text:
+        setattr(widget, key, text)
+        setattr(widget, which, Text(text))
+
+
+def task_note(task: Any) -> str:
+    """Why the selected task waits, or how it failed, under its stages."""
+    if task.status == "queued" and task.wait_reason:
+        return f"waiting: {task.wait_reason}"[:160]
+    if task.error:
+        return task.error.strip().splitlines()[0][:160]
+    return ""
+
+
 class KeyedTable(DataTable):
     """A DataTable updated from (key, cells) rows: cells that changed are updated in
     place; the rows are rebuilt only when the keys or their order change. The cursor
