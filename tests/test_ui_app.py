@@ -188,8 +188,8 @@ async def test_quit_leaving_tasks_running_then_a_restart_readopts_them(dash: Pro
     restarted = app_for(dash)
     async with restarted.run_test(size=(160, 40)) as pilot:
         await until(lambda: restarted.coordinator is not None and pid in restarted.coordinator.supervisor.daughters, 20)
-        events = [e["kind"] for e in dash.show(task_id)["events"]]
-        assert "task.recovered" in events
+        # The daughter is watched as soon as it is adopted; the event is committed just after.
+        await until(lambda: "task.recovered" in [e["kind"] for e in dash.show(task_id)["events"]], 10)
         await pilot.press("q")
         await until(lambda: isinstance(restarted.screen, QuitScreen))
         await pilot.press("s")  # stop them this time
