@@ -2,6 +2,6 @@
 
 import sys
 
-from tacx.cli.main import main
+from tacx.cli.entry import main
 
 sys.exit(main())
