@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tacx.engine.local.supervisor import Supervisor
+from tacx.engine.local.supervisor import LocalExecutor
 from tests.conftest import REPO, Project, wait_for
 
 
@@ -123,7 +123,7 @@ def test_one_script_is_never_offered_to_two_languages(project: Project) -> None:
 
 
 async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Path) -> None:
-    supervisor = Supervisor()  # no home: no keeper, tacx is the daughter's parent
+    supervisor = LocalExecutor()  # no home: no keeper, tacx is the daughter's parent
     log = tmp_path / "x.log"
     d = await supervisor.spawn(["sh", "-c", "exit 7"], env=dict(os.environ), cwd=tmp_path,
                                log_path=log, status_path=tmp_path / "x.status", marker="test")

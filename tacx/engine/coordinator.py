@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Literal
 from collections.abc import Callable
 
-from tacx.engine.local import cgroups
 from tacx.engine import faults
 from tacx.store import records
 from tacx.agents import spending
@@ -37,7 +36,8 @@ from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
 from tacx.settings import Settings
 from tacx.store.database import Store
-from tacx.engine.local.supervisor import Daughter, ExitInfo, Supervisor, same_process
+from tacx.engine.executor import Daughter, ExitInfo
+from tacx.engine.local.supervisor import LocalExecutor
 from tacx.agents.tailer import Batch, Tail, Tailer
 from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
 
@@ -165,7 +165,7 @@ class Coordinator:
         self.max_workers = max_workers or self.settings.max_workers
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
-        self.supervisor = Supervisor(
+        self.supervisor = LocalExecutor(
             grace=self.settings.kill_grace,
             sample_interval=self.settings.sample_interval,
             on_sample=self._on_sample,
@@ -201,7 +201,6 @@ class Coordinator:
     async def run(self) -> None:
         """Recover, then schedule until stopped (or idle, or the one task ended)."""
         self.supervisor.start()
-        self.supervisor.start_keepers_soon()
         self.tailer.start()
         self.paused = await self.store.read(records.is_paused)
         for until in await self.store.read(self.cooldowns.restore):  # a restart does not end a rest
@@ -271,7 +270,7 @@ class Coordinator:
 
         tasks, open_daughters, running_stages = await self.store.read(load)
         alive = await asyncio.to_thread(
-            lambda: {d["id"] for d in open_daughters if same_process(d["pid"], d["create_time"])}
+            lambda: {d["id"] for d in open_daughters if self.supervisor.is_running(d["pid"], d["create_time"])}
         )
         keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
         # A daughter started just before the crash may have no row yet: its stage's current
@@ -291,9 +290,7 @@ class Coordinator:
                 await self._close_orphan_daughter(d)
         for row in tasks:
             await self._resume_task(row, by_stage)
-        # Cgroups whose daughter and keeper are both gone: whatever is left in them goes.
-        watched = {d.cgroup for d in self.supervisor.daughters.values() if d.cgroup}
-        await asyncio.to_thread(cgroups.sweep_stale, self.home.root, watched, self.settings.kill_grace)
+        await self.supervisor.sweep_leftovers()
 
     async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
         daughter = self.supervisor.adopt(**self._adopt_args(d))
