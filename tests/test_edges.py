@@ -173,6 +173,7 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     """If tacx itself fails while a DAG runs, the sibling stage's daughter does not outlive
     its task: the task fails saying so, and nothing is left running."""
     from tacx.engine.coordinator import Coordinator
+    from tacx.engine.outcome import Outcomes
     from tacx.home import Home
     from tacx.store.database import Store, connect
     from tests.test_lessons import queue
@@ -180,14 +181,14 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     home = Home(tmp_path / ".tacx")
     queue(home, "name: d\nstages:\n  - {name: quick, provider: shell, needs: [], run: 'true'}\n"
                 "  - {name: slow, provider: bash, needs: [], run: 'sleep 300 & wait'}\n")
-    real = Coordinator._classify
+    real = Outcomes.classify
 
     async def broken(self, run, name, *args):  # type: ignore[no-untyped-def]
         if name == "quick":
             raise RuntimeError("injected bug")
         return await real(self, run, name, *args)
 
-    monkeypatch.setattr(Coordinator, "_classify", broken)
+    monkeypatch.setattr(Outcomes, "classify", broken)
     store = await Store(home.db_path).open()
     try:
         await asyncio.wait_for(Coordinator(home, store, exit_when_idle=True).run(), 60)

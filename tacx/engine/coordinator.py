@@ -15,129 +15,42 @@ import errno
 import json
 import logging
 import os
-import signal
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from collections.abc import Callable
 
 from tacx.engine import faults
 from tacx.store import records
 from tacx.agents import spending
 from tacx.workspace import worktree
-from tacx.bounds import handoff_text, retry_delay
+from tacx.bounds import retry_delay
 from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import Home
 from tacx.agents.prices import PriceTable
-from tacx.agents.registry import configured_providers, provider_kinds
-from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
+from tacx.agents.registry import configured_providers
+from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage
 from tacx.settings import Settings
 from tacx.store.database import Store
-from tacx.engine.executor import Daughter, ExitInfo
+from tacx.engine.executor import Daughter, Executors
+from tacx.engine.outcome import Outcomes, close_daughter
+from tacx.engine.state import (
+    Grant, Lifecycle, SlotRequest, StageState, Started, StartedGrant, StopMode, TaskLoader, TaskRun, Watch, marker,
+    stage_rows,
+)
+from tacx.engine.sweeper import Sampler, Sweeper
 from tacx.engine.local.supervisor import LocalExecutor
 from tacx.agents.tailer import Batch, Tail, Tailer
-from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name, load_workflow_text, render
+from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, input_env_name, render
 
 log = logging.getLogger(__name__)
 
 PAUSED_REASON = "coordinator paused: `tacx resume` (or p in the dashboard) to continue"
 EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
 AVAILABILITY_TTL = 1.0  # how long "is this provider installed?" is believed
-STRAGGLER_SWEEP_SECONDS = 10.0
 QUEUE_PAGE = 200
-TAIL_BYTES = 64 * 1024
-ERROR_TAIL_LINES = 8
-
-StopMode = Literal["stop", "leave"]
-
-
-@dataclass
-class Started:
-    """What a start transaction read back: every stage's result (lesson 3) and the agent
-    session an interrupted attempt of this stage left, when the stage resumes sessions."""
-
-    results: dict[str, str | None]
-    resume_session: str | None = None
-
-
-Grant = tuple[str, str, str]  # (stage, provider, why that provider)
-StartedGrant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
-
-
-@dataclass
-class StageState:
-    id: int
-    name: str
-    status: str
-    attempt: int
-    failures: int
-    ended_at: float | None = None
-    loops: int = 0  # times this stage's failure sent the task back to an earlier stage
-    usage: dict[int, Usage] = field(default_factory=dict)  # attempt -> its tokens and cost
-
-    @property
-    def total(self) -> Usage:
-        return sum(self.usage.values(), Usage())
-
-
-@dataclass
-class TaskRun:
-    """A task this coordinator is running: its parsed workflow and its stages' states."""
-
-    id: int
-    trace_id: str
-    priority: int
-    title: str
-    workflow: Workflow
-    inputs: dict[str, str]
-    project_root: Path
-    workspace: Path | None
-    stages: dict[str, StageState]
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    runner: asyncio.Task[None] | None = None
-    user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
-    adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
-    folders_made: bool = False
-    recorded_workspace: str | None = None
-    workspace_ready: bool = False  # the git worktree exists (made or found) in this run
-    branch: str | None = None
-    rate_noted: set[tuple[str, int]] = field(default_factory=set)  # (stage, attempt) already cooled down for
-    budget_error: str | None = None  # set when the task passed its budget: why it stops
-    budget_base: tuple[float, int] = (0.0, 0)  # (USD, tokens) spent before the last `tacx retry`
-    baselines: dict[tuple[str, int], Usage] = field(default_factory=dict)  # resumed attempt -> its session's earlier usage
-
-    def spent(self) -> Usage:
-        return sum((st.total for st in self.stages.values()), Usage())
-
-    # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
-    stoppers: set[Callable[[str | None], None]] = field(default_factory=set)
-
-    def request_cancel(self) -> None:
-        self.user_cancelled = True
-        self.interrupt("cancel")
-
-    def interrupt(self, cause: str) -> None:
-        self.cancel.set()
-        for settle in list(self.stoppers):
-            settle(cause)
-
-
-@dataclass
-class SlotRequest:
-    """A stage waiting for a worker; granted in order of task priority, then age."""
-
-    run: TaskRun
-    stage: str
-    candidates: list[str]
-    future: asyncio.Future[tuple[str, str]]
-    reason: str | None = None
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (-self.run.priority, self.run.id)
 
 
 class Coordinator:
@@ -165,13 +78,20 @@ class Coordinator:
         self.max_workers = max_workers or self.settings.max_workers
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
+        self.lifecycle = Lifecycle(self.publish)
+        self.loader = TaskLoader(self.providers)
+        self._watched: dict[int, Watch] = {}
+        self.sampler = Sampler(store, self.publish, self._watched)
         self.supervisor = LocalExecutor(
             grace=self.settings.kill_grace,
             sample_interval=self.settings.sample_interval,
-            on_sample=self._on_sample,
+            on_sample=self.sampler.on_sample,
             home_root=home.root,
             use_cgroups=self.settings.cgroups != "off",
         )
+        self.executors = Executors(self.supervisor)
+        self.sweeper = Sweeper(self.executors, home, only_task)
+        self.outcomes = Outcomes(store, self.publish, self.lifecycle, self.providers, self.executors, home.trees)
         self.running: dict[int, TaskRun] = {}
         self.paused = False
         self.busy = 0
@@ -180,17 +100,12 @@ class Coordinator:
         self._queue: list[tuple[int, int, str, bool]] = []  # (id, priority, workflow_hash, never started), best first
         self._queue_stale = True
         self._queue_exhausted = False
-        self._workflows: dict[str, Workflow] = {}
         self._bulk_reason: str | None = None
         self._published_reason: str | None = None
         self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
         self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)
         self.stuck: str | None = None  # why a run that should end when idle could not go on
         self._wake = asyncio.Event()
-        self._done = asyncio.Event()
-        self._stopping: StopMode | None = None
-        self._watched: dict[int, tuple[TaskRun, str, StageSpec, Callable[[str | None], None]]] = {}
-        self._ended_since_sweep = False
         self._background: list[asyncio.Task[None]] = []
         self._claiming: dict[int, asyncio.Task[None]] = {}
         # What every daughter inherits; TACX_* of an enclosing tacx never leaks in.
@@ -211,20 +126,18 @@ class Coordinator:
         self._background = [
             asyncio.create_task(self._pump_loop(), name="tacx-pump"),
             asyncio.create_task(self._watch_external(), name="tacx-external"),
-            asyncio.create_task(self._sweep_loop(), name="tacx-sweep"),
+            asyncio.create_task(self.sweeper.loop(), name="tacx-sweep"),
         ]
         self._kick()
         try:
-            await self._done.wait()
+            await self.lifecycle.done.wait()
         finally:
             await self._shutdown()
 
     def stop(self, mode: StopMode = "stop") -> None:
         """Stop: end running daughters and requeue their tasks ("stop"), or leave them
         running to be re-adopted at the next start ("leave")."""
-        if self._stopping is None:
-            self._stopping = mode
-            self._done.set()
+        self.lifecycle.stop(mode)
 
     async def _shutdown(self) -> None:
         for task in self._background:
@@ -235,15 +148,15 @@ class Coordinator:
         while self._claiming:
             await asyncio.sleep(0.01)
         runners = [r.runner for r in self.running.values() if r.runner is not None]
-        if self._stopping == "leave":
+        if self.lifecycle.stopping == "leave":
             for runner in runners:
                 runner.cancel()
         else:
             for run in self.running.values():
                 run.interrupt("shutdown")
         await asyncio.gather(*runners, return_exceptions=True)
-        if self._stopping != "leave":
-            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
+        if self.lifecycle.stopping != "leave":
+            await self.sweeper.sweep()
         await self.supervisor.stop()
         await self.tailer.stop()
         await self.store.flush()
@@ -298,7 +211,7 @@ class Coordinator:
             await self.supervisor.terminate(daughter, "its task is no longer running")
         info = await daughter.exited
         ended_at = daughter.ended_at or time.time()
-        await self.store.write(lambda c: _close_daughter(c, "id = ?", (d["id"],), ended_at, info))
+        await self.store.write(lambda c: close_daughter(c, "id = ?", (d["id"],), ended_at, info))
 
     def _adopt_args(self, d: sqlite3.Row) -> dict[str, Any]:
         return dict(
@@ -313,7 +226,7 @@ class Coordinator:
 
     async def _resume_task(self, row: sqlite3.Row, open_by_stage: dict[int, sqlite3.Row]) -> None:
         try:
-            run = self._load_run(row, *await self.store.read(lambda c: _stage_rows(c, row["id"])))
+            run = self.loader.load_run(row, *await self.store.read(lambda c: stage_rows(c, row["id"])))
         except Exception as exc:
             await self._fail_unloadable(row["id"], exc)
             return
@@ -394,40 +307,6 @@ class Coordinator:
         await self.store.write(fail)
         self.publish("task.failed", task_id, error=message)
 
-    # -- loading a task ----------------------------------------------------------------
-
-    def _workflow(self, workflow_hash: str, text: str | None, source: str) -> Workflow | None:
-        wf = self._workflows.get(workflow_hash)
-        if wf is None and text is not None:
-            wf = load_workflow_text(text, source, provider_kinds(self.providers))
-            self._workflows[workflow_hash] = wf
-        return wf
-
-    def _load_run(self, row: sqlite3.Row, stage_rows: list[sqlite3.Row], usage_rows: list[sqlite3.Row]) -> TaskRun:
-        wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
-        assert wf is not None
-        stages = {
-            s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"], s["loops"])
-            for s in stage_rows
-        }
-        by_id = {st.id: st for st in stages.values()}
-        for u in usage_rows:
-            by_id[u["stage_id"]].usage[u["attempt"]] = Usage(*u[2:])
-        return TaskRun(
-            id=row["id"],
-            trace_id=row["trace_id"],
-            priority=row["priority"],
-            title=row["title"],
-            workflow=wf,
-            inputs=json.loads(row["inputs"]),
-            project_root=Path(row["project_root"]),
-            workspace=Path(row["workspace"]) if row["workspace"] else None,
-            stages=stages,
-            recorded_workspace=row["workspace"],
-            branch=row["branch"],
-            budget_base=(row["budget_base_usd"], row["budget_base_tokens"]),
-        )
-
     # -- scheduling --------------------------------------------------------------------
 
     async def _pump_loop(self) -> None:
@@ -494,7 +373,7 @@ class Coordinator:
 
     async def _pump(self) -> None:
         """Grant free workers: first to stages of tasks already running, then to queued tasks."""
-        if self._stopping:
+        if self.lifecycle.stopping:
             return
         reasons: dict[int, str] = {}  # stage id -> wait reason
         self._requests.sort(key=lambda r: r.key)
@@ -527,7 +406,7 @@ class Coordinator:
     def _check_stuck(self) -> None:
         """Nothing runs, and what waits waits for a provider that is not there: a headless
         run that should end when idle would wait forever. Say why and stop instead."""
-        if not (self.exit_when_idle or self.only_task is not None) or self.paused or self._stopping:
+        if not (self.exit_when_idle or self.only_task is not None) or self.paused or self.lifecycle.stopping:
             return
         waiting = [r for r in self._requests if not r.future.done()]
         if self.busy or self._claiming or not (waiting or self._queue):
@@ -568,9 +447,9 @@ class Coordinator:
             await self._refill_queue()
         skipped: list[tuple[int, int, str, bool]] = []
         specific: dict[int, str] = {}
-        while self._queue and self.busy < self.max_workers and not self._stopping:
+        while self._queue and self.busy < self.max_workers and not self.lifecycle.stopping:
             task_id, priority, wf_hash, fresh = self._queue.pop(0)
-            wf = self._workflow(wf_hash, None, "")
+            wf = self.loader.workflow(wf_hash, None, "")
             if wf is None:
                 row = await self.store.read(
                     lambda c, t=task_id: c.execute(
@@ -578,7 +457,7 @@ class Coordinator:
                     ).fetchone()
                 )
                 try:
-                    wf = self._workflow(wf_hash, row[0], row[1])
+                    wf = self.loader.workflow(wf_hash, row[0], row[1])
                 except Exception as exc:
                     await self._fail_unloadable(task_id, exc)
                     continue
@@ -643,7 +522,7 @@ class Coordinator:
                 records.cancel_queued(conn, task_id)
                 return None
             records.add_event(conn, task_id, None, "task.started", {})
-            run = self._load_run(row, *_stage_rows(conn, task_id))
+            run = self.loader.load_run(row, *stage_rows(conn, task_id))
             # A retried or interrupted task may have finished its first stage already.
             fresh = grant is not None and run.stages[grant[0]].status == "pending"
             started = self._start_tx(run, *grant)(conn) if grant and fresh else None
@@ -651,7 +530,7 @@ class Coordinator:
 
         try:
             claimed = await self.store.write(claim)
-            if claimed is not None and self._stopping:
+            if claimed is not None and self.lifecycle.stopping:
                 await self.store.write(lambda c: self._requeue_tx(c, task_id))
                 claimed = None
         except Exception:
@@ -692,7 +571,7 @@ class Coordinator:
         raise asyncio.CancelledError("task cancelled while waiting for a worker")
 
     async def _check_idle(self) -> None:
-        if self._done.is_set():
+        if self.lifecycle.done.is_set():
             return
         if self._claiming:
             return
@@ -702,7 +581,7 @@ class Coordinator:
                     lambda c: c.execute("SELECT status FROM tasks WHERE id = ?", (self.only_task,)).fetchone()[0]
                 )
                 if status != "queued":
-                    self._done.set()
+                    self.lifecycle.done.set()
             return
         if not self.exit_when_idle or self.running or self.busy:
             return
@@ -710,9 +589,9 @@ class Coordinator:
             lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0]
         )
         if queued == 0 or self.paused:
-            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
+            await self.sweeper.sweep()
             self.publish("coordinator.idle", queued=queued, paused=self.paused)
-            self._done.set()
+            self.lifecycle.done.set()
 
     # -- another terminal --------------------------------------------------------------
 
@@ -803,58 +682,7 @@ class Coordinator:
     # -- stragglers and samples ----------------------------------------------------------
 
     def _marker(self, task_id: int, stage: str, attempt: int) -> str:
-        return f"{self.home.marker_prefix}{task_id}/{stage}/{attempt}"
-
-    @property
-    def _sweep_prefix(self) -> str:
-        """What this coordinator may sweep: the whole home, or, for `tacx run` (which does
-        not reconcile the rest of the home), only its own task's processes."""
-        if self.only_task is not None:
-            return f"{self.home.marker_prefix}{self.only_task}/"
-        return self.home.marker_prefix
-
-    def _live_markers(self) -> set[str]:
-        return {d.marker for d in self.supervisor.daughters.values() if not d.done}
-
-    async def _sweep_loop(self) -> None:
-        """Descendants that escaped their group (setsid, double fork) are found by marker."""
-        while True:
-            await asyncio.sleep(STRAGGLER_SWEEP_SECONDS)
-            if self._ended_since_sweep:
-                self._ended_since_sweep = False
-                try:
-                    await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
-                except Exception:
-                    log.exception("straggler sweep failed")
-
-    def _on_sample(self, daughters: list[Daughter]) -> None:
-        now = time.time()
-        updates = []
-        for d in daughters:
-            watched = self._watched.get(d.pid)
-            if watched is None:
-                continue
-            run, stage, spec, settle = watched
-            if spec.idle_timeout and now - d.last_output_at > spec.idle_timeout:
-                settle("idle")
-            updates.append((d.peak_rss, d.cpu_seconds, d.pid, d.started_at))
-            self.publish(
-                "daughter.sample",
-                run.id,
-                stage,
-                pid=d.pid,
-                rss=d.rss,
-                cpu_percent=round(d.cpu_percent, 1),
-                children=d.children,
-                log_size=d.log_size,
-                idle_seconds=round(now - d.last_output_at, 1),
-            )
-        if updates:
-            self.store.write_soon(lambda c: c.executemany(
-                "UPDATE daughters SET peak_rss = ?, cpu_seconds = ? WHERE pid = ? AND started_at = ?"
-                " AND ended_at IS NULL",
-                updates,
-            ))
+        return marker(self.home.marker_prefix, task_id, stage, attempt)
 
     # -- running a task ----------------------------------------------------------------
 
@@ -862,7 +690,7 @@ class Coordinator:
         try:
             await self._drive(run, first)
         except asyncio.CancelledError:
-            if self._stopping != "leave":
+            if self.lifecycle.stopping != "leave":
                 raise
         except Exception as exc:
             log.exception("task %s failed inside tacx", run.id)
@@ -882,7 +710,7 @@ class Coordinator:
             # A retried or resumed task: its tree may have been cleaned meanwhile, and a tree
             # made anew needs its setup again (see _prepare_worktree) before any stage starts.
             try:
-                await self._prepare_worktree(run, self._workspace(run))
+                await self._prepare_worktree(run, run.folder(self.home.trees))
             except worktree.WorkspaceError:
                 pass  # the next stage tries again and fails, saying why
         active: dict[asyncio.Task[str], str] = {}
@@ -942,17 +770,10 @@ class Coordinator:
             await self._finish_task(run, "cancelled", "cancelled by request")
         elif run.budget_error:
             await self._finish_task(run, "failed", run.budget_error, detail=False)
-        elif self._stopping:
+        elif self.lifecycle.stopping:
             await self._requeue(run)
         else:
             await self._finish_task(run, *self._outcome(run))
-
-    def _store_failed(self, what: str, exc: BaseException | None) -> None:
-        """The store refused a write nobody awaited (disk full, database locked too long):
-        going on would show states that are not true. Stop; recovery repairs at next start."""
-        log.error("%s failed: %s; stopping the coordinator", what, exc)
-        self.publish("coordinator.store_failed", what=what, error=str(exc))
-        self.stop("stop")
 
     async def _maybe_loop(self, run: TaskRun, name: str) -> None:
         """`loop: {back_to: S, max: N}`: a stage that failed sends the task back to S (its
@@ -1059,13 +880,13 @@ class Coordinator:
             if not future.cancelled() and future.exception() is None:
                 self.publish(f"task.{status}", run.id, title=run.title, error=future.result())
             elif not future.cancelled():
-                self._store_failed(f"recording the end of task {run.id}", future.exception())
+                self.lifecycle.store_failed(f"recording the end of task {run.id}", future.exception())
 
         self.store.write(finish).add_done_callback(committed)
 
     async def _requeue(self, run: TaskRun) -> None:
         """tacx is stopping: the task goes back to the queue and resumes at its next start."""
-        if self._stopping == "leave":
+        if self.lifecycle.stopping == "leave":
             return
 
         await self.store.write(lambda c: self._requeue_tx(c, run.id))
@@ -1111,7 +932,7 @@ class Coordinator:
                     try:
                         provider, reason = await self._request_slot(run, name, spec.provider)
                     except asyncio.CancelledError:
-                        if self._stopping == "leave":
+                        if self.lifecycle.stopping == "leave":
                             raise
                         return st.status
                 else:
@@ -1119,7 +940,7 @@ class Coordinator:
                     grant = None
                 status = await self._attempt(run, name, spec, provider, reason, started)
             if status == "interrupted":
-                if self._stopping or run.cancel.is_set():
+                if self.lifecycle.stopping or run.cancel.is_set():
                     return "interrupted"
                 continue  # ended unseen while tacx was away: run it again (not a retry)
             if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
@@ -1161,15 +982,6 @@ class Coordinator:
         )
         return values
 
-    def _workspace(self, run: TaskRun) -> Path:
-        """The task's working folder (created by the supervisor, off the event loop)."""
-        if run.workspace is None:
-            if run.workflow.workspace in ("dir", "worktree"):
-                run.workspace = self.home.trees / str(run.id)
-            else:
-                run.workspace = run.project_root
-        return run.workspace
-
     def _env(
         self, run: TaskRun, name: str, attempt: int, spec: StageSpec, values: dict[str, str],
         results: dict[str, str | None], workspace: Path, status_path: Path,
@@ -1198,7 +1010,7 @@ class Coordinator:
         st = run.stages[name]
         spec = run.workflow.stage(name)
         attempt = st.attempt + 1
-        workspace = str(self._workspace(run))
+        workspace = str(run.folder(self.home.trees))
         record_workspace = run.recorded_workspace != workspace
         run.recorded_workspace = workspace
         log_path = str(self.home.stage_log(run.id, name, attempt))
@@ -1247,7 +1059,7 @@ class Coordinator:
         watch it to its end. The slot taken for it is released on every path."""
         st = run.stages[name]
         attempt = st.attempt + 1
-        workspace = self._workspace(run)
+        workspace = run.folder(self.home.trees)
         log_path = self.home.stage_log(run.id, name, attempt)
         status_path = log_path.with_suffix(".status")
         mkdirs: tuple[Path, ...] = () if run.folders_made else (self.home.logs / str(run.id),)
@@ -1291,7 +1103,7 @@ class Coordinator:
             run.folders_made = True
         except worktree.WorkspaceError as exc:
             self._release_slot(provider_name)
-            self._end_stage(run, name, None, "failed", f"could not prepare the task's git worktree: {exc}", None, None)
+            self.outcomes.end_stage(run, name, None, "failed", f"could not prepare the task's git worktree: {exc}", None, None)
             return "failed"
         except (OSError, ValueError, KeyError) as exc:
             self._release_slot(provider_name)
@@ -1299,7 +1111,7 @@ class Coordinator:
             if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
                 why += (" (its prompt, environment or arguments are over the kernel's limits:"
                         " 128 KiB a value, about 2 MiB in all; a result or input handed on is too big)")
-            self._end_stage(run, name, None, "failed", why, None, None)
+            self.outcomes.end_stage(run, name, None, "failed", why, None, None)
             return "failed"
         except BaseException:
             self._release_slot(provider_name)
@@ -1391,8 +1203,8 @@ class Coordinator:
             run.stoppers.discard(settle)
             self._watched.pop(d.pid, None)
             self._release_slot(provider_name)
-            self._ended_since_sweep = True
-        status = await self._classify(run, name, spec, d, info, cause, provider_name, outcome)
+            self.sweeper.daughter_ended()
+        status = await self.outcomes.classify(run, name, spec, d, info, cause, provider_name, outcome)
         if tail is not None and status == "failed" and tail.parser.state.rate_limited:
             state = tail.parser.state  # it gave up on a rate limit: rest the provider
             self._note_rate_limit(run, name, run.stages[name].attempt, provider_name,
@@ -1480,139 +1292,6 @@ class Coordinator:
         self.publish("task.budget_exceeded", run.id, **exceeded)
         run.interrupt("budget")
 
-    async def _classify(
-        self,
-        run: TaskRun,
-        name: str,
-        spec: StageSpec,
-        d: Daughter,
-        info: ExitInfo,
-        cause: str | None,
-        provider_name: str,
-        parsed: Outcome | None = None,
-    ) -> str:
-        """Turn how the daughter ended into the stage's state and an error a person can act on.
-
-        ``parsed`` is what a streaming parser concluded; others read the end of the log."""
-        tail = await asyncio.to_thread(_read_tail, d.log_path)
-        if parsed is not None:
-            parser_outcome = parsed
-        else:
-            provider = self.providers.get(provider_name)
-            parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
-        error: str | None = None
-        if cause == "shutdown" or (cause is None and not info.known):
-            status = "interrupted"
-        elif cause == "budget":
-            status, error = "failed", f"stopped: {run.budget_error}"
-        elif cause == "cancel":
-            status, error = "cancelled", "cancelled"
-        elif cause == "killed":
-            status, error = "failed", "killed from the dashboard (its whole process tree)"
-        elif cause == "timeout":
-            status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
-        elif cause == "idle":
-            status, error = "timed_out", f"no output for {_fmt_duration(spec.idle_timeout or 0)} (idle_timeout)"
-        elif info.signal is not None:
-            status, error = "failed", f"killed by signal {_signal_name(info.signal)}"
-        elif info.exit_code != 0:
-            status, error = "failed", f"exited with code {info.exit_code}"
-        else:
-            missing = [p for p in spec.expects if not (self._workspace(run) / p).exists()]
-            if parser_outcome.failed:
-                status, error = "failed", f"exited 0, but {parser_outcome.error or 'the agent reported a failure'}"
-            elif missing:
-                status, error = "failed", "exited 0 but did not write " + ", ".join(missing) + " (expects)"
-            else:
-                status = "succeeded"
-        if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
-            error = f"{error}: {parser_outcome.error}"
-        if status in ("failed", "timed_out"):
-            lines = _last_lines(tail, ERROR_TAIL_LINES)
-            if lines:
-                error = f"{error}; last output:\n{lines}"
-        self._end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None)
-        return status
-
-    def _end_stage(
-        self,
-        run: TaskRun,
-        name: str,
-        d: Daughter | None,
-        status: str,
-        error: str | None,
-        info: ExitInfo | None,
-        result: str | None,
-    ) -> None:
-        """Record the daughter's end and the stage's new state in one transaction (lesson 2).
-
-        Not awaited: the writer's FIFO order commits it before the next stage's start
-        transaction, which is where that stage reads the results (lesson 3), and so
-        before any later daughter starts. Listeners hear of it once it is committed."""
-        st = run.stages[name]
-        now = time.time()
-        failed = status in ("failed", "timed_out")
-        stage_status = "pending" if status == "interrupted" else status
-
-        def end(conn: sqlite3.Connection) -> None:
-            if d is not None and info is not None:
-                _close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
-            conn.execute(
-                "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
-                " failures = failures + ?, wait_reason = ?, interrupted = ? WHERE id = ?",
-                (
-                    stage_status,
-                    info.exit_code if info else None,
-                    None if status == "interrupted" else now,
-                    error,
-                    handoff_text(result),  # safe in an env var and argv: no NUL, encodable, bounded
-                    1 if failed else 0,
-                    "interrupted: runs again" if status == "interrupted" else None,
-                    1 if status == "interrupted" else 0,
-                    st.id,
-                ),
-            )
-            data: dict[str, Any] = {"attempt": st.attempt}
-            if info is not None:
-                data.update(exit_code=info.exit_code, signal=info.signal)
-            if error:
-                data["error"] = error
-            records.add_event(conn, run.id, name, f"stage.{status}", data)
-
-        st.status = stage_status
-        st.ended_at = now
-        if failed:
-            st.failures += 1
-        event = dict(
-            attempt=st.attempt,
-            error=error,
-            exit_code=info.exit_code if info else None,
-            duration=round((d.ended_at or now) - d.started_at, 3) if d else None,
-        )
-
-        def committed(future: asyncio.Future[None]) -> None:
-            if future.cancelled():
-                return
-            if future.exception() is not None:
-                self._store_failed(f"recording the end of stage {name} of task {run.id}", future.exception())
-                return
-            if d is not None:
-                self.supervisor.stored(d)
-            self.publish(f"stage.{status}", run.id, name, **event)
-
-        self.store.write(end).add_done_callback(committed)
-
-
-def _close_daughter(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo
-) -> None:
-    """Record how a daughter ended (its row is still open)."""
-    conn.execute(
-        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
-        f" WHERE {where} AND ended_at IS NULL",
-        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
-    )
-
 
 def _insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage: str, attempt: int, d: Daughter) -> None:
     conn.execute(
@@ -1621,48 +1300,3 @@ def _insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stag
         (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.argv),
          str(d.log_path), str(d.status_path), d.started_at),
     )
-
-
-def _stage_rows(conn: sqlite3.Connection, task_id: int) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-    """A task's stages, and the tokens and cost of each of their attempts."""
-    stages = conn.execute(
-        "SELECT id, name, status, attempt, failures, ended_at, loops FROM stages WHERE task_id = ?", (task_id,)
-    ).fetchall()
-    usage = conn.execute(
-        "SELECT stage_id, attempt, SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
-        " SUM(cache_write_tokens), SUM(cost_usd) FROM usage WHERE task_id = ? GROUP BY stage_id, attempt",
-        (task_id,),
-    ).fetchall()
-    return stages, usage
-
-
-def _read_tail(path: Path) -> bytes:
-    """The last 64 KiB of a log: bounded, whatever the daughter wrote."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            return f.read(TAIL_BYTES)
-    except OSError:
-        return b""
-
-
-def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
-    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
-    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines[-n:])
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return f"{signal.Signals(sig).name} ({sig})"
-    except ValueError:
-        return str(sig)
-
-
-def _fmt_duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,12 @@ class EngineEvent:
 
 
 Subscriber = Callable[[EngineEvent], None]
+
+
+class Publish(Protocol):
+    """How the coordinator's parts publish an event (Coordinator.publish)."""
+
+    def __call__(self, kind: str, task_id: int | None = None, stage: str | None = None, **data: Any) -> None: ...
 
 
 class EventBus:
