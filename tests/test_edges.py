@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tacx.engine.local.supervisor import Supervisor
+from tacx.engine.local.supervisor import LocalExecutor
 from tests.conftest import REPO, Project, wait_for
 
 
@@ -123,7 +123,7 @@ def test_one_script_is_never_offered_to_two_languages(project: Project) -> None:
 
 
 async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Path) -> None:
-    supervisor = Supervisor()  # no home: no keeper, tacx is the daughter's parent
+    supervisor = LocalExecutor()  # no home: no keeper, tacx is the daughter's parent
     log = tmp_path / "x.log"
     d = await supervisor.spawn(["sh", "-c", "exit 7"], env=dict(os.environ), cwd=tmp_path,
                                log_path=log, status_path=tmp_path / "x.status", marker="test")
@@ -173,6 +173,7 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     """If tacx itself fails while a DAG runs, the sibling stage's daughter does not outlive
     its task: the task fails saying so, and nothing is left running."""
     from tacx.engine.coordinator import Coordinator
+    from tacx.engine.outcome import Outcomes
     from tacx.home import Home
     from tacx.store.database import connect
     from tacx.store.writer import Store
@@ -181,14 +182,14 @@ async def test_a_bug_in_one_branch_ends_the_other_branches_daughters(tmp_path: P
     home = Home(tmp_path / ".tacx")
     queue(home, "name: d\nstages:\n  - {name: quick, provider: shell, needs: [], run: 'true'}\n"
                 "  - {name: slow, provider: bash, needs: [], run: 'sleep 300 & wait'}\n")
-    real = Coordinator._classify
+    real = Outcomes.classify
 
     async def broken(self, run, name, *args):  # type: ignore[no-untyped-def]
         if name == "quick":
             raise RuntimeError("injected bug")
         return await real(self, run, name, *args)
 
-    monkeypatch.setattr(Coordinator, "_classify", broken)
+    monkeypatch.setattr(Outcomes, "classify", broken)
     store = await Store(home.db_path).open()
     try:
         await asyncio.wait_for(Coordinator(home, store, exit_when_idle=True).run(), 60)

@@ -2,147 +2,52 @@
 within the worker limits, and brings everything back after a crash.
 
 Every transition is committed (through the store's one writer) before anything acts on
-it: a stage is `running` in the store before its daughter starts, and its outcome is in
-the store, in the same transaction as the daughter's exit status, before the next stage
-reads it back. The engine imports no Textual: the dashboard and the headless reporter
-both listen to the same `EventBus`.
+it; attempt.py says how, for the start and the end of each daughter. The engine imports
+no Textual: the dashboard and the headless reporter both listen to the same `EventBus`.
+
+This module wires the parts, each handed what it needs: the scheduler (where a task waits
+for a worker), the task runner (a task's stage DAG), the attempts (one daughter, from the
+transaction that starts it to the one that ends it), the outcomes (where a stage's outcome
+is decided), recovery, the sampler and the sweeper, and an executor per provider. Here
+too: run and stop, what other terminals ask through the store, and the verbs the CLI and
+the dashboard call (submit, cancel, retry, pause, kill a daughter).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import json
 import logging
-import os
-import signal
 import sqlite3
-import time
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
-from collections.abc import Callable
+from typing import Any
 
-from tacx.engine.local import cgroups
-from tacx.engine import faults
-from tacx.store import records
 from tacx.agents import spending
-from tacx.workspace import worktree
-from tacx.bounds import handoff_text, retry_delay
-from tacx.engine.events import EngineEvent, EventBus
-from tacx.home import Home
+from tacx.agents.base import Provider
 from tacx.agents.prices import PriceTable
-from tacx.agents.registry import configured_providers, provider_kinds
-from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage, last_line
+from tacx.agents.registry import configured_providers
+from tacx.agents.tailer import Tailer
+from tacx.engine.attempt import Attempts
+from tacx.engine.events import EngineEvent, EventBus
+from tacx.engine.executor import Executors
+from tacx.engine.local.supervisor import LocalExecutor
+from tacx.engine.outcome import Outcomes
+from tacx.engine.recovery import Recovery
+from tacx.engine.runner import TaskRunner
+from tacx.engine.scheduler import Scheduler
+from tacx.engine.state import Lifecycle, StopMode, TaskLoader, TaskRun, Watch
+from tacx.engine.sweeper import Sampler, Sweeper
+from tacx.home import Home
 from tacx.settings import Settings
+from tacx.store import records
 from tacx.store.writer import Store
-from tacx.engine.local.supervisor import Daughter, ExitInfo, Supervisor, same_process
-from tacx.agents.tailer import Batch, Tail, Tailer
-from tacx.workflow.loader import load_workflow_text
-from tacx.workflow.model import SETUP_STAGE, Budget, StageSpec, Workflow, input_env_name
-from tacx.workflow.templates import render
 
 log = logging.getLogger(__name__)
 
-PAUSED_REASON = "coordinator paused: `tacx resume` (or p in the dashboard) to continue"
 EXTERNAL_POLL_SECONDS = 0.25  # how often another terminal's submit/cancel/retry is looked for
-AVAILABILITY_TTL = 1.0  # how long "is this provider installed?" is believed
-STRAGGLER_SWEEP_SECONDS = 10.0
-QUEUE_PAGE = 200
-TAIL_BYTES = 64 * 1024
-ERROR_TAIL_LINES = 8
-
-StopMode = Literal["stop", "leave"]
-
-
-@dataclass
-class Started:
-    """What a start transaction read back: every stage's result (lesson 3) and the agent
-    session an interrupted attempt of this stage left, when the stage resumes sessions."""
-
-    results: dict[str, str | None]
-    resume_session: str | None = None
-
-
-Grant = tuple[str, str, str]  # (stage, provider, why that provider)
-StartedGrant = tuple[str, str, str, Started]  # a grant whose start the claim already committed
-
-
-@dataclass
-class StageState:
-    id: int
-    name: str
-    status: str
-    attempt: int
-    failures: int
-    ended_at: float | None = None
-    loops: int = 0  # times this stage's failure sent the task back to an earlier stage
-    usage: dict[int, Usage] = field(default_factory=dict)  # attempt -> its tokens and cost
-
-    @property
-    def total(self) -> Usage:
-        return sum(self.usage.values(), Usage())
-
-
-@dataclass
-class TaskRun:
-    """A task this coordinator is running: its parsed workflow and its stages' states."""
-
-    id: int
-    trace_id: str
-    priority: int
-    title: str
-    workflow: Workflow
-    inputs: dict[str, str]
-    project_root: Path
-    workspace: Path | None
-    stages: dict[str, StageState]
-    cancel: asyncio.Event = field(default_factory=asyncio.Event)
-    runner: asyncio.Task[None] | None = None
-    user_cancelled: bool = False  # cancel asked by a person, not tacx stopping
-    adopted: dict[str, tuple[Daughter, str]] = field(default_factory=dict)  # stage -> (daughter, provider)
-    folders_made: bool = False
-    recorded_workspace: str | None = None
-    workspace_ready: bool = False  # the git worktree exists (made or found) in this run
-    branch: str | None = None
-    rate_noted: set[tuple[str, int]] = field(default_factory=set)  # (stage, attempt) already cooled down for
-    budget_error: str | None = None  # set when the task passed its budget: why it stops
-    budget_base: tuple[float, int] = (0.0, 0)  # (USD, tokens) spent before the last `tacx retry`
-    baselines: dict[tuple[str, int], Usage] = field(default_factory=dict)  # resumed attempt -> its session's earlier usage
-
-    def spent(self) -> Usage:
-        return sum((st.total for st in self.stages.values()), Usage())
-
-    # Each watched attempt registers how to stop it: settle("cancel"), settle("timeout"), ...
-    stoppers: set[Callable[[str | None], None]] = field(default_factory=set)
-
-    def request_cancel(self) -> None:
-        self.user_cancelled = True
-        self.interrupt("cancel")
-
-    def interrupt(self, cause: str) -> None:
-        self.cancel.set()
-        for settle in list(self.stoppers):
-            settle(cause)
-
-
-@dataclass
-class SlotRequest:
-    """A stage waiting for a worker; granted in order of task priority, then age."""
-
-    run: TaskRun
-    stage: str
-    candidates: list[str]
-    future: asyncio.Future[tuple[str, str]]
-    reason: str | None = None
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (-self.run.priority, self.run.id)
 
 
 class Coordinator:
+    """The engine of one home: its parts, wired; what the CLI and the dashboard hold."""
+
     def __init__(
         self,
         home: Home,
@@ -163,71 +68,97 @@ class Coordinator:
         self.prices = PriceTable.load(self.settings.prices)
         self.tailer = Tailer()
         self.cooldowns = spending.Cooldowns(self.settings)
-        self._excluded_homes: set[Path] = set()
-        self.max_workers = max_workers or self.settings.max_workers
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
-        self.supervisor = Supervisor(
+        self.running: dict[int, TaskRun] = {}
+        self.lifecycle = Lifecycle(self.publish)
+        # Daughters being watched, by pid: the sampler ends idle ones, kill_daughter any.
+        self._watched: dict[int, Watch] = {}
+        self.sampler = Sampler(store, self.publish, self._watched)
+        self.supervisor = LocalExecutor(
             grace=self.settings.kill_grace,
             sample_interval=self.settings.sample_interval,
-            on_sample=self._on_sample,
+            on_sample=self.sampler.on_sample,
             home_root=home.root,
             use_cgroups=self.settings.cgroups != "off",
         )
-        self.running: dict[int, TaskRun] = {}
-        self.paused = False
-        self.busy = 0
-        self.busy_by_provider: Counter[str] = Counter()
-        self._requests: list[SlotRequest] = []
-        self._queue: list[tuple[int, int, str, bool]] = []  # (id, priority, workflow_hash, never started), best first
-        self._queue_stale = True
-        self._queue_exhausted = False
-        self._workflows: dict[str, Workflow] = {}
-        self._bulk_reason: str | None = None
-        self._published_reason: str | None = None
-        self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
-        self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)
-        self.stuck: str | None = None  # why a run that should end when idle could not go on
-        self._wake = asyncio.Event()
-        self._done = asyncio.Event()
-        self._stopping: StopMode | None = None
-        self._watched: dict[int, tuple[TaskRun, str, StageSpec, Callable[[str | None], None]]] = {}
-        self._ended_since_sweep = False
+        # Each provider's daughters run on its executor: the local one unless given another.
+        self.executors = Executors(self.supervisor)
+        self.sweeper = Sweeper(self.executors, home, only_task)
+        loader = TaskLoader(self.providers)
+        self.scheduler = Scheduler(
+            store, self.publish, self.settings, self.providers,
+            cooldowns=self.cooldowns, loader=loader, lifecycle=self.lifecycle, sweeper=self.sweeper,
+            running=self.running, max_workers=max_workers or self.settings.max_workers,
+            exit_when_idle=exit_when_idle, only_task=only_task,
+        )
+        self.outcomes = Outcomes(store, self.publish, self.lifecycle, self.providers, self.executors, home.trees)
+        self.attempts = Attempts(
+            home, store, self.publish, self.settings, self.providers,
+            prices=self.prices, tailer=self.tailer, executors=self.executors, scheduler=self.scheduler,
+            outcomes=self.outcomes, sweeper=self.sweeper, watched=self._watched,
+        )
+        self.runner = TaskRunner(
+            store, self.publish, lifecycle=self.lifecycle, scheduler=self.scheduler, attempts=self.attempts,
+            running=self.running, trees=home.trees,
+        )
+        self.scheduler.runner = self.runner  # a claimed task goes on as the runner's
+        self.recovery = Recovery(
+            home, store, self.publish, executors=self.executors, loader=loader, scheduler=self.scheduler,
+            runner=self.runner,
+        )
         self._background: list[asyncio.Task[None]] = []
-        self._claiming: dict[int, asyncio.Task[None]] = {}
-        # What every daughter inherits; TACX_* of an enclosing tacx never leaks in.
-        self._base_env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
+
+    # What the CLI and the dashboard read.
+
+    @property
+    def max_workers(self) -> int:
+        return self.scheduler.max_workers
+
+    @property
+    def paused(self) -> bool:
+        return self.scheduler.paused
+
+    @property
+    def busy(self) -> int:
+        return self.scheduler.busy
+
+    @property
+    def stuck(self) -> str | None:
+        """Why a run that should end when idle could not go on."""
+        return self.scheduler.stuck
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> None:
         """Recover, then schedule until stopped (or idle, or the one task ended)."""
-        self.supervisor.start()
-        self.supervisor.start_keepers_soon()
+        for executor in self.executors.all():
+            executor.start()
         self.tailer.start()
-        self.paused = await self.store.read(records.is_paused)
-        for until in await self.store.read(self.cooldowns.restore):  # a restart does not end a rest
-            asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
+        self.scheduler.paused = await self.store.read(records.is_paused)
+        await self.scheduler.restore_cooldowns()
         if self.only_task is None:
             await self.recover()
-        self._explain_others()
+        self.scheduler.explain_others()
         self._background = [
-            asyncio.create_task(self._pump_loop(), name="tacx-pump"),
+            asyncio.create_task(self.scheduler.pump_loop(), name="tacx-pump"),
             asyncio.create_task(self._watch_external(), name="tacx-external"),
-            asyncio.create_task(self._sweep_loop(), name="tacx-sweep"),
+            asyncio.create_task(self.sweeper.loop(), name="tacx-sweep"),
         ]
-        self._kick()
+        self.scheduler.kick()
         try:
-            await self._done.wait()
+            await self.lifecycle.done.wait()
         finally:
             await self._shutdown()
+
+    async def recover(self) -> None:
+        """Reconcile every `running` row with the processes that really exist."""
+        await self.recovery.recover()
 
     def stop(self, mode: StopMode = "stop") -> None:
         """Stop: end running daughters and requeue their tasks ("stop"), or leave them
         running to be re-adopted at the next start ("leave")."""
-        if self._stopping is None:
-            self._stopping = mode
-            self._done.set()
+        self.lifecycle.stop(mode)
 
     async def _shutdown(self) -> None:
         for task in self._background:
@@ -235,489 +166,25 @@ class Coordinator:
         await asyncio.gather(*self._background, return_exceptions=True)
         # A claim in flight ends within one write: it puts its task back (we are stopping)
         # or, if it committed just before, goes on as a runner, which is stopped below.
-        while self._claiming:
+        while self.scheduler.claiming:
             await asyncio.sleep(0.01)
         runners = [r.runner for r in self.running.values() if r.runner is not None]
-        if self._stopping == "leave":
+        if self.lifecycle.stopping == "leave":
             for runner in runners:
                 runner.cancel()
         else:
             for run in self.running.values():
                 run.interrupt("shutdown")
         await asyncio.gather(*runners, return_exceptions=True)
-        if self._stopping != "leave":
-            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
-        await self.supervisor.stop()
+        if self.lifecycle.stopping != "leave":
+            await self.sweeper.sweep()
+        for executor in self.executors.all():
+            await executor.stop()
         await self.tailer.stop()
         await self.store.flush()
 
-    def _kick(self) -> None:
-        self._wake.set()
-
     def publish(self, kind: str, task_id: int | None = None, stage: str | None = None, **data: Any) -> None:
         self.bus.publish(EngineEvent(kind, task_id, stage, data))
-
-    # -- recovery ----------------------------------------------------------------------
-
-    async def recover(self) -> None:
-        """Reconcile every `running` row with the processes that really exist."""
-
-        def load(conn: sqlite3.Connection) -> tuple[list[sqlite3.Row], list[sqlite3.Row], list[sqlite3.Row]]:
-            tasks = conn.execute("SELECT * FROM tasks WHERE status = 'running' ORDER BY id").fetchall()
-            daughters = conn.execute("SELECT * FROM daughters WHERE ended_at IS NULL").fetchall()
-            stages = conn.execute(
-                "SELECT s.task_id, s.name, s.attempt FROM stages s JOIN tasks t ON t.id = s.task_id"
-                " WHERE s.status = 'running' AND t.status = 'running'"
-            ).fetchall()
-            return tasks, daughters, stages
-
-        tasks, open_daughters, running_stages = await self.store.read(load)
-        alive = await asyncio.to_thread(
-            lambda: {d["id"] for d in open_daughters if same_process(d["pid"], d["create_time"])}
-        )
-        keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
-        # A daughter started just before the crash may have no row yet: its stage's current
-        # attempt is looked for by marker below, not ended as a straggler.
-        keep |= {self._marker(s["task_id"], s["name"], s["attempt"]) for s in running_stages}
-        ended = await self.supervisor.sweep_stragglers(self.home.marker_prefix, lambda: keep)
-        if ended:
-            self.publish("recovery.stragglers_ended", pids=ended)
-            await self.store.write(
-                lambda c: records.add_event(c, None, None, "recovery.stragglers_ended", {"pids": ended})
-            )
-        by_stage = {d["stage_id"]: d for d in open_daughters}
-        # Daughters whose task is no longer running (a cancel raced a crash): end them.
-        running_ids = {t["id"] for t in tasks}
-        for d in open_daughters:
-            if d["task_id"] not in running_ids:
-                await self._close_orphan_daughter(d)
-        for row in tasks:
-            await self._resume_task(row, by_stage)
-        # Cgroups whose daughter and keeper are both gone: whatever is left in them goes.
-        watched = {d.cgroup for d in self.supervisor.daughters.values() if d.cgroup}
-        await asyncio.to_thread(cgroups.sweep_stale, self.home.root, watched, self.settings.kill_grace)
-
-    async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
-        daughter = self.supervisor.adopt(**self._adopt_args(d))
-        if not daughter.done:
-            await self.supervisor.terminate(daughter, "its task is no longer running")
-        info = await daughter.exited
-        ended_at = daughter.ended_at or time.time()
-        await self.store.write(lambda c: _close_daughter(c, "id = ?", (d["id"],), ended_at, info))
-
-    def _adopt_args(self, d: sqlite3.Row) -> dict[str, Any]:
-        return dict(
-            pid=d["pid"],
-            create_time=d["create_time"],
-            argv=json.loads(d["argv"]),
-            log_path=Path(d["log_path"]),
-            status_path=Path(d["status_path"]),
-            marker=self._marker(d["task_id"], d["stage"], d["attempt"]),
-            started_at=d["started_at"],
-        )
-
-    async def _resume_task(self, row: sqlite3.Row, open_by_stage: dict[int, sqlite3.Row]) -> None:
-        try:
-            run = self._load_run(row, *await self.store.read(lambda c: _stage_rows(c, row["id"])))
-        except Exception as exc:
-            await self._fail_unloadable(row["id"], exc)
-            return
-        interrupted: list[str] = []
-        unrecorded: list[str] = []
-        for st in run.stages.values():
-            if st.status != "running":
-                continue
-            d = open_by_stage.get(st.id)
-            if d is not None:
-                daughter: Daughter | None = self.supervisor.adopt(**self._adopt_args(d))
-            else:  # crashed between the stage's start and its daughter's row
-                daughter = await self._find_unrecorded(run, st)
-                if daughter is None:
-                    interrupted.append(st.name)  # it never started, or nothing can tell how it ended
-                    continue
-                unrecorded.append(st.name)
-            provider = await self.store.read(
-                lambda c, sid=st.id: c.execute("SELECT provider FROM stages WHERE id = ?", (sid,)).fetchone()[0]
-            )
-            run.adopted[st.name] = (daughter, provider or "")
-            self._take_slot(provider or "")
-
-        def note(conn: sqlite3.Connection) -> None:
-            for name in interrupted:
-                conn.execute(
-                    "UPDATE stages SET status = 'pending', interrupted = 1,"
-                    " wait_reason = 'interrupted by a crash; runs again'"
-                    " WHERE id = ?",
-                    (run.stages[name].id,),
-                )
-            records.add_event(
-                conn,
-                run.id,
-                None,
-                "task.recovered",
-                {
-                    "adopted": {n: d.pid for n, (d, _) in run.adopted.items() if not d.done},
-                    "ended_while_away": [n for n, (d, _) in run.adopted.items() if d.done],
-                    "found_without_row": unrecorded,
-                    "rerun": interrupted,
-                },
-            )
-
-        await self.store.write(note)
-        for name in interrupted:
-            run.stages[name].status = "pending"
-        self.publish("task.recovered", run.id, adopted=sorted(run.adopted), rerun=interrupted)
-        self._start_runner(run)
-
-    async def _find_unrecorded(self, run: TaskRun, st: StageState) -> Daughter | None:
-        """A running stage whose daughter has no row: tacx died between starting it and
-        recording it. Its daughter is found alive by its marker, or its end is read from
-        the status file the keeper wrote; either way it gets its row, and the stage is
-        concluded from it instead of run again. None when it never started."""
-        marker = self._marker(run.id, st.name, st.attempt)
-        log_path = self.home.stage_log(run.id, st.name, st.attempt)
-        started_at = await self.store.read(
-            lambda c: c.execute("SELECT started_at FROM stages WHERE id = ?", (st.id,)).fetchone()[0]
-        )
-        daughter = await self.supervisor.find_unrecorded(
-            marker, log_path, log_path.with_suffix(".status"), started_at or 0.0
-        )
-        if daughter is not None:
-            await self.store.write(lambda c: _insert_daughter(c, run.id, st.id, st.name, st.attempt, daughter))
-        return daughter
-
-    async def _fail_unloadable(self, task_id: int, exc: Exception) -> None:
-        message = f"cannot run this task's workflow any more: {exc}"
-
-        def fail(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE tasks SET status = 'failed', error = ?, ended_at = ?, wait_reason = NULL WHERE id = ?",
-                (message, time.time(), task_id),
-            )
-            records.add_event(conn, task_id, None, "task.failed", {"error": message})
-
-        await self.store.write(fail)
-        self.publish("task.failed", task_id, error=message)
-
-    # -- loading a task ----------------------------------------------------------------
-
-    def _workflow(self, workflow_hash: str, text: str | None, source: str) -> Workflow | None:
-        wf = self._workflows.get(workflow_hash)
-        if wf is None and text is not None:
-            wf = load_workflow_text(text, source, provider_kinds(self.providers))
-            self._workflows[workflow_hash] = wf
-        return wf
-
-    def _load_run(self, row: sqlite3.Row, stage_rows: list[sqlite3.Row], usage_rows: list[sqlite3.Row]) -> TaskRun:
-        wf = self._workflow(row["workflow_hash"], row["workflow_text"], row["workflow_path"])
-        assert wf is not None
-        stages = {
-            s["name"]: StageState(s["id"], s["name"], s["status"], s["attempt"], s["failures"], s["ended_at"], s["loops"])
-            for s in stage_rows
-        }
-        by_id = {st.id: st for st in stages.values()}
-        for u in usage_rows:
-            by_id[u["stage_id"]].usage[u["attempt"]] = Usage(*u[2:])
-        return TaskRun(
-            id=row["id"],
-            trace_id=row["trace_id"],
-            priority=row["priority"],
-            title=row["title"],
-            workflow=wf,
-            inputs=json.loads(row["inputs"]),
-            project_root=Path(row["project_root"]),
-            workspace=Path(row["workspace"]) if row["workspace"] else None,
-            stages=stages,
-            recorded_workspace=row["workspace"],
-            branch=row["branch"],
-            budget_base=(row["budget_base_usd"], row["budget_base_tokens"]),
-        )
-
-    # -- scheduling --------------------------------------------------------------------
-
-    async def _pump_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._pump()
-                await self._check_idle()
-            except Exception:
-                log.exception("scheduling failed")
-                await asyncio.sleep(0.5)
-                self._kick()
-
-    def _route(self, candidates: list[str]) -> tuple[str | None, str]:
-        """The first candidate that is installed and under its limit, and why."""
-        refusals = []
-        for name in candidates:
-            provider = self.providers.get(name)
-            if provider is None:
-                refusals.append(f"{name} is not a known provider")
-                continue
-            problem = self._availability(name, provider)
-            if problem:
-                refusals.append(problem)
-                continue
-            resting = self.cooldowns.reason(name)
-            if resting:
-                refusals.append(resting)
-                continue
-            limit = self.settings.provider_limit(name)
-            if limit is not None and self.busy_by_provider[name] >= limit:
-                refusals.append(f"{name} is at its limit ({self.busy_by_provider[name]} of {limit} busy)")
-                continue
-            why = "only candidate" if len(candidates) == 1 else f"first available of {candidates}"
-            if refusals:
-                why += f" ({'; '.join(refusals)})"
-            if limit is not None:
-                why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
-            return name, why
-        return None, "waiting for a provider: " + "; ".join(refusals)
-
-    def _availability(self, name: str, provider: Provider) -> str | None:
-        """Whether a provider can run here, looked up at most once per second (it asks the
-        file system; installing a CLI is noticed within that second)."""
-        now = time.monotonic()
-        cached = self._available.get(name)
-        if cached is None or now - cached[0] > AVAILABILITY_TTL:
-            cached = (now, provider.availability())
-            self._available[name] = cached
-        return cached[1]
-
-    def _take_slot(self, provider: str) -> None:
-        self.busy += 1
-        self.busy_by_provider[provider] += 1
-
-    def _release_slot(self, provider: str) -> None:
-        self.busy -= 1
-        self.busy_by_provider[provider] -= 1
-        self._kick()
-
-    def _workers_reason(self) -> str:
-        return f"waiting for a free worker ({self.busy} of {self.max_workers} busy)"
-
-    async def _pump(self) -> None:
-        """Grant free workers: first to stages of tasks already running, then to queued tasks."""
-        if self._stopping:
-            return
-        reasons: dict[int, str] = {}  # stage id -> wait reason
-        self._requests.sort(key=lambda r: r.key)
-        for req in list(self._requests):
-            if req.future.done():
-                self._requests.remove(req)
-                continue
-            if self.paused:
-                reason = PAUSED_REASON
-            elif self.busy >= self.max_workers:
-                reason = self._workers_reason()
-            else:
-                provider, reason = self._route(req.candidates)
-                if provider is not None:
-                    self._take_slot(provider)
-                    self._requests.remove(req)
-                    req.future.set_result((provider, reason))
-                    continue
-            if req.reason != reason:
-                req.reason = reason
-                reasons[req.run.stages[req.stage].id] = reason
-                self.publish("stage.waiting", req.run.id, req.stage, reason=reason)
-        if reasons:
-            self.store.write_soon(lambda c: c.executemany(
-                "UPDATE stages SET wait_reason = ? WHERE id = ?", [(r, sid) for sid, r in reasons.items()]
-            ))
-        await self._start_queued()
-        self._check_stuck()
-
-    def _check_stuck(self) -> None:
-        """Nothing runs, and what waits waits for a provider that is not there: a headless
-        run that should end when idle would wait forever. Say why and stop instead."""
-        if not (self.exit_when_idle or self.only_task is not None) or self.paused or self._stopping:
-            return
-        waiting = [r for r in self._requests if not r.future.done()]
-        if self.busy or self._claiming or not (waiting or self._queue):
-            return
-        if any(r.reason is None for r in waiting) or any(q[0] not in self._task_reasons for q in self._queue):
-            return  # asked for after this pump looked: not refused yet
-        if {r.run.id for r in waiting} != set(self.running):
-            return  # some running task is between stages (a retry's backoff, a write)
-        reasons = sorted({r.reason for r in waiting if r.reason} | set(self._task_reasons.values()))
-        if any("cooling down after a rate limit" in reason for reason in reasons):
-            return  # a rate-limited provider comes back by itself
-        self.stuck = "; ".join(reasons) or "nothing can start"
-        self.publish("coordinator.stuck", reason=self.stuck)
-        self.stop("stop")
-
-    async def _refill_queue(self) -> None:
-        only = self.only_task
-
-        def head(conn: sqlite3.Connection) -> list[tuple[int, int, str, bool]]:
-            sql = "SELECT id, priority, workflow_hash, started_at IS NULL FROM tasks WHERE status = 'queued'"
-            params: tuple[Any, ...] = ()
-            if only is not None:
-                sql += " AND id = ?"
-                params = (only,)
-            sql += f" ORDER BY priority DESC, id LIMIT {QUEUE_PAGE}"
-            return [tuple(r) for r in conn.execute(sql, params)]  # type: ignore[misc]
-
-        rows = await self.store.read(head)
-        self._queue = [q for q in rows if q[0] not in self.running and q[0] not in self._claiming]
-        self._queue_exhausted = len(rows) < QUEUE_PAGE
-        self._queue_stale = False
-
-    async def _start_queued(self) -> None:
-        if self.paused:
-            self._set_bulk_reason(PAUSED_REASON)
-            return
-        if self._queue_stale or (not self._queue and not self._queue_exhausted):
-            await self._refill_queue()
-        skipped: list[tuple[int, int, str, bool]] = []
-        specific: dict[int, str] = {}
-        while self._queue and self.busy < self.max_workers and not self._stopping:
-            task_id, priority, wf_hash, fresh = self._queue.pop(0)
-            wf = self._workflow(wf_hash, None, "")
-            if wf is None:
-                row = await self.store.read(
-                    lambda c, t=task_id: c.execute(
-                        "SELECT workflow_text, workflow_path FROM tasks WHERE id = ?", (t,)
-                    ).fetchone()
-                )
-                try:
-                    wf = self._workflow(wf_hash, row[0], row[1])
-                except Exception as exc:
-                    await self._fail_unloadable(task_id, exc)
-                    continue
-            assert wf is not None
-            first = wf.topo_order()[0]
-            grant: Grant | None = None
-            if wf.stage(first).when != "failure":  # a root stage that will run: start it with the claim
-                provider, reason = self._route(wf.stage(first).provider)
-                if provider is None:
-                    skipped.append((task_id, priority, wf_hash, fresh))
-                    specific[task_id] = reason
-                    continue
-                self._take_slot(provider)
-                grant = (first, provider, reason)
-            # Claims are not awaited here: many overlap and share a commit.
-            self._claiming[task_id] = asyncio.create_task(self._claim(task_id, grant))
-            if not self._queue and not self._queue_exhausted:
-                await self._refill_queue()
-        self._queue[:0] = skipped
-        if self._queue and self.busy >= self.max_workers:
-            self._set_bulk_reason(f"waiting for a free worker (limit {self.max_workers})")
-        if specific:
-            self.store.write_soon(lambda c: c.executemany(
-                "UPDATE tasks SET wait_reason = ? WHERE id = ? AND status = 'queued'",
-                [(r, t) for t, r in specific.items()],
-            ))
-            for task_id, reason in specific.items():
-                if self._task_reasons.get(task_id) != reason:
-                    self.publish("task.waiting", task_id, reason=reason)
-        self._task_reasons = specific
-
-    def _set_bulk_reason(self, reason: str) -> None:
-        """One statement sets why every queued task waits, only when that reason changes."""
-        if reason == self._bulk_reason:
-            return
-        self._bulk_reason = reason
-        only = self.only_task
-        self.store.write_soon(
-            lambda c: c.execute(
-                "UPDATE tasks SET wait_reason = ? WHERE status = 'queued' AND wait_reason IS NOT ?"
-                + (" AND id = ?" if only is not None else ""),
-                (reason, reason, only) if only is not None else (reason, reason),
-            )
-        )
-        if reason != self._published_reason:
-            self._published_reason = reason
-            self.publish("queue.waiting", reason=reason)
-
-    async def _claim(self, task_id: int, grant: Grant | None) -> None:
-        """Mark a queued task running (unless someone cancelled it meanwhile) and, in the
-        same transaction, start its first stage: one round trip to start a task."""
-        now = time.time()
-
-        def claim(conn: sqlite3.Connection) -> tuple[TaskRun, Started | None] | None:
-            row = conn.execute(
-                "UPDATE tasks SET status = 'running', started_at = COALESCE(started_at, ?), wait_reason = NULL"
-                " WHERE id = ? AND status = 'queued' AND cancel_requested = 0 RETURNING *",
-                (now, task_id),
-            ).fetchone()
-            if row is None:
-                # Cancelled meanwhile; or a cancel asked for before tacx last stopped.
-                records.cancel_queued(conn, task_id)
-                return None
-            records.add_event(conn, task_id, None, "task.started", {})
-            run = self._load_run(row, *_stage_rows(conn, task_id))
-            # A retried or interrupted task may have finished its first stage already.
-            fresh = grant is not None and run.stages[grant[0]].status == "pending"
-            started = self._start_tx(run, *grant)(conn) if grant and fresh else None
-            return run, started
-
-        try:
-            claimed = await self.store.write(claim)
-            if claimed is not None and self._stopping:
-                await self.store.write(lambda c: self._requeue_tx(c, task_id))
-                claimed = None
-        except Exception:
-            log.exception("claiming task %s failed", task_id)
-            claimed = None
-        finally:
-            self._claiming.pop(task_id, None)
-        if claimed is None:
-            if grant:
-                self._release_slot(grant[1])
-            return
-        run, started = claimed
-        if grant and started is None:
-            self._release_slot(grant[1])
-        self.publish("task.started", task_id, title=run.title, workflow=run.workflow.name)
-        # This claim goes on as the task's runner: one task less to schedule.
-        self.running[run.id] = run
-        run.runner = asyncio.current_task()  # type: ignore[assignment]
-        await self._run_task(run, (*grant, started) if grant and started is not None else None)
-
-    def _start_runner(self, run: TaskRun) -> None:
-        """Run a task resumed after a restart (claimed tasks are run by their claim)."""
-        self.running[run.id] = run
-        run.runner = asyncio.create_task(self._run_task(run, None), name=f"tacx-task-{run.id}")
-
-    async def _request_slot(self, run: TaskRun, stage: str, candidates: list[str]) -> tuple[str, str]:
-        future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._requests.append(SlotRequest(run, stage, candidates, future))
-        self._kick()
-        cancel = asyncio.ensure_future(run.cancel.wait())
-        try:
-            await asyncio.wait({future, cancel}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancel.cancel()
-        if future.done():
-            return future.result()
-        future.cancel()
-        raise asyncio.CancelledError("task cancelled while waiting for a worker")
-
-    async def _check_idle(self) -> None:
-        if self._done.is_set():
-            return
-        if self._claiming:
-            return
-        if self.only_task is not None:
-            if self.only_task not in self.running and not self._queue:
-                status = await self.store.read(
-                    lambda c: c.execute("SELECT status FROM tasks WHERE id = ?", (self.only_task,)).fetchone()[0]
-                )
-                if status != "queued":
-                    self._done.set()
-            return
-        if not self.exit_when_idle or self.running or self.busy:
-            return
-        queued = await self.store.read(
-            lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0]
-        )
-        if queued == 0 or self.paused:
-            await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
-            self.publish("coordinator.idle", queued=queued, paused=self.paused)
-            self._done.set()
 
     # -- another terminal --------------------------------------------------------------
 
@@ -744,47 +211,35 @@ class Coordinator:
             run = self.running.get(task_id)
             if run is not None and not run.user_cancelled:
                 run.request_cancel()
-        if paused != self.paused:
-            self.paused = paused
+        if paused != self.scheduler.paused:
+            self.scheduler.paused = paused
             self.publish("coordinator.paused" if paused else "coordinator.resumed")
-        self._queue_stale = True
-        self._bulk_reason = None  # tasks submitted meanwhile need their wait reason too
-        self._explain_others()
-        self._kick()
+        self.scheduler.queue_changed()  # tasks submitted meanwhile need their wait reason too
+        self.scheduler.explain_others()
+        self.scheduler.kick()
 
-    def _explain_others(self) -> None:
-        """`tacx run` runs only its own task: the others say why they do not start."""
-        if self.only_task is None:
-            return
-        reason = (
-            f"the home is held by `tacx run` (task {self.only_task}, pid {os.getpid()}); "
-            "queued tasks start when a coordinator runs (`tacx --no-ui`)"
-        )
-        self.store.write_soon(lambda c: c.execute(
-            "UPDATE tasks SET wait_reason = ? WHERE status = 'queued' AND id != ? AND wait_reason IS NOT ?",
-            (reason, self.only_task, reason),
-        ))
+    # -- the verbs ---------------------------------------------------------------------
 
     async def set_paused(self, paused: bool) -> None:
         await self.store.write(lambda c: records.set_paused(c, paused))
-        self.paused = paused
-        self._bulk_reason = None
+        self.scheduler.paused = paused
+        self.scheduler.pause_changed()
         self.publish("coordinator.paused" if paused else "coordinator.resumed")
-        self._kick()
+        self.scheduler.kick()
 
     async def retry_task(self, task_id: int) -> None:
         """Queue a failed, cancelled or timed-out task again (ValueError, LookupError if not)."""
         await self.store.write(lambda c: records.retry_task(c, task_id))
         self.publish("task.retried", task_id)
-        self._queue_stale, self._bulk_reason = True, None
-        self._kick()
+        self.scheduler.queue_changed()
+        self.scheduler.kick()
 
     async def submit(self, **task: Any) -> tuple[int, bool]:
         """Queue a task (records.insert_task's arguments); (id, created)."""
         result = await self.store.write(lambda c: records.insert_task(c, **task))
         self.publish("task.submitted", result[0], title=task.get("title"))
-        self._queue_stale, self._bulk_reason = True, None
-        self._kick()
+        self.scheduler.queue_changed()
+        self.scheduler.kick()
         return result
 
     def kill_daughter(self, pid: int) -> bool:
@@ -804,870 +259,3 @@ class Coordinator:
         if status == "cancelled":
             self.publish("task.cancelled", task_id)
         return status
-
-    # -- stragglers and samples ----------------------------------------------------------
-
-    def _marker(self, task_id: int, stage: str, attempt: int) -> str:
-        return f"{self.home.marker_prefix}{task_id}/{stage}/{attempt}"
-
-    @property
-    def _sweep_prefix(self) -> str:
-        """What this coordinator may sweep: the whole home, or, for `tacx run` (which does
-        not reconcile the rest of the home), only its own task's processes."""
-        if self.only_task is not None:
-            return f"{self.home.marker_prefix}{self.only_task}/"
-        return self.home.marker_prefix
-
-    def _live_markers(self) -> set[str]:
-        return {d.marker for d in self.supervisor.daughters.values() if not d.done}
-
-    async def _sweep_loop(self) -> None:
-        """Descendants that escaped their group (setsid, double fork) are found by marker."""
-        while True:
-            await asyncio.sleep(STRAGGLER_SWEEP_SECONDS)
-            if self._ended_since_sweep:
-                self._ended_since_sweep = False
-                try:
-                    await self.supervisor.sweep_stragglers(self._sweep_prefix, self._live_markers)
-                except Exception:
-                    log.exception("straggler sweep failed")
-
-    def _on_sample(self, daughters: list[Daughter]) -> None:
-        now = time.time()
-        updates = []
-        for d in daughters:
-            watched = self._watched.get(d.pid)
-            if watched is None:
-                continue
-            run, stage, spec, settle = watched
-            if spec.idle_timeout and now - d.last_output_at > spec.idle_timeout:
-                settle("idle")
-            updates.append((d.peak_rss, d.cpu_seconds, d.pid, d.started_at))
-            self.publish(
-                "daughter.sample",
-                run.id,
-                stage,
-                pid=d.pid,
-                rss=d.rss,
-                cpu_percent=round(d.cpu_percent, 1),
-                children=d.children,
-                log_size=d.log_size,
-                idle_seconds=round(now - d.last_output_at, 1),
-            )
-        if updates:
-            self.store.write_soon(lambda c: c.executemany(
-                "UPDATE daughters SET peak_rss = ?, cpu_seconds = ? WHERE pid = ? AND started_at = ?"
-                " AND ended_at IS NULL",
-                updates,
-            ))
-
-    # -- running a task ----------------------------------------------------------------
-
-    async def _run_task(self, run: TaskRun, first: StartedGrant | None) -> None:
-        try:
-            await self._drive(run, first)
-        except asyncio.CancelledError:
-            if self._stopping != "leave":
-                raise
-        except Exception as exc:
-            log.exception("task %s failed inside tacx", run.id)
-            await self._finish_task(run, "failed", f"internal error in tacx: {exc!r}")
-        finally:
-            self.running.pop(run.id, None)
-            self._kick()
-
-    async def _drive(self, run: TaskRun, first: StartedGrant | None) -> None:
-        """Run the stage DAG: start every ready stage, skip those whose `when` is not met."""
-        wf = run.workflow
-        self._check_budget(run)  # a resumed task may have spent it already
-        if run.cancel.is_set() and first is not None:  # the claim's worker is not used: give it back
-            self._release_slot(first[1])
-            first = None
-        if wf.workspace == "worktree" and first is None and not run.adopted and not run.workspace_ready:
-            # A retried or resumed task: its tree may have been cleaned meanwhile, and a tree
-            # made anew needs its setup again (see _prepare_worktree) before any stage starts.
-            try:
-                await self._prepare_worktree(run, self._workspace(run))
-            except worktree.WorkspaceError:
-                pass  # the next stage tries again and fails, saying why
-        active: dict[asyncio.Task[str], str] = {}
-        for name, (daughter, provider) in run.adopted.items():
-            active[asyncio.create_task(self._stage(run, name, None, daughter, provider))] = name
-        run.adopted = {}
-        grant = first
-        try:
-            while not run.cancel.is_set():
-                skips: list[str] = []
-                ready: list[tuple[str, tuple[str, str, Started] | None]] = []
-                for name in wf.topo_order():
-                    if run.stages[name].status != "pending" or name in active.values():
-                        continue
-                    if any(run.stages[n].status not in records.FINISHED_STAGE_STATES for n in wf.needs_of(name)):
-                        continue
-                    if not self._when_met(run, name):
-                        run.stages[name].status = "skipped"
-                        skips.append(name)
-                        continue
-                    pre = None
-                    if grant is not None and grant[0] == name:
-                        pre, grant = grant[1:], None
-                    ready.append((name, pre))
-                if grant is not None:  # the pre-granted stage did not start: give the worker back
-                    self._release_slot(grant[1])
-                    grant = None
-                if skips:
-                    await self._write_skips(run, skips)
-                if len(ready) == 1 and not active and not skips:
-                    await self._stage(run, *ready[0])  # one stage at a time: no task to schedule
-                    await self._maybe_loop(run, ready[0][0])
-                    continue
-                for name, pre in ready:
-                    active[asyncio.create_task(self._stage(run, name, pre))] = name
-                if skips:
-                    continue  # skipping may make more stages ready
-                if not active:
-                    break
-                done, _ = await asyncio.wait(set(active), return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    name = active.pop(t)
-                    t.result()  # an internal error surfaces here
-                    await self._maybe_loop(run, name)
-            # Cancelled or stopping: each stage ends its own daughter.
-            await asyncio.gather(*active, return_exceptions=True)
-        except asyncio.CancelledError:  # leaving daughters running for the next start
-            for t in active:
-                t.cancel()
-            await asyncio.gather(*active, return_exceptions=True)
-            raise
-        except Exception:  # a bug in tacx: end the stages still running before failing the task
-            run.interrupt("shutdown")
-            await asyncio.gather(*active, return_exceptions=True)
-            raise
-        if run.user_cancelled:
-            await self._finish_task(run, "cancelled", "cancelled by request")
-        elif run.budget_error:
-            await self._finish_task(run, "failed", run.budget_error, detail=False)
-        elif self._stopping:
-            await self._requeue(run)
-        else:
-            await self._finish_task(run, *self._outcome(run))
-
-    def _store_failed(self, what: str, exc: BaseException | None) -> None:
-        """The store refused a write nobody awaited (disk full, database locked too long):
-        going on would show states that are not true. Stop; recovery repairs at next start."""
-        log.error("%s failed: %s; stopping the coordinator", what, exc)
-        self.publish("coordinator.store_failed", what=what, error=str(exc))
-        self.stop("stop")
-
-    async def _maybe_loop(self, run: TaskRun, name: str) -> None:
-        """`loop: {back_to: S, max: N}`: a stage that failed sends the task back to S (its
-        result stays readable as stages.<name>.result), at most N times."""
-        spec = run.workflow.stage(name)
-        st = run.stages[name]
-        if spec.loop is None or st.status not in ("failed", "timed_out") or run.cancel.is_set():
-            return
-        if st.loops >= spec.loop.max:
-            return
-        wf = run.workflow
-        path = {name} | wf.upstream_of(name)
-        again = [n for n in wf.topo_order() if n in path and (n == spec.loop.back_to or spec.loop.back_to in wf.upstream_of(n))]
-        st.loops += 1
-        reason = f"loop {st.loops} of {spec.loop.max}: {name} {st.status.replace('_', ' ')}"
-        ids = [run.stages[n].id for n in again]
-
-        def back(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE stages SET loops = ? WHERE id = ?", (st.loops, st.id))
-            conn.executemany(
-                "UPDATE stages SET status = 'pending', failures = 0, ended_at = NULL, wait_reason = ? WHERE id = ?",
-                [(reason, sid) for sid in ids],
-            )
-            records.add_event(conn, run.id, name, "stage.loop", {"back_to": spec.loop.back_to, "round": st.loops, "rerun": again})
-
-        await self.store.write(back)
-        for n in again:
-            run.stages[n].status, run.stages[n].failures = "pending", 0
-        self.publish("stage.loop", run.id, name, back_to=spec.loop.back_to, round=st.loops, reason=reason)
-
-    def _when_met(self, run: TaskRun, name: str) -> bool:
-        when = run.workflow.stage(name).when
-        if when == "always":
-            return True
-        upstream = [run.stages[n].status for n in run.workflow.upstream_of(name)]
-        failed = any(s in ("failed", "timed_out") for s in upstream)
-        if when == "failure":
-            return failed
-        return all(s == "succeeded" for s in upstream)
-
-    @staticmethod
-    def _first_failure(run: TaskRun) -> StageState | None:
-        """The stage that failed (or timed out) first: it names the task's outcome."""
-        bad = [s for s in run.stages.values() if s.status in ("failed", "timed_out")]
-        return min(bad, key=lambda s: s.ended_at or 0) if bad else None
-
-    def _outcome(self, run: TaskRun) -> tuple[str, str | None]:
-        first = self._first_failure(run)
-        if first is None:
-            return "succeeded", None
-        return first.status, f"stage {first.name} {first.status.replace('_', ' ')}"
-
-    async def _write_skips(self, run: TaskRun, names: list[str]) -> None:
-        now = time.time()
-
-        def skip(conn: sqlite3.Connection) -> None:
-            for name in names:
-                conn.execute(
-                    "UPDATE stages SET status = 'skipped', ended_at = ?, wait_reason = NULL WHERE id = ?",
-                    (now, run.stages[name].id),
-                )
-                records.add_event(conn, run.id, name, "stage.skipped", {"when": run.workflow.stage(name).when})
-
-        await self.store.write(skip)
-        for name in names:
-            run.stages[name].ended_at = now
-            self.publish("stage.skipped", run.id, name)
-
-    async def _finish_task(self, run: TaskRun, status: str, summary: str | None, detail: bool = True) -> None:
-        """Record the task's end. Not awaited: FIFO order puts it before any later write,
-        and a crash before its commit is repaired by recovery (the task resumes, finds
-        nothing left to run, and ends). Listeners hear of it once it is committed."""
-        now = time.time()
-        first = self._first_failure(run)
-        culprit = first.id if first and detail else None
-
-        def finish(conn: sqlite3.Connection) -> str | None:
-            error = summary
-            if culprit is not None and summary:
-                detail = conn.execute("SELECT error FROM stages WHERE id = ?", (culprit,)).fetchone()[0]
-                error = f"{summary}: {detail}" if detail else summary
-            conn.execute(
-                "UPDATE tasks SET status = ?, error = ?, ended_at = ?, wait_reason = NULL, cancel_requested = 0"
-                " WHERE id = ?",
-                (status, error, now, run.id),
-            )
-            if status == "cancelled":
-                conn.execute(
-                    "UPDATE stages SET status = 'cancelled', ended_at = ?, wait_reason = NULL,"
-                    " error = 'cancelled by request', exit_code = NULL"
-                    " WHERE task_id = ? AND status IN ('pending', 'running')",
-                    (now, run.id),
-                )
-            else:
-                conn.execute(
-                    "UPDATE stages SET status = 'skipped', ended_at = ?, wait_reason = NULL"
-                    " WHERE task_id = ? AND status IN ('pending', 'running')",
-                    (now, run.id),
-                )
-            records.add_event(conn, run.id, None, f"task.{status}", {"error": error} if error else {})
-            return error
-
-        def committed(future: asyncio.Future[str | None]) -> None:
-            if not future.cancelled() and future.exception() is None:
-                self.publish(f"task.{status}", run.id, title=run.title, error=future.result())
-            elif not future.cancelled():
-                self._store_failed(f"recording the end of task {run.id}", future.exception())
-
-        self.store.write(finish).add_done_callback(committed)
-
-    async def _requeue(self, run: TaskRun) -> None:
-        """tacx is stopping: the task goes back to the queue and resumes at its next start."""
-        if self._stopping == "leave":
-            return
-
-        await self.store.write(lambda c: self._requeue_tx(c, run.id))
-        self.publish("task.interrupted", run.id)
-
-    @staticmethod
-    def _requeue_tx(conn: sqlite3.Connection, task_id: int) -> None:
-        """Back to the queue; a cancel asked for meanwhile is not forgotten."""
-        conn.execute(
-            "UPDATE stages SET status = 'pending', interrupted = 1, wait_reason = 'interrupted: tacx stopped'"
-            " WHERE task_id = ? AND status = 'running'",
-            (task_id,),
-        )
-        conn.execute(
-            "UPDATE tasks SET status = 'queued', wait_reason = 'interrupted: tacx stopped; resumes at the next start'"
-            " WHERE id = ? AND status = 'running'",
-            (task_id,),
-        )
-        records.add_event(conn, task_id, None, "task.interrupted", {})
-        if conn.execute("SELECT cancel_requested FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]:
-            records.cancel_queued(conn, task_id)
-
-    # -- running a stage ---------------------------------------------------------------
-
-    async def _stage(
-        self,
-        run: TaskRun,
-        name: str,
-        grant: tuple[str, str, Started] | None,
-        adopted: Daughter | None = None,
-        adopted_provider: str = "",
-    ) -> str:
-        """Attempts of one stage, with retries and backoff, until it reaches a final state."""
-        spec = run.workflow.stage(name)
-        st = run.stages[name]
-        while True:
-            if adopted is not None:
-                status = await self._finish_attempt(run, name, spec, adopted, adopted_provider)
-                adopted = None
-            else:
-                started: Started | None = None
-                if grant is None:
-                    try:
-                        provider, reason = await self._request_slot(run, name, spec.provider)
-                    except asyncio.CancelledError:
-                        if self._stopping == "leave":
-                            raise
-                        return st.status
-                else:
-                    provider, reason, started = grant
-                    grant = None
-                status = await self._attempt(run, name, spec, provider, reason, started)
-            if status == "interrupted":
-                if self._stopping or run.cancel.is_set():
-                    return "interrupted"
-                continue  # ended unseen while tacx was away: run it again (not a retry)
-            if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
-                delay = retry_delay(spec.backoff, st.failures)
-                if await self._backoff(run, name, delay):
-                    continue
-                return "cancelled"
-            return status
-
-    async def _backoff(self, run: TaskRun, name: str, delay: float) -> bool:
-        """Wait before a retry; False when the task was cancelled meanwhile."""
-        st = run.stages[name]
-        spec = run.workflow.stage(name)
-        reason = f"retry {st.failures} of {spec.retries} in {delay:g}s"
-
-        def pend(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE stages SET status = 'pending', wait_reason = ? WHERE id = ?", (reason, st.id))
-            records.add_event(conn, run.id, name, "stage.retrying", {"delay": delay, "failures": st.failures})
-
-        await self.store.write(pend)
-        st.status = "pending"
-        self.publish("stage.retrying", run.id, name, delay=delay, reason=reason)
-        try:
-            await asyncio.wait_for(run.cancel.wait(), timeout=delay)
-        except TimeoutError:
-            return True
-        return False
-
-    def _values(self, run: TaskRun, results: dict[str, str | None]) -> dict[str, str]:
-        values = {f"inputs.{k}": v for k, v in run.inputs.items()}
-        values.update({f"stages.{k}.result": v or "" for k, v in results.items()})
-        values.update(
-            {
-                "task.id": str(run.id),
-                "task.title": run.title,
-                "task.trace_id": run.trace_id,
-                "workflow.name": run.workflow.name,
-            }
-        )
-        return values
-
-    def _workspace(self, run: TaskRun) -> Path:
-        """The task's working folder (created by the supervisor, off the event loop)."""
-        if run.workspace is None:
-            if run.workflow.workspace in ("dir", "worktree"):
-                run.workspace = self.home.trees / str(run.id)
-            else:
-                run.workspace = run.project_root
-        return run.workspace
-
-    def _env(
-        self, run: TaskRun, name: str, attempt: int, spec: StageSpec, values: dict[str, str],
-        results: dict[str, str | None], workspace: Path, status_path: Path,
-    ) -> dict[str, str]:
-        env = dict(self._base_env)
-        env.update(
-            TACX_HOME=str(self.home.root),
-            TACX_TASK_ID=str(run.id),
-            TACX_TRACE_ID=run.trace_id,
-            TACX_STAGE=name,
-            TACX_ATTEMPT=str(attempt),
-            TACX_WORKSPACE=str(workspace),
-            TACX_PROJECT_ROOT=str(run.project_root),
-            TACX_STATUS_FILE=str(status_path),
-        )
-        for key, value in run.inputs.items():
-            env[input_env_name(key)] = value
-        for stage, result in results.items():
-            env["TACX_RESULT_" + stage.upper().replace("-", "_")] = result or ""
-        for key, template in spec.env.items():
-            env[key] = render(template, values)
-        return env
-
-    def _start_tx(self, run: TaskRun, name: str, provider_name: str, reason: str) -> Callable[[sqlite3.Connection], Started]:
-        """The transaction that marks an attempt running, before its daughter exists."""
-        st = run.stages[name]
-        spec = run.workflow.stage(name)
-        attempt = st.attempt + 1
-        workspace = str(self._workspace(run))
-        record_workspace = run.recorded_workspace != workspace
-        run.recorded_workspace = workspace
-        log_path = str(self.home.stage_log(run.id, name, attempt))
-        now = time.time()
-
-        resumes = spec.resume and getattr(self.providers.get(provider_name), "resumable", False)
-
-        def start(conn: sqlite3.Connection) -> Started:
-            session, interrupted, last_provider = conn.execute(
-                "SELECT session_id, interrupted, provider FROM stages WHERE id = ?", (st.id,)
-            ).fetchone()
-            # Only the interrupted attempt's own session, and only with the same agent.
-            resume = session if resumes and interrupted and session and last_provider == provider_name else None
-            conn.execute(
-                "UPDATE stages SET status = 'running', attempt = ?, provider = ?, model = ?, started_at = ?,"
-                " ended_at = NULL, exit_code = NULL, error = NULL, wait_reason = NULL, log_path = ?,"
-                " interrupted = 0, turns = 0, api_retries = 0, rate_limits = 0, session_id = ? WHERE id = ?",
-                (attempt, provider_name, spec.model, now, log_path, resume, st.id),
-            )
-            if record_workspace:
-                conn.execute("UPDATE tasks SET workspace = ? WHERE id = ?", (workspace, run.id))
-            records.add_event(
-                conn, run.id, name, "provider.chosen",
-                {"provider": provider_name, "candidates": spec.provider, "reason": reason, "trace_id": run.trace_id},
-            )
-            records.add_event(
-                conn, run.id, name, "stage.started",
-                {"attempt": attempt, "provider": provider_name, **({"resume_session": resume} if resume else {})},
-            )
-            # Earlier stages' results, read back from the store (lesson 3).
-            results = dict(conn.execute("SELECT name, result FROM stages WHERE task_id = ?", (run.id,)).fetchall())
-            return Started(results, resume)
-
-        return start
-
-    async def _attempt(
-        self,
-        run: TaskRun,
-        name: str,
-        spec: StageSpec,
-        provider_name: str,
-        reason: str,
-        started: Started | None = None,
-    ) -> str:
-        """Start one attempt of a stage (committed first, unless the claim did it), then
-        watch it to its end. The slot taken for it is released on every path."""
-        st = run.stages[name]
-        attempt = st.attempt + 1
-        workspace = self._workspace(run)
-        log_path = self.home.stage_log(run.id, name, attempt)
-        status_path = log_path.with_suffix(".status")
-        mkdirs: tuple[Path, ...] = () if run.folders_made else (self.home.logs / str(run.id),)
-        if not run.folders_made and run.workflow.workspace != "worktree":  # git makes the worktree
-            mkdirs += (workspace,)
-        if started is None:
-            try:
-                started = await self.store.write(self._start_tx(run, name, provider_name, reason))
-            except BaseException:
-                self._release_slot(provider_name)
-                raise
-        results = started.results
-        if started.resume_session:  # the session's earlier usage, for agents that report running totals
-            run.baselines[(name, attempt)] = st.usage.get(attempt - 1, Usage()) + run.baselines.get(
-                (name, attempt - 1), Usage()
-            )
-        st.status, st.attempt = "running", attempt
-        self.publish("provider.chosen", run.id, name, provider=provider_name, reason=reason, trace_id=run.trace_id)
-        self.publish("stage.started", run.id, name, attempt=attempt, provider=provider_name)
-        try:
-            if run.workflow.workspace == "worktree" and not run.workspace_ready:
-                await self._prepare_worktree(run, workspace)
-            values = self._values(run, results)
-            ctx = StageContext(
-                task_id=run.id,
-                trace_id=run.trace_id,
-                stage=name,
-                attempt=attempt,
-                workspace=workspace,
-                prompt=render(spec.prompt, values) if spec.prompt else None,
-                script_path=log_path.with_suffix(".script"),
-                resume_session=started.resume_session,
-            )
-            launch = self.providers[provider_name].launch(spec, ctx)
-            env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
-            env.update(launch.env)
-            daughter = await self.supervisor.spawn(
-                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
-                marker=self._marker(run.id, name, attempt), mkdirs=mkdirs, files=launch.files,
-            )
-            run.folders_made = True
-        except worktree.WorkspaceError as exc:
-            self._release_slot(provider_name)
-            self._end_stage(run, name, None, "failed", f"could not prepare the task's git worktree: {exc}", None, None)
-            return "failed"
-        except (OSError, ValueError, KeyError) as exc:
-            self._release_slot(provider_name)
-            why = f"could not start the {provider_name} daughter: {exc}"
-            if isinstance(exc, OSError) and exc.errno == errno.E2BIG:
-                why += (" (its prompt, environment or arguments are over the kernel's limits:"
-                        " 128 KiB a value, about 2 MiB in all; a result or input handed on is too big)")
-            self._end_stage(run, name, None, "failed", why, None, None)
-            return "failed"
-        except BaseException:
-            self._release_slot(provider_name)
-            raise
-        faults.point("after-spawn")  # tests: a crash between the daughter's start and its row
-        self.store.write_soon(lambda c: _insert_daughter(c, run.id, st.id, name, attempt, daughter))
-        self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
-        return await self._finish_attempt(run, name, spec, daughter, provider_name)
-
-    async def _prepare_worktree(self, run: TaskRun, path: Path) -> None:
-        """Create the task's git worktree on its own branch, or find it again on a resume
-        (its work is kept as it is). Runs git in a thread."""
-        branch = run.branch or worktree.branch_name(run.id, run.title)
-
-        def make() -> worktree.Worktree:
-            repo = worktree.require_git_repo(run.project_root)
-            if repo not in self._excluded_homes:
-                worktree.exclude_home(repo, self.home.root)  # the trees do not show in `git status`
-                self._excluded_homes.add(repo)
-            return worktree.ensure_worktree(repo, path, branch)
-
-        tree = await asyncio.to_thread(make)
-        run.workspace_ready, run.branch = True, tree.branch
-        data = {"path": str(tree.path), "branch": tree.branch, "base": tree.base, "created": tree.created}
-        setup = run.stages.get(SETUP_STAGE)
-        redo_setup = tree.created and setup is not None and setup.status == "succeeded"
-        if redo_setup:  # setup runs once per worktree: this one is new
-            assert setup is not None
-            setup.status = "pending"
-            data["setup_again"] = True
-
-        def note(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE tasks SET branch = ?, base_commit = COALESCE(base_commit, ?) WHERE id = ?",
-                (tree.branch, tree.base, run.id),
-            )
-            if redo_setup:
-                conn.execute(
-                    "UPDATE stages SET status = 'pending', ended_at = NULL,"
-                    " wait_reason = 'the worktree was made anew: setup runs again' WHERE id = ?",
-                    (setup.id,),
-                )
-            records.add_event(conn, run.id, None, "workspace.created" if tree.created else "workspace.reused", data)
-
-        self.store.write_soon(note)
-        self.publish("workspace.created" if tree.created else "workspace.reused", run.id, **data)
-
-    async def _finish_attempt(
-        self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str
-    ) -> str:
-        """Wait for the daughter's end, or for a reason to end it (cancel, shutdown,
-        timeout, idle timeout: each settles `stop` with its cause), then record it."""
-        loop = asyncio.get_running_loop()
-        stop: asyncio.Future[str | None] = loop.create_future()
-
-        def settle(cause: str | None) -> None:
-            if not stop.done():
-                stop.set_result(cause)
-
-        d.exited.add_done_callback(lambda _: settle(None))
-        run.stoppers.add(settle)
-        self._watched[d.pid] = (run, name, spec, settle)
-        tail: Tail | None = None
-        outcome: Outcome | None = None
-        timer = None
-        if spec.timeout:
-            timer = loop.call_later(max(d.started_at + spec.timeout - time.time(), 0), settle, "timeout")
-        if run.cancel.is_set():
-            settle("cancel" if run.user_cancelled else "budget" if run.budget_error else "shutdown")
-        try:
-            tail = self._watch_output(run, name, spec, d, provider_name)
-            cause = await stop  # cancelled only when leaving daughters running for the next start
-            if cause is None:
-                await self.supervisor.clean_after_exit(d)
-            else:
-                await self.supervisor.terminate(d, cause)
-            info = d.exited.result()
-            if tail is not None:  # the rest of the output, parsed and its usage recorded
-                try:
-                    outcome = await self.tailer.finish(tail)
-                except Exception as exc:  # concluding failed: the stage still ends, saying so
-                    log.exception("reading the end of %s failed", d.log_path)
-                    outcome = Outcome(error=f"tacx could not read the agent's output: {exc!r}")
-        finally:
-            if tail is not None and outcome is None:
-                self.tailer.forget(tail)
-            if timer is not None:
-                timer.cancel()
-            run.stoppers.discard(settle)
-            self._watched.pop(d.pid, None)
-            self._release_slot(provider_name)
-            self._ended_since_sweep = True
-        status = await self._classify(run, name, spec, d, info, cause, provider_name, outcome)
-        if tail is not None and status == "failed" and tail.parser.state.rate_limited:
-            state = tail.parser.state  # it gave up on a rate limit: rest the provider
-            self._note_rate_limit(run, name, run.stages[name].attempt, provider_name,
-                                  state.error or "the agent ended rate limited", state.rate_limit_resets_at)
-        return status
-
-    def _watch_output(self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str) -> Tail | None:
-        """Agents' output is parsed as it is written (an adopted daughter's from the start:
-        its usage rows are keyed by message, so nothing is counted twice)."""
-        provider = self.providers.get(provider_name)
-        if provider is None or provider.kind != "agent":
-            return None
-        # The engine needs the accounting; the log panel renders what the agent showed.
-        parser = provider.parser(model=spec.model, prices=self.prices, sidecar=provider.sidecar(d.log_path),
-                                 display=False)
-        if not parser.streaming:
-            return None
-        attempt = run.stages[name].attempt
-        if (name, attempt) in run.baselines:
-            parser.resume_from(run.baselines[(name, attempt)])
-
-        def deliver(tail: Tail, batch: Batch, state: AgentState) -> None:
-            try:
-                self._on_agent_output(run, name, attempt, provider_name, batch, state)
-            except Exception:
-                log.exception("recording the output of task %s stage %s failed", run.id, name)
-
-        return self.tailer.watch(d.log_path, parser, deliver)
-
-    def _on_agent_output(
-        self, run: TaskRun, name: str, attempt: int, provider_name: str, batch: Batch, state: AgentState
-    ) -> None:
-        """Usage, session and what the agent said about itself reach the store (several
-        times a second while it runs); the budget and rate limits are acted on here."""
-        st = run.stages[name]
-        st.usage[attempt] = state.usage
-        self.store.write_soon(lambda c: spending.record_agent_output(
-            c, task_id=run.id, stage_id=st.id, stage=name, attempt=attempt,
-            usage=batch.usage, notable=batch.notable, state=state,
-        ))
-        if batch.shown:  # for the dashboard; a flood shows its last lines (all of it stays in the log)
-            self.publish("agent.output", run.id, name, attempt=attempt,
-                         events=[(e.kind, e.data) for e in batch.shown], skipped=batch.dropped)
-        total, spent = st.total, run.spent()
-        self.publish(
-            "stage.usage", run.id, name, attempt=attempt, tokens=spending.tokens_json(total),
-            cost_usd=round(total.cost_usd, 6), task_tokens=spending.tokens_json(spent),
-            task_cost_usd=round(spent.cost_usd, 6), session_id=state.session_id,
-        )
-        limit = spending.rejected_limit(batch.notable)
-        if limit:  # the agent hit a limit (a 429 it retried by itself rests nothing)
-            self._note_rate_limit(run, name, attempt, provider_name, limit, state.rate_limit_resets_at)
-        self._check_budget(run)
-
-    def _note_rate_limit(
-        self, run: TaskRun, name: str, attempt: int, provider_name: str, detail: str, resets_at: float | None
-    ) -> None:
-        """Rest a provider that reported rate limiting (once per attempt); the pump looks
-        again when the rest ends, and the choice is recorded."""
-        if (name, attempt) in run.rate_noted:
-            return
-        run.rate_noted.add((name, attempt))
-        why = f"task {run.id} stage {name}: {detail}"[:300]
-        until = self.cooldowns.start(provider_name, why, resets_at)
-        if until is None:
-            return
-        asyncio.get_running_loop().call_later(until - time.time() + 0.05, self._kick)
-        data = {"provider": provider_name, "until": until, "reason": why}
-        self.publish("provider.cooldown", **data)
-        self.store.write_soon(lambda c: records.add_event(c, None, None, "provider.cooldown", data))
-
-    def _budget(self, run: TaskRun) -> Budget | None:
-        return run.workflow.budget or self.settings.budget
-
-    def _check_budget(self, run: TaskRun) -> None:
-        """A task that passed its budget stops: its running stages (whole trees) end and
-        the task fails, saying which budget and by how much."""
-        if run.budget_error:
-            return
-        exceeded = spending.budget_exceeded(self._budget(run), run.spent(), run.budget_base)
-        if exceeded is None:
-            return
-        run.budget_error = exceeded["error"]
-        self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", exceeded))
-        self.publish("task.budget_exceeded", run.id, **exceeded)
-        run.interrupt("budget")
-
-    async def _classify(
-        self,
-        run: TaskRun,
-        name: str,
-        spec: StageSpec,
-        d: Daughter,
-        info: ExitInfo,
-        cause: str | None,
-        provider_name: str,
-        parsed: Outcome | None = None,
-    ) -> str:
-        """Turn how the daughter ended into the stage's state and an error a person can act on.
-
-        ``parsed`` is what a streaming parser concluded; others read the end of the log."""
-        tail = await asyncio.to_thread(_read_tail, d.log_path)
-        if parsed is not None:
-            parser_outcome = parsed
-        else:
-            provider = self.providers.get(provider_name)
-            parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
-        error: str | None = None
-        if cause == "shutdown" or (cause is None and not info.known):
-            status = "interrupted"
-        elif cause == "budget":
-            status, error = "failed", f"stopped: {run.budget_error}"
-        elif cause == "cancel":
-            status, error = "cancelled", "cancelled"
-        elif cause == "killed":
-            status, error = "failed", "killed from the dashboard (its whole process tree)"
-        elif cause == "timeout":
-            status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
-        elif cause == "idle":
-            status, error = "timed_out", f"no output for {_fmt_duration(spec.idle_timeout or 0)} (idle_timeout)"
-        elif info.signal is not None:
-            status, error = "failed", f"killed by signal {_signal_name(info.signal)}"
-        elif info.exit_code != 0:
-            status, error = "failed", f"exited with code {info.exit_code}"
-        else:
-            missing = [p for p in spec.expects if not (self._workspace(run) / p).exists()]
-            if parser_outcome.failed:
-                status, error = "failed", f"exited 0, but {parser_outcome.error or 'the agent reported a failure'}"
-            elif missing:
-                status, error = "failed", "exited 0 but did not write " + ", ".join(missing) + " (expects)"
-            else:
-                status = "succeeded"
-        if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
-            error = f"{error}: {parser_outcome.error}"
-        if status in ("failed", "timed_out"):
-            lines = _last_lines(tail, ERROR_TAIL_LINES)
-            if lines:
-                error = f"{error}; last output:\n{lines}"
-        self._end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None)
-        return status
-
-    def _end_stage(
-        self,
-        run: TaskRun,
-        name: str,
-        d: Daughter | None,
-        status: str,
-        error: str | None,
-        info: ExitInfo | None,
-        result: str | None,
-    ) -> None:
-        """Record the daughter's end and the stage's new state in one transaction (lesson 2).
-
-        Not awaited: the writer's FIFO order commits it before the next stage's start
-        transaction, which is where that stage reads the results (lesson 3), and so
-        before any later daughter starts. Listeners hear of it once it is committed."""
-        st = run.stages[name]
-        now = time.time()
-        failed = status in ("failed", "timed_out")
-        stage_status = "pending" if status == "interrupted" else status
-
-        def end(conn: sqlite3.Connection) -> None:
-            if d is not None and info is not None:
-                _close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
-            conn.execute(
-                "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
-                " failures = failures + ?, wait_reason = ?, interrupted = ? WHERE id = ?",
-                (
-                    stage_status,
-                    info.exit_code if info else None,
-                    None if status == "interrupted" else now,
-                    error,
-                    handoff_text(result),  # safe in an env var and argv: no NUL, encodable, bounded
-                    1 if failed else 0,
-                    "interrupted: runs again" if status == "interrupted" else None,
-                    1 if status == "interrupted" else 0,
-                    st.id,
-                ),
-            )
-            data: dict[str, Any] = {"attempt": st.attempt}
-            if info is not None:
-                data.update(exit_code=info.exit_code, signal=info.signal)
-            if error:
-                data["error"] = error
-            records.add_event(conn, run.id, name, f"stage.{status}", data)
-
-        st.status = stage_status
-        st.ended_at = now
-        if failed:
-            st.failures += 1
-        event = dict(
-            attempt=st.attempt,
-            error=error,
-            exit_code=info.exit_code if info else None,
-            duration=round((d.ended_at or now) - d.started_at, 3) if d else None,
-        )
-
-        def committed(future: asyncio.Future[None]) -> None:
-            if future.cancelled():
-                return
-            if future.exception() is not None:
-                self._store_failed(f"recording the end of stage {name} of task {run.id}", future.exception())
-                return
-            if d is not None:
-                self.supervisor.stored(d)
-            self.publish(f"stage.{status}", run.id, name, **event)
-
-        self.store.write(end).add_done_callback(committed)
-
-
-def _close_daughter(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo
-) -> None:
-    """Record how a daughter ended (its row is still open)."""
-    conn.execute(
-        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
-        f" WHERE {where} AND ended_at IS NULL",
-        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
-    )
-
-
-def _insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage: str, attempt: int, d: Daughter) -> None:
-    conn.execute(
-        "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
-        " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.argv),
-         str(d.log_path), str(d.status_path), d.started_at),
-    )
-
-
-def _stage_rows(conn: sqlite3.Connection, task_id: int) -> tuple[list[sqlite3.Row], list[sqlite3.Row]]:
-    """A task's stages, and the tokens and cost of each of their attempts."""
-    stages = conn.execute(
-        "SELECT id, name, status, attempt, failures, ended_at, loops FROM stages WHERE task_id = ?", (task_id,)
-    ).fetchall()
-    usage = conn.execute(
-        "SELECT stage_id, attempt, SUM(input_tokens), SUM(output_tokens), SUM(cache_read_tokens),"
-        " SUM(cache_write_tokens), SUM(cost_usd) FROM usage WHERE task_id = ? GROUP BY stage_id, attempt",
-        (task_id,),
-    ).fetchall()
-    return stages, usage
-
-
-def _read_tail(path: Path) -> bytes:
-    """The last 64 KiB of a log: bounded, whatever the daughter wrote."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - TAIL_BYTES))
-            return f.read(TAIL_BYTES)
-    except OSError:
-        return b""
-
-
-def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
-    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
-    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines[-n:])
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return f"{signal.Signals(sig).name} ({sig})"
-    except ValueError:
-        return str(sig)
-
-
-def _fmt_duration(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"

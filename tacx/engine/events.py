@@ -113,6 +113,12 @@ class QueuedConsumer:
         self._task = None
 
 
+class Publish(Protocol):
+    """How the coordinator's parts publish an event (Coordinator.publish)."""
+
+    def __call__(self, kind: str, task_id: int | None = None, stage: str | None = None, **data: Any) -> None: ...
+
+
 class EventBus:
     """Synchronous fan-out; a consumer that raises is logged, never breaks the engine."""
 

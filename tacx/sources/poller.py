@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tacx.engine.events import EngineEvent, EventBus
+from tacx.engine.events import EngineEvent, EventBus, Publish
 from tacx.sources.base import RateLimited, Source, TaskEnd, TaskRequest
 from tacx.store import records
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]  # (request, dedupe key) -> (task id, created)
 Read = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
-Publish = Callable[..., None]  # Coordinator.publish: (kind, task_id=None, stage=None, **data)
 
 MAX_BACKOFF = 900.0  # a failing source is polled at least every 15 minutes
 ENDS = tuple(f"task.{status}" for status in records.TERMINAL_TASK_STATES)

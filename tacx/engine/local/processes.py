@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 import psutil
 
+from tacx.engine.executor import ExitInfo
 from tacx.engine.local.keeper import KEEPER_ENV
 
 MARKER_ENV = "TACX_DAUGHTER"
@@ -24,20 +25,6 @@ MARKER_ENV = "TACX_DAUGHTER"
 # counts it (/proc/<pid>/stat, in clock ticks): exact, and deaf to wall-clock steps.
 CREATE_TIME_TOLERANCE = 0.005
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-@dataclass
-class ExitInfo:
-    """How a daughter ended. exit_code None with signal None means: unknown (ended unseen)."""
-
-    exit_code: int | None
-    signal: int | None
-    peak_rss: int
-    cpu_seconds: float
-
-    @property
-    def known(self) -> bool:
-        return self.exit_code is not None or self.signal is not None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The supervisor: starts daughters, learns how they end, samples them, kills whole trees.
+"""The local executor: starts daughters on this machine, learns how they end, samples
+them, kills whole trees (re-adoption after a crash: adoption.py).
 
 A daughter runs in its own session (so its process group is its pid), with stdin closed
 and stdout/stderr appended straight to its log file: no pipe can fill and the log
@@ -20,28 +21,20 @@ import resource
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
-import psutil
-
+from tacx.engine.executor import Daughter, ExitInfo
 from tacx.engine.local import cgroups
+from tacx.engine.local.adoption import Adoption
+from tacx.engine.local.daughter import LocalDaughter, own, read_sample
 from tacx.engine.local.keeper_client import KeeperClient, KeeperGone, Spawned
 from tacx.engine.local.processes import (
     MARKER_ENV,
-    ExitInfo,
     any_alive,
     descendants,
     end_processes,
-    find_root,
-    is_process,
-    keeper_of,
     kill_procs,
-    live_keepers,
-    read_status,
-    read_status_record,
     same_process,
     scan_marked,
     signal_group,
@@ -50,93 +43,11 @@ from tacx.engine.local.processes import (
 
 log = logging.getLogger(__name__)
 
-@dataclass
-class Daughter:
-    pid: int
-    create_time: float
-    argv: list[str]
-    log_path: Path
-    status_path: Path
-    marker: str
-    started_at: float
-    adopted: bool = False
-    popen: subprocess.Popen[bytes] | None = None
-    exited: asyncio.Future[ExitInfo] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    kill_reason: str | None = None
-    ended_at: float = 0.0  # when its end was noticed (reaped, or found gone)
-    # Live figures from the sampler.
-    rss: int = 0
-    peak_rss: int = 0
-    cpu_percent: float = 0.0
-    cpu_seconds: float = 0.0
-    children: int = 0
-    log_size: int = 0
-    last_output_at: float = 0.0
-    cgroup: str | None = None  # its own cgroup, where containment by cgroup is in force
-    leftovers: bool = False  # processes were left in its cgroup when it ended
-    keeper: tuple[int, float] | None = None  # an earlier tacx's keeper, which will write its status
-    keeper_request: int | None = None  # its number with the keeper, to say its end is stored
-    kept_by: KeeperClient | None = None  # the keeper that started it, and reports its end
-    _proc: psutil.Process | None = None
-    _sampled_at: float = 0.0
-
-    @property
-    def pgid(self) -> int:
-        return self.pid
-
-    @property
-    def done(self) -> bool:
-        return self.exited.done()
-
-
-@dataclass
-class Sample:
-    pid: int
-    alive: bool
-    rss: int = 0
-    cpu_seconds: float = 0.0
-    children: int = 0
-    log_size: int = 0
-
-
-
-def _sample(d: Daughter) -> Sample:
-    """Tree RSS, CPU seconds and children of one daughter, plus its log size (a thread)."""
-    try:
-        proc = d._proc
-        if proc is None:
-            proc = psutil.Process(d.pid)
-            if not is_process(proc, d.create_time):
-                return Sample(d.pid, alive=False)
-            d._proc = proc
-        with proc.oneshot():
-            times = proc.cpu_times()
-            rss = proc.memory_info().rss
-        cpu = times.user + times.system + times.children_user + times.children_system
-        kids = proc.children(recursive=True)
-        for kid in kids:
-            try:
-                with kid.oneshot():
-                    kid_times = kid.cpu_times()
-                    rss += kid.memory_info().rss
-                cpu += kid_times.user + kid_times.system
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        return Sample(d.pid, alive=False)
-    try:
-        size = os.stat(d.log_path).st_size
-    except OSError:
-        size = d.log_size
-    return Sample(d.pid, True, rss, cpu, len(kids), size)
-
-
 KEEPERS = max(1, min(4, os.cpu_count() or 1))
-STATUS_WAIT = 2.0  # how long an earlier keeper may take to write a status file it owes
 
 
-class Supervisor:
-    """Owns the live daughters of one coordinator.
+class LocalExecutor:
+    """The executor of daughters on this machine; owns the live daughters of one coordinator.
 
     With a home, daughters are started by the keeper (tacx/keeper.py), their parent
     outside tacx, which writes a daughter's end beside its log when tacx is not there to
@@ -148,14 +59,14 @@ class Supervisor:
         *,
         grace: float = 5.0,
         sample_interval: float = 1.0,
-        on_sample: Callable[[list[Daughter]], None] | None = None,
+        on_sample: Callable[[Sequence[Daughter]], None] | None = None,
         home_root: Path | None = None,
         use_cgroups: bool = True,
     ) -> None:
         self.grace = grace
         self.sample_interval = sample_interval
         self.on_sample = on_sample
-        self.daughters: dict[int, Daughter] = {}
+        self.daughters: dict[int, LocalDaughter] = {}
         self._sampler: asyncio.Task[None] | None = None
         self._keepers: list[KeeperClient] = []
         self._keeper_starting: asyncio.Task[None] | None = None
@@ -169,6 +80,8 @@ class Supervisor:
                 self._keepers.append(keeper)
         self._conclusions: set[asyncio.Task[None]] = set()
         self._home_root = home_root
+        self._adoption = Adoption(self.daughters, watch=self._watch, finished=self._finished, home_root=home_root,
+                                  own_keepers=self._own_keepers)
 
     @property
     def containment(self) -> str:
@@ -213,7 +126,7 @@ class Supervisor:
         marker: str,
         mkdirs: Iterable[Path] = (),
         files: dict[Path, str] | None = None,
-    ) -> Daughter:
+    ) -> LocalDaughter:
         """Start a daughter appending to log_path (made here, with `mkdirs` and `files`).
         Raises OSError when it cannot start (missing program, missing cwd).
 
@@ -258,11 +171,11 @@ class Supervisor:
 
     def _register_kept(
         self, keeper: KeeperClient, spawned: Spawned, argv: list[str], log_path: Path, status_path: Path, marker: str
-    ) -> Daughter:
+    ) -> LocalDaughter:
         """Called as the keeper's answer is read, before any later message: its end
         can never arrive for a daughter not yet known."""
         now = time.time()
-        d = Daughter(
+        d = LocalDaughter(
             pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
             status_path=status_path, marker=marker, started_at=now, last_output_at=now,
             cgroup=spawned.cgroup, keeper_request=spawned.request_id, kept_by=keeper,
@@ -279,8 +192,8 @@ class Supervisor:
         marker: str,
         started_at: float,
         create_time: float,
-    ) -> Daughter:
-        d = Daughter(
+    ) -> LocalDaughter:
+        d = LocalDaughter(
             pid=popen.pid,
             create_time=create_time,
             argv=list(argv),
@@ -306,62 +219,24 @@ class Supervisor:
         marker: str,
         started_at: float,
         ended_at: float = 0.0,
-    ) -> Daughter:
+    ) -> LocalDaughter:
         """Watch a daughter a previous tacx started. Its end is learnt from its status file."""
-        d = Daughter(
-            ended_at=ended_at,
-            pid=pid,
-            create_time=create_time,
-            argv=argv,
-            log_path=log_path,
-            status_path=status_path,
-            marker=marker,
-            started_at=started_at,
-            adopted=True,
-            last_output_at=time.time(),
-        )
-        try:
-            d.log_size = log_path.stat().st_size
-        except OSError:
-            pass
-        self.daughters[d.pid] = d
-        if same_process(pid, create_time):
-            d.cgroup = cgroups.stage_cgroup_of(pid)
-            d.keeper = keeper_of(pid)
-            self._watch(d)
-        else:
-            self._finished(d)
-        return d
+        return self._adoption.adopt(pid=pid, create_time=create_time, argv=argv, log_path=log_path,
+                                    status_path=status_path, marker=marker, started_at=started_at, ended_at=ended_at)
 
     async def find_unrecorded(
         self, marker: str, log_path: Path, status_path: Path, not_before: float
-    ) -> Daughter | None:
-        """A daughter an earlier tacx started but never recorded: alive (found by its
-        marker) or ended (its status file; an earlier keeper still at work writes it an
-        instant after the end). None when nothing shows it ever ran. A status file older
-        than `not_before` (the attempt's start) is some earlier store's, not this one's."""
-        root = await asyncio.to_thread(find_root, marker)
-        if root is not None:
-            pid, create_time, argv, started_at = root
-            return self.adopt(pid=pid, create_time=create_time, argv=argv, log_path=log_path,
-                              status_path=status_path, marker=marker, started_at=started_at)
-        def read() -> dict[str, Any] | None:
-            return read_status_record(status_path, not_before=not_before)
+    ) -> LocalDaughter | None:
+        """A daughter an earlier tacx started but never recorded (see Adoption)."""
+        return await self._adoption.find_unrecorded(marker, log_path, status_path, not_before)
 
-        record = await asyncio.to_thread(read)
-        if record is None and self._home_root is not None and log_path.exists():
-            own = {k.pid for k in self._keepers if k.pid is not None}
-            keepers = await asyncio.to_thread(live_keepers, self._home_root, own)
-            deadline = time.monotonic() + STATUS_WAIT
-            while record is None and keepers and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                record = await asyncio.to_thread(read)
-        if record is None:
-            return None
-        now = time.time()
-        return self.adopt(pid=int(record.get("pid") or 0), create_time=-1.0, argv=[], log_path=log_path,
-                          status_path=status_path, marker=marker, started_at=record.get("started_at") or now,
-                          ended_at=record.get("ended_at") or now)
+    @staticmethod
+    def is_running(pid: int, create_time: float) -> bool:
+        """Whether a recorded daughter still runs (blocking: called in a thread)."""
+        return same_process(pid, create_time)
+
+    def _own_keepers(self) -> set[int]:
+        return {k.pid for k in self._keepers if k.pid is not None}
 
     # -- noticing the end ------------------------------------------------------
 
@@ -381,6 +256,7 @@ class Supervisor:
 
     def stored(self, d: Daughter) -> None:
         """The daughter's end is committed: its keeper need not keep it for a status file."""
+        d = own(d)
         if d.keeper_request is not None and d.kept_by is not None:
             d.kept_by.stored(d.keeper_request)
 
@@ -396,7 +272,7 @@ class Supervisor:
                     self._finished(d)
         self.start_keepers_soon()
 
-    def _watch(self, d: Daughter) -> None:
+    def _watch(self, d: LocalDaughter) -> None:
         loop = asyncio.get_running_loop()
         try:
             pidfd = os.pidfd_open(d.pid)
@@ -408,13 +284,13 @@ class Supervisor:
             return
         loop.add_reader(pidfd, self._on_pidfd, d, pidfd)
 
-    def _on_pidfd(self, d: Daughter, pidfd: int) -> None:
+    def _on_pidfd(self, d: LocalDaughter, pidfd: int) -> None:
         loop = asyncio.get_running_loop()
         loop.remove_reader(pidfd)
         os.close(pidfd)
         self._finished(d)
 
-    async def _poll_end(self, d: Daughter) -> None:
+    async def _poll_end(self, d: LocalDaughter) -> None:
         """Fallback without pidfd: wait4 in a thread for our children, polling for adopted ones."""
         if d.popen is not None:
             await asyncio.to_thread(self._reap_blocking, d)
@@ -424,10 +300,10 @@ class Supervisor:
             await asyncio.sleep(0.2)
         self._finished(d)
 
-    def _reap_blocking(self, d: Daughter) -> None:
+    def _reap_blocking(self, d: LocalDaughter) -> None:
         d._wait_result = os.wait4(d.pid, 0)  # type: ignore[attr-defined]
 
-    def _finished(self, d: Daughter) -> None:
+    def _finished(self, d: LocalDaughter) -> None:
         if d.exited.done():
             return
         d.ended_at = d.ended_at or time.time()
@@ -437,34 +313,11 @@ class Supervisor:
             return
         if d.kept_by is not None:
             return  # the keeper's message says how it ended
-        task = asyncio.ensure_future(self._conclude_adopted(d))
+        task = asyncio.ensure_future(self._adoption.conclude(d))
         self._conclusions.add(task)
         task.add_done_callback(self._conclusions.discard)
 
-    async def _conclude_adopted(self, d: Daughter) -> None:
-        """An adopted daughter ended: its status file says how. An earlier keeper still
-        alive writes it an instant after the end; it is waited for, briefly."""
-        def read() -> ExitInfo | None:
-            return read_status(d.status_path, pid=d.pid)
-
-        info = await asyncio.to_thread(read)
-        deadline = time.monotonic() + STATUS_WAIT
-        while info is None and d.keeper is not None and time.monotonic() < deadline:
-            if not await asyncio.to_thread(same_process, *d.keeper):
-                info = await asyncio.to_thread(read)
-                break
-            await asyncio.sleep(0.02)
-            info = await asyncio.to_thread(read)
-        if info is None:
-            info = ExitInfo(None, None, d.peak_rss, d.cpu_seconds)
-        else:
-            info = ExitInfo(info.exit_code, info.signal, max(d.peak_rss, info.peak_rss),
-                            max(d.cpu_seconds, info.cpu_seconds))
-        self.daughters.pop(d.pid, None)
-        if not d.exited.done():
-            d.exited.set_result(info)
-
-    def _reap(self, d: Daughter) -> ExitInfo:
+    def _reap(self, d: LocalDaughter) -> ExitInfo:
         assert d.popen is not None
         result = getattr(d, "_wait_result", None)
         if result is None:
@@ -493,6 +346,7 @@ class Supervisor:
     async def terminate(self, d: Daughter, reason: str, grace: float | None = None) -> ExitInfo:
         """End a daughter's whole tree: SIGTERM, grace, SIGKILL; its cgroup where it has
         one, else a sweep by marker for descendants that left the group."""
+        d = own(d)
         if d.kill_reason is None:
             d.kill_reason = reason
         grace = self.grace if grace is None else grace
@@ -536,6 +390,7 @@ class Supervisor:
         when the daughter was seen with children or lived past a sample (a scan of every
         process costs milliseconds: not for each trivial task); the periodic sweep finds
         the rest."""
+        d = own(d)
         if d.cgroup:
             if d.leftovers or (d.adopted and await asyncio.to_thread(cgroups.populated, d.cgroup)):
                 await asyncio.to_thread(cgroups.end, d.cgroup, self.grace)
@@ -567,11 +422,21 @@ class Supervisor:
         log.info("ending %d straggler(s): %s", len(found), [p.pid for p in found])
         return await asyncio.to_thread(end_processes, found, self.grace)
 
+    async def sweep_leftovers(self) -> None:
+        """After a restart's recovery: cgroups whose daughter and keeper are both gone;
+        whatever is left in them goes."""
+        if self._home_root is None:
+            return
+        watched = {d.cgroup for d in self.daughters.values() if d.cgroup}
+        await asyncio.to_thread(cgroups.sweep_stale, self._home_root, watched, self.grace)
+
     # -- sampling --------------------------------------------------------------
 
     def start(self) -> None:
+        """Start sampling, and the keepers while tacx goes on (the first spawn waits for them)."""
         if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_loop(), name="tacx-sampler")
+        self.start_keepers_soon()
 
     async def stop(self) -> None:
         if self._keeper_starting is not None:
@@ -602,7 +467,7 @@ class Supervisor:
         live = [d for d in self.daughters.values() if not d.done]
         if not live:
             return
-        samples = await asyncio.to_thread(lambda: [_sample(d) for d in live])
+        samples = await asyncio.to_thread(lambda: [read_sample(d) for d in live])
         now = time.time()
         for d, s in zip(live, samples):
             if not s.alive:

@@ -1,0 +1,158 @@
+"""The executor seam: what the engine asks of whatever runs its daughters, and the words
+both sides share (a `Daughter`, how it ended: `ExitInfo`).
+
+The coordinator's parts talk to the daughter-running side only through `Executor`; the
+local process executor (engine/local/supervisor.py) is today's only one. `Executors` picks
+one per provider, so that a remote executor can take over some providers later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping
+
+
+@dataclass
+class ExitInfo:
+    """How a daughter ended. exit_code None with signal None means: unknown (ended unseen)."""
+
+    exit_code: int | None
+    signal: int | None
+    peak_rss: int
+    cpu_seconds: float
+
+    @property
+    def known(self) -> bool:
+        return self.exit_code is not None or self.signal is not None
+
+
+@dataclass
+class Daughter:
+    """One started stage attempt as the engine sees it, whichever executor runs it: who it
+    is, where its output goes, how it ended (`exited`), and live figures from the sampler."""
+
+    pid: int
+    create_time: float
+    argv: list[str]
+    log_path: Path
+    status_path: Path
+    marker: str
+    started_at: float
+    adopted: bool = False
+    exited: asyncio.Future[ExitInfo] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    kill_reason: str | None = None
+    ended_at: float = 0.0  # when its end was noticed (reaped, or found gone)
+    # Live figures from the sampler.
+    rss: int = 0
+    peak_rss: int = 0
+    cpu_percent: float = 0.0
+    cpu_seconds: float = 0.0
+    children: int = 0
+    log_size: int = 0
+    last_output_at: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.exited.done()
+
+
+class Executor(Protocol):
+    """Starts daughters, learns their ends, ends their trees, samples them, and finds them
+    again after a crash. Live figures are kept on each `Daughter` and handed, every sample,
+    to the callback the executor was built with."""
+
+    @property
+    def daughters(self) -> Mapping[int, Daughter]:
+        """The daughters it watches, by pid (what the dashboard and the sweeps look at)."""
+        ...
+
+    def start(self) -> None:
+        """Begin sampling, and whatever the executor needs to start daughters (not awaited)."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop sampling; daughters left running stay (the next start re-adopts them)."""
+        ...
+
+    async def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        mkdirs: Iterable[Path] = (),
+        files: dict[Path, str] | None = None,
+    ) -> Daughter:
+        """Start a daughter; its end resolves `Daughter.exited`. OSError when it cannot start."""
+        ...
+
+    async def clean_after_exit(self, d: Daughter) -> None:
+        """A daughter that ended by itself may leave processes behind: end those too."""
+        ...
+
+    def stored(self, d: Daughter) -> None:
+        """The daughter's end is committed: nothing need keep it any more."""
+        ...
+
+    async def terminate(self, d: Daughter, reason: str, grace: float | None = None) -> ExitInfo:
+        """End a daughter's whole tree (SIGTERM, grace, SIGKILL)."""
+        ...
+
+    def is_running(self, pid: int, create_time: float) -> bool:
+        """Whether a recorded daughter still runs (blocking: called in a thread)."""
+        ...
+
+    def adopt(
+        self,
+        *,
+        pid: int,
+        create_time: float,
+        argv: list[str],
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        started_at: float,
+        ended_at: float = 0.0,
+    ) -> Daughter:
+        """Watch again a daughter an earlier tacx started (after a crash)."""
+        ...
+
+    async def find_unrecorded(
+        self, marker: str, log_path: Path, status_path: Path, not_before: float
+    ) -> Daughter | None:
+        """A daughter started but never recorded (tacx died in between); None if it never ran."""
+        ...
+
+    async def sweep_stragglers(self, prefix: str, live: Callable[[], set[str]]) -> list[int]:
+        """End processes whose marker starts with prefix and belongs to no live daughter."""
+        ...
+
+    async def sweep_leftovers(self) -> None:
+        """After a restart's recovery: what daughters nobody watches any more left behind goes."""
+        ...
+
+
+class Executors:
+    """Which executor runs a provider's daughters: the default (local) one, unless a
+    provider is given another."""
+
+    def __init__(self, default: Executor, by_provider: Mapping[str, Executor] | None = None) -> None:
+        self.default = default
+        self.by_provider: dict[str, Executor] = dict(by_provider or {})
+
+    def for_provider(self, provider: str | None) -> Executor:
+        return self.by_provider.get(provider or "", self.default)
+
+    def all(self) -> list[Executor]:
+        """Each executor once, the default first."""
+        seen = [self.default]
+        for executor in self.by_provider.values():
+            if all(executor is not s for s in seen):
+                seen.append(executor)
+        return seen

@@ -1,0 +1,214 @@
+"""Where a stage's outcome is decided: how its daughter ended (and why it was ended, and
+what its agent said) becomes the stage's state and an error a person can act on, recorded
+with the daughter's end in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from tacx.agents.base import Outcome, Provider, last_line
+from tacx.bounds import handoff_text
+from tacx.engine.events import Publish
+from tacx.engine.executor import Daughter, Executor, Executors, ExitInfo
+from tacx.engine.state import Lifecycle, TaskRun
+from tacx.store import records
+from tacx.store.writer import Store
+from tacx.workflow.model import StageSpec
+
+TAIL_BYTES = 64 * 1024
+ERROR_TAIL_LINES = 8
+
+
+class Outcomes:
+    """Classifies how a stage's attempt ended, and records it."""
+
+    def __init__(
+        self,
+        store: Store,
+        publish: Publish,
+        lifecycle: Lifecycle,
+        providers: dict[str, Provider],
+        executors: Executors,
+        trees: Path,
+    ) -> None:
+        self.store = store
+        self.publish = publish
+        self.lifecycle = lifecycle
+        self.providers = providers
+        self.executors = executors
+        self.trees = trees
+
+    async def classify(
+        self,
+        run: TaskRun,
+        name: str,
+        spec: StageSpec,
+        d: Daughter,
+        info: ExitInfo,
+        cause: str | None,
+        provider_name: str,
+        parsed: Outcome | None = None,
+    ) -> str:
+        """Turn how the daughter ended into the stage's state and an error a person can act on.
+
+        ``parsed`` is what a streaming parser concluded; others read the end of the log."""
+        tail = await asyncio.to_thread(_read_tail, d.log_path)
+        if parsed is not None:
+            parser_outcome = parsed
+        else:
+            provider = self.providers.get(provider_name)
+            parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
+        error: str | None = None
+        if cause == "shutdown" or (cause is None and not info.known):
+            status = "interrupted"
+        elif cause == "budget":
+            status, error = "failed", f"stopped: {run.budget_error}"
+        elif cause == "cancel":
+            status, error = "cancelled", "cancelled"
+        elif cause == "killed":
+            status, error = "failed", "killed from the dashboard (its whole process tree)"
+        elif cause == "timeout":
+            status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
+        elif cause == "idle":
+            status, error = "timed_out", f"no output for {_fmt_duration(spec.idle_timeout or 0)} (idle_timeout)"
+        elif info.signal is not None:
+            status, error = "failed", f"killed by signal {_signal_name(info.signal)}"
+        elif info.exit_code != 0:
+            status, error = "failed", f"exited with code {info.exit_code}"
+        else:
+            missing = [p for p in spec.expects if not (run.folder(self.trees) / p).exists()]
+            if parser_outcome.failed:
+                status, error = "failed", f"exited 0, but {parser_outcome.error or 'the agent reported a failure'}"
+            elif missing:
+                status, error = "failed", "exited 0 but did not write " + ", ".join(missing) + " (expects)"
+            else:
+                status = "succeeded"
+        if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
+            error = f"{error}: {parser_outcome.error}"
+        if status in ("failed", "timed_out"):
+            lines = _last_lines(tail, ERROR_TAIL_LINES)
+            if lines:
+                error = f"{error}; last output:\n{lines}"
+        self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
+                       executor=self.executors.for_provider(provider_name))
+        return status
+
+    def end_stage(
+        self,
+        run: TaskRun,
+        name: str,
+        d: Daughter | None,
+        status: str,
+        error: str | None,
+        info: ExitInfo | None,
+        result: str | None,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        """Record the daughter's end and the stage's new state in one transaction (lesson 2).
+
+        Not awaited: the writer's FIFO order commits it before the next stage's start
+        transaction, which is where that stage reads the results (lesson 3), and so
+        before any later daughter starts. Listeners hear of it once it is committed; then
+        the daughter's `executor` is told its end is stored."""
+        st = run.stages[name]
+        now = time.time()
+        failed = status in ("failed", "timed_out")
+        stage_status = "pending" if status == "interrupted" else status
+
+        def end(conn: sqlite3.Connection) -> None:
+            if d is not None and info is not None:
+                close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
+            conn.execute(
+                "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
+                " failures = failures + ?, wait_reason = ?, interrupted = ? WHERE id = ?",
+                (
+                    stage_status,
+                    info.exit_code if info else None,
+                    None if status == "interrupted" else now,
+                    error,
+                    handoff_text(result),  # safe in an env var and argv: no NUL, encodable, bounded
+                    1 if failed else 0,
+                    "interrupted: runs again" if status == "interrupted" else None,
+                    1 if status == "interrupted" else 0,
+                    st.id,
+                ),
+            )
+            data: dict[str, Any] = {"attempt": st.attempt}
+            if info is not None:
+                data.update(exit_code=info.exit_code, signal=info.signal)
+            if error:
+                data["error"] = error
+            records.add_event(conn, run.id, name, f"stage.{status}", data)
+
+        st.status = stage_status
+        st.ended_at = now
+        if failed:
+            st.failures += 1
+        event = dict(
+            attempt=st.attempt,
+            error=error,
+            exit_code=info.exit_code if info else None,
+            duration=round((d.ended_at or now) - d.started_at, 3) if d else None,
+        )
+
+        def committed(future: asyncio.Future[None]) -> None:
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                self.lifecycle.store_failed(f"recording the end of stage {name} of task {run.id}", future.exception())
+                return
+            if d is not None and executor is not None:
+                executor.stored(d)
+            self.publish(f"stage.{status}", run.id, name, **event)
+
+        self.store.write(end).add_done_callback(committed)
+
+
+def close_daughter(
+    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo
+) -> None:
+    """Record how a daughter ended (its row is still open)."""
+    conn.execute(
+        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
+        f" WHERE {where} AND ended_at IS NULL",
+        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
+    )
+
+
+def _read_tail(path: Path) -> bytes:
+    """The last 64 KiB of a log: bounded, whatever the daughter wrote."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - TAIL_BYTES))
+            return f.read(TAIL_BYTES)
+    except OSError:
+        return b""
+
+
+def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
+    lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines[-n:])
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return f"{signal.Signals(sig).name} ({sig})"
+    except ValueError:
+        return str(sig)
+
+
+def _fmt_duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
