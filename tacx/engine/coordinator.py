@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tacx.agents import spending
 from tacx.agents.base import Provider
 from tacx.agents.prices import PriceTable
-from tacx.agents.registry import configured_providers
+from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.tailer import Tailer
 from tacx.engine.attempt import Attempts
 from tacx.engine.events import EngineEvent, EventBus
-from tacx.engine.executor import Executors
+from tacx.engine.executor import Executor, Executors
 from tacx.engine.local.supervisor import LocalExecutor
 from tacx.engine.outcome import Outcomes
 from tacx.engine.recovery import Recovery
@@ -37,8 +38,11 @@ from tacx.engine.state import Lifecycle, StopMode, TaskLoader, TaskRun, Watch
 from tacx.engine.sweeper import Sampler, Sweeper
 from tacx.home import Home
 from tacx.settings import Settings
+from tacx.sources.base import Source, TaskRequest
+from tacx.sources.poller import SourcePoller
 from tacx.store import records
 from tacx.store.writer import Store
+from tacx.submission import load_named_workflow, prepare_inputs, task_fields
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,8 @@ class Coordinator:
         max_workers: int | None = None,
         exit_when_idle: bool = False,
         only_task: int | None = None,
+        executors: Mapping[str, Executor] | None = None,
+        sources: Sequence[Source] = (),
     ) -> None:
         self.home = home
         self.store = store
@@ -83,7 +89,7 @@ class Coordinator:
             use_cgroups=self.settings.cgroups != "off",
         )
         # Each provider's daughters run on its executor: the local one unless given another.
-        self.executors = Executors(self.supervisor)
+        self.executors = Executors(self.supervisor, executors)
         self.sweeper = Sweeper(self.executors, home, only_task)
         loader = TaskLoader(self.providers)
         self.scheduler = Scheduler(
@@ -106,6 +112,9 @@ class Coordinator:
         self.recovery = Recovery(
             home, store, self.publish, executors=self.executors, loader=loader, scheduler=self.scheduler,
             runner=self.runner,
+        )
+        self.sources = SourcePoller(
+            sources, submit=self._submit_request, read=store.read, bus=self.bus, publish=self.publish
         )
         self._background: list[asyncio.Task[None]] = []
 
@@ -140,6 +149,8 @@ class Coordinator:
         if self.only_task is None:
             await self.recover()
         self.scheduler.explain_others()
+        if self.only_task is None:
+            await self.sources.start()
         self._background = [
             asyncio.create_task(self.scheduler.pump_loop(), name="tacx-pump"),
             asyncio.create_task(self._watch_external(), name="tacx-external"),
@@ -161,6 +172,7 @@ class Coordinator:
         self.lifecycle.stop(mode)
 
     async def _shutdown(self) -> None:
+        await self.sources.stop()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -182,6 +194,7 @@ class Coordinator:
             await executor.stop()
         await self.tailer.stop()
         await self.store.flush()
+        await self.bus.drain()  # slow consumers hear the last events, within a bound
 
     def publish(self, kind: str, task_id: int | None = None, stage: str | None = None, **data: Any) -> None:
         self.bus.publish(EngineEvent(kind, task_id, stage, data))
@@ -241,6 +254,30 @@ class Coordinator:
         self.scheduler.queue_changed()
         self.scheduler.kick()
         return result
+
+    async def submit_workflow(
+        self,
+        name: str,
+        inputs: Mapping[str, str],
+        *,
+        title: str | None = None,
+        priority: int = 0,
+        dedupe_key: str | None = None,
+    ) -> tuple[int, bool]:
+        """Queue a task of a workflow named as `tacx submit` names it (a file, or a name
+        in the project's or the shipped workflows), as sources and remote callers ask.
+        Raises SubmissionError or WorkflowError with a sentence for a person."""
+        kinds = provider_kinds(self.providers)
+        wf, path, text = await asyncio.to_thread(load_named_workflow, self.home, name, lambda: kinds)
+        values, title = prepare_inputs(wf, dict(inputs), title)
+        return await self.submit(**task_fields(
+            self.home.project_root, wf, path, text, inputs=values, title=title, priority=priority, dedupe_key=dedupe_key,
+        ))
+
+    async def _submit_request(self, request: TaskRequest, dedupe_key: str) -> tuple[int, bool]:
+        return await self.submit_workflow(
+            request.workflow, request.inputs, title=request.title, priority=request.priority, dedupe_key=dedupe_key,
+        )
 
     def kill_daughter(self, pid: int) -> bool:
         """End one daughter's tree as if it had crashed: its stage fails (and retries or

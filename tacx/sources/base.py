@@ -50,8 +50,11 @@ class Source(Protocol):
     interval: float
 
     async def poll(self) -> Sequence[TaskRequest]:
-        """The tasks wanted now. Raises RateLimited to be left alone for a while; any other
-        exception is recorded as the source's last error and the poll is tried again."""
+        """The tasks wanted now. An item whose task is queued, running or succeeded is not
+        submitted again; one whose task failed is, so a source stops asking for an item once
+        it has answered its end (a label taken off, a comment). Raises RateLimited to be
+        left alone for a while; any other exception is recorded as the source's last error
+        and the poll is tried again, later each time."""
         ...
 
     async def task_ended(self, end: TaskEnd) -> None:
