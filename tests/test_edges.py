@@ -132,6 +132,31 @@ async def test_an_exit_status_reaped_elsewhere_is_unknown_not_zero(tmp_path: Pat
     assert not info.known and info.exit_code is None
 
 
+async def test_the_keeper_hands_over_the_end_of_the_log_with_the_exit(tmp_path: Path) -> None:
+    """The keeper reads the last 64 KiB of the log as it reaps, so tacx classifies the end
+    without reading the file again; a daughter with leftovers gets no tail (what they write
+    later is read once they are gone)."""
+    home = tmp_path / ".tacx"
+    home.mkdir()
+    executor = LocalExecutor(home_root=home)
+    executor.start()
+    try:
+        script = "head -c 70000 /dev/zero | tr '\\0' x; echo; echo last words; exit 3"
+        d = await executor.spawn(["sh", "-c", script], env=dict(os.environ), cwd=tmp_path,
+                                 log_path=tmp_path / "x.log", status_path=tmp_path / "x.status", marker="tail-test")
+        info = await asyncio.wait_for(d.exited, 30)
+        assert info.exit_code == 3 and d.kept_by is not None
+        assert d.tail is not None and len(d.tail) == 64 * 1024
+        assert d.tail == (tmp_path / "x.log").read_bytes()[-64 * 1024:]
+        assert d.tail.endswith(b"last words\n")
+        quiet = await executor.spawn(["true"], env=dict(os.environ), cwd=tmp_path, log_path=tmp_path / "q.log",
+                                     status_path=tmp_path / "q.status", marker="tail-test")
+        await asyncio.wait_for(quiet.exited, 30)
+        assert quiet.tail == b""
+    finally:
+        await executor.stop()
+
+
 def test_a_reader_probing_the_lock_never_turns_a_coordinator_away(project: Project) -> None:
     """`tacx ls`/`submit` probe the coordinator lock by taking it for an instant; a
     coordinator starting at that instant waits it out instead of exiting 2."""

@@ -53,6 +53,9 @@ class Daughter:
     children: int = 0
     log_size: int = 0
     last_output_at: float = 0.0
+    # The end of its log (at most 64 KiB) when the executor read it as it saw the end, so
+    # the engine need not read it again; None: the engine reads the log itself.
+    tail: bytes | None = None
 
     @property
     def done(self) -> bool:

@@ -58,7 +58,7 @@ class Outcomes:
         """Turn how the daughter ended into the stage's state and an error a person can act on.
 
         ``parsed`` is what a streaming parser concluded; others read the end of the log."""
-        tail = await asyncio.to_thread(_read_tail, d.log_path)
+        tail = d.tail if d.tail is not None else await asyncio.to_thread(_read_tail, d.log_path)
         if parsed is not None:
             parser_outcome = parsed
         else:

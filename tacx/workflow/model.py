@@ -11,6 +11,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -339,13 +340,19 @@ class Workflow(_Strict):
                 return stage
         raise KeyError(f"workflow {self.name!r} has no stage {name!r}")
 
+    @cached_property
+    def _needs(self) -> dict[str, tuple[str, ...]]:
+        """Each stage's needs, worked out once: the engine asks on every step of a task."""
+        if any(s.needs is not None for s in self.stages):
+            return {s.name: tuple(s.needs or ()) for s in self.stages}
+        names = [s.name for s in self.stages]
+        return {name: (names[i - 1],) if i else () for i, name in enumerate(names)}
+
     def needs_of(self, name: str) -> list[str]:
         """Explicit ``needs:``; with none anywhere in the workflow, the previous stage."""
-        stage = self.stage(name)
-        if any(s.needs is not None for s in self.stages):
-            return list(stage.needs or [])
-        index = next(i for i, s in enumerate(self.stages) if s.name == name)
-        return [self.stages[index - 1].name] if index else []
+        if name not in self._needs:
+            raise KeyError(f"workflow {self.name!r} has no stage {name!r}")
+        return list(self._needs[name])
 
     def upstream_of(self, name: str) -> set[str]:
         """Every stage that must finish before ``name`` can start."""
@@ -360,15 +367,21 @@ class Workflow(_Strict):
 
     def topo_order(self) -> list[str]:
         """Stages in an order that satisfies ``needs``, keeping file order where it can."""
+        return list(self._topo_order)
+
+    @cached_property
+    def _topo_order(self) -> tuple[str, ...]:
         order: list[str] = []
+        done: set[str] = set()
         remaining = [s.name for s in self.stages]
         while remaining:
-            ready = next((n for n in remaining if all(d in order for d in self.needs_of(n))), None)
+            ready = next((n for n in remaining if all(d in done for d in self._needs[n])), None)
             if ready is None:
                 raise ValueError(f"needs form a cycle among: {', '.join(remaining)}")
             remaining.remove(ready)
             order.append(ready)
-        return order
+            done.add(ready)
+        return tuple(order)
 
 
 def workflow_json_schema() -> dict[str, Any]:

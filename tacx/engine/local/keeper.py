@@ -27,7 +27,7 @@ Protocol, one marshalled dict per message each way (see `frame`):
                   {"op": "started", "id", "pid", "start", "cgroup"}
                   {"op": "failed", "id", "error"}
                   {"op": "exited", "id", "pid", "exit_code", "signal", "cpu_seconds",
-                   "max_rss", "populated"}
+                   "max_rss", "populated", "tail"}  (tail: the log's last bytes, or None)
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from collections.abc import Callable
 KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
+TAIL_BYTES = 64 * 1024  # as much of a log's end as tacx reads to classify an end (engine/outcome.py)
 
 
 def frame(message: dict) -> bytes:
@@ -52,6 +53,22 @@ def frame(message: dict) -> bytes:
     imports nothing to speak; both ends are the same Python)."""
     data = marshal.dumps(message)
     return len(data).to_bytes(4, "little") + data
+
+
+def log_tail(path: str) -> bytes | None:
+    """The last TAIL_BYTES of a daughter's log, read here so that tacx need not read it
+    (a thread hop per stage on its side); None when it cannot be read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES)) if size else b""
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def process_start(pid: int) -> float:
@@ -333,7 +350,7 @@ class Keeper:
         finally:
             os.close(log)
             os.chdir("/")
-        self.children[pid] = (r["id"], r["status"], cgroup, time.time())
+        self.children[pid] = (r["id"], r["status"], cgroup, time.time(), r["log"])
         self.send({"op": "started", "id": r["id"], "pid": pid, "start": process_start(pid), "cgroup": cgroup})
 
     # -- ends ------------------------------------------------------------------------------
@@ -349,7 +366,7 @@ class Keeper:
             known = self.children.pop(pid, None)
             if known is None:
                 continue
-            request_id, status_path, cgroup, started = known
+            request_id, status_path, cgroup, started, log_path = known
             code = os.waitstatus_to_exitcode(status)
             info = {
                 "pid": pid,
@@ -367,7 +384,9 @@ class Keeper:
                 remove_cgroup(cgroup)
             if self.connected:
                 self.unstored[request_id] = (status_path, info, cgroup if left else None)
-                self.send({"op": "exited", "id": request_id, **info, "populated": left})
+                # What leftovers write later is read by tacx once they are gone: no tail then.
+                tail = None if left else log_tail(log_path)
+                self.send({"op": "exited", "id": request_id, **info, "populated": left, "tail": tail})
             else:
                 write_status(status_path, info)
                 if left:

@@ -246,6 +246,8 @@ class LocalExecutor:
             return
         d.ended_at = time.time()
         d.leftovers = bool(message.get("populated"))
+        tail = message.get("tail")
+        d.tail = tail if isinstance(tail, bytes) else None
         self.daughters.pop(d.pid, None)
         d.exited.set_result(ExitInfo(
             message.get("exit_code"),  # type: ignore[arg-type]
