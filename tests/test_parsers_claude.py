@@ -13,16 +13,8 @@ import pytest
 from tacx.agents.base import EVENT_TEXT_LIMIT, OutputParser, Usage
 from tacx.agents.registry import make_parser
 from tacx.agents.stream import NO_RESULT
-from tests.streams import GARBAGE, assert_usage, kinds, lines, run, usage_sum
+from tests.streams import CLAUDE_SAMPLE, GARBAGE, assert_usage, kinds, lines, run, usage_sum
 
-CLAUDE_SAMPLE = b"""\
-{"type":"system","subtype":"init","cwd":"/repo","session_id":"8d45afe0-771b-4803-8379-491dd9455365","tools":["Bash","Edit","Read"],"model":"claude-sonnet-4-5-20250929","permissionMode":"acceptEdits"}
-{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll run the tests."}],"usage":{"input_tokens":3,"cache_creation_input_tokens":12000,"cache_read_input_tokens":14000,"output_tokens":8}},"session_id":"8d45afe0-771b-4803-8379-491dd9455365","request_id":"req_01A"}
-{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_01X","name":"Bash","input":{"command":"pytest -q"}}],"usage":{"input_tokens":3,"cache_creation_input_tokens":12000,"cache_read_input_tokens":14000,"output_tokens":8}},"session_id":"8d45afe0-771b-4803-8379-491dd9455365","request_id":"req_01A"}
-{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01X","type":"tool_result","content":"3 passed in 0.41s","is_error":false}]},"session_id":"8d45afe0-771b-4803-8379-491dd9455365"}
-{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":2000,"error_status":529,"error":"server_error","session_id":"8d45afe0-771b-4803-8379-491dd9455365"}
-{"type":"result","subtype":"success","is_error":false,"duration_ms":9120,"num_turns":2,"result":"All 3 tests pass.","session_id":"8d45afe0-771b-4803-8379-491dd9455365","total_cost_usd":0.063399,"usage":{"input_tokens":8,"cache_creation_input_tokens":12600,"cache_read_input_tokens":40000,"output_tokens":275},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":8,"outputTokens":275,"cacheReadInputTokens":40000,"cacheCreationInputTokens":12600,"costUSD":0.063399}}}
-"""
 
 CLAUDE_SESSION = "8d45afe0-771b-4803-8379-491dd9455365"
 

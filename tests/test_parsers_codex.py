@@ -12,17 +12,7 @@ from tacx.agents.base import OutputParser, Usage
 from tacx.agents.codex import INTERRUPTED
 from tacx.agents.registry import make_parser
 from tacx.agents.stream import UNKNOWN_MODEL
-from tests.streams import GARBAGE, assert_usage, kinds, lines, run, usage_sum
-
-CODEX_SAMPLE = b"""\
-{"type":"thread.started","thread_id":"0199a213-81c0-7800-8aa1-bbab2a035a53"}
-{"type":"turn.started"}
-{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"**Searching for README files**"}}
-{"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","aggregated_output":"","exit_code":null,"status":"in_progress"}}
-{"type":"item.completed","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","aggregated_output":"AGENTS.md\\nREADME.md\\n","exit_code":0,"status":"completed"}}
-{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"Yes, README.md is in the root."}}
-{"type":"turn.completed","usage":{"input_tokens":24763,"cached_input_tokens":24448,"output_tokens":122}}
-"""
+from tests.streams import CODEX_SAMPLE, GARBAGE, assert_usage, kinds, lines, run, usage_sum
 
 
 def codex(model: str | None = "gpt-5-codex") -> OutputParser:

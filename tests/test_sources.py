@@ -136,3 +136,24 @@ async def test_after_a_restart_a_source_still_hears_the_end_of_a_task_it_submitt
 async def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="two sources are named list"):
         SourcePoller([ListSource("list", []), ListSource("list", [])], submit=None, read=None, bus=None, publish=None)  # type: ignore[arg-type]
+
+
+def test_the_headless_reporter_says_what_sources_do() -> None:
+    import io
+
+    from tacx.cli.reporter import ConsoleReporter
+
+    out = io.StringIO()
+    report = ConsoleReporter(out, progress=False)
+    report(EngineEvent("source.polled", data={"source": "gh", "asked": 3, "made": 0}))  # nothing new: quiet
+    report(EngineEvent("source.polled", data={"source": "gh", "asked": 3, "made": 2}))
+    report(EngineEvent("source.failed", data={"source": "gh", "error": "HTTP 502", "failures": 2}))
+    report(EngineEvent("source.rate_limited", data={"source": "gh", "retry_after": 600.0, "error": "secondary rate limit"}))
+    report(EngineEvent("source.rejected", data={"source": "gh", "key": "o/r#7", "error": "no workflow named 'fix'"}))
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "source gh made 2 task(s)",
+        "source gh failed (2 in a row): HTTP 502",
+        "source gh rests 600s: secondary rate limit",
+        "source gh: o/r#7 not submitted: no workflow named 'fix'",
+    ]

@@ -6,25 +6,8 @@ from __future__ import annotations
 from tacx.agents.base import ParsedEvent
 from tacx.ui import logformat
 from tacx.ui.logformat import LINE_CHARS, display_parser, raw_line, render_event, render_lines
-
-CLAUDE = b"""\
-{"type":"system","subtype":"init","cwd":"/repo","session_id":"8d45afe0-771b-4803-8379-491dd9455365","tools":["Bash","Edit","Read"],"model":"claude-sonnet-4-5-20250929","permissionMode":"acceptEdits"}
-{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll run the tests."}],"usage":{"input_tokens":3,"cache_creation_input_tokens":12000,"cache_read_input_tokens":14000,"output_tokens":8}},"session_id":"8d45afe0-771b-4803-8379-491dd9455365","request_id":"req_01A"}
-{"type":"assistant","message":{"id":"msg_01A","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929","content":[{"type":"tool_use","id":"toolu_01X","name":"Bash","input":{"command":"pytest -q"}}],"usage":{"input_tokens":3,"cache_creation_input_tokens":12000,"cache_read_input_tokens":14000,"output_tokens":8}},"session_id":"8d45afe0-771b-4803-8379-491dd9455365","request_id":"req_01A"}
-{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01X","type":"tool_result","content":"3 passed in 0.41s","is_error":false}]},"session_id":"8d45afe0-771b-4803-8379-491dd9455365"}
-{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,"retry_delay_ms":2000,"error_status":529,"error":"server_error","session_id":"8d45afe0-771b-4803-8379-491dd9455365"}
-{"type":"result","subtype":"success","is_error":false,"duration_ms":9120,"num_turns":2,"result":"All 3 tests pass.","session_id":"8d45afe0-771b-4803-8379-491dd9455365","total_cost_usd":0.063399,"usage":{"input_tokens":8,"cache_creation_input_tokens":12600,"cache_read_input_tokens":40000,"output_tokens":275},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":8,"outputTokens":275,"cacheReadInputTokens":40000,"cacheCreationInputTokens":12600,"costUSD":0.063399}}}
-"""
-
-CODEX = b"""\
-{"type":"thread.started","thread_id":"0199a213-81c0-7800-8aa1-bbab2a035a53"}
-{"type":"turn.started"}
-{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"**Searching for README files**"}}
-{"type":"item.started","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","aggregated_output":"","exit_code":null,"status":"in_progress"}}
-{"type":"item.completed","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","aggregated_output":"AGENTS.md\\nREADME.md\\n","exit_code":0,"status":"completed"}}
-{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"Yes, README.md is in the root."}}
-{"type":"turn.completed","usage":{"input_tokens":24763,"cached_input_tokens":24448,"output_tokens":122}}
-"""
+from tests.streams import CLAUDE_SAMPLE as CLAUDE
+from tests.streams import CODEX_SAMPLE as CODEX
 
 
 def plain(lines: bytes, kind: str | None) -> list[str]:

@@ -124,6 +124,14 @@ class ConsoleReporter:
             text = "nothing left to run" + (" (paused)" if d.get("paused") else "") + ": exiting"
         elif kind in ("coordinator.paused", "coordinator.resumed"):
             text = kind.split(".")[1]
+        elif kind == "source.polled" and d.get("made"):
+            text = f"source {d.get('source')} made {d['made']} task(s)"
+        elif kind == "source.failed":
+            text = f"source {d.get('source')} failed ({d.get('failures')} in a row): {d.get('error')}"
+        elif kind == "source.rate_limited":
+            text = f"source {d.get('source')} rests {d.get('retry_after', 0):.0f}s: {d.get('error')}"
+        elif kind == "source.rejected":
+            text = f"source {d.get('source')}: {d.get('key')} not submitted: {d.get('error')}"
         else:
             return None
         return f"{clock} {_indent(printable(text))}"
