@@ -107,15 +107,18 @@ async def test_a_failing_source_a_rate_limited_one_and_a_bad_request_stay_theirs
     limited = ListSource("limited", ["two"])
     limited.fail_next = RateLimited(3600, "secondary rate limit")
     wrong = ListSource("wrong", ["three"], workflow="no-such-workflow")
-    _, events = await run_with(home, [broken, limited, wrong], lambda ev: len(broken.ended) == 1)
+    hostile = ListSource("hostile", ["x\x00y", "z" * 600])
+    _, events = await run_with(home, [broken, limited, wrong, hostile], lambda ev: len(broken.ended) == 1)
     kinds = [e.kind for e in events]
     assert "source.failed" in kinds and "source.rate_limited" in kinds and "source.rejected" in kinds
     failed = next(e for e in events if e.kind == "source.failed")
     assert failed.data == {"source": "broken", "error": "api.example: connection refused", "failures": 1}
     assert broken.ended[0].status == "succeeded"  # polled again after its failure, with backoff
     assert limited.polls == 1  # it asked for an hour's rest and gets it
-    rejected = next(e for e in events if e.kind == "source.rejected")
+    rejected = next(e for e in events if e.kind == "source.rejected" and e.data["source"] == "wrong")
     assert rejected.data["key"] == "item-three" and "no-such-workflow" in rejected.data["error"]
+    said = {e.data["error"] for e in events if e.kind == "source.rejected" and e.data["source"] == "hostile"}
+    assert said == {"the key holds control characters", "the key is 605 characters long; at most 512"}
     assert [r[0] for r in project.query("SELECT title FROM tasks")] == ["say one"]
 
 

@@ -28,6 +28,7 @@ Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]  # (request, 
 Read = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 
 MAX_BACKOFF = 900.0  # a failing source is polled at least every 15 minutes
+MAX_KEY = 512  # characters of a source's key for an item
 ENDS = tuple(f"task.{status}" for status in records.TERMINAL_TASK_STATES)
 
 
@@ -47,6 +48,17 @@ class SourceStatus:
 
 def dedupe_key(source: Source, request: TaskRequest) -> str:
     return f"{source.name}:{request.key}"
+
+
+def key_problem(key: object) -> str | None:
+    """Why a source's key for an item cannot name a task, or None."""
+    if not isinstance(key, str) or not key.strip():
+        return "an item needs a key (a non-empty string)"
+    if len(key) > MAX_KEY:
+        return f"the key is {len(key)} characters long; at most {MAX_KEY}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "the key holds control characters"
+    return None
 
 
 class SourcePoller:
@@ -115,6 +127,10 @@ class SourcePoller:
         status.failures, status.rate_limited_until = 0, None
         made = 0
         for request in requests:
+            if problem := key_problem(getattr(request, "key", None)):
+                status.last_error = problem
+                self._publish("source.rejected", source=source.name, key=str(getattr(request, "key", ""))[:80], error=problem)
+                continue
             key = dedupe_key(source, request)
             try:
                 task_id, created = await self._submit(request, key)
