@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tacx.engine.events import EngineEvent, EventBus
 
 
@@ -73,3 +75,26 @@ async def test_a_failing_async_consumer_goes_on_with_the_next_event() -> None:
         bus.publish(EngineEvent("task.started", i))
     await bus.drain(timeout=5)
     assert slow.heard == [2, 4]
+
+
+class Steady:
+    def __init__(self) -> None:
+        self.heard: list[int] = []
+
+    async def handle(self, event: EngineEvent) -> None:
+        await asyncio.sleep(0.2)
+        self.heard.append(event.task_id or 0)
+
+
+async def test_drain_waits_for_the_event_in_hand_and_nothing_is_queued_after_it() -> None:
+    bus = EventBus()
+    steady = Steady()
+    queued = bus.subscribe_async(steady)
+    bus.publish(EngineEvent("task.succeeded", 1))  # the last event before shutdown
+    await asyncio.sleep(0.05)  # taken from the queue: being handled
+    await bus.drain(timeout=5)
+    assert steady.heard == [1]
+    bus.publish(EngineEvent("task.started", 2))  # after the drain: not queued, no task started
+    assert queued.behind == 0 and queued._task is None
+    with pytest.raises(ValueError):
+        bus.subscribe_async(steady, limit=0)

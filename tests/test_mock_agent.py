@@ -1,4 +1,4 @@
-"""The `mock` provider's simulator (tacx/mock_agent.py) and the fake agent CLIs (tests/fakes/).
+"""The `mock` provider's simulator (tacx/agents/mock_agent.py) and the fake agent CLIs (tests/fakes/).
 
 Everything runs as real subprocesses with stdin on /dev/null, as tacx runs agents.
 """

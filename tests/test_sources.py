@@ -49,9 +49,7 @@ class ListSource:
                 for w in self.items]
 
     async def task_ended(self, end: TaskEnd) -> None:
-        self.ended.append(end)
-        if end.key in [f"item-{w}" for w in self.items]:  # answered on its side: not wanted again
-            self.items.remove(end.key.removeprefix("item-"))
+        self.ended.append(end)  # it keeps asking: an item runs once all the same
 
 
 async def until(predicate, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
@@ -82,10 +80,10 @@ async def test_a_source_submits_once_per_item_and_hears_each_end(project: Projec
     project.workflow("workflows/echo", ECHO)
     home = Home(project.home)
     source = ListSource("list", ["hello", "fail"])
-    coordinator, events = await run_with(home, [source], lambda _: len(source.ended) == 2)
+    coordinator, events = await run_with(home, [source], lambda _: len(source.ended) == 2 and source.polls >= 12)
     tasks = {t["title"]: t for t in project.ls()}
-    assert set(tasks) == {"say hello", "say fail"}  # polled again while they ran: one task each
-    assert source.polls >= 3 and coordinator.sources.status["list"].already >= 2
+    assert set(tasks) == {"say hello", "say fail"}  # polled again while they ran and after: one each
+    assert coordinator.sources.status["list"].already >= 10
     rows = project.query("SELECT title, dedupe_key, status FROM tasks ORDER BY id")
     assert [(r[0], r[1], r[2]) for r in rows] == [
         ("say hello", "list:item-hello", "succeeded"), ("say fail", "list:item-fail", "failed"),
@@ -131,9 +129,10 @@ async def test_after_a_restart_a_source_still_hears_the_end_of_a_task_it_submitt
     await run_with(home, [source], lambda ev: any(e.kind == "source.polled" and e.data["made"] for e in ev))
     assert [r[0] for r in project.query("SELECT status FROM tasks")] == ["queued"]
     project.tacx("resume")
-    again = ListSource("list", [])  # the item is no longer listed; its task still is ours
+    again = ListSource("list", ["later"])  # still listed: its task is ours, and is not made twice
     await run_with(home, [again], lambda _: len(again.ended) == 1)
     assert again.ended[0].key == "item-later" and again.ended[0].status == "succeeded"
+    assert [r[0] for r in project.query("SELECT status FROM tasks")] == ["succeeded"]
 
 
 async def test_two_sources_with_one_name_are_refused(tmp_path: Path) -> None:
@@ -160,3 +159,23 @@ def test_the_headless_reporter_says_what_sources_do() -> None:
         "source gh rests 600s: secondary rate limit",
         "source gh: o/r#7 not submitted: no workflow named 'fix'",
     ]
+
+
+async def test_submit_workflow_takes_names_only_and_keeps_the_workflows_dedupe_key(project: Project) -> None:
+    from tacx.submission import SubmissionError
+
+    (project.root / "workflows").mkdir()
+    project.workflow("workflows/echo", ECHO.replace("inputs:", 'dedupe_key: "{{ inputs.word }}"\ninputs:'))
+    outside = project.workflow("elsewhere", ECHO)
+    store = await Store(Home(project.home).db_path).open()
+    try:
+        coordinator = Coordinator(Home(project.home), store, Settings())
+        first = await coordinator.submit_workflow("echo", {"word": "hi"})
+        again = await coordinator.submit_workflow("echo", {"word": "hi"}, title="the same item")
+        assert first[1] and again == (first[0], False)
+        for name in (str(outside), "../elsewhere", "elsewhere.yaml", ".hidden", ""):
+            with pytest.raises(SubmissionError, match="a workflow is named here, not given as a file"):
+                await coordinator.submit_workflow(name, {"word": "x"})
+    finally:
+        await store.close()
+    assert [r[0] for r in project.query("SELECT dedupe_key FROM tasks")] == ["echo:hi"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,7 +43,7 @@ from tacx.sources.base import Source, TaskRequest
 from tacx.sources.poller import SourcePoller
 from tacx.store import records
 from tacx.store.writer import Store
-from tacx.submission import load_named_workflow, prepare_inputs, task_fields
+from tacx.submission import SubmissionError, dedupe_key_for, load_named_workflow, prepare_inputs, task_fields
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,6 @@ class Coordinator:
         if self.only_task is None:
             await self.recover()
         self.scheduler.explain_others()
-        if self.only_task is None:
-            await self.sources.start()
         self._background = [
             asyncio.create_task(self.scheduler.pump_loop(), name="tacx-pump"),
             asyncio.create_task(self._watch_external(), name="tacx-external"),
@@ -158,6 +157,8 @@ class Coordinator:
         ]
         self.scheduler.kick()
         try:
+            if self.only_task is None:
+                await self.sources.start()
             await self.lifecycle.done.wait()
         finally:
             await self._shutdown()
@@ -263,20 +264,28 @@ class Coordinator:
         title: str | None = None,
         priority: int = 0,
         dedupe_key: str | None = None,
+        dedupe_any: bool = False,
     ) -> tuple[int, bool]:
-        """Queue a task of a workflow named as `tacx submit` names it (a file, or a name
-        in the project's or the shipped workflows), as sources and remote callers ask.
-        Raises SubmissionError or WorkflowError with a sentence for a person."""
+        """Queue a task of a workflow found by name in the project's or the shipped
+        workflows, as sources and remote callers ask: a name only, never a path (whoever
+        names it must not be able to pick any file on the machine). Inputs, title and the
+        workflow's own dedupe key work as with `tacx submit` (with `dedupe_any`, a task of
+        that key that ended counts too). Raises SubmissionError or WorkflowError with a
+        sentence for a person."""
+        if not name or os.sep in name or name.startswith(".") or name.endswith((".yaml", ".yml")):
+            raise SubmissionError(f"a workflow is named here, not given as a file: {name!r}")
         kinds = provider_kinds(self.providers)
         wf, path, text = await asyncio.to_thread(load_named_workflow, self.home, name, lambda: kinds)
         values, title = prepare_inputs(wf, dict(inputs), title)
         return await self.submit(**task_fields(
-            self.home.project_root, wf, path, text, inputs=values, title=title, priority=priority, dedupe_key=dedupe_key,
-        ))
+            self.home.project_root, wf, path, text, inputs=values, title=title, priority=priority,
+            dedupe_key=dedupe_key_for(wf, values, dedupe_key),
+        ), dedupe_any=dedupe_any)
 
     async def _submit_request(self, request: TaskRequest, dedupe_key: str) -> tuple[int, bool]:
         return await self.submit_workflow(
             request.workflow, request.inputs, title=request.title, priority=request.priority, dedupe_key=dedupe_key,
+            dedupe_any=True,  # a source's item runs once; a new request is a new key
         )
 
     def kill_daughter(self, pid: int) -> bool:

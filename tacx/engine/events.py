@@ -68,14 +68,20 @@ class QueuedConsumer:
     behind, the oldest are dropped and counted in `dropped`, never the engine slowed."""
 
     def __init__(self, consumer: AsyncEventConsumer, limit: int = ASYNC_QUEUE_LIMIT) -> None:
+        if limit < 1:
+            raise ValueError("an async consumer's queue holds at least one event")
         self.consumer = consumer
         self.limit = limit
         self.dropped = 0
         self._queue: deque[EngineEvent] = deque()
         self._ready = asyncio.Event()
+        self._handling = False  # an event is taken and being handled
+        self._closed = False
         self._task: asyncio.Task[None] | None = None
 
     def __call__(self, event: EngineEvent) -> None:
+        if self._closed:  # after shutdown's drain: nobody would hear it
+            return
         if len(self._queue) >= self.limit:
             self._queue.popleft()
             self.dropped += 1
@@ -86,27 +92,33 @@ class QueuedConsumer:
 
     @property
     def behind(self) -> int:
-        return len(self._queue)
+        """Events not yet handled (the one being handled counts)."""
+        return len(self._queue) + self._handling
 
     async def _drain(self) -> None:
         while True:
             await self._ready.wait()
             while self._queue:
                 event = self._queue.popleft()
+                self._handling = True
                 try:
                     await self.consumer.handle(event)
                 except asyncio.CancelledError:
                     raise
                 except Exception:
                     log.exception("event consumer %s failed on %s", type(self.consumer).__name__, event.kind)
+                finally:
+                    self._handling = False
             self._ready.clear()
 
     async def close(self, timeout: float) -> None:
-        """Let the consumer catch up for at most `timeout` seconds, then stop its task."""
+        """Let the consumer catch up (the event in hand too) for at most `timeout` seconds,
+        then stop its task; later events are not queued."""
+        self._closed = True
         if self._task is None:
             return
         deadline = time.monotonic() + timeout
-        while self._queue and time.monotonic() < deadline and not self._task.done():
+        while self.behind and time.monotonic() < deadline and not self._task.done():
             await asyncio.sleep(0.01)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

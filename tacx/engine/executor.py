@@ -53,8 +53,8 @@ class Daughter:
     children: int = 0
     log_size: int = 0
     last_output_at: float = 0.0
-    # The end of its log (at most 64 KiB) when the executor read it as it saw the end, so
-    # the engine need not read it again; None: the engine reads the log itself.
+    # Its whole log, when small and the executor read it as it saw the end, so the engine
+    # need not read it again; None: the engine reads the log's end itself.
     tail: bytes | None = None
 
     @property

@@ -1,9 +1,11 @@
 """The source seam: what a source of tasks (GitHub issues, later others) is to tacx.
 
 A source is polled on a schedule and answers with the tasks it wants, each under a key of
-its own ("owner/repo#12"). tacx submits them with the dedupe key "<source>:<key>", so a
-poll that sees the same item again submits nothing, and it tells the source how each task
-it submitted ended, so the source can answer on its side (a comment, a label).
+its own ("owner/repo#12"). tacx submits them with the dedupe key "<source>:<key>": an item
+runs once, so a poll that sees it again submits nothing, whether its task is queued,
+running or over (a failed one is retried by a person, `tacx retry`, or asked for again by
+the source under a new key, e.g. "owner/repo#12@<label event>"). tacx tells the source how
+each task it submitted ended, so the source can answer on its side (a comment, a label).
 """
 
 from __future__ import annotations
@@ -50,11 +52,9 @@ class Source(Protocol):
     interval: float
 
     async def poll(self) -> Sequence[TaskRequest]:
-        """The tasks wanted now. An item whose task is queued, running or succeeded is not
-        submitted again; one whose task failed is, so a source stops asking for an item once
-        it has answered its end (a label taken off, a comment). Raises RateLimited to be
-        left alone for a while; any other exception is recorded as the source's last error
-        and the poll is tried again, later each time."""
+        """The tasks wanted now; an item that already had a task is not submitted again.
+        Raises RateLimited to be left alone for a while; any other exception is recorded as
+        the source's last error and the poll is tried again, later each time."""
         ...
 
     async def task_ended(self, end: TaskEnd) -> None:

@@ -24,10 +24,12 @@ from tacx.store import records
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]  # (request, dedupe key) -> (task id, created)
+# (request, dedupe key) -> (task id, created). A key that ever had a task makes none again.
+Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]
 Read = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
 
 MAX_BACKOFF = 900.0  # a failing source is polled at least every 15 minutes
+TELL_SECONDS = 5.0  # how long shutdown waits for sources still hearing of ends
 MAX_KEY = 512  # characters of a source's key for an item
 ENDS = tuple(f"task.{status}" for status in records.TERMINAL_TASK_STATES)
 
@@ -96,13 +98,25 @@ class SourcePoller:
             self._unsubscribe = None
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, *self._telling, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._telling:  # a source still answering an end gets a moment, not the shutdown
+            _, late = await asyncio.wait(set(self._telling), timeout=TELL_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def _poll_loop(self, source: Source) -> None:
         status = self.status[source.name]
         while True:
-            delay = await self.poll_once(source)
+            try:
+                delay = await self.poll_once(source)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug of ours must not silence a source for good
+                log.exception("polling source %s failed", source.name)
+                status.last_error = f"tacx failed polling it: {exc}"
+                delay = MAX_BACKOFF
             status.next_poll = time.time() + delay
             await asyncio.sleep(delay)
 
@@ -123,7 +137,7 @@ class SourcePoller:
             status.failures += 1
             status.last_error = str(exc) or type(exc).__name__
             self._publish("source.failed", source=source.name, error=status.last_error, failures=status.failures)
-            return min(source.interval * 2 ** status.failures, max(source.interval, MAX_BACKOFF))
+            return min(source.interval * 2 ** min(status.failures, 30), max(source.interval, MAX_BACKOFF))
         status.failures, status.rate_limited_until = 0, None
         made = 0
         for request in requests:

@@ -45,13 +45,16 @@ def insert_task(
     priority: int,
     dedupe_key: str | None,
     project_root: str,
+    dedupe_any: bool = False,
 ) -> tuple[int, bool]:
-    """Queue a task and its pending stages. Returns (id, created); a live duplicate wins."""
+    """Queue a task and its pending stages. Returns (id, created); a live duplicate wins
+    (with `dedupe_any`, any task of that key, ended or not: a source's item runs once)."""
     if dedupe_key:
+        states = TASK_STATES if dedupe_any else _DEDUPE_LIVE
         row = conn.execute(
-            f"SELECT id FROM tasks WHERE dedupe_key = ? AND status IN ({_marks(_DEDUPE_LIVE)})"
+            f"SELECT id FROM tasks WHERE dedupe_key = ? AND status IN ({_marks(states)})"
             " ORDER BY id LIMIT 1",
-            (dedupe_key, *_DEDUPE_LIVE),
+            (dedupe_key, *states),
         ).fetchone()
         if row is not None:
             return int(row[0]), False

@@ -3,7 +3,7 @@
 A process group and the environment marker miss a grandchild that starts a session of
 its own with a clean environment (`setsid env -i ...`); a cgroup does not: every
 descendant is born in its parent's cgroup and only a privileged process can leave it.
-The keeper (tacx/keeper.py) starts each daughter in a cgroup of its own; this module is
+The keeper (tacx/engine/local/keeper.py) starts each daughter in a cgroup of its own; this module is
 what tacx does with those cgroups afterwards, in worker threads (they touch files).
 """
 

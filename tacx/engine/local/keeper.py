@@ -27,7 +27,7 @@ Protocol, one marshalled dict per message each way (see `frame`):
                   {"op": "started", "id", "pid", "start", "cgroup"}
                   {"op": "failed", "id", "error"}
                   {"op": "exited", "id", "pid", "exit_code", "signal", "cpu_seconds",
-                   "max_rss", "populated", "tail"}  (tail: the log's last bytes, or None)
+                   "max_rss", "populated", "tail"}  (tail: a small log whole, or None)
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import os
 import resource
 import select
 import signal
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from collections.abc import Callable
 KEEPER_ENV = "TACX_KEEPER"  # names the home: a restarted tacx finds a keeper still at work
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 KILL_WAIT = 5.0  # how long an orphaned stage's leftovers may take to die after cgroup.kill
-TAIL_BYTES = 64 * 1024  # as much of a log's end as tacx reads to classify an end (engine/outcome.py)
+SMALL_LOG = 8 * 1024  # a log this small is sent whole with its daughter's exit; tacx reads larger ones
 
 
 def frame(message: dict) -> bytes:
@@ -56,15 +57,18 @@ def frame(message: dict) -> bytes:
 
 
 def log_tail(path: str) -> bytes | None:
-    """The last TAIL_BYTES of a daughter's log, read here so that tacx need not read it
-    (a thread hop per stage on its side); None when it cannot be read."""
+    """A small log whole (at most SMALL_LOG bytes), read here so that tacx need not read
+    it (a thread hop per stage on its side); None when it is larger or is not a regular
+    file (a daughter may have put a FIFO or a link in its place: never block on it)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, TAIL_BYTES, max(0, size - TAIL_BYTES)) if size else b""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > SMALL_LOG:
+            return None
+        return os.pread(fd, SMALL_LOG + 1, 0) if info.st_size else b""
     except OSError:
         return None
     finally:

@@ -1,4 +1,4 @@
-"""tacx's side of the keeper (tacx/keeper.py): start it, ask it for daughters, hear of ends.
+"""tacx's side of the keeper (tacx/engine/local/keeper.py): start it, ask it for daughters, hear of ends.
 
 The keeper runs as its own small process so that every daughter's exit status survives a
 `kill -9` of tacx. Talking to it costs a short message each way on a socket that the event

@@ -3,7 +3,7 @@ them, kills whole trees (re-adoption after a crash: adoption.py).
 
 A daughter runs in its own session (so its process group is its pid), with stdin closed
 and stdout/stderr appended straight to its log file: no pipe can fill and the log
-outlives tacx. It is started by the keeper (tacx/keeper.py), a small process outside
+outlives tacx. It is started by the keeper (tacx/engine/local/keeper.py), a small process outside
 tacx that is its parent and reaps it; its end reaches tacx on a socket, and should tacx
 be gone, a file beside its log, so its end is known even when tacx was killed meanwhile.
 Where cgroup v2 is writable each daughter has a cgroup of its own, and a stage's tree is
@@ -49,7 +49,7 @@ KEEPERS = max(1, min(4, os.cpu_count() or 1))
 class LocalExecutor:
     """The executor of daughters on this machine; owns the live daughters of one coordinator.
 
-    With a home, daughters are started by the keeper (tacx/keeper.py), their parent
+    With a home, daughters are started by the keeper (tacx/engine/local/keeper.py), their parent
     outside tacx, which writes a daughter's end beside its log when tacx is not there to
     hear it: a tacx restarted after `kill -9` learns how each one ended. Without a home
     (or when the keeper cannot run), tacx starts them itself."""
@@ -246,8 +246,10 @@ class LocalExecutor:
             return
         d.ended_at = time.time()
         d.leftovers = bool(message.get("populated"))
+        # Whole when small. Only where a cgroup holds the stage: "no leftovers" is then
+        # certain; elsewhere leftovers may still write, and the log is read after they end.
         tail = message.get("tail")
-        d.tail = tail if isinstance(tail, bytes) else None
+        d.tail = tail if isinstance(tail, bytes) and d.cgroup is not None else None
         self.daughters.pop(d.pid, None)
         d.exited.set_result(ExitInfo(
             message.get("exit_code"),  # type: ignore[arg-type]
