@@ -7,6 +7,7 @@ from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import Outcome, ParsedEvent, StageContext, Usage
+from tacx.agents.errors import human_error
 from tacx.agents.stream import (
     StreamParser,
     _bound,
@@ -89,7 +90,7 @@ class CodexParser(StreamParser):
 
     def _turn_failed(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         self._turn_open = False
-        message = _str(_obj(obj.get("error")).get("message")) or "the agent's turn failed"
+        message = human_error(_str(_obj(obj.get("error")).get("message")) or "the agent's turn failed")
         return [self._fail(message), ParsedEvent("result", {
             "subtype": "failed", "is_error": True, "text": _clip(message), "turns": self.state.turns,
             "duration_ms": None,
@@ -103,7 +104,7 @@ class CodexParser(StreamParser):
             if _mentions_rate_limit(message):
                 self.state.rate_limited = True
             return [ParsedEvent("retry", {"attempt": None, "delay_ms": None, "status": None, "error": _clip(message)})]
-        return [self._fail(message)]
+        return [self._fail(human_error(message))]
 
     def _tool_use(self, item: dict[str, Any]) -> ParsedEvent | None:
         kind = item.get("type")
