@@ -57,3 +57,29 @@ def test_a_codex_turn_that_failed_on_a_400_says_it_in_words() -> None:
 def test_a_huge_error_text_is_shown_as_it_came() -> None:
     hostile = '{"message": "' + "{" * 200_000  # never closes: would be searched from every brace
     assert human_error(hostile) is hostile
+
+
+def test_codex_says_when_its_usage_limit_resets() -> None:
+    import time
+    from datetime import datetime
+
+    from tacx.agents.codex import resets_from_text
+
+    now = datetime(2026, 11, 30, 10, 0).timestamp()  # local time, as codex prints its clock times
+    # openai/codex#3899: 5 days 22 hours 11 minutes = 5*86400 + 22*3600 + 11*60 = 511,860 s.
+    limit = ("You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in"
+             " 5 days 22 hours 11 minutes.")
+    assert resets_from_text(limit, now) == now + 511_860
+    assert resets_from_text("or try again in 3 hours 2 minutes.", now) == now + 10_920  # openai/codex#3031
+    assert resets_from_text("try again at 9:01 AM.", now) == datetime(2026, 12, 1, 9, 1).timestamp()  # tomorrow
+    assert resets_from_text("try again at 11:30 AM", now) == datetime(2026, 11, 30, 11, 30).timestamp()
+    assert resets_from_text("or try again at Jul 5th, 2026 8:19 PM.", now) == datetime(2026, 7, 5, 20, 19).timestamp()
+    assert resets_from_text("stream disconnected", now) is None
+
+    parser = make_parser("codex-json")
+    for obj in ({"type": "thread.started", "thread_id": "t-1"}, {"type": "turn.started"},
+                {"type": "error", "message": limit}, {"type": "turn.failed", "error": {"message": limit}}):
+        parser.feed(json.dumps(obj).encode())
+    outcome = parser.finish(b"")
+    assert outcome.failed and parser.state.rate_limited
+    assert abs(parser.state.rate_limit_resets_at - (time.time() + 511_860)) < 60

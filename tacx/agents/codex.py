@@ -3,6 +3,9 @@ of its thread events, which turns the thread's running usage totals into increme
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from tacx.agents.agent import AgentProvider
@@ -23,6 +26,40 @@ from tacx.agents.stream import (
 from tacx.workflow.model import StageSpec
 
 INTERRUPTED = "the agent's turn was interrupted: it started but neither completed nor failed"
+
+# "You've hit your usage limit. Upgrade to Pro (...) or try again in 5 days 22 hours 11 minutes."
+# (openai/codex#3899), "... try again in 3 hours 2 minutes." (#3031), "... or try again at
+# Jul 5th, 2026 8:19 PM." (#26668), "... try again at 9:01 AM." (a reset later today).
+_AGAIN_IN = re.compile(r"try again in ((?:\d+\s*(?:days?|hours?|minutes?|seconds?)[\s,]*(?:and\s+)?)+)", re.I)
+_PART = re.compile(r"(\d+)\s*(day|hour|minute|second)", re.I)
+_AGAIN_AT = re.compile(
+    r"try again at\s+(?:(?P<month>[A-Z][a-z]{2,8})\.? (?P<day>\d{1,2})(?:st|nd|rd|th)?,? (?P<year>\d{4}),?\s+)?"
+    r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<half>[AP]M)?", re.I)
+_SECONDS = {"day": 86400, "hour": 3600, "minute": 60, "second": 1}
+
+
+def resets_from_text(text: str, now: float | None = None) -> float | None:
+    """When codex says its usage limit resets (Unix time), from "try again in ..." or "try
+    again at ..." (a clock time is local, as codex prints it); None when it says neither."""
+    now = time.time() if now is None else now
+    if match := _AGAIN_IN.search(text):
+        seconds = sum(int(n) * _SECONDS[unit.lower()] for n, unit in _PART.findall(match.group(1)))
+        return now + seconds if seconds else None
+    match = _AGAIN_AT.search(text)
+    if match is None:
+        return None
+    hour, minute = int(match["hour"]), int(match["minute"])
+    if match["half"]:
+        hour = hour % 12 + (12 if match["half"].upper() == "PM" else 0)
+    try:
+        if match["year"]:
+            month = datetime.strptime(match["month"][:3], "%b").month
+            return datetime(int(match["year"]), month, int(match["day"]), hour, minute).timestamp()
+        today = datetime.fromtimestamp(now)
+        at = today.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    except ValueError:  # a month or a time that does not exist
+        return None
+    return (at if at.timestamp() > now else at + timedelta(days=1)).timestamp()
 
 
 class CodexParser(StreamParser):
@@ -86,7 +123,10 @@ class CodexParser(StreamParser):
 
     def _fail(self, message: str) -> ParsedEvent:
         self._failed = True
-        return self._agent_error(message)
+        event = self._agent_error(message)
+        if self.state.rate_limited and (resets := resets_from_text(message)) is not None:
+            self.state.rate_limit_resets_at = resets
+        return event
 
     def _turn_failed(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         self._turn_open = False
