@@ -6,6 +6,8 @@ Expected figures are worked out by hand in the comments.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tacx.agents.base import OutputParser, Usage
@@ -122,3 +124,19 @@ def test_make_parser_accepts_price_overrides() -> None:
     # cache_read absent: priced as input. (315 + 24448 + 122) * 1 / 1e6
     assert p.state.usage.cost_usd == pytest.approx((315 + 24448 + 122) / 1e6)
 
+
+
+def test_codex_plan_shows_as_it_changes() -> None:
+    """todo_list items as codex exec --json writes them (openai/codex docs/exec json events:
+    TodoListItem { items: [TodoItem { text, completed }] }, sent at item.started, item.updated
+    and item.completed); each change is one line, an unchanged repeat none."""
+    parser = make_parser("codex-json")
+    steps = [{"text": "planning changes", "completed": False}, {"text": "running tests", "completed": False}]
+    done = [{"text": "planning changes", "completed": True}, {"text": "running tests", "completed": False}]
+    lines = [
+        {"type": "item.started", "item": {"id": "item_0", "type": "todo_list", "items": steps}},
+        {"type": "item.updated", "item": {"id": "item_0", "type": "todo_list", "items": done}},
+        {"type": "item.completed", "item": {"id": "item_0", "type": "todo_list", "items": done}},
+    ]
+    shown = [e.data["text"] for line in lines for e in parser.feed(json.dumps(line).encode()) if e.kind == "thinking"]
+    assert shown == ["plan: [ ] planning changes; [ ] running tests", "plan: [x] planning changes; [ ] running tests"]

@@ -73,9 +73,11 @@ class CodexParser(StreamParser):
         self._turn_open = False
         self._failed = False
         self._started: set[str] = set()  # items whose tool_use event went out at item.started
+        self._plan = ""  # the todo list as last shown: shown again only when it changed
         self._handlers = {
             "item.completed": self._item_completed,
             "item.started": self._item_started,
+            "item.updated": self._item_updated,
             "thread.started": self._thread,
             "turn.started": self._turn_started,
             "turn.completed": self._turn_completed,
@@ -163,8 +165,25 @@ class CodexParser(StreamParser):
             return None
         return ParsedEvent("tool_use", {"id": item.get("id"), "name": name, "input": summary})
 
+    def _todo_list(self, item: dict[str, Any]) -> list[ParsedEvent]:
+        """Codex's plan, {"type": "todo_list", "items": [{"text", "completed"}]}, started,
+        updated as steps are done, completed: one line each time it changes."""
+        steps = item.get("items") if type(item.get("items")) is list else []
+        plan = "; ".join(f"[{'x' if _obj(s).get('completed') is True else ' '}] {_one_line(str(_obj(s).get('text', '')))}"
+                         for s in steps[:50])
+        if not plan or plan == self._plan:
+            return []
+        self._plan = plan
+        return [ParsedEvent("thinking", {"text": _clip(f"plan: {plan}")})]
+
+    def _item_updated(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        item = _obj(obj.get("item"))
+        return self._todo_list(item) if item.get("type") == "todo_list" else []
+
     def _item_started(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         item = _obj(obj.get("item"))
+        if item.get("type") == "todo_list":
+            return self._todo_list(item)
         event = self._tool_use(item)
         if event is None:
             return []
@@ -183,6 +202,8 @@ class CodexParser(StreamParser):
             return [ParsedEvent("thinking", {"text": _clip(item.get("text"))})]
         if kind == "error":  # a warning item: the run goes on
             return [ParsedEvent("error", {"message": _clip(item.get("message"))})]
+        if kind == "todo_list":
+            return self._todo_list(item)
         use = self._tool_use(item)
         if use is None:
             return []
