@@ -83,3 +83,23 @@ def test_codex_says_when_its_usage_limit_resets() -> None:
     outcome = parser.finish(b"")
     assert outcome.failed and parser.state.rate_limited
     assert abs(parser.state.rate_limit_resets_at - (time.time() + 511_860)) < 60
+
+
+def test_the_last_output_of_a_failed_agent_is_its_words_and_stderr_not_its_stream() -> None:
+    from tacx.engine.outcome import _agent_words
+
+    stream = b"\n".join([
+        json.dumps({"type": "system", "subtype": "init", "session_id": "s-1", "model": "claude-sonnet-4-5-20250929",
+                    "tools": [], "cwd": "/repo"}).encode(),
+        json.dumps({"type": "assistant", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                    "model": "claude-sonnet-4-5-20250929", "content": [{"type": "text", "text": "I'll run the tests."}],
+                    "usage": {"input_tokens": 3, "output_tokens": 8}}, "session_id": "s-1"}).encode(),
+        b"Error: connect ECONNREFUSED 160.79.104.10:443",  # stderr, as node prints it
+        json.dumps({"type": "result", "subtype": "success", "is_error": True, "result": "API Error: Connection error.",
+                    "session_id": "s-1", "num_turns": 1, "duration_ms": 100, "total_cost_usd": 0,
+                    "usage": {"input_tokens": 3, "output_tokens": 8}}).encode(),
+    ]) + b"\n"
+    shown = _agent_words(stream, make_parser("claude-stream-json"), 8).splitlines()
+    assert shown[:2] == ["I'll run the tests.", "Error: connect ECONNREFUSED 160.79.104.10:443"]
+    assert shown[-1].endswith("API Error: Connection error.")
+    assert not any(line.startswith("{") for line in shown)

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tacx.agents.base import Outcome, Provider, last_line
+from tacx.agents.base import Outcome, OutputParser, Provider, last_line
 from tacx.bounds import handoff_text
 from tacx.engine.events import Publish
 from tacx.engine.executor import Daughter, Executor, Executors, ExitInfo
@@ -92,7 +92,10 @@ class Outcomes:
         if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
             error = f"{error}: {parser_outcome.error}"
         if status in ("failed", "timed_out"):
-            lines = _last_lines(tail, ERROR_TAIL_LINES)
+            provider = self.providers.get(provider_name)
+            streams = provider is not None and provider.kind == "agent" and getattr(provider, "parser_class", None)
+            lines = (_agent_words(tail, provider.parser(), ERROR_TAIL_LINES) if streams and provider
+                     else _last_lines(tail, ERROR_TAIL_LINES))
             if lines:
                 error = f"{error}; last output:\n{lines}"
         self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
@@ -192,6 +195,29 @@ def _read_tail(path: Path) -> bytes:
             return f.read(TAIL_BYTES)
     except OSError:
         return b""
+
+
+def _agent_words(tail: bytes, parser: OutputParser, n: int, width: int = 300) -> str:
+    """The last output of an agent that streams JSON, for a person: what it said (its text,
+    its errors) and every line that is not its stream (stderr). The raw stream stays one
+    `tacx logs --raw` away."""
+    raw = tail.splitlines()
+    if len(tail) >= TAIL_BYTES and raw:
+        raw = raw[1:]  # the cut may have fallen inside a line
+    shown: list[str] = []
+    for line in raw:
+        text = line.strip()
+        if not text:
+            continue
+        if not text.startswith(b"{"):
+            shown.append(text.decode("utf-8", errors="replace"))
+            continue
+        for event in parser.feed(line):
+            said = event.data.get("text") if event.kind == "text" else (
+                event.data.get("message") if event.kind == "error" else None)
+            if isinstance(said, str) and said.strip():
+                shown.extend(part for part in said.strip().splitlines() if part.strip())
+    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in shown[-n:])
 
 
 def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
