@@ -12,9 +12,35 @@ from tacx.workflow.model import StageSpec
 
 
 def _gemini_usage(stats: dict[str, Any]) -> Usage:
-    cached = _int(stats.get("cached"))
-    uncached = _int(stats["input"]) if "input" in stats else max(_int(stats.get("input_tokens")) - cached, 0)
-    return Usage(uncached, _int(stats.get("output_tokens")), cached, 0)
+    """Gemini's stats (the totals, or one model's) as tokens. ``input_tokens`` is the whole
+    prompt, cached included; ``output_tokens`` is the candidates only, and ``total_tokens``
+    (the API's totalTokenCount) adds the thinking tokens (and any tool-use prompt), which
+    Google bills at the output rate: what the total holds beyond prompt and candidates counts
+    as output, so the tokens add up to the CLI's own total."""
+    prompt = _int(stats.get("input_tokens"))
+    if "cached" in stats:
+        cached = _int(stats["cached"])
+        uncached = _int(stats["input"]) if "input" in stats else max(prompt - cached, 0)
+    else:  # no split, or only the uncached part
+        uncached = _int(stats["input"]) if "input" in stats else prompt
+        cached = max(prompt - uncached, 0)
+    prompt = max(prompt, uncached + cached)
+    output = max(_int(stats.get("output_tokens")), _int(stats.get("total_tokens")) - prompt)
+    return Usage(uncached, output, cached, 0)
+
+
+def _split_cached(total: Usage, parts: list[tuple[str, Usage, bool]]) -> None:
+    """Per-model entries without a cached split (``has_split`` False) carry their whole
+    prompt as uncached input: give them the cached tokens the totals hold beyond the split
+    ones, in proportion to their prompt, so cached input is never priced at the full rate."""
+    unsplit = [u for _, u, has_split in parts if not has_split]
+    spare = total.cache_read - sum(u.cache_read for _, u, has_split in parts if has_split)
+    prompt = sum(u.input for u in unsplit)
+    if not unsplit or spare <= 0 or prompt <= 0:
+        return
+    for u in unsplit:
+        share = min(u.input, spare * u.input // prompt)
+        u.input, u.cache_read = u.input - share, u.cache_read + share
 
 
 class GeminiParser(StreamParser):
@@ -102,11 +128,17 @@ class GeminiParser(StreamParser):
         return events
 
     def _final_usage(self, stats: dict[str, Any]) -> Usage:
-        """Totals from stats; priced per model when stats.models adds up to them."""
+        """Totals from stats, priced per model when stats.models breaks them down (what the
+        models leave of the totals is priced with the model of ``init``)."""
         final = _gemini_usage(stats)
-        models = [(name, _gemini_usage(m)) for name, m in _obj(stats.get("models")).items() if type(m) is dict]
-        if models and sum((u for _, u in models), Usage()).tokens == final.tokens:
-            final.cost_usd = sum(self._price(name, u) for name, u in models)
+        parts = [(name, _gemini_usage(m), "cached" in m or "input" in m)
+                 for name, m in _obj(stats.get("models")).items() if type(m) is dict]
+        _split_cached(final, parts)
+        rest = final - sum((u for _, u, _ in parts), Usage())
+        if parts and min(rest.input, rest.output, rest.cache_read, rest.cache_write) >= 0:
+            final.cost_usd = sum(self._price(name, u) for name, u, _ in parts)
+            if rest.tokens:
+                final.cost_usd += self._price(self.state.model, rest)
         else:
             final.cost_usd = self._price(self.state.model, final)
         return final
