@@ -162,6 +162,14 @@ def test_gemini_prices_each_model_with_its_thoughts() -> None:
     assert_usage(usage_sum(events), PER_MODEL)
     assert p.state.usage.tokens == 33072  # the CLI's total_tokens
     assert p.state.usage.cost_usd == pytest.approx(0.02394485)
+    # one usage event per model, so the store knows which model spent what
+    per_model = {e.data["model"]: e.data for e in events if e.kind == "usage"}
+    assert set(per_model) == {"gemini-2.5-pro", "gemini-2.5-flash"}
+    pro, flash = per_model["gemini-2.5-pro"], per_model["gemini-2.5-flash"]
+    assert (pro["input"], pro["output"], pro["cache_read"]) == (6154, 1266, 24390)
+    assert pro["cost_usd"] == pytest.approx(0.02340125) and flash["cost_usd"] == pytest.approx(0.0005436)
+    assert (flash["input"], flash["output"], flash["cache_read"]) == (1187, 75, 0)
+    assert len({e.data["message_id"] for e in events if e.kind == "usage"}) == 2
 
 
 def test_gemini_model_without_a_cached_split_is_not_priced_at_full_rate() -> None:
@@ -178,5 +186,18 @@ def test_gemini_models_that_do_not_cover_the_totals_price_the_rest_with_the_main
     # Only flash is broken down: the rest of the totals is the init model's (gemini-2.5-pro),
     # so the cost is the same as when both are listed.
     p = gemini()
-    run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-flash": FLASH}})])
+    events = run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-flash": FLASH}})])
     assert_usage(p.state.usage, PER_MODEL)
+    assert_usage(usage_sum(events), PER_MODEL)
+    assert {e.data["model"] for e in events if e.kind == "usage"} == {"gemini-2.5-pro", "gemini-2.5-flash"}
+
+
+def test_gemini_unpriced_helper_model_is_named() -> None:
+    # A helper model tacx has no price for: its usage is its own event, costing 0, and the
+    # parser names it; the main model's usage keeps its price (6154/1266/24390 as above).
+    p = gemini()
+    events = run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-pro": PRO,
+                                                                             "gemini-9-nano": FLASH}})])
+    assert p.state.unpriced_model == "gemini-9-nano"
+    costs = {e.data["model"]: e.data["cost_usd"] for e in events if e.kind == "usage"}
+    assert costs["gemini-9-nano"] == 0 and costs["gemini-2.5-pro"] == pytest.approx(0.02340125)

@@ -7,7 +7,9 @@ from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
-from tacx.agents.stream import StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output
+from tacx.agents.stream import (
+    StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output, _usage_data,
+)
 from tacx.workflow.model import StageSpec
 
 
@@ -113,7 +115,7 @@ class GeminiParser(StreamParser):
         self._result_seen = True
         status = _str(obj.get("status"))
         stats = obj.get("stats")
-        events = self._settle(self._final_usage(stats)) if type(stats) is dict else []
+        events = self._final_events(stats) if type(stats) is dict else []
         if status == "success":
             state.error = None  # any error event before was recovered from
         else:
@@ -127,21 +129,38 @@ class GeminiParser(StreamParser):
         }))
         return events
 
-    def _final_usage(self, stats: dict[str, Any]) -> Usage:
-        """Totals from stats, priced per model when stats.models breaks them down (what the
-        models leave of the totals is priced with the model of ``init``)."""
+    def _final_events(self, stats: dict[str, Any]) -> list[ParsedEvent]:
+        """The totals of stats become the stage's; when stats.models breaks them down, one
+        usage event per model (each priced at its own rate, what the models leave of the
+        totals with the model of ``init``), so the store knows which model spent what."""
+        state = self.state
+        final, parts = self._final_usage(stats)
+        if not parts or state.final or state.usage.tokens or state.usage.cost_usd:
+            return self._settle(final)
+        state.usage, state.final = final, True
+        return [ParsedEvent("usage", _usage_data(f"result:{name}", name, u)) for name, u in parts
+                if u.tokens or u.cost_usd]
+
+    def _final_usage(self, stats: dict[str, Any]) -> tuple[Usage, list[tuple[str | None, Usage]]]:
+        """Totals from stats, and the usage of each model (priced) when stats.models adds
+        up to no more than them."""
         final = _gemini_usage(stats)
-        parts = [(name, _gemini_usage(m), "cached" in m or "input" in m)
+        split = [(name, _gemini_usage(m), "cached" in m or "input" in m)
                  for name, m in _obj(stats.get("models")).items() if type(m) is dict]
-        _split_cached(final, parts)
-        rest = final - sum((u for _, u, _ in parts), Usage())
-        if parts and min(rest.input, rest.output, rest.cache_read, rest.cache_write) >= 0:
-            final.cost_usd = sum(self._price(name, u) for name, u, _ in parts)
-            if rest.tokens:
-                final.cost_usd += self._price(self.state.model, rest)
-        else:
+        _split_cached(final, split)
+        rest = final - sum((u for _, u, _ in split), Usage())
+        if not split or min(rest.input, rest.output, rest.cache_read, rest.cache_write) < 0:
             final.cost_usd = self._price(self.state.model, final)
-        return final
+            return final, []
+        merged: dict[str | None, Usage] = {}  # one entry per model (a usage event's id names it)
+        for name, u in [*((name, u) for name, u, _ in split), (self.state.model, rest)]:
+            if u.tokens:
+                merged[name] = merged.get(name, Usage()) + u
+        parts = list(merged.items())
+        for name, u in parts:
+            u.cost_usd = self._price(name, u)
+        final.cost_usd = sum(u.cost_usd for _, u in parts)
+        return final, parts
 
 
 class GeminiProvider(AgentProvider):
