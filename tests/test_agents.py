@@ -196,8 +196,9 @@ def test_gemini_reference_stream_and_error(agents: Project) -> None:
     (call,) = calls(agents)
     assert call["argv"] == ["-p", "Fix it: x", "-o", "stream-json"]
     work = stage_of(agents.show(1))
-    assert work["tokens"] == tokens(3676, 20, 21263, 0)
-    assert work["cost_usd"] == pytest.approx(0.007452875)  # gemini-2.5-pro from the init line
+    # output = total_tokens - input_tokens = 25113 - 24939 = 174 (thinking tokens included)
+    assert work["tokens"] == tokens(3676, 174, 21263, 0)
+    assert work["cost_usd"] == pytest.approx(0.008992875)  # gemini-2.5-pro from the init line
     assert work["model"] == "gemini-2.5-pro" and work["result"] == "All 3 tests pass."
     agents.tacx("run", one_stage(agents, "gemini", "error", name="g2"), "-i", "title=x", "--no-ui", check=1)
     failed = stage_of(agents.show(2))

@@ -1,6 +1,12 @@
 """Gemini's stream-json parser, fed real bytes (no mocks).
 
-The sample stream is the one in shared/reference/agent-cli-formats.md, verbatim.
+The sample stream is the one in shared/reference/agent-cli-formats.md, verbatim. The result
+events with ``models`` follow gemini-cli's own StreamStats / ModelStreamStats
+(packages/core/src/output/types.ts and stream-json-formatter.ts, google-gemini/gemini-cli
+PR #21839): per model total_tokens, input_tokens (cached included), output_tokens (the
+candidates only), cached, input; total_tokens is the API's totalTokenCount, which adds the
+thinking tokens (uiTelemetry sums thoughts_token_count apart; real `-o json` output in
+oneryalcin/gemini-cli-sdk issue #9: prompt 7173, candidates 0, thoughts 17, total 7190).
 Expected figures are worked out by hand in the comments.
 """
 
@@ -35,9 +41,13 @@ def test_gemini_sample_stream() -> None:
     assert kinds(events) == ["session", "tool_use", "tool_result", "text", "usage", "result"]
     assert events[1].data == {"id": "tool-1", "name": "run_shell_command", "input": "pytest -q"}
     assert events[2].data == {"id": "tool-1", "output": "3 passed in 0.41s", "is_error": False}
-    # stats: input 3676 (uncached), cache_read = cached 21263, output 20. gemini-2.5-pro:
-    # (3676*1.25 + 21263*0.125 + 20*10) / 1e6 = (4595 + 2657.875 + 200) / 1e6 = 0.007452875
-    expected = Usage(3676, 20, 21263, 0, 0.007452875)
+    # stats: input 3676 (uncached), cache_read = cached 21263; output = total_tokens -
+    # input_tokens = 25113 - 24939 = 174 (20 candidates + 154 thinking tokens, billed as
+    # output). gemini-2.5-pro: (3676*1.25 + 21263*0.125 + 174*10) / 1e6
+    # = (4595 + 2657.875 + 1740) / 1e6 = 0.008992875. Tokens: 3676 + 174 + 21263 = 25113,
+    # the CLI's own total_tokens.
+    expected = Usage(3676, 174, 21263, 0, 0.008992875)
+    assert expected.tokens == 25113
     assert_usage(s.usage, expected)
     assert_usage(usage_sum(events), expected)
     assert events[4].data["message_id"] == "result"
@@ -54,7 +64,7 @@ def test_gemini_stats_without_input_are_normalised() -> None:
     assert stream != GEMINI_SAMPLE
     run(p, stream)
     # input = input_tokens - cached = 24939 - 21263 = 3676
-    assert_usage(p.state.usage, Usage(3676, 20, 21263, 0, 0.007452875))
+    assert_usage(p.state.usage, Usage(3676, 174, 21263, 0, 0.008992875))
 
 
 def test_gemini_result_is_the_last_turns_deltas() -> None:
@@ -110,6 +120,84 @@ def test_gemini_skips_garbage() -> None:
     sample = lines(GEMINI_SAMPLE)
     run(p, [sample[0], *GARBAGE, b'{"type":"message","role":"assistant","content":["x"]}',
             b'{"type":"result","status":"success","stats":"none"}', *sample[1:]])
-    assert_usage(p.state.usage, Usage(3676, 20, 21263, 0, 0.007452875))
+    assert_usage(p.state.usage, Usage(3676, 174, 21263, 0, 0.008992875))
     assert not p.outcome.failed
 
+
+
+def _result(stats: dict) -> bytes:
+    return json.dumps({"type": "result", "timestamp": "2026-08-21T16:20:08.512Z", "status": "success",
+                       "stats": stats}).encode()
+
+
+def test_gemini_thinking_tokens_count_as_output() -> None:
+    # The figures of a real run (oneryalcin/gemini-cli-sdk issue #9): a prompt of 7173 tokens,
+    # no candidates, 17 thinking tokens, total 7190; as stream-json writes them.
+    p = gemini()
+    run(p, [lines(GEMINI_SAMPLE)[0], _result({"total_tokens": 7190, "input_tokens": 7173, "output_tokens": 0,
+                                              "cached": 0, "input": 7173, "duration_ms": 3569, "tool_calls": 0})])
+    # output = 7190 - 7173 = 17. gemini-2.5-pro: (7173*1.25 + 17*10) / 1e6 = (8966.25 + 170) / 1e6
+    assert_usage(p.state.usage, Usage(7173, 17, 0, 0, 0.00913625))
+    assert p.state.usage.tokens == 7190
+
+
+# A run on gemini-2.5-pro whose helper calls (routing, next-speaker checks) went to
+# gemini-2.5-flash, with stats.models as gemini-cli writes it since PR #21839.
+PRO = {"total_tokens": 31810, "input_tokens": 30544, "output_tokens": 402, "cached": 24390, "input": 6154}
+FLASH = {"total_tokens": 1262, "input_tokens": 1187, "output_tokens": 9, "cached": 0, "input": 1187}
+TOTALS = {"total_tokens": 33072, "input_tokens": 31731, "output_tokens": 411, "cached": 24390, "input": 7341,
+          "duration_ms": 48213, "tool_calls": 6}
+# pro: output 31810 - 30544 = 1266 (402 + 864 thoughts):
+#   (6154*1.25 + 1266*10 + 24390*0.125) / 1e6 = (7692.5 + 12660 + 3048.75) / 1e6 = 0.02340125
+# flash: output 1262 - 1187 = 75 (9 + 66 thoughts): (1187*0.30 + 75*2.50) / 1e6 = (356.1 + 187.5) / 1e6 = 0.0005436
+# totals: input 7341, output 33072 - 31731 = 1341 = 1266 + 75, cache_read 24390; cost 0.02394485
+PER_MODEL = Usage(7341, 1341, 24390, 0, 0.02340125 + 0.0005436)
+
+
+def test_gemini_prices_each_model_with_its_thoughts() -> None:
+    p = gemini()
+    events = run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-pro": PRO,
+                                                                             "gemini-2.5-flash": FLASH}})])
+    assert_usage(p.state.usage, PER_MODEL)
+    assert_usage(usage_sum(events), PER_MODEL)
+    assert p.state.usage.tokens == 33072  # the CLI's total_tokens
+    assert p.state.usage.cost_usd == pytest.approx(0.02394485)
+    # one usage event per model, so the store knows which model spent what
+    per_model = {e.data["model"]: e.data for e in events if e.kind == "usage"}
+    assert set(per_model) == {"gemini-2.5-pro", "gemini-2.5-flash"}
+    pro, flash = per_model["gemini-2.5-pro"], per_model["gemini-2.5-flash"]
+    assert (pro["input"], pro["output"], pro["cache_read"]) == (6154, 1266, 24390)
+    assert pro["cost_usd"] == pytest.approx(0.02340125) and flash["cost_usd"] == pytest.approx(0.0005436)
+    assert (flash["input"], flash["output"], flash["cache_read"]) == (1187, 75, 0)
+    assert len({e.data["message_id"] for e in events if e.kind == "usage"}) == 2
+
+
+def test_gemini_model_without_a_cached_split_is_not_priced_at_full_rate() -> None:
+    # The pro entry gives only its whole prompt: the 24390 cached tokens the totals hold
+    # (flash's split says it had none) are pro's, priced at 0.125, not 1.25. Priced as full
+    # input it would cost 30544*1.25 = 38180 instead of 7692.5 + 3048.75 millionths.
+    p = gemini()
+    pro = {"total_tokens": 31810, "input_tokens": 30544, "output_tokens": 402}
+    run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-pro": pro, "gemini-2.5-flash": FLASH}})])
+    assert_usage(p.state.usage, PER_MODEL)
+
+
+def test_gemini_models_that_do_not_cover_the_totals_price_the_rest_with_the_main_model() -> None:
+    # Only flash is broken down: the rest of the totals is the init model's (gemini-2.5-pro),
+    # so the cost is the same as when both are listed.
+    p = gemini()
+    events = run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-flash": FLASH}})])
+    assert_usage(p.state.usage, PER_MODEL)
+    assert_usage(usage_sum(events), PER_MODEL)
+    assert {e.data["model"] for e in events if e.kind == "usage"} == {"gemini-2.5-pro", "gemini-2.5-flash"}
+
+
+def test_gemini_unpriced_helper_model_is_named() -> None:
+    # A helper model tacx has no price for: its usage is its own event, costing 0, and the
+    # parser names it; the main model's usage keeps its price (6154/1266/24390 as above).
+    p = gemini()
+    events = run(p, [lines(GEMINI_SAMPLE)[0], _result({**TOTALS, "models": {"gemini-2.5-pro": PRO,
+                                                                             "gemini-9-nano": FLASH}})])
+    assert p.state.unpriced_model == "gemini-9-nano"
+    costs = {e.data["model"]: e.data["cost_usd"] for e in events if e.kind == "usage"}
+    assert costs["gemini-9-nano"] == 0 and costs["gemini-2.5-pro"] == pytest.approx(0.02340125)

@@ -65,3 +65,22 @@ def test_price_overrides_are_checked(overrides: dict, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         PriceTable.load(overrides)
 
+
+
+def test_prices_of_the_2026_models() -> None:
+    table = PriceTable.load()
+    assert table.price_for("claude-opus-5") == Price(5.0, 25.0, 0.50, 6.25)
+    assert table.price_for("claude-opus-5-5") == Price(4.0, 20.0, 0.20, 5.0)  # not Opus 5's
+    assert table.price_for("claude-sonnet-5") == table.price_for("claude-sonnet-5-5") == Price(2.0, 10.0, 0.20, 2.50)
+    # Each gpt-5.x its own price, no longer gpt-5's through the prefix.
+    assert table.price_for("gpt-5.1-codex-max") == Price(1.25, 10.0, 0.125, None)
+    assert table.price_for("gpt-5.2-codex") == table.price_for("gpt-5.3-codex") == Price(1.75, 14.0, 0.175, None)
+    assert table.price_for("gpt-5.4") == Price(2.50, 15.0, 0.25, None)
+    assert table.price_for("gpt-5.4-mini") == Price(0.75, 4.50, 0.075, None)
+    assert table.price_for("gpt-5.5") == Price(5.0, 30.0, 0.50, None)
+    assert table.price_for("gpt-5.5-pro") == Price(30.0, 180.0, 30.0, None)
+    assert table.price_for("gemini-3-pro-preview") == table.price_for("gemini-3.1-pro-preview") == Price(2.0, 12.0, 0.20, None)
+    assert table.price_for("gemini-3-flash-preview") == Price(0.50, 3.0, 0.05, None)
+    # gemini-3-flash, 10k uncached + 40k cached in, 2k out (thinking included):
+    # (10000*0.50 + 40000*0.05 + 2000*3) / 1e6 = (5000 + 2000 + 6000) / 1e6 = 0.013
+    assert table.cost("gemini-3-flash-preview", Usage(10_000, 2000, 40_000)) == pytest.approx(0.013)

@@ -7,14 +7,42 @@ from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
-from tacx.agents.stream import StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output
+from tacx.agents.stream import (
+    StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output, _usage_data,
+)
 from tacx.workflow.model import StageSpec
 
 
 def _gemini_usage(stats: dict[str, Any]) -> Usage:
-    cached = _int(stats.get("cached"))
-    uncached = _int(stats["input"]) if "input" in stats else max(_int(stats.get("input_tokens")) - cached, 0)
-    return Usage(uncached, _int(stats.get("output_tokens")), cached, 0)
+    """Gemini's stats (the totals, or one model's) as tokens. ``input_tokens`` is the whole
+    prompt, cached included; ``output_tokens`` is the candidates only, and ``total_tokens``
+    (the API's totalTokenCount) adds the thinking tokens (and any tool-use prompt), which
+    Google bills at the output rate: what the total holds beyond prompt and candidates counts
+    as output, so the tokens add up to the CLI's own total."""
+    prompt = _int(stats.get("input_tokens"))
+    if "cached" in stats:
+        cached = _int(stats["cached"])
+        uncached = _int(stats["input"]) if "input" in stats else max(prompt - cached, 0)
+    else:  # no split, or only the uncached part
+        uncached = _int(stats["input"]) if "input" in stats else prompt
+        cached = max(prompt - uncached, 0)
+    prompt = max(prompt, uncached + cached)
+    output = max(_int(stats.get("output_tokens")), _int(stats.get("total_tokens")) - prompt)
+    return Usage(uncached, output, cached, 0)
+
+
+def _split_cached(total: Usage, parts: list[tuple[str, Usage, bool]]) -> None:
+    """Per-model entries without a cached split (``has_split`` False) carry their whole
+    prompt as uncached input: give them the cached tokens the totals hold beyond the split
+    ones, in proportion to their prompt, so cached input is never priced at the full rate."""
+    unsplit = [u for _, u, has_split in parts if not has_split]
+    spare = total.cache_read - sum(u.cache_read for _, u, has_split in parts if has_split)
+    prompt = sum(u.input for u in unsplit)
+    if not unsplit or spare <= 0 or prompt <= 0:
+        return
+    for u in unsplit:
+        share = min(u.input, spare * u.input // prompt)
+        u.input, u.cache_read = u.input - share, u.cache_read + share
 
 
 class GeminiParser(StreamParser):
@@ -87,7 +115,7 @@ class GeminiParser(StreamParser):
         self._result_seen = True
         status = _str(obj.get("status"))
         stats = obj.get("stats")
-        events = self._settle(self._final_usage(stats)) if type(stats) is dict else []
+        events = self._final_events(stats) if type(stats) is dict else []
         if status == "success":
             state.error = None  # any error event before was recovered from
         else:
@@ -101,15 +129,38 @@ class GeminiParser(StreamParser):
         }))
         return events
 
-    def _final_usage(self, stats: dict[str, Any]) -> Usage:
-        """Totals from stats; priced per model when stats.models adds up to them."""
+    def _final_events(self, stats: dict[str, Any]) -> list[ParsedEvent]:
+        """The totals of stats become the stage's; when stats.models breaks them down, one
+        usage event per model (each priced at its own rate, what the models leave of the
+        totals with the model of ``init``), so the store knows which model spent what."""
+        state = self.state
+        final, parts = self._final_usage(stats)
+        if not parts or state.final or state.usage.tokens or state.usage.cost_usd:
+            return self._settle(final)
+        state.usage, state.final = final, True
+        return [ParsedEvent("usage", _usage_data(f"result:{name}", name, u)) for name, u in parts
+                if u.tokens or u.cost_usd]
+
+    def _final_usage(self, stats: dict[str, Any]) -> tuple[Usage, list[tuple[str | None, Usage]]]:
+        """Totals from stats, and the usage of each model (priced) when stats.models adds
+        up to no more than them."""
         final = _gemini_usage(stats)
-        models = [(name, _gemini_usage(m)) for name, m in _obj(stats.get("models")).items() if type(m) is dict]
-        if models and sum((u for _, u in models), Usage()).tokens == final.tokens:
-            final.cost_usd = sum(self._price(name, u) for name, u in models)
-        else:
+        split = [(name, _gemini_usage(m), "cached" in m or "input" in m)
+                 for name, m in _obj(stats.get("models")).items() if type(m) is dict]
+        _split_cached(final, split)
+        rest = final - sum((u for _, u, _ in split), Usage())
+        if not split or min(rest.input, rest.output, rest.cache_read, rest.cache_write) < 0:
             final.cost_usd = self._price(self.state.model, final)
-        return final
+            return final, []
+        merged: dict[str | None, Usage] = {}  # one entry per model (a usage event's id names it)
+        for name, u in [*((name, u) for name, u, _ in split), (self.state.model, rest)]:
+            if u.tokens:
+                merged[name] = merged.get(name, Usage()) + u
+        parts = list(merged.items())
+        for name, u in parts:
+            u.cost_usd = self._price(name, u)
+        final.cost_usd = sum(u.cost_usd for _, u in parts)
+        return final, parts
 
 
 class GeminiProvider(AgentProvider):

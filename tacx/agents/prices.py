@@ -130,3 +130,59 @@ class PriceTable:
         """USD for ``usage`` on ``model``; None when the model has no price."""
         price = self.price_for(model)
         return None if price is None else price.cost(usage)
+
+
+# -- showing costs: "unpriced", never $0 ---------------------------------------------------------
+#
+# The store keeps a cost of 0 for usage whose model had no price (no schema change: the model
+# is kept on every usage row). Shown, such usage is "unpriced": the usage of one model in one
+# attempt of a stage with tokens and no cost at all. An agent that prices its own run (claude)
+# brings its cost on the result row of the same model, so its usage is priced.
+
+UNPRICED = "unpriced"
+_UNPRICED_SQL = (
+    "SELECT u.task_id, s.name, s.provider, u.model FROM usage u JOIN stages s ON s.id = u.stage_id"
+    " WHERE {where} GROUP BY u.stage_id, u.attempt, u.model"
+    " HAVING SUM(u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens) > 0"
+    " AND ABS(SUM(u.cost_usd)) < 1e-12"
+)
+
+
+@dataclass(frozen=True)
+class Unpriced:
+    """Usage with tokens and no known cost: its task, stage, provider and model."""
+
+    task_id: int
+    stage: str
+    provider: str | None
+    model: str
+
+    @staticmethod
+    def find(conn: Any, where: str = "1", params: tuple[Any, ...] = ()) -> list[Unpriced]:
+        """The unpriced usage among the usage rows ``where`` picks (columns of ``usage u``)."""
+        return [
+            Unpriced(task_id, stage, provider, model or "(model unknown)")
+            for task_id, stage, provider, model in conn.execute(_UNPRICED_SQL.format(where=where), params)
+        ]
+
+    @staticmethod
+    def of_tasks(conn: Any, task_ids: list[int]) -> list[Unpriced]:
+        if not task_ids:
+            return []
+        return Unpriced.find(conn, f"u.task_id IN ({', '.join('?' for _ in task_ids)})", tuple(task_ids))
+
+
+def models(found: list[Unpriced]) -> list[str]:
+    """The models named, each once, sorted."""
+    return sorted({u.model for u in found})
+
+
+def cost_text(usd: float, unpriced: Any = (), digits: int = 4) -> str:
+    """A cost for people: ``$0.0123``; ``unpriced (model)`` when nothing of it is known;
+    ``$0.0123 + unpriced (model)`` when part is. ``unpriced`` names the models (or is a bool)."""
+    if not unpriced:
+        return f"${usd:.{digits}f}"
+    names = "" if unpriced is True else f" ({', '.join(sorted(set(unpriced)))})"
+    if abs(usd) < 1e-12:
+        return f"{UNPRICED}{names}"
+    return f"${usd:.{digits}f} + {UNPRICED}{names}"

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from tacx.agents.base import Provider
+from tacx.agents.prices import Unpriced, models
 from tacx.settings import Settings
 from tacx.agents.spending import Cooldowns
 
@@ -62,7 +63,9 @@ def _usage(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
         s["cost_usd"] += r["cost_usd"]
         if r["took"] is not None:
             durations.setdefault(r["provider"], []).append(r["took"])
+    found = Unpriced.find(conn, f"s.provider IS NOT NULL AND s.status IN ({marks}) AND s.started_at IS NOT NULL", FINISHED)
     for name, s in stats.items():
+        s["unpriced"] = models([u for u in found if u.provider == name])  # no price known: not $0
         decided = s["succeeded"] + s["failed"]
         s["success_rate"] = round(s["succeeded"] / decided, 3) if decided else None
         s["median_seconds"] = round(statistics.median(durations[name]), 3) if durations.get(name) else None
@@ -106,10 +109,15 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
             "usage": usage.get(name, {
                 "stages": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "success_rate": None,
                 "median_seconds": None, "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
-                "cost_usd": 0.0,
+                "cost_usd": 0.0, "unpriced": [],
             }),
         })
     return entries
+
+
+def _cost(usd: float, unpriced: list[str]) -> str:
+    known = "$" + format(usd, ".4f")
+    return known if not unpriced else "unpriced" if not usd else known + "+"
 
 
 def render_text(entries: list[dict[str, Any]]) -> str:
@@ -125,8 +133,10 @@ def render_text(entries: list[dict[str, Any]]) -> str:
         tokens = sum(u["tokens"].values())
         lines.append(
             f"{e['name']:<10} {e['kind']:<6} {where[:34]:<34} {e['limit'] or '-':>5} {u['stages']:>6} {rate:>5}"
-            f" {median:>8} {tokens:>9,} {'$' + format(u['cost_usd'], '.4f'):>9}"
+            f" {median:>8} {tokens:>9,} {_cost(u['cost_usd'], u['unpriced']):>9}"
         )
+        if u["unpriced"]:
+            lines.append(f"{'':<10} unpriced (no price known, not counted in the cost): {', '.join(u['unpriced'])}")
         if e["cooling_down"]:
             left = e["cooling_down"]["until"] - time.time()
             lines.append(f"{'':<10} cooling down {left:.0f}s more: {e['cooling_down']['reason']}")

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import TextIO
 
+from tacx.agents.prices import cost_text
 from tacx.engine.events import EngineEvent
 from tacx.text import printable
 
@@ -34,6 +35,7 @@ class ConsoleReporter:
         self._routing: dict[tuple[int | None, str | None], str] = {}
         self._usage: dict[tuple[int | None, str | None], tuple[int, float]] = {}  # (tokens, USD) per stage
         self._task_cost: dict[int | None, tuple[int, float]] = {}
+        self._unpriced: set[tuple[int | None, str | None]] = set()  # stages with tokens and no price
         self._status_shown = False
         self._last_draw = 0.0
 
@@ -45,6 +47,10 @@ class ConsoleReporter:
             d = event.data
             self._usage[(event.task_id, event.stage)] = (sum(d["tokens"].values()), d["cost_usd"])
             self._task_cost[event.task_id] = (sum(d["task_tokens"].values()), d["task_cost_usd"])
+            if sum(d["tokens"].values()) and not d["cost_usd"]:
+                self._unpriced.add((event.task_id, event.stage))
+            else:
+                self._unpriced.discard((event.task_id, event.stage))
         if self.json_mode:
             if event.kind in _NOT_JSON_KINDS:
                 return
@@ -91,7 +97,9 @@ class ConsoleReporter:
             state = kind[5:].replace("_", " ")
             text = f"{who} {state}"
             if kind in ("task.succeeded", "task.failed", "task.timed_out", "task.cancelled"):
-                text += _spent(self._task_cost.pop(event.task_id, None))
+                unpriced = {key for key in self._unpriced if key[0] == event.task_id}
+                self._unpriced -= unpriced
+                text += _spent(self._task_cost.pop(event.task_id, None), bool(unpriced))
             if d.get("error") and kind != "task.cancelled":
                 text += f": {d['error']}"
         elif kind == "stage.started":
@@ -104,7 +112,8 @@ class ConsoleReporter:
             if d.get("duration") is not None:
                 text += f" in {d['duration']:.2f}s"
             if kind in ("stage.succeeded", "stage.failed", "stage.timed_out", "stage.cancelled"):
-                text += _spent(self._usage.pop((event.task_id, event.stage), None))
+                text += _spent(self._usage.pop((event.task_id, event.stage), None),
+                               (event.task_id, event.stage) in self._unpriced)
             if d.get("error") and kind != "stage.succeeded":
                 text += f": {d['error']}"
         elif kind == "provider.cooldown":
@@ -174,12 +183,14 @@ class ConsoleReporter:
         self.stream.flush()
 
 
-def _spent(figures: tuple[int, float] | None) -> str:
+def _spent(figures: tuple[int, float] | None, unpriced: bool = False) -> str:
+    """Tokens and cost; a stage whose tokens have no price is "unpriced", never $0, and a
+    task with such a stage shows its known cost "+ unpriced"."""
     if not figures or not (figures[0] or figures[1]):
         return ""
     tokens, cost = figures
     shown = f"{tokens / 1e6:.2f}M" if tokens >= 1e6 else f"{tokens / 1e3:.1f}k" if tokens >= 1e3 else str(tokens)
-    return f" · {shown} tokens · ${cost:.4f}"
+    return f" · {shown} tokens · {cost_text(cost, unpriced)}"
 
 
 def _indent(text: str) -> str:

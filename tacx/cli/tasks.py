@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tacx.agents.prices import Unpriced, cost_text, models
 from tacx.cli.common import EXIT_OK, UsageError, reader
 from tacx.home import Home, coordinator_running
 from tacx.store import records
@@ -20,6 +21,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     conn = reader(home)
     tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit) if conn else []
     if conn:
+        _note_unpriced(conn, tasks)
         conn.close()
     if args.json:
         print(json.dumps(tasks))
@@ -40,6 +42,16 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
             f"{t['title'][:60]}" + (f"  — {note}" if note else "")
         ))
     return EXIT_OK
+
+
+def _note_unpriced(conn: Any, tasks: list[dict[str, Any]]) -> None:
+    """Each task (and each of its stages, when listed) gains ``unpriced``: the models whose
+    usage has no price, so a cost of 0 is never shown as $0."""
+    found = Unpriced.of_tasks(conn, [t["id"] for t in tasks])
+    for t in tasks:
+        t["unpriced"] = models([u for u in found if u.task_id == t["id"]])
+        for stage in t.get("stages", ()):
+            stage["unpriced"] = models([u for u in found if u.task_id == t["id"] and u.stage == stage["name"]])
 
 
 def _gist(error: str) -> str:
@@ -69,6 +81,8 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     conn = reader(home)
     task = records.show_task(conn, args.id) if conn else None
     if conn:
+        if task is not None:
+            _note_unpriced(conn, [task])
         conn.close()
     if task is None:
         raise UsageError(f"no task {args.id}")
@@ -86,7 +100,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     if task["workspace"]:
         print(f"  workspace: {task['workspace']}" + (f" (branch {task['branch']})" if task["branch"] else ""))
     if any(task["tokens"].values()) or task["cost_usd"]:
-        print(f"  tokens: {_token_text(task['tokens'])} · cost ${task['cost_usd']:.4f}")
+        print(f"  tokens: {_token_text(task['tokens'])} · cost {cost_text(task['cost_usd'], task['unpriced'])}")
     print("  stages:")
     for s in task["stages"]:
         took = _duration(s["ended_at"] - s["started_at"]) if s["started_at"] and s["ended_at"] else ""
@@ -94,7 +108,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
         if s["exit_code"] is not None:
             line += f"  exit {s['exit_code']}"
         if any(s["tokens"].values()) or s["cost_usd"]:
-            line += f"  {_token_text(s['tokens'])} ${s['cost_usd']:.4f}"
+            line += f"  {_token_text(s['tokens'])} {cost_text(s['cost_usd'], s['unpriced'])}"
         print(line.rstrip())
         if s["session_id"]:
             agent = f"      session {s['session_id']}" + (f" · {s['model']}" if s["model"] else "")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tacx.agents.prices import Unpriced, models
 from tacx.store import records
 from tacx.store.database import connect
 
@@ -35,6 +36,7 @@ class TaskRow:
     cost_usd: float
     wait_reason: str | None
     error: str | None
+    unpriced: tuple[str, ...] = ()  # models whose usage has no price: its cost is not $0 but unknown
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class StageRow:
     error: str | None
     log_path: str | None
     session_id: str | None
+    unpriced: tuple[str, ...] = ()
 
     @property
     def tokens(self) -> int:
@@ -79,6 +82,7 @@ class Overview:
     tokens_today: int
     cost_today: float
     paused: bool
+    unpriced_today: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,9 @@ class DashboardData:
                 (*params, limit, offset),
             ).fetchall()
             tasks = [_task_row(r) for r in rows]
+            found = Unpriced.of_tasks(conn, [t.id for t in tasks])
+            if found:
+                tasks = [replace(t, unpriced=tuple(models([u for u in found if u.task_id == t.id]))) for t in tasks]
             detail = self._detail(conn, selected, now) if selected is not None else None
         finally:
             conn.execute("COMMIT")
@@ -185,7 +192,8 @@ class DashboardData:
             " COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?",
             (midnight(now),),
         ).fetchone()
-        return Overview(counts, int(tokens), float(cost), records.is_paused(conn))
+        unpriced = tuple(models(Unpriced.find(conn, "u.ts >= ?", (midnight(now),))))
+        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced)
 
     def _detail(self, conn: sqlite3.Connection, task_id: int, now: float) -> TaskDetail | None:
         row = conn.execute(
@@ -197,6 +205,7 @@ class DashboardData:
         ).fetchone()
         if row is None:
             return None
+        found = Unpriced.of_tasks(conn, [task_id])
         stages = [
             StageRow(
                 name=s["name"], status=s["status"], attempt=s["attempt"], provider=s["provider"], model=s["model"],
@@ -204,6 +213,7 @@ class DashboardData:
                 output=s["output_tokens"], cache_read=s["cache_read_tokens"], cache_write=s["cache_write_tokens"],
                 cost_usd=s["cost_usd"], wait_reason=s["wait_reason"], error=s["error"], log_path=s["log_path"],
                 session_id=s["session_id"],
+                unpriced=tuple(models([u for u in found if u.stage == s["name"]])),
             )
             for s in conn.execute("SELECT * FROM stages WHERE task_id = ? ORDER BY position", (task_id,))
         ]
@@ -220,7 +230,7 @@ class DashboardData:
             if 0 <= index < SPARK_MINUTES:
                 minutes[index] = int(tokens)
         return TaskDetail(
-            task=_task_row(row), stages=stages, budget=self._budgets[task_id], per_minute=minutes,
+            task=replace(_task_row(row), unpriced=tuple(models(found))), stages=stages, budget=self._budgets[task_id], per_minute=minutes,
             trace_id=row["trace_id"], workspace=row["workspace"], branch=row["branch"],
             budget_base=(float(row["budget_base_usd"]), int(row["budget_base_tokens"])),
         )

@@ -38,8 +38,12 @@ def fmt_tokens(n: int) -> str:
     return str(n)
 
 
-def fmt_cost(usd: float) -> str:
-    return f"${usd:.2f}" if usd >= 10 else f"${usd:.3f}" if usd else "-"
+def fmt_cost(usd: float, unpriced: Any = ()) -> str:
+    """A cost; usage without a price is "unpriced" (never $0), a known part then "+"."""
+    known = f"${usd:.2f}" if usd >= 10 else f"${usd:.3f}" if usd else "-"
+    if not unpriced:
+        return known
+    return "unpriced" if not usd else known + "+"
 
 
 def fmt_duration(seconds: float | None, running: bool = False) -> str:
@@ -179,6 +183,8 @@ class HeaderBar(QuietStatic):
                 text.append(str(n), style=STATUS_STYLE[status])
             text.append(f"  │ workers {busy}/{limit}" if engine else "  │ viewer (another coordinator runs)")
             text.append(f"  │ today {fmt_tokens(overview.tokens_today)} tokens {fmt_cost(overview.cost_today)}")
+            if overview.unpriced_today:
+                text.append(" + unpriced", style="yellow")
             if overview.paused:
                 text.append("  PAUSED ", style="bold reverse yellow")
         if filters:
@@ -188,7 +194,7 @@ class HeaderBar(QuietStatic):
 
 class TasksPanel(KeyedTable):
     COLUMNS = (("id", 5), ("status", 9), ("pri", 3), ("workflow", 12), ("title", 16), ("time", 6), ("tokens", 6),
-               ("cost", 7))
+               ("cost", 8))
     FLEX = "title"
 
     def __init__(self, **kwargs: Any) -> None:
@@ -207,7 +213,7 @@ class TasksPanel(KeyedTable):
                     str(t.id), status_text(t.status), str(t.priority), one_line(t.workflow, 12), one_line(t.title, 120),
                     fmt_duration(elapsed(t.started_at, t.ended_at, now), t.ended_at is None),
                     fmt_tokens(t.tokens) if t.tokens else "",
-                    fmt_cost(t.cost_usd) if t.cost_usd else "",
+                    fmt_cost(t.cost_usd, t.unpriced) if t.cost_usd or t.unpriced else "",
                 ),
             )
             for t in tasks
@@ -217,7 +223,7 @@ class TasksPanel(KeyedTable):
 class StagesPanel(KeyedTable):
     """The selected task's stages as a timeline, with why a waiting stage waits."""
 
-    COLUMNS = (("stage", 12), ("status", 9), ("try", 3), ("provider", 8), ("time", 6), ("tokens", 6), ("cost", 7),
+    COLUMNS = (("stage", 12), ("status", 9), ("try", 3), ("provider", 8), ("time", 6), ("tokens", 6), ("cost", 8),
                ("why", 16))
     FLEX = "why"
 
@@ -240,7 +246,7 @@ class StagesPanel(KeyedTable):
                     one_line(s.name, 12), status_text(s.status), str(s.attempt or ""), one_line(s.provider, 8),
                     fmt_duration(elapsed(s.started_at, s.ended_at, now), s.status == "running"),
                     fmt_tokens(s.tokens) if s.tokens else "",
-                    fmt_cost(s.cost_usd) if s.cost_usd else "",
+                    fmt_cost(s.cost_usd, s.unpriced) if s.cost_usd or s.unpriced else "",
                     one_line(s.wait_reason if s.status == "pending" else s.error, 160),
                 ),
             )
@@ -270,10 +276,15 @@ class TokensPanel(Vertical):
                 continue
             text.append(
                 f"{s.name[:10]:<10}{fmt_tokens(s.input):>7}{fmt_tokens(s.output):>7}"
-                f"{fmt_tokens(s.cache_read):>8}{fmt_tokens(s.cache_write):>8}{fmt_cost(s.cost_usd):>9}\n"
+                f"{fmt_tokens(s.cache_read):>8}{fmt_tokens(s.cache_write):>8}{fmt_cost(s.cost_usd, s.unpriced):>9}\n"
             )
         task = detail.task
-        text.append(f"total {fmt_tokens(task.tokens)} tokens · {fmt_cost(task.cost_usd)}")
+        text.append(f"total {fmt_tokens(task.tokens)} tokens · ")
+        if task.unpriced:  # the known cost, and which models have none
+            text.append(f"{fmt_cost(task.cost_usd)} + " if task.cost_usd else "")
+            text.append(f"unpriced ({', '.join(task.unpriced)}: no price known)", style="yellow")
+        else:
+            text.append(fmt_cost(task.cost_usd))
         budget = detail.budget
         spent_usd, spent_tokens = task.cost_usd - detail.budget_base[0], task.tokens - detail.budget_base[1]
         since = " since the retry" if detail.budget_base != (0.0, 0) else ""
