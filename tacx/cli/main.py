@@ -17,7 +17,8 @@ from tacx.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from tacx.cli.control import cmd_cancel, cmd_retry, set_paused
 from tacx.cli.project import cmd_clean, cmd_doctor, cmd_providers, cmd_schema, cmd_validate, cmd_workflows
 from tacx.cli.running import DEMO_TITLES, cmd_demo, cmd_run, cmd_submit, headless, run_dashboard
-from tacx.cli.tasks import cmd_logs, cmd_ls, cmd_show
+from tacx.cli.logs import cmd_logs
+from tacx.cli.tasks import cmd_ls, cmd_show
 from tacx.home import Home, LockHeld, resolve_home
 from tacx.settings import SettingsError
 from tacx.store import records
@@ -71,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     logs.add_argument("id", type=bounds.task_id)
     logs.add_argument("stage", nargs="?", help="default: the stage that started last")
     logs.add_argument("--attempt", type=_positive, help="default: the latest attempt")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the stage ends")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing as the task goes on: each attempt of each stage, until the task ends"
+                           " (with STAGE: until that stage ends)")
+    logs.add_argument("--raw", action="store_true", help="an agent's stream as written (default: shown for people)")
 
     for name, text in (("cancel", "cancel a task (also from another terminal)"), ("retry", "queue a failed, cancelled or timed-out task again")):
         cmd = sub.add_parser(name, parents=[common], help=text)

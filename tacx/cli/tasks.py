@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from tacx.agents.prices import Unpriced, cost_text, models
@@ -144,55 +142,3 @@ def _token_text(tokens: dict[str, int]) -> str:
     )
 
 
-def cmd_logs(home: Home, args: argparse.Namespace) -> int:
-    conn = reader(home)
-    if conn is None:
-        raise UsageError(f"no task {args.id}")
-    try:
-        stages = conn.execute(
-            "SELECT id, name, status, attempt, log_path FROM stages WHERE task_id = ? ORDER BY COALESCE(started_at, 0), position",
-            (args.id,),
-        ).fetchall()
-        if not stages:
-            raise UsageError(f"no task {args.id}")
-        if args.stage:
-            chosen = [s for s in stages if s["name"] == args.stage]
-            if not chosen:
-                raise UsageError(f"task {args.id} has no stage {args.stage!r}; stages: {', '.join(s['name'] for s in stages)}")
-            stage = chosen[0]
-        else:
-            started = [s for s in stages if s["attempt"] > 0]
-            if not started:
-                raise UsageError(f"no stage of task {args.id} has started yet")
-            stage = started[-1]
-        attempt = args.attempt or stage["attempt"]
-        if attempt == 0 or attempt > stage["attempt"]:
-            raise UsageError(f"stage {stage['name']} has no attempt {attempt} (it has run {stage['attempt']} time(s))")
-        path = home.stage_log(args.id, stage["name"], attempt)
-        out = sys.stdout.buffer
-        offset = _copy(path, 0, out)
-        while args.follow:
-            row = conn.execute("SELECT status, attempt FROM stages WHERE id = ?", (stage["id"],)).fetchone()
-            still = row["status"] == "running" and row["attempt"] == attempt
-            offset = _copy(path, offset, out)
-            if not still:
-                offset = _copy(path, offset, out)
-                break
-            time.sleep(0.2)
-        return EXIT_OK
-    finally:
-        conn.close()
-
-
-def _copy(path: Path, offset: int, out: Any) -> int:
-    """Copy a log from offset in bounded chunks; returns the new offset."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            while chunk := f.read(1 << 20):
-                out.write(chunk)
-                offset += len(chunk)
-    except FileNotFoundError:
-        pass
-    out.flush()
-    return offset
