@@ -47,10 +47,11 @@ def test_claude_sample_stream() -> None:
     assert (live["input"], live["output"], live["cache_read"], live["cache_write"]) == (3, 8, 14000, 12000)
     assert live["cost_usd"] == pytest.approx(0.049329)
     # The result's totals win: input 8, output 275, cache_read 40000, cache_write 12600,
-    # cost 0.063399 (the agent's own). The "result" adjustment is the difference:
-    # 5, 267, 26000, 600, 0.063399 - 0.049329 = 0.01407.
+    # cost 0.063399 (the agent's own). The model's "result:<model>" adjustment (one row per
+    # model of modelUsage) is the difference: 5, 267, 26000, 600, 0.063399 - 0.049329 = 0.01407.
     adjust = events[6].data
-    assert adjust["message_id"] == "result"
+    assert adjust["message_id"] == "result:claude-sonnet-4-5-20250929"
+    assert adjust["model"] == "claude-sonnet-4-5-20250929"
     assert (adjust["input"], adjust["output"], adjust["cache_read"], adjust["cache_write"]) == (5, 267, 26000, 600)
     assert adjust["cost_usd"] == pytest.approx(0.01407)
     final = Usage(8, 275, 40000, 12600, 0.063399)

@@ -158,11 +158,14 @@ class StreamParser(OutputParser):
     # Lines that carry nothing but what the agent showed (tool results): skipped unread when
     # only the accounting is wanted (see make_parser's ``display``).
     DISPLAY_ONLY: tuple[bytes, ...] = ()
+    # Lines that carry nothing tacx reads at all (claude's token-by-token stream events):
+    # always skipped unread.
+    NEVER_READ: tuple[bytes, ...] = ()
 
     def __init__(self, *, model: str | None = None, prices: PriceTable | Mapping[str, Any] | None = None,
                  analytics_path: Path | None = None, display: bool = True) -> None:
         super().__init__()
-        self._skip = () if display else self.DISPLAY_ONLY
+        self._skip = self.NEVER_READ + (() if display else self.DISPLAY_ONLY)
         self.model = model  # the model the stage asked for: prices what the agent does not name
         # the shipped table, or it with a tacx.yaml ``prices:`` mapping laid over it
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable.load(prices)
@@ -206,9 +209,11 @@ class StreamParser(OutputParser):
 
     # usage -----------------------------------------------------------------------------------
 
-    def _price(self, model: str | None, usage: Usage) -> float:
-        """Cost from the price table; an unpriced model with tokens is noted and costs 0."""
-        cost = self.prices.cost(model, usage)
+    def _price(self, model: str | None, usage: Usage, write_1h: int = 0, web_searches: int = 0) -> float:
+        """Cost from the price table (``write_1h`` of the cache writes were 1-hour ones;
+        ``web_searches`` are charged per request); an unpriced model with tokens is noted
+        and costs 0."""
+        cost = self.prices.cost(model, usage, write_1h, web_searches)
         if cost is None:
             if usage.tokens:
                 self.state.unpriced_model = model or UNKNOWN_MODEL
