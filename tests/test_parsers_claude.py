@@ -499,3 +499,64 @@ def test_claude_computed_result_cost_matches_claude_codes_own_for_one_hour_write
     assert_usage(p.state.usage, Usage(14, 27313, 645085, 54213, 0.9285405))
     assert not p.state.cost_reported and p.state.final
     assert [r["message_id"] for r in usage_rows(events)] == ["result:claude-sonnet-4-6"]
+
+
+def test_claude_live_costs_over_the_agents_total_are_scaled_to_it() -> None:
+    """No modelUsage; a sub-agent's Haiku messages priced live at more than the whole
+    total_cost_usd (an older price table, say): the rows still add up to the agent's total."""
+    sonnet, haiku = "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+    p = claude()
+    events = run(p, [init_line(sonnet), assistant_line("msg_01H", haiku, {"input_tokens": 10000, "output_tokens": 0},
+                                                       parent="toolu_01T"),
+                     result_line(total_cost_usd=0.004, usage={"input_tokens": 100, "output_tokens": 10})])
+    # Haiku live: 10000 * 1 / 1e6 = 0.01 > 0.004: Haiku is scaled to 0.004, Sonnet gets 0.
+    assert_usage(p.state.usage, Usage(10100, 10, 0, 0, 0.004))
+    assert_usage(usage_sum(events), p.state.usage)
+
+
+def test_claude_a_second_result_settles_again_under_its_own_row_ids() -> None:
+    """Each result row id is unique within an attempt (the store keeps the first row of an id):
+    a stream with two results (stream-json input, one result per turn) gets "#2" rows."""
+    sonnet = "claude-sonnet-4-5-20250929"
+    p = claude()
+    events = run(p, [
+        init_line(sonnet),
+        result_line(total_cost_usd=0.01, modelUsage={sonnet: {"inputTokens": 10, "outputTokens": 100, "costUSD": 0.01}}),
+        result_line(total_cost_usd=0.03, modelUsage={sonnet: {"inputTokens": 30, "outputTokens": 300, "costUSD": 0.03}}),
+    ])
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == [f"result:{sonnet}", f"result:{sonnet}#2"]
+    assert (rows[1]["input"], rows[1]["output"]) == (20, 200) and rows[1]["cost_usd"] == pytest.approx(0.02)
+    assert_usage(p.state.usage, Usage(30, 300, 0, 0, 0.03))
+
+
+def test_one_hour_write_and_web_search_prices_can_be_overridden() -> None:
+    from tacx.agents.prices import PriceTable
+    table = PriceTable.load({"claude-sonnet-4": {"cache_write_1h": 5.0, "web_search": 12.0}})
+    usage = Usage(0, 0, 0, 1000)
+    # 400 5-minute writes at 3.75 and 600 1-hour ones at 5.00, 3 searches at $12 per 1,000:
+    # (400*3.75 + 600*5) / 1e6 + 3 * 12 / 1000 = 0.0045 + 0.036 = 0.0405
+    assert table.cost("claude-sonnet-4-5", usage, write_1h=600, web_searches=3) == pytest.approx(0.0405)
+    # The shipped rule: 1-hour writes at 2 x 3 = 6.00, searches at $10 per 1,000:
+    # (400*3.75 + 600*6) / 1e6 + 3 * 10 / 1000 = 0.0051 + 0.03 = 0.0351
+    assert PriceTable.load().cost("claude-sonnet-4-5", usage, write_1h=600, web_searches=3) == pytest.approx(0.0351)
+    # More 1-hour writes claimed than cache writes: only the cache writes are priced.
+    assert PriceTable.load().cost("claude-sonnet-4-5", usage, write_1h=5000) == pytest.approx(0.006)
+    with pytest.raises(ValueError, match="web_search must not be negative"):
+        PriceTable.load({"claude-sonnet-4": {"web_search": -1}})
+
+
+def test_claude_without_model_usage_a_zero_result_keeps_the_live_count() -> None:
+    """No modelUsage and result.usage all zero (the main model failed after messages were
+    printed) with a cost: the live figures stay, under the message's model even when init
+    names it with a context suffix ("claude-opus-4-8[1m]", as real 2.1 init lines do)."""
+    p = claude()
+    events = run(p, [init_line("claude-opus-4-8[1m]"),
+                     assistant_line("msg_01O", "claude-opus-4-8", {"input_tokens": 100, "output_tokens": 40}),
+                     result_line(is_error=True, result="API Error: 500", total_cost_usd=0.0016,
+                                 usage={"input_tokens": 0, "output_tokens": 0})])
+    # Live at Opus 4.x prices (5 / 25): (100*5 + 40*25) / 1e6 = 0.0015; the agent's 0.0016 wins.
+    assert_usage(p.state.usage, Usage(100, 40, 0, 0, 0.0016))
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == ["msg_01O", "result:claude-opus-4-8"]
+    assert rows[1]["cost_usd"] == pytest.approx(0.0001) and rows[1]["input"] == rows[1]["output"] == 0

@@ -313,10 +313,17 @@ class ClaudeParser(StreamParser):
         return finals, costs
 
     def _main(self, finals: dict[str | None, list[int]], costs: dict[str | None, float | None]) -> str | None:
-        """The run's main model: the one it was started with, else the one that did most."""
-        if self.state.model in finals or not finals:
-            return self.state.model
-        return max(finals, key=lambda m: (costs.get(m) or 0.0, sum(finals[m][:4])))
+        """The run's main model: the one it was started with (init's "claude-opus-4-8[1m]"
+        is the messages' "claude-opus-4-8"), else, no model named, the one that did most."""
+        model = self.state.model
+        if model in finals or not finals:
+            return model
+        if model is None:
+            return max(finals, key=lambda m: (costs.get(m) or 0.0, sum(finals[m][:4])))
+        for name in finals:
+            if name and (model.startswith(name) or name.startswith(model)):
+                return name
+        return model
 
     def _settle_models(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         """The agent's own totals replace the live ones, model by model: each model's
