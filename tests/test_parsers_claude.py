@@ -445,7 +445,7 @@ def test_claude_partial_messages_stream_events_count_once() -> None:
         stream_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 275}}),
     ]
     p = claude()
-    assert p.feed(stream[3]) == []  # token chunks are never read
+    assert p.feed(stream[3]) == []  # token chunks: nothing to read
     events = run(p, stream)
     rows = usage_rows(events)
     # message_start 3 / 1 / 14000 / 12000; the assistant line +7 output; message_delta +267.

@@ -83,16 +83,12 @@ class ClaudeParser(StreamParser):
     the difference, so the rows add up to the agent's totals."""
 
     DISPLAY_ONLY = (b'{"type":"user"',)  # tool results: often the biggest lines, never usage
-    # --include-partial-messages: one line per token chunk, nothing tacx reads (the assistant
-    # lines carry the content); message_start and message_delta carry usage and are read.
-    NEVER_READ = (b'{"type":"stream_event","event":{"type":"content_block_',)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._raw: dict[str, Any] = {}  # message id -> the usage object last read for it
-        self._latest: dict[str, Figures] = {}  # message id -> its figures counted so far
-        self._rows: dict[str, int] = {}  # message id -> usage rows emitted for it
-        self._model_of: dict[str, str | None] = {}
+        # message id -> [the usage object last read for it, its figures counted so far (each
+        # the largest seen), the usage rows emitted for it, its model]
+        self._messages: dict[str, list[Any]] = {}
         self._live: dict[str | None, list[float]] = {}  # model -> figures and cost counted
         self._streaming: dict[str | None, tuple[str, str | None]] = {}  # parent tool use -> message
         self._results = 0
@@ -109,37 +105,40 @@ class ClaudeParser(StreamParser):
     def _take(self, mid: str, model: str | None, usage: dict[str, Any]) -> list[ParsedEvent]:
         """A usage object seen for message ``mid``: what grew since the figures counted for it
         (each field the largest seen: lines repeat and lag, never shrink) becomes a row."""
-        if self._raw.get(mid) == usage:  # the same figures again: the common repeat
-            return []
-        self._raw[mid] = usage
+        seen = self._messages.get(mid)
         new = _figures(usage)
-        old = self._latest.get(mid)
-        if old is None:
+        if seen is None:
             self.state.turns += 1
-            self._model_of[mid] = model
-            self._rows[mid] = 1
+            self._messages[mid] = [usage, new, 1, model]
             inc, row = new, mid
         else:
+            if seen[0] == usage:  # the same figures again: the common repeat
+                return []
+            seen[0] = usage
+            old = seen[1]
             merged = (max(old[0], new[0]), max(old[1], new[1]), max(old[2], new[2]),
                       max(old[3], new[3]), max(old[4], new[4]), max(old[5], new[5]))
             if merged == old:
                 return []
             inc = (merged[0] - old[0], merged[1] - old[1], merged[2] - old[2],
                    merged[3] - old[3], merged[4] - old[4], merged[5] - old[5])
-            new = merged
-            model = self._model_of[mid]
-            self._rows[mid] += 1
-            row = f"{mid}#{self._rows[mid]}"
-        self._latest[mid] = new
+            seen[1] = merged
+            seen[2] += 1
+            model = seen[3]
+            row = f"{mid}#{seen[2]}"
         u = Usage(inc[0], inc[1], inc[2], inc[3])
-        u.cost_usd = self._price(model, u, inc[4], inc[5])
+        u.cost_usd = cost = self._price(model, u, inc[4], inc[5])
         live = self._live.get(model)
         if live is None:
-            self._live[model] = [*inc, u.cost_usd]
+            self._live[model] = [inc[0], inc[1], inc[2], inc[3], inc[4], inc[5], cost]
         else:
-            for i in range(6):
-                live[i] += inc[i]
-            live[6] += u.cost_usd
+            live[0] += inc[0]
+            live[1] += inc[1]
+            live[2] += inc[2]
+            live[3] += inc[3]
+            live[4] += inc[4]
+            live[5] += inc[5]
+            live[6] += cost
         return [self._count(row, model, u)]
 
     def _assistant(self, obj: dict[str, Any]) -> list[ParsedEvent]:
@@ -168,15 +167,18 @@ class ClaudeParser(StreamParser):
             if type(mid) is not str:  # no id to tell repeats apart: count the line
                 self._lines_without_id += 1
                 mid = f"line-{self._lines_without_id}"
-            events += self._take(mid, _str(msg.get("model")) or self.state.model, usage)
+            seen = self._messages.get(mid)
+            if seen is None or seen[0] != usage:  # else the same figures again: the common repeat
+                events += self._take(mid, _str(msg.get("model")) or self.state.model, usage)
         error = obj.get("error")  # e.g. "rate_limit" on the message an API failure became
         if type(error) is str and _mentions_rate_limit(error):
             self.state.rate_limited = True
         return events
 
     def _stream_event(self, obj: dict[str, Any]) -> list[ParsedEvent]:
-        """--include-partial-messages: message_start names the message (and its first
-        usage); message_delta carries its usage as it grows (the API's figures are
+        """--include-partial-messages: one line per token chunk (content_block_*: nothing
+        to read, the assistant lines carry the content); message_start names the message (and
+        its first usage); message_delta carries its usage as it grows (the API's figures are
         cumulative), read like one more line of that message. Sub-agents stream apart
         (parent_tool_use_id)."""
         event = obj.get("event")

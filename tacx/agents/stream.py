@@ -160,14 +160,11 @@ class StreamParser(OutputParser):
     # Lines that carry nothing but what the agent showed (tool results): skipped unread when
     # only the accounting is wanted (see make_parser's ``display``).
     DISPLAY_ONLY: tuple[bytes, ...] = ()
-    # Lines that carry nothing tacx reads at all (claude's token-by-token stream events):
-    # always skipped unread.
-    NEVER_READ: tuple[bytes, ...] = ()
 
     def __init__(self, *, model: str | None = None, prices: PriceTable | Mapping[str, Any] | None = None,
                  analytics_path: Path | None = None, display: bool = True) -> None:
         super().__init__()
-        self._skip = self.NEVER_READ + (() if display else self.DISPLAY_ONLY)
+        self._skip = () if display else self.DISPLAY_ONLY
         self.model = model  # the model the stage asked for: prices what the agent does not name
         # the shipped table, or it with a tacx.yaml ``prices:`` mapping laid over it
         self.prices = prices if isinstance(prices, PriceTable) else PriceTable.load(prices)
