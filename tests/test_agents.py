@@ -95,9 +95,10 @@ def test_claude_command_line_and_reference_stream(agents: Project) -> None:
     assert work["result"] == "All 3 tests pass."
     kinds = [e["kind"] for e in task["events"]]
     assert "agent.session" in kinds and "agent.retry" in kinds and "agent.result" in kinds
-    # The usage rows sum to the final figures: the live message and the result's correction.
+    # The usage rows sum to the final figures: the live message and the result's correction,
+    # one per model of the result's modelUsage.
     rows = agents.query("SELECT message_id, input_tokens, cache_read_tokens, cost_usd FROM usage ORDER BY id")
-    assert [r["message_id"] for r in rows] == ["msg_01A", "result"]
+    assert [r["message_id"] for r in rows] == ["msg_01A", "result:claude-sonnet-4-5-20250929"]
     assert sum(r["cache_read_tokens"] for r in rows) == 40000
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(0.063399)
 

@@ -47,10 +47,11 @@ def test_claude_sample_stream() -> None:
     assert (live["input"], live["output"], live["cache_read"], live["cache_write"]) == (3, 8, 14000, 12000)
     assert live["cost_usd"] == pytest.approx(0.049329)
     # The result's totals win: input 8, output 275, cache_read 40000, cache_write 12600,
-    # cost 0.063399 (the agent's own). The "result" adjustment is the difference:
-    # 5, 267, 26000, 600, 0.063399 - 0.049329 = 0.01407.
+    # cost 0.063399 (the agent's own). The model's "result:<model>" adjustment (one row per
+    # model of modelUsage) is the difference: 5, 267, 26000, 600, 0.063399 - 0.049329 = 0.01407.
     adjust = events[6].data
-    assert adjust["message_id"] == "result"
+    assert adjust["message_id"] == "result:claude-sonnet-4-5-20250929"
+    assert adjust["model"] == "claude-sonnet-4-5-20250929"
     assert (adjust["input"], adjust["output"], adjust["cache_read"], adjust["cache_write"]) == (5, 267, 26000, 600)
     assert adjust["cost_usd"] == pytest.approx(0.01407)
     final = Usage(8, 275, 40000, 12600, 0.063399)
@@ -267,3 +268,295 @@ def test_accounting_only_skips_tool_results_and_counts_the_same() -> None:
     assert full.state.usage == lean.state.usage and lean.state.usage.cost_usd == 0.5
     assert full.finish(b"") == lean.finish(b"")
 
+
+
+# -- issue 10: every model, the latest figures per message, cache-write tiers, web searches ----
+
+def assistant_line(mid: str, model: str, usage: dict[str, object], text: str = "x",
+                   parent: str | None = None) -> bytes:
+    """An assistant line as Claude Code 2.x prints it (--output-format stream-json --verbose):
+    see CLAUDE_SAMPLE and the SDK's SDKAssistantMessage {type, message, parent_tool_use_id,
+    session_id}."""
+    return json.dumps({"type": "assistant", "message": {
+        "id": mid, "type": "message", "role": "assistant", "model": model,
+        "content": [{"type": "text", "text": text}], "stop_reason": None, "stop_sequence": None, "usage": usage,
+    }, "parent_tool_use_id": parent, "session_id": CLAUDE_SESSION}, separators=(",", ":")).encode()
+
+
+def init_line(model: str) -> bytes:
+    return json.dumps({"type": "system", "subtype": "init", "cwd": "/repo", "session_id": CLAUDE_SESSION,
+                       "tools": ["Bash", "Read"], "model": model, "permissionMode": "acceptEdits"}).encode()
+
+
+def usage_rows(events: list) -> list[dict]:
+    return [e.data for e in events if e.kind == "usage"]
+
+
+# The modelUsage of a real run (Claude Code 2.0, late 2025), verbatim from
+# https://github.com/link-assistant/hive-mind/issues/640: the main model and the Haiku helper
+# calls Claude Code makes on its own (never printed as assistant lines). result.usage holds the
+# main model's figures only; total_cost_usd is the sum of the costUSD.
+HIVE_MODEL_USAGE = {
+    "claude-sonnet-4-5-20250929": {"inputTokens": 278, "outputTokens": 16670, "cacheReadInputTokens": 2673999,
+                                   "cacheCreationInputTokens": 78213, "webSearchRequests": 0,
+                                   "costUSD": 1.3463824500000001, "contextWindow": 200000},
+    "claude-haiku-4-5-20251001": {"inputTokens": 765, "outputTokens": 1014, "cacheReadInputTokens": 0,
+                                  "cacheCreationInputTokens": 0, "webSearchRequests": 0, "costUSD": 0.005835,
+                                  "contextWindow": 200000},
+}
+
+
+def test_claude_totals_cover_every_model_of_model_usage() -> None:
+    sonnet, haiku = "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+    live = {"input_tokens": 3, "cache_creation_input_tokens": 12000, "cache_read_input_tokens": 14000,
+            "output_tokens": 8}
+    main_usage = {"input_tokens": 278, "cache_creation_input_tokens": 78213, "cache_read_input_tokens": 2673999,
+                  "output_tokens": 16670, "server_tool_use": {"web_search_requests": 0}, "service_tier": "standard"}
+    p = claude()
+    events = run(p, [init_line(sonnet), assistant_line("msg_01S", sonnet, live),
+                     result_line(num_turns=4, total_cost_usd=1.35221745, usage=main_usage, modelUsage=HIVE_MODEL_USAGE)])
+    # Totals are modelUsage's sum: input 278 + 765 = 1043, output 16670 + 1014 = 17684,
+    # cache_read 2673999 + 0, cache_write 78213 + 0; cost total_cost_usd 1.34638245 + 0.005835
+    # = 1.35221745 (result.usage alone would miss Haiku's 765 + 1014 tokens).
+    final = Usage(1043, 17684, 2673999, 78213, 1.35221745)
+    assert_usage(p.state.usage, final)
+    assert p.state.final and p.state.cost_reported
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == ["msg_01S", f"result:{sonnet}", f"result:{haiku}"]
+    # Sonnet's row: its modelUsage less its live message: 278 - 3 = 275, 16670 - 8 = 16662,
+    # 2673999 - 14000 = 2659999, 78213 - 12000 = 66213; cost 1.34638245 - live
+    # (3*3 + 8*15 + 14000*0.30 + 12000*3.75) / 1e6 = 1.34638245 - 0.049329 = 1.29705345.
+    s_row, h_row = rows[1], rows[2]
+    assert (s_row["model"], s_row["input"], s_row["output"], s_row["cache_read"], s_row["cache_write"]) == (
+        sonnet, 275, 16662, 2659999, 66213)
+    assert s_row["cost_usd"] == pytest.approx(1.29705345)
+    # Haiku was never seen live: its row is its whole modelUsage entry, its own costUSD.
+    assert (h_row["model"], h_row["input"], h_row["output"], h_row["cache_read"], h_row["cache_write"]) == (
+        haiku, 765, 1014, 0, 0)
+    assert h_row["cost_usd"] == pytest.approx(0.005835)
+    assert_usage(usage_sum(events), final)
+
+
+def test_claude_failed_main_model_keeps_the_helper_models_tokens() -> None:
+    """The main model failed (overloaded) after Claude Code's Haiku helper call: result.usage is
+    all zero, modelUsage has Haiku's figures and total_cost_usd its cost. Tokens and cost must
+    agree: not 0 tokens for $0.001015. Figures from a real 2.1 result's Haiku entry (925 in,
+    18 out, costUSD 0.001015 = (925*1 + 18*5) / 1e6)."""
+    sonnet, haiku = "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+    zero = {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0,
+            "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0}, "service_tier": "standard"}
+    p = claude()
+    events = run(p, [init_line(sonnet), result_line(
+        is_error=True, result="API Error: 529 Overloaded", api_error_status=529, num_turns=1,
+        total_cost_usd=0.001015, usage=zero, modelUsage={haiku: {
+            "inputTokens": 925, "outputTokens": 18, "cacheReadInputTokens": 0, "cacheCreationInputTokens": 0,
+            "webSearchRequests": 0, "costUSD": 0.001015, "contextWindow": 200000, "maxOutputTokens": 32000}})])
+    assert_usage(p.state.usage, Usage(925, 18, 0, 0, 0.001015))
+    [row] = usage_rows(events)
+    assert row["message_id"] == f"result:{haiku}" and row["model"] == haiku
+    assert p.outcome.failed
+
+
+def test_claude_result_without_model_usage_keeps_other_models_live_figures() -> None:
+    """Older versions print no modelUsage: result.usage is the main model's, a sub-agent's
+    messages on another model keep what was counted live (they are not in result.usage)."""
+    sonnet, haiku = "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+    p = claude()
+    events = run(p, [
+        init_line(sonnet),
+        assistant_line("msg_01M", sonnet, {"input_tokens": 5, "output_tokens": 50}),
+        assistant_line("msg_01H", haiku, {"input_tokens": 1000, "output_tokens": 100}, parent="toolu_01T"),
+        result_line(total_cost_usd=0.01, usage={"input_tokens": 10, "output_tokens": 200}),
+    ])
+    # Haiku live: (1000*1 + 100*5) / 1e6 = 0.0015. Sonnet: result.usage 10 / 200, cost
+    # total - Haiku = 0.01 - 0.0015 = 0.0085. Totals 1010 / 300, $0.01.
+    assert_usage(p.state.usage, Usage(1010, 300, 0, 0, 0.01))
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == ["msg_01M", "msg_01H", f"result:{sonnet}"]
+    assert (rows[2]["input"], rows[2]["output"]) == (5, 150)
+    # Sonnet live (5*3 + 50*15) / 1e6 = 0.000765; its row 0.0085 - 0.000765 = 0.007735.
+    assert rows[2]["cost_usd"] == pytest.approx(0.007735)
+    assert_usage(usage_sum(events), p.state.usage)
+
+
+def test_claude_latest_figures_per_message_id() -> None:
+    """Claude Code prints one API message over several lines sharing message.id, the usage
+    growing (output_tokens 7 on the first, 210 on a later one: measured on real 1.0-2.1
+    streams, shared/reference/agent-cli-formats.md). Each growth is a row "<id>#n"; a lagging
+    line never takes anything back."""
+    sonnet = "claude-sonnet-4-5-20250929"
+    first = {"input_tokens": 3, "cache_creation_input_tokens": 12000, "cache_read_input_tokens": 14000,
+             "output_tokens": 7, "service_tier": "standard"}
+    later = dict(first, output_tokens=210)
+    lagging = dict(first, output_tokens=100)
+    p = claude()
+    sample_lines = [assistant_line("msg_01G", sonnet, first, "thinking it over"),
+                    assistant_line("msg_01G", sonnet, first, "I'll run the tests."),
+                    assistant_line("msg_01G", sonnet, later, "pytest -q"),
+                    assistant_line("msg_01G", sonnet, lagging, "late copy")]
+    events = []
+    events += p.feed(sample_lines[0]) + p.feed(sample_lines[1])
+    assert p.state.usage.output == 7
+    events += p.feed(sample_lines[2])
+    assert p.state.usage.output == 210  # live, before any result
+    events += p.feed(sample_lines[3])
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == ["msg_01G", "msg_01G#2"]
+    # The growth: 210 - 7 = 203 output tokens, (203*15) / 1e6 = 0.003045 at Sonnet prices.
+    assert (rows[1]["input"], rows[1]["output"], rows[1]["cache_read"], rows[1]["cache_write"]) == (0, 203, 0, 0)
+    assert rows[1]["cost_usd"] == pytest.approx(0.003045)
+    # Live total: 3 / 210 / 14000 / 12000, (9 + 3150 + 4200 + 45000) / 1e6 = 0.052359.
+    assert_usage(p.state.usage, Usage(3, 210, 14000, 12000, 0.052359))
+    assert p.state.turns == 1
+    assert_usage(usage_sum(events), p.state.usage)
+
+
+def test_claude_partial_messages_stream_events_count_once() -> None:
+    """With --include-partial-messages, Claude Code wraps the API's SSE events in stream_event
+    lines (real captures: {"type":"stream_event","event":{"type":"message_start","message":{
+    "model":...,"id":"msg_...",...}},"session_id":...}; then content_block_start / _delta /
+    _stop, the assembled assistant line, message_delta with the usage, message_stop).
+    message_delta's usage is cumulative (the Anthropic API's MessageDeltaUsage: input_tokens,
+    cache_creation_input_tokens, cache_read_input_tokens, output_tokens, server_tool_use). The
+    assistant line carries a lagging snapshot of the same message: nothing is counted twice."""
+    sonnet = "claude-sonnet-4-5-20250929"
+    start_usage = {"input_tokens": 3, "cache_creation_input_tokens": 12000, "cache_read_input_tokens": 14000,
+                   "output_tokens": 1, "service_tier": "standard"}
+
+    def stream_event(event: dict[str, object]) -> bytes:
+        return json.dumps({"type": "stream_event", "event": event, "session_id": CLAUDE_SESSION,
+                           "parent_tool_use_id": None, "uuid": "9f1c3a52-1b7e-4a0e-8c55-2f1d3c4b5a69"},
+                          separators=(",", ":")).encode()
+
+    stream = [
+        init_line(sonnet),
+        stream_event({"type": "message_start", "message": {
+            "model": sonnet, "id": "msg_01P", "type": "message", "role": "assistant", "content": [],
+            "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
+        stream_event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        stream_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "All 3"}}),
+        stream_event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " pass."}}),
+        assistant_line("msg_01P", sonnet, dict(start_usage, output_tokens=8), "All 3 pass."),
+        stream_event({"type": "content_block_stop", "index": 0}),
+        stream_event({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                      "usage": {"input_tokens": 3, "cache_creation_input_tokens": 12000,
+                                "cache_read_input_tokens": 14000, "output_tokens": 275}}),
+        stream_event({"type": "message_stop"}),
+        stream_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 275}}),
+    ]
+    p = claude()
+    assert p.feed(stream[3]) == []  # token chunks: nothing to read
+    events = run(p, stream)
+    rows = usage_rows(events)
+    # message_start 3 / 1 / 14000 / 12000; the assistant line +7 output; message_delta +267.
+    assert [r["message_id"] for r in rows] == ["msg_01P", "msg_01P#2", "msg_01P#3"]
+    assert [r["output"] for r in rows] == [1, 7, 267]
+    # (3*3 + 275*15 + 14000*0.30 + 12000*3.75) / 1e6 = (9 + 4125 + 4200 + 45000) / 1e6 = 0.053334
+    assert_usage(p.state.usage, Usage(3, 275, 14000, 12000, 0.053334))
+    assert_usage(usage_sum(events), p.state.usage)
+    assert p.state.turns == 1
+    assert [e.data["text"] for e in events if e.kind == "text"] == ["All 3 pass."]
+
+
+def test_claude_one_hour_cache_writes_and_web_searches_are_priced_apart() -> None:
+    # One message of a real Claude Code 2.1 run (the `iterations` entry of its result.usage):
+    # every cache write a 1-hour one. Sonnet 4.x: 3 / 15 / 0.30, 5-minute write 3.75, 1-hour
+    # write 2 x 3 = 6.00 per million.
+    hour = {"input_tokens": 1, "output_tokens": 2221, "cache_read_input_tokens": 74995,
+            "cache_creation_input_tokens": 793, "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+            "service_tier": "standard", "cache_creation": {"ephemeral_1h_input_tokens": 793, "ephemeral_5m_input_tokens": 0}}
+    # Opus 4.5 (5 / 25 / 0.50, 5-minute 6.25, 1-hour 10.00): 400 5-minute and 600 1-hour writes.
+    mixed = {"input_tokens": 10, "output_tokens": 100, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 1000,
+             "cache_creation": {"ephemeral_5m_input_tokens": 400, "ephemeral_1h_input_tokens": 600}}
+    # Haiku 4.5 (1 / 5) with two server-side web searches at $10 per 1,000 (the Anthropic API's
+    # price; usage.server_tool_use.web_search_requests, as in Anthropic's pricing page quoted in
+    # https://github.com/enricoros/big-AGI/issues/852).
+    search = {"input_tokens": 10, "output_tokens": 100, "server_tool_use": {"web_search_requests": 2}}
+    p = claude()
+    events = run(p, [assistant_line("m1", "claude-sonnet-4-6", hour), assistant_line("m2", "claude-opus-4-5", mixed),
+                     assistant_line("m3", "claude-haiku-4-5", search)])
+    costs = [r["cost_usd"] for r in usage_rows(events)]
+    # m1: (1*3 + 2221*15 + 74995*0.30 + 793*6) / 1e6 = (3 + 33315 + 22498.5 + 4758) / 1e6 = 0.0605745
+    # m2: (10*5 + 100*25 + 400*6.25 + 600*10) / 1e6 = (50 + 2500 + 2500 + 6000) / 1e6 = 0.01105
+    # m3: (10*1 + 100*5) / 1e6 + 2 * 10 / 1000 = 0.00051 + 0.02 = 0.02051
+    assert costs == [pytest.approx(0.0605745), pytest.approx(0.01105), pytest.approx(0.02051)]
+    # Usage keeps its columns: the 1-hour writes are cache writes like the others.
+    assert (p.state.usage.cache_write, p.state.usage.input) == (793 + 1000, 21)
+
+
+def test_claude_computed_result_cost_matches_claude_codes_own_for_one_hour_writes() -> None:
+    """A real Claude Code 2.1 result line's usage (claude-sonnet-4-6, all cache writes 1-hour
+    ones) whose modelUsage costUSD is 0.9285405. Without total_cost_usd and modelUsage, tacx
+    computes the same figure only when the 1-hour writes are priced at 2x input:
+    (14*3 + 27313*15 + 645085*0.30 + 54213*6) / 1e6 = (42 + 409695 + 193525.5 + 325278) / 1e6
+    = 0.9285405 (at the 5-minute 3.75 it would be 0.80656125)."""
+    usage = {"input_tokens": 14, "cache_creation_input_tokens": 54213, "cache_read_input_tokens": 645085,
+             "output_tokens": 27313, "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+             "service_tier": "standard", "cache_creation": {"ephemeral_1h_input_tokens": 54213, "ephemeral_5m_input_tokens": 0},
+             "inference_geo": "not_available", "speed": "standard"}
+    p = claude()
+    events = run(p, [init_line("claude-sonnet-4-6"), result_line(usage=usage)])
+    assert_usage(p.state.usage, Usage(14, 27313, 645085, 54213, 0.9285405))
+    assert not p.state.cost_reported and p.state.final
+    assert [r["message_id"] for r in usage_rows(events)] == ["result:claude-sonnet-4-6"]
+
+
+def test_claude_live_costs_over_the_agents_total_are_scaled_to_it() -> None:
+    """No modelUsage; a sub-agent's Haiku messages priced live at more than the whole
+    total_cost_usd (an older price table, say): the rows still add up to the agent's total."""
+    sonnet, haiku = "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+    p = claude()
+    events = run(p, [init_line(sonnet), assistant_line("msg_01H", haiku, {"input_tokens": 10000, "output_tokens": 0},
+                                                       parent="toolu_01T"),
+                     result_line(total_cost_usd=0.004, usage={"input_tokens": 100, "output_tokens": 10})])
+    # Haiku live: 10000 * 1 / 1e6 = 0.01 > 0.004: Haiku is scaled to 0.004, Sonnet gets 0.
+    assert_usage(p.state.usage, Usage(10100, 10, 0, 0, 0.004))
+    assert_usage(usage_sum(events), p.state.usage)
+
+
+def test_claude_a_second_result_settles_again_under_its_own_row_ids() -> None:
+    """Each result row id is unique within an attempt (the store keeps the first row of an id):
+    a stream with two results (stream-json input, one result per turn) gets "#2" rows."""
+    sonnet = "claude-sonnet-4-5-20250929"
+    p = claude()
+    events = run(p, [
+        init_line(sonnet),
+        result_line(total_cost_usd=0.01, modelUsage={sonnet: {"inputTokens": 10, "outputTokens": 100, "costUSD": 0.01}}),
+        result_line(total_cost_usd=0.03, modelUsage={sonnet: {"inputTokens": 30, "outputTokens": 300, "costUSD": 0.03}}),
+    ])
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == [f"result:{sonnet}", f"result:{sonnet}#2"]
+    assert (rows[1]["input"], rows[1]["output"]) == (20, 200) and rows[1]["cost_usd"] == pytest.approx(0.02)
+    assert_usage(p.state.usage, Usage(30, 300, 0, 0, 0.03))
+
+
+def test_one_hour_write_and_web_search_prices_can_be_overridden() -> None:
+    from tacx.agents.prices import PriceTable
+    table = PriceTable.load({"claude-sonnet-4": {"cache_write_1h": 5.0, "web_search": 12.0}})
+    usage = Usage(0, 0, 0, 1000)
+    # 400 5-minute writes at 3.75 and 600 1-hour ones at 5.00, 3 searches at $12 per 1,000:
+    # (400*3.75 + 600*5) / 1e6 + 3 * 12 / 1000 = 0.0045 + 0.036 = 0.0405
+    assert table.cost("claude-sonnet-4-5", usage, write_1h=600, web_searches=3) == pytest.approx(0.0405)
+    # The shipped rule: 1-hour writes at 2 x 3 = 6.00, searches at $10 per 1,000:
+    # (400*3.75 + 600*6) / 1e6 + 3 * 10 / 1000 = 0.0051 + 0.03 = 0.0351
+    assert PriceTable.load().cost("claude-sonnet-4-5", usage, write_1h=600, web_searches=3) == pytest.approx(0.0351)
+    # More 1-hour writes claimed than cache writes: only the cache writes are priced.
+    assert PriceTable.load().cost("claude-sonnet-4-5", usage, write_1h=5000) == pytest.approx(0.006)
+    with pytest.raises(ValueError, match="web_search must not be negative"):
+        PriceTable.load({"claude-sonnet-4": {"web_search": -1}})
+
+
+def test_claude_without_model_usage_a_zero_result_keeps_the_live_count() -> None:
+    """No modelUsage and result.usage all zero (the main model failed after messages were
+    printed) with a cost: the live figures stay, under the message's model even when init
+    names it with a context suffix ("claude-opus-4-8[1m]", as real 2.1 init lines do)."""
+    p = claude()
+    events = run(p, [init_line("claude-opus-4-8[1m]"),
+                     assistant_line("msg_01O", "claude-opus-4-8", {"input_tokens": 100, "output_tokens": 40}),
+                     result_line(is_error=True, result="API Error: 500", total_cost_usd=0.0016,
+                                 usage={"input_tokens": 0, "output_tokens": 0})])
+    # Live at Opus 4.x prices (5 / 25): (100*5 + 40*25) / 1e6 = 0.0015; the agent's 0.0016 wins.
+    assert_usage(p.state.usage, Usage(100, 40, 0, 0, 0.0016))
+    rows = usage_rows(events)
+    assert [r["message_id"] for r in rows] == ["msg_01O", "result:claude-opus-4-8"]
+    assert rows[1]["cost_usd"] == pytest.approx(0.0001) and rows[1]["input"] == rows[1]["output"] == 0

@@ -8,6 +8,7 @@ from typing import Any
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
 from tacx.agents.stream import (
+    UNKNOWN_MODEL,
     StreamParser,
     _bound,
     _clip,
@@ -18,6 +19,7 @@ from tacx.agents.stream import (
     _str,
     _summarise_input,
     _tool_output,
+    _usage_data,
 )
 from tacx.workflow.model import StageSpec
 
@@ -28,13 +30,28 @@ _CLAUDE_SUBTYPES = {
 }
 
 
-def _claude_usage(u: dict[str, Any]) -> Usage:
-    return Usage(
-        _int(u.get("input_tokens")),
-        _int(u.get("output_tokens")),
-        _int(u.get("cache_read_input_tokens")),
-        _int(u.get("cache_creation_input_tokens")),
-    )
+# A message's figures: input, output, cache_read, cache_write (all of them), of which 1-hour
+# cache writes, and server-side web searches. Usage keeps the first four; the last two only
+# change the computed cost (tacx/agents/prices.py).
+Figures = tuple[int, int, int, int, int, int]
+
+
+def _figures(u: dict[str, Any]) -> Figures:
+    """A message's ``usage``: {input_tokens, output_tokens, cache_read_input_tokens,
+    cache_creation_input_tokens, cache_creation: {ephemeral_5m_input_tokens,
+    ephemeral_1h_input_tokens}, server_tool_use: {web_search_requests}} (the Anthropic API's
+    usage, as Claude Code 2.x prints it; older versions lack the last two)."""
+    write = _int(u.get("cache_creation_input_tokens"))
+    hour = searches = 0
+    split = u.get("cache_creation")
+    if type(split) is dict:
+        hour = _int(split.get("ephemeral_1h_input_tokens"))
+        write = max(write, hour + _int(split.get("ephemeral_5m_input_tokens")))
+    tools = u.get("server_tool_use")
+    if type(tools) is dict:
+        searches = _int(tools.get("web_search_requests"))
+    return (_int(u.get("input_tokens")), _int(u.get("output_tokens")), _int(u.get("cache_read_input_tokens")),
+            write, hour, searches)
 
 
 def _claude_error(obj: dict[str, Any], subtype: str | None, text: str | None) -> str:
@@ -60,21 +77,69 @@ def _resets_from_text(text: str) -> float | None:
 
 
 class ClaudeParser(StreamParser):
-    """Claude Code's stream: counts each message.id once, prefers the result's totals."""
+    """Claude Code's stream. Live: the latest figures of each message.id (one API message is
+    printed on several lines whose usage grows), each increment a usage row. At the result:
+    the agent's own totals per model (modelUsage), one "result:<model>" row per model for
+    the difference, so the rows add up to the agent's totals."""
 
     DISPLAY_ONLY = (b'{"type":"user"',)  # tool results: often the biggest lines, never usage
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._seen: set[str] = set()
+        # message id -> [the usage object last read for it, its figures counted so far (each
+        # the largest seen), the usage rows emitted for it, its model]
+        self._messages: dict[str, list[Any]] = {}
+        self._live: dict[str | None, list[float]] = {}  # model -> figures and cost counted
+        self._streaming: dict[str | None, tuple[str, str | None]] = {}  # parent tool use -> message
+        self._results = 0
         self._lines_without_id = 0
         self._handlers = {
             "assistant": self._assistant,
             "user": self._user,
             "system": self._system,
             "rate_limit_event": self._rate_limit,
+            "stream_event": self._stream_event,
             "result": self._result,
         }
+
+    def _take(self, mid: str, model: str | None, usage: dict[str, Any]) -> list[ParsedEvent]:
+        """A usage object seen for message ``mid``: what grew since the figures counted for it
+        (each field the largest seen: lines repeat and lag, never shrink) becomes a row."""
+        seen = self._messages.get(mid)
+        new = _figures(usage)
+        if seen is None:
+            self.state.turns += 1
+            self._messages[mid] = [usage, new, 1, model]
+            inc, row = new, mid
+        else:
+            if seen[0] == usage:  # the same figures again: the common repeat
+                return []
+            seen[0] = usage
+            old = seen[1]
+            merged = (max(old[0], new[0]), max(old[1], new[1]), max(old[2], new[2]),
+                      max(old[3], new[3]), max(old[4], new[4]), max(old[5], new[5]))
+            if merged == old:
+                return []
+            inc = (merged[0] - old[0], merged[1] - old[1], merged[2] - old[2],
+                   merged[3] - old[3], merged[4] - old[4], merged[5] - old[5])
+            seen[1] = merged
+            seen[2] += 1
+            model = seen[3]
+            row = f"{mid}#{seen[2]}"
+        u = Usage(inc[0], inc[1], inc[2], inc[3])
+        u.cost_usd = cost = self._price(model, u, inc[4], inc[5])
+        live = self._live.get(model)
+        if live is None:
+            self._live[model] = [inc[0], inc[1], inc[2], inc[3], inc[4], inc[5], cost]
+        else:
+            live[0] += inc[0]
+            live[1] += inc[1]
+            live[2] += inc[2]
+            live[3] += inc[3]
+            live[4] += inc[4]
+            live[5] += inc[5]
+            live[6] += cost
+        return [self._count(row, model, u)]
 
     def _assistant(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         msg = obj.get("message")
@@ -102,17 +167,43 @@ class ClaudeParser(StreamParser):
             if type(mid) is not str:  # no id to tell repeats apart: count the line
                 self._lines_without_id += 1
                 mid = f"line-{self._lines_without_id}"
-            if mid not in self._seen:
-                self._seen.add(mid)
-                model = _str(msg.get("model")) or self.state.model
-                inc = _claude_usage(usage)
-                inc.cost_usd = self._price(model, inc)
-                self.state.turns += 1
-                events.append(self._count(mid, model, inc))
+            seen = self._messages.get(mid)
+            if seen is None or seen[0] != usage:  # else the same figures again: the common repeat
+                events += self._take(mid, _str(msg.get("model")) or self.state.model, usage)
         error = obj.get("error")  # e.g. "rate_limit" on the message an API failure became
         if type(error) is str and _mentions_rate_limit(error):
             self.state.rate_limited = True
         return events
+
+    def _stream_event(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        """--include-partial-messages: one line per token chunk (content_block_*: nothing
+        to read, the assistant lines carry the content); message_start names the message (and
+        its first usage); message_delta carries its usage as it grows (the API's figures are
+        cumulative), read like one more line of that message. Sub-agents stream apart
+        (parent_tool_use_id)."""
+        event = obj.get("event")
+        if type(event) is not dict:
+            return []
+        kind = event.get("type")
+        parent = obj.get("parent_tool_use_id")
+        key = parent if type(parent) is str else None
+        if kind == "message_start":
+            msg = _obj(event.get("message"))
+            mid = msg.get("id")
+            if type(mid) is not str:  # cannot be matched to its assistant lines: they count it
+                self._streaming.pop(key, None)
+                return []
+            model = _str(msg.get("model")) or self.state.model
+            self._streaming[key] = (mid, model)
+            usage = msg.get("usage")
+            return self._take(mid, model, usage) if type(usage) is dict else []
+        if kind == "message_delta":
+            current = self._streaming.get(key)
+            usage = event.get("usage")
+            if current is None or type(usage) is not dict:
+                return []
+            return self._take(current[0], current[1], usage)
+        return []
 
     def _user(self, obj: dict[str, Any]) -> list[ParsedEvent]:
         content = _obj(obj.get("message")).get("content")
@@ -179,7 +270,7 @@ class ClaudeParser(StreamParser):
         turns = obj.get("num_turns")
         if type(turns) is int and turns >= 0:
             state.turns = turns
-        events += self._settle(self._final_usage(obj))
+        events += self._settle_models(obj)
         is_error = obj.get("is_error") is True or bool(subtype and subtype.startswith("error"))
         if is_error:
             events.append(self._agent_error(_claude_error(obj, subtype, text)))
@@ -194,35 +285,96 @@ class ClaudeParser(StreamParser):
         }))
         return events
 
-    def _final_usage(self, obj: dict[str, Any]) -> Usage:
-        """Tokens from result.usage (else modelUsage, else the live count); cost from
-        total_cost_usd (else modelUsage's costUSD, else the price table)."""
-        state = self.state
-        per_model: list[tuple[str, Usage, float | None]] = []
+    def _final_figures(self, obj: dict[str, Any]) -> tuple[dict[str | None, list[int]], dict[str | None, float | None]]:
+        """The result's figures per model, and each model's own cost where it gave one.
+        modelUsage{model: {inputTokens, outputTokens, cacheReadInputTokens,
+        cacheCreationInputTokens, webSearchRequests, costUSD}} covers every model the run used;
+        without it, result.usage is the main model's only and the other models keep their live
+        figures. modelUsage has no 1-hour split: a model keeps the one counted live."""
+        finals: dict[str | None, list[int]] = {}
+        costs: dict[str | None, float | None] = {}
         for name, mu in _obj(obj.get("modelUsage")).items():
             if type(mu) is dict:
-                u = Usage(_int(mu.get("inputTokens")), _int(mu.get("outputTokens")),
-                          _int(mu.get("cacheReadInputTokens")), _int(mu.get("cacheCreationInputTokens")))
-                per_model.append((name, u, _num(mu.get("costUSD"))))
+                write = _int(mu.get("cacheCreationInputTokens"))
+                live = self._live.get(name)
+                finals[name] = [_int(mu.get("inputTokens")), _int(mu.get("outputTokens")),
+                                _int(mu.get("cacheReadInputTokens")), write,
+                                min(int(live[4]), write) if live else 0, _int(mu.get("webSearchRequests"))]
+                costs[name] = _num(mu.get("costUSD"))
+        if finals:
+            return finals, costs
+        for name, live in self._live.items():
+            finals[name] = [int(x) for x in live[:6]]
+            costs[name] = live[6]
         usage = obj.get("usage")
         if type(usage) is dict:
-            final = _claude_usage(usage)
-        elif per_model:
-            final = sum((u for _, u, _ in per_model), Usage())
-        else:
-            live = state.usage
-            final = Usage(live.input, live.output, live.cache_read, live.cache_write)
-        cost = _num(obj.get("total_cost_usd"))
-        if cost is None and per_model and all(c is not None for _, _, c in per_model):
-            cost = sum(c for _, _, c in per_model if c is not None)
-        if cost is not None:
+            main = self._main(finals, costs)
+            figures = list(_figures(usage))
+            if any(figures[:4]) or main not in finals:  # all zero: the main model failed, keep the live count
+                finals[main], costs[main] = figures, None
+        return finals, costs
+
+    def _main(self, finals: dict[str | None, list[int]], costs: dict[str | None, float | None]) -> str | None:
+        """The run's main model: the one it was started with (init's "claude-opus-4-8[1m]"
+        is the messages' "claude-opus-4-8"), else, no model named, the one that did most."""
+        model = self.state.model
+        if model in finals or not finals:
+            return model
+        if model is None:
+            return max(finals, key=lambda m: (costs.get(m) or 0.0, sum(finals[m][:4])))
+        for name in finals:
+            if name and (model.startswith(name) or name.startswith(model)):
+                return name
+        return model
+
+    def _settle_models(self, obj: dict[str, Any]) -> list[ParsedEvent]:
+        """The agent's own totals replace the live ones, model by model: each model's
+        difference becomes a "result:<model>" usage row (tokens and cost from the same
+        figures, so they agree). Cost: total_cost_usd (it covers every model), split by
+        modelUsage's costUSD; else the models' own costs; else the price table."""
+        state = self.state
+        finals, costs = self._final_figures(obj)
+        given = [name for name in finals if costs[name] is not None]
+        for name, f in finals.items():
+            if costs[name] is None:
+                costs[name] = self._price(name, Usage(f[0], f[1], f[2], f[3]), f[4], f[5])
+        total = _num(obj.get("total_cost_usd"))
+        if total is not None and total < 0:
+            total = None
+        if total is None and finals and len(given) == len(finals) and obj.get("modelUsage"):
+            total = sum(c or 0.0 for c in costs.values())
+        if total is not None:
             state.cost_reported, state.unpriced_model = True, None
-        elif per_model:
-            cost = sum(self._price(name, u) for name, u, _ in per_model)
-        else:
-            cost = self._price(state.model, final)
-        final.cost_usd = cost
-        return final
+            main = self._main(finals, costs)
+            finals.setdefault(main, [0, 0, 0, 0, 0, 0])
+            others = sum(c or 0.0 for name, c in costs.items() if name != main)
+            if total >= others:
+                costs[main] = total - others
+            else:  # the others' computed costs overshoot the agent's total: scale them to it
+                costs = {name: 0.0 if name == main else (c or 0.0) * total / others for name, c in costs.items()}
+                costs[main] = 0.0
+        self._results += 1
+        suffix = f"#{self._results}" if self._results > 1 else ""
+        events: list[ParsedEvent] = []
+        final_total = Usage()
+        settled: dict[str | None, list[float]] = {}
+        for name in [*finals, *(m for m in self._live if m not in finals)]:
+            f = finals.get(name)
+            final = Usage(f[0], f[1], f[2], f[3], costs[name] or 0.0) if f else Usage()
+            live = self._live.get(name)
+            diff = final - (Usage(int(live[0]), int(live[1]), int(live[2]), int(live[3]), live[6]) if live else Usage())
+            if diff.input or diff.output or diff.cache_read or diff.cache_write or diff.cost_usd:
+                row = f"result:{name or UNKNOWN_MODEL}{suffix}"
+                events.append(ParsedEvent("usage", _usage_data(row, name, diff)))
+            final_total = final_total + final
+            if f:
+                settled[name] = [*f, final.cost_usd]
+        self._live = settled
+        if total is not None:
+            final_total.cost_usd = total
+        state.usage = final_total
+        state.final = True
+        return events
 
 
 class ClaudeProvider(AgentProvider):

@@ -18,32 +18,48 @@ import yaml
 
 from tacx.agents.base import Usage
 
-FIELDS = ("input", "output", "cache_read", "cache_write")
+FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "web_search")
 _REQUIRED = ("input", "output")
+_OPTIONAL = ("cache_write", "cache_write_1h", "web_search")  # None: the rule in Price applies
+WRITE_1H_FACTOR = 2.0  # a 1-hour cache write costs 2x input (Anthropic's pricing page)
+WEB_SEARCH_PER_1000 = 10.0  # USD per 1,000 server-side web searches (Anthropic API)
 
 
 @dataclass(frozen=True)
 class Price:
     """USD per million tokens. A cache_write of None is priced as input; so is a missing
-    cache_read (a model without cache pricing bills cached tokens as plain input)."""
+    cache_read (a model without cache pricing bills cached tokens as plain input).
+    cache_write is the 5-minute cache write; cache_write_1h the 1-hour one (None: 2x input);
+    web_search is USD per 1,000 server-side web searches (None: Anthropic's $10)."""
 
     input: float
     output: float
     cache_read: float
     cache_write: float | None = None
+    cache_write_1h: float | None = None
+    web_search: float | None = None
 
-    def cost(self, usage: Usage) -> float:
+    def cost(self, usage: Usage, write_1h: int = 0, web_searches: int = 0) -> float:
+        """``write_1h`` of ``usage.cache_write`` were 1-hour cache writes (the rest 5-minute
+        ones); ``web_searches`` server-side searches are charged per request."""
         write = self.input if self.cache_write is None else self.cache_write
-        return (
+        cost = (
             usage.input * self.input
             + usage.output * self.output
             + usage.cache_read * self.cache_read
             + usage.cache_write * write
-        ) / 1_000_000
+        )
+        if write_1h > 0:
+            hour = self.input * WRITE_1H_FACTOR if self.cache_write_1h is None else self.cache_write_1h
+            cost += min(write_1h, usage.cache_write) * (hour - write)
+        if web_searches > 0:
+            per_1000 = WEB_SEARCH_PER_1000 if self.web_search is None else self.web_search
+            cost += web_searches * per_1000 * 1000  # per request, in the per-million unit
+        return cost / 1_000_000
 
 
 def _check_number(model: str, name: str, value: Any) -> float | None:
-    if value is None and name == "cache_write":
+    if value is None and name in _OPTIONAL:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"prices: {model}: {name} must be a number of USD per million tokens, not {value!r}")
@@ -73,7 +89,8 @@ def _price(fields: Mapping[str, float | None]) -> Price:
     input_ = fields["input"]
     assert input_ is not None and fields["output"] is not None
     cache_read = fields.get("cache_read")
-    return Price(input_, fields["output"], input_ if cache_read is None else cache_read, fields.get("cache_write"))
+    return Price(input_, fields["output"], input_ if cache_read is None else cache_read, fields.get("cache_write"),
+                 fields.get("cache_write_1h"), fields.get("web_search"))
 
 
 @lru_cache(maxsize=1)
@@ -126,10 +143,11 @@ class PriceTable:
                 return self.prices[key]
         return None
 
-    def cost(self, model: str | None, usage: Usage) -> float | None:
-        """USD for ``usage`` on ``model``; None when the model has no price."""
+    def cost(self, model: str | None, usage: Usage, write_1h: int = 0, web_searches: int = 0) -> float | None:
+        """USD for ``usage`` on ``model`` (``write_1h`` and ``web_searches`` as in
+        Price.cost); None when the model has no price."""
         price = self.price_for(model)
-        return None if price is None else price.cost(usage)
+        return None if price is None else price.cost(usage, write_1h, web_searches)
 
 
 # -- showing costs: "unpriced", never $0 ---------------------------------------------------------

@@ -148,9 +148,11 @@ class StreamParser(OutputParser):
     for what it found. It never raises: agent CLIs change their output between versions, so a
     non-JSON line, an unknown event type or a field of an unexpected shape is skipped.
 
-    Usage events are increments (each API message counted once); when an agent reports its own
-    final totals, one more usage event with message_id "result" carries the difference, so the
-    usage events of a stream always add up to ``state.usage``.
+    Usage events are increments (each API message counted once; claude's, whose figures grow
+    over repeated lines, once more as "<id>#n" for each growth); when an agent reports its own
+    final totals, one more usage event with message_id "result" carries the difference (claude:
+    one "result:<model>" per model), so the usage events of a stream always add up to
+    ``state.usage``.
     """
 
     streaming = True
@@ -206,9 +208,11 @@ class StreamParser(OutputParser):
 
     # usage -----------------------------------------------------------------------------------
 
-    def _price(self, model: str | None, usage: Usage) -> float:
-        """Cost from the price table; an unpriced model with tokens is noted and costs 0."""
-        cost = self.prices.cost(model, usage)
+    def _price(self, model: str | None, usage: Usage, write_1h: int = 0, web_searches: int = 0) -> float:
+        """Cost from the price table (``write_1h`` of the cache writes were 1-hour ones;
+        ``web_searches`` are charged per request); an unpriced model with tokens is noted
+        and costs 0."""
+        cost = self.prices.cost(model, usage, write_1h, web_searches)
         if cost is None:
             if usage.tokens:
                 self.state.unpriced_model = model or UNKNOWN_MODEL
