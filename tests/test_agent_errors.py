@@ -103,3 +103,21 @@ def test_the_last_output_of_a_failed_agent_is_its_words_and_stderr_not_its_strea
     assert shown[:2] == ["I'll run the tests.", "Error: connect ECONNREFUSED 160.79.104.10:443"]
     assert shown[-1].endswith("API Error: Connection error.")
     assert not any(line.startswith("{") for line in shown)
+
+
+def test_gemini_says_its_key_is_invalid_in_words() -> None:
+    """gemini -o stream-json with a bad key: an error event and a failed result, each holding
+    the API's JSON error serialised inside another error's message."""
+    parser = make_parser("gemini-stream-json")
+    lines = [
+        {"type": "init", "timestamp": "2026-11-30T10:00:00.000Z", "session_id": "g-1", "model": "gemini-2.5-pro"},
+        {"type": "error", "timestamp": "2026-11-30T10:00:01.000Z", "severity": "error", "message": GEMINI_KEY},
+        {"type": "result", "timestamp": "2026-11-30T10:00:01.000Z", "status": "error",
+         "error": {"type": "Error", "message": GEMINI_KEY}, "stats": {"total_tokens": 0, "input_tokens": 0,
+                                                                      "output_tokens": 0, "duration_ms": 900,
+                                                                      "tool_calls": 0}},
+    ]
+    for obj in lines:
+        parser.feed(json.dumps(obj).encode())
+    outcome = parser.finish(b"")
+    assert outcome.failed and outcome.error == "API key not valid. Please pass a valid API key. (HTTP 400)"

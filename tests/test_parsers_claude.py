@@ -560,3 +560,31 @@ def test_claude_without_model_usage_a_zero_result_keeps_the_live_count() -> None
     rows = usage_rows(events)
     assert [r["message_id"] for r in rows] == ["msg_01O", "result:claude-opus-4-8"]
     assert rows[1]["cost_usd"] == pytest.approx(0.0001) and rows[1]["input"] == rows[1]["output"] == 0
+
+
+def test_a_run_whose_tools_were_refused_is_not_a_plain_success() -> None:
+    """result.permission_denials as Claude Code writes it in -p mode ([{tool_name,
+    tool_use_id, tool_input}], the SDK's SDKPermissionDenial): the stage fails, naming what
+    was refused; a retry before init brings the session id."""
+    parser = make_parser("claude-stream-json")
+    lines = [
+        {"type": "system", "subtype": "api_retry", "attempt": 1, "max_retries": 10, "retry_delay_ms": 600,
+         "error_status": None, "error": "unknown", "session_id": "0b1c2d3e-aaaa-bbbb-cccc-000000000001"},
+        {"type": "result", "subtype": "success", "is_error": False, "result": "I could not write the file.",
+         "session_id": "0b1c2d3e-aaaa-bbbb-cccc-000000000001", "num_turns": 2, "total_cost_usd": 0.0123,
+         "usage": {"input_tokens": 10, "output_tokens": 20},
+         "permission_denials": [
+             {"tool_name": "Bash", "tool_use_id": "toolu_1", "tool_input": {"command": "rm -rf build"}},
+             {"tool_name": "Write", "tool_use_id": "toolu_2", "tool_input": {"file_path": "src/app.py", "content": "x"}},
+         ]},
+    ]
+    events = [e for line in lines for e in parser.feed(json.dumps(line).encode())]
+    assert parser.state.session_id == "0b1c2d3e-aaaa-bbbb-cccc-000000000001"
+    assert events[0].kind == "session"
+    outcome = parser.finish(b"")
+    assert outcome.failed
+    assert outcome.error == ("the agent was refused 2 tool call(s): Bash (rm -rf build), Write (src/app.py)"
+                             " (allow them with the stage's permission_mode, or extra_args such as --allowedTools)")
+    clean = make_parser("claude-stream-json")
+    clean.feed(json.dumps({**lines[1], "permission_denials": []}).encode())
+    assert not clean.finish(b"").failed

@@ -70,6 +70,22 @@ def _claude_error(obj: dict[str, Any], subtype: str | None, text: str | None) ->
     return f"{head}: {detail}" if detail else head
 
 
+def _denials(value: Any) -> str | None:
+    """result.permission_denials, [{tool_name, tool_use_id, tool_input}], as a sentence:
+    a run whose tools were refused is not a plain success."""
+    if type(value) is not list or not value:
+        return None
+    shown = []
+    for denial in value[:10]:
+        d = _obj(denial)
+        tool = _str(d.get("tool_name")) or "a tool"
+        what = _summarise_input(d.get("tool_input")) if d.get("tool_input") else ""
+        shown.append(f"{tool} ({what})" if what else tool)
+    more = f" and {len(value) - 10} more" if len(value) > 10 else ""
+    return (f"the agent was refused {len(value)} tool call(s): {', '.join(shown)}{more}"
+            " (allow them with the stage's permission_mode, or extra_args such as --allowedTools)")
+
+
 def _resets_from_text(text: str) -> float | None:
     """Older Claude Code ends a limited run with "Claude AI usage limit reached|<unix time>"."""
     tail = text.rsplit("|", 1)[-1].strip() if "|" in text else ""
@@ -230,7 +246,8 @@ class ClaudeParser(StreamParser):
             if status in (429, "429"):
                 self.state.rate_limited = True
             error = obj.get("error")
-            return [ParsedEvent("retry", {
+            # A retry storm before init (no network, say) is the first place the session shows.
+            return self._set_session(obj.get("session_id")) + [ParsedEvent("retry", {
                 "attempt": obj.get("attempt"), "delay_ms": obj.get("retry_delay_ms"),
                 "status": status, "error": None if error is None else _clip(error),
             })]
@@ -279,6 +296,8 @@ class ClaudeParser(StreamParser):
             resets_at = _resets_from_text(text) if text else None
             if resets_at is not None:
                 state.rate_limited, state.rate_limit_resets_at = True, resets_at
+        elif refused := _denials(obj.get("permission_denials")):
+            events.append(self._agent_error(refused))  # not a plain success: the work may be undone
         events.append(ParsedEvent("result", {
             "subtype": subtype, "is_error": is_error, "text": _clip(text) if text else None,
             "turns": state.turns, "duration_ms": obj.get("duration_ms"),

@@ -7,6 +7,7 @@ from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
+from tacx.agents.errors import human_error
 from tacx.agents.stream import (
     StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output, _usage_data,
 )
@@ -105,7 +106,7 @@ class GeminiParser(StreamParser):
         })]
 
     def _error(self, obj: dict[str, Any]) -> list[ParsedEvent]:
-        message = _str(obj.get("message")) or "the agent reported an error"
+        message = human_error(_str(obj.get("message")) or "the agent reported an error")
         if obj.get("severity") == "warning":
             return [ParsedEvent("error", {"message": _clip(message)})]
         return [self._agent_error(message)]
@@ -121,6 +122,7 @@ class GeminiParser(StreamParser):
         else:
             error = obj.get("error")
             message = _str(_obj(error).get("message") if type(error) is dict else error)
+            message = human_error(message) if message else None
             events.append(self._agent_error(message or state.error or f"the agent's result status was {status!r}"))
         events.append(ParsedEvent("result", {
             "subtype": status, "is_error": status != "success",
