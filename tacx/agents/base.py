@@ -49,7 +49,9 @@ class ParsedEvent:
     Kinds: ``session`` {session_id, model}; ``text`` {text}; ``thinking`` {text};
     ``tool_use`` {id, name, input}; ``tool_result`` {id, output, is_error};
     ``usage`` {message_id, model, input, output, cache_read, cache_write, cost_usd} (an
-    increment: each message counted once); ``retry`` {attempt, delay_ms, status, error};
+    increment under an id of its own: a message's growth comes as ``<id>#n`` rows, the
+    final figures as ``result:<model>`` rows, so a log parsed again counts nothing twice);
+    ``retry`` {attempt, delay_ms, status, error};
     ``rate_limit`` {status, resets_at, detail}; ``result`` {subtype, is_error, text, turns,
     duration_ms}; ``error`` {message}. Text fields are bounded (EVENT_TEXT_LIMIT).
     """
