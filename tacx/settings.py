@@ -70,6 +70,9 @@ class Settings(BaseModel):
     cgroups: Annotated[Literal["auto", "off"], BeforeValidator(_on_off)] = Field(
         default="auto", description="a cgroup per daughter where cgroup v2 is writable (auto), or never (off)"
     )
+    unreachable_after: Duration = Field(
+        default=60.0, description="end an agent that reports only connection failures, no answer, this long (0: never)"
+    )
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
     budget: Budget | None = Field(default=None, description="for tasks whose workflow sets none")
     prices: dict[str, dict[str, float]] = Field(

@@ -121,3 +121,16 @@ def test_gemini_says_its_key_is_invalid_in_words() -> None:
         parser.feed(json.dumps(obj).encode())
     outcome = parser.finish(b"")
     assert outcome.failed and outcome.error == "API key not valid. Please pass a valid API key. (HTTP 400)"
+
+
+def test_what_counts_as_an_api_that_cannot_be_reached() -> None:
+    from tacx.agents.errors import unreachable
+
+    assert unreachable("retry", {"status": None, "error": "Connection error."}) == "Connection error."
+    assert unreachable("retry", {"status": None, "error": "unknown"}) == "no answer from the API"
+    assert unreachable("retry", {"status": 529, "error": "overloaded_error"}) is None  # it answered: busy
+    assert unreachable("retry", {"status": 429, "error": "rate_limit_error"}) is None
+    assert unreachable("error", {"message": "Reconnecting... 2/5 waiting for network"}) is not None
+    assert unreachable("error", {"message": "request to https://api.anthropic.com failed, reason: getaddrinfo EAI_AGAIN"})
+    assert unreachable("error", {"message": "Invalid API key"}) is None
+    assert unreachable("text", {"text": "connection refused, says the agent about your app"}) is None

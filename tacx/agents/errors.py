@@ -10,6 +10,15 @@ import re
 from typing import Any
 
 _DECODER = json.JSONDecoder()
+# What agents print when their API cannot be reached at all (not an overloaded or failing
+# API, which answers): codex's "Reconnecting... waiting for network", node's ECONNREFUSED,
+# ENOTFOUND and EAI_AGAIN, "fetch failed", claude's "Connection error.", "stream disconnected".
+_UNREACHABLE = re.compile(
+    r"reconnecting|waiting for network|connection (?:error|refused|reset|closed)|econnrefused|econnreset|enotfound"
+    r"|eai_again|getaddrinfo|fetch failed|network (?:is )?unreachable|stream disconnected|could not resolve"
+    r"|name resolution|timed? ?out connecting|socket hang up",
+    re.IGNORECASE,
+)
 _STATUS = re.compile(r"\b(?:unexpected )?status[: ]+(\d{3})(?: ([A-Z][A-Za-z ]{1,40}?))?(?=[:;,.)\]]|\s*$|\s*\{)")
 _MESSAGE_KEYS = ("message", "detail", "error_description", "msg")
 MAX_DEPTH = 8  # JSON in a string in JSON ...: deep enough for every CLI seen, bounded for the rest
@@ -71,3 +80,19 @@ def human_error(text: str) -> str:
     if reason and message.rstrip(".").lower() == reason.lower():  # {"detail":"Bad Request"}: nothing more
         return said
     return f"{message} ({said})"
+
+
+def unreachable(kind: str, data: dict[str, Any]) -> str | None:
+    """The words of a parsed event that says the agent's API cannot be reached, or None.
+    A retry with an HTTP status (529 overloaded, 5xx, 429) came from an API that answered;
+    one without came from no answer at all (claude's api_retry with error_status null)."""
+    if kind == "retry":
+        if data.get("status") not in (None, 0, "0", ""):
+            return None
+        text = data.get("error")
+        return text if isinstance(text, str) and text.strip() and text != "unknown" else "no answer from the API"
+    if kind == "error":
+        text = data.get("message")
+        if isinstance(text, str) and _UNREACHABLE.search(text):
+            return text
+    return None

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from tacx.agents import spending
 from tacx.agents.base import AgentState, Outcome, Provider, StageContext, Usage
+from tacx.agents.errors import unreachable
 from tacx.agents.prices import PriceTable
 from tacx.agents.tailer import Batch, Tail, Tailer
 from tacx.engine import faults
@@ -295,7 +296,7 @@ class Attempts:
         if run.cancel.is_set():
             settle("cancel" if run.user_cancelled else "budget" if run.budget_error else "shutdown")
         try:
-            tail = self._watch_output(run, name, spec, d, provider_name)
+            tail = self._watch_output(run, name, spec, d, provider_name, settle)
             cause = await stop  # cancelled only when leaving daughters running for the next start
             if cause is None:
                 await executor.clean_after_exit(d)
@@ -324,9 +325,13 @@ class Attempts:
                                            state.error or "the agent ended rate limited", state.rate_limit_resets_at)
         return status
 
-    def _watch_output(self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str) -> Tail | None:
+    def _watch_output(
+        self, run: TaskRun, name: str, spec: StageSpec, d: Daughter, provider_name: str,
+        settle: Callable[[str | None], None],
+    ) -> Tail | None:
         """Agents' output is parsed as it is written (an adopted daughter's from the start:
-        its usage rows are keyed by message, so nothing is counted twice)."""
+        its usage rows are keyed by message, so nothing is counted twice). An agent that
+        only reports that its API cannot be reached is ended after `unreachable_after`."""
         provider = self.providers.get(provider_name)
         if provider is None or provider.kind != "agent":
             return None
@@ -339,11 +344,15 @@ class Attempts:
         if (name, attempt) in run.baselines:
             parser.resume_from(run.baselines[(name, attempt)])
 
+        reach = Reachability(self.settings.unreachable_after)
+
         def deliver(tail: Tail, batch: Batch, state: AgentState) -> None:
             try:
                 self._on_agent_output(run, name, attempt, provider_name, batch, state)
             except Exception:
                 log.exception("recording the output of task %s stage %s failed", run.id, name)
+            if (why := reach.note(batch, time.time())) is not None:
+                settle(f"{UNREACHABLE}{why}")
 
         return self.tailer.watch(d.log_path, parser, deliver)
 
@@ -387,6 +396,33 @@ class Attempts:
         self.store.write_soon(lambda c: records.add_event(c, run.id, None, "task.budget_exceeded", exceeded))
         self.publish("task.budget_exceeded", run.id, **exceeded)
         run.interrupt("budget")
+
+
+UNREACHABLE = "unreachable: "  # the cause that ends an agent whose API never answers
+
+
+class Reachability:
+    """Whether an agent's API answers: how long it has reported only connection failures
+    (retries with no HTTP status, "Reconnecting...", ECONNREFUSED) with no usage since,
+    that is, no answer. Overloaded (529) and other statuses are answers: waited out."""
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self.since: float | None = None  # the first failure after the last answer
+        self.last = ""
+
+    def note(self, batch: Batch, now: float) -> str | None:
+        """Take a batch in; why to end the attempt now, or None."""
+        if batch.usage:
+            self.since = None  # the API answered
+        for event in batch.notable:
+            if (words := unreachable(event.kind, event.data)) is not None:
+                self.last = words
+                if self.since is None:
+                    self.since = now
+        if not self.limit or self.since is None or now - self.since < self.limit:
+            return None
+        return f"cannot reach the API: {self.last} (no answer for {now - self.since:.0f}s; unreachable_after)"
 
 
 def insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage: str, attempt: int, d: Daughter) -> None:

@@ -73,6 +73,8 @@ class Outcomes:
             status, error = "cancelled", "cancelled"
         elif cause == "killed":
             status, error = "failed", "killed from the dashboard (its whole process tree)"
+        elif cause is not None and cause.startswith("unreachable: "):
+            status, error = "failed", cause.removeprefix("unreachable: ")
         elif cause == "timeout":
             status, error = "timed_out", f"timed out after {_fmt_duration(spec.timeout or 0)} (timeout)"
         elif cause == "idle":
