@@ -399,6 +399,7 @@ class Attempts:
 
 
 UNREACHABLE = "unreachable: "  # the cause that ends an agent whose API never answers
+PROGRESS_KINDS = frozenset({"text", "thinking", "tool_use", "tool_result", "result"})
 
 
 class Reachability:
@@ -412,14 +413,17 @@ class Reachability:
         self.last = ""
 
     def note(self, batch: Batch, now: float) -> str | None:
-        """Take a batch in; why to end the attempt now, or None."""
+        """Take a batch in, in order; why to end the attempt now, or None. Anything the
+        agent did (said, thought, ran a tool) or was billed for is an answer."""
         if batch.usage:
-            self.since = None  # the API answered
-        for event in batch.notable:
+            self.since = None
+        for event in batch.shown:
             if (words := unreachable(event.kind, event.data)) is not None:
                 self.last = words
                 if self.since is None:
                     self.since = now
+            elif event.kind in PROGRESS_KINDS:
+                self.since = None
         if not self.limit or self.since is None or now - self.since < self.limit:
             return None
         return f"cannot reach the API: {self.last} (no answer for {now - self.since:.0f}s; unreachable_after)"
