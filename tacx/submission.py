@@ -35,11 +35,16 @@ def workflow_dirs(home: Home) -> list[Path]:
     return [home.project_root / "workflows", home.root / "workflows", shipped_workflows_dir()]
 
 
+def names_a_file(name: str) -> bool:
+    """A workflow given as a file (a path, or a name ending .yaml), not one to look up."""
+    return Path(name).suffix in (".yaml", ".yml") or os.sep in name
+
+
 def find_workflow(home: Home, name: str) -> Path:
     path = Path(name)
     if path.is_file():
         return path.resolve()
-    if path.suffix in (".yaml", ".yml") or os.sep in name:
+    if names_a_file(name):
         raise SubmissionError(f"no workflow file {name}")
     for folder in workflow_dirs(home):
         for ext in (".yaml", ".yml"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # cli.common's, written here: importing it would pull in the rest of tacx
 
 
 def main() -> int:

@@ -9,6 +9,7 @@ import argparse
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -131,7 +132,7 @@ def _stages(conn: sqlite3.Connection, task_id: int) -> list[sqlite3.Row]:
 
 
 def _follow(conn: sqlite3.Connection, home: Home, task_id: int, stage: sqlite3.Row, attempt: int, *,
-            only_stage: bool, writer_for, out: BinaryIO) -> None:  # type: ignore[no-untyped-def]
+            only_stage: bool, writer_for: Callable[[sqlite3.Row], LogWriter], out: BinaryIO) -> None:
     """Print each attempt as it grows; when one ends, go on with the next attempt (of this
     stage, or of any stage of the task) until nothing more can start."""
     # Attempts that began before we looked are history: only the one asked for, and what

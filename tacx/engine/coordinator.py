@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,7 +42,9 @@ from tacx.sources.base import Source, TaskRequest
 from tacx.sources.poller import SourcePoller
 from tacx.store import records
 from tacx.store.writer import Store
-from tacx.submission import SubmissionError, dedupe_key_for, load_named_workflow, prepare_inputs, task_fields
+from tacx.submission import (
+    SubmissionError, dedupe_key_for, load_named_workflow, names_a_file, prepare_inputs, task_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ class Coordinator:
         workflow's own dedupe key work as with `tacx submit` (with `dedupe_any`, a task of
         that key that ended counts too). Raises SubmissionError or WorkflowError with a
         sentence for a person."""
-        if not name or os.sep in name or name.startswith(".") or name.endswith((".yaml", ".yml")):
+        if not name or name.startswith(".") or names_a_file(name):
             raise SubmissionError(f"a workflow is named here, not given as a file: {name!r}")
         kinds = provider_kinds(self.providers)
         wf, path, text = await asyncio.to_thread(load_named_workflow, self.home, name, lambda: kinds)

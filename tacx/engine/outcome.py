@@ -59,10 +59,10 @@ class Outcomes:
 
         ``parsed`` is what a streaming parser concluded; others read the end of the log."""
         tail = d.tail if d.tail is not None else await asyncio.to_thread(_read_tail, d.log_path)
+        provider = self.providers.get(provider_name)
         if parsed is not None:
             parser_outcome = parsed
         else:
-            provider = self.providers.get(provider_name)
             parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
         error: str | None = None
         if cause == "shutdown" or (cause is None and not info.known):
@@ -94,10 +94,8 @@ class Outcomes:
         if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
             error = f"{error}: {parser_outcome.error}"
         if status in ("failed", "timed_out"):
-            provider = self.providers.get(provider_name)
             streams = provider is not None and provider.kind == "agent" and getattr(provider, "parser_class", None)
-            lines = (_agent_words(tail, provider.parser(), ERROR_TAIL_LINES) if streams and provider
-                     else _last_lines(tail, ERROR_TAIL_LINES))
+            lines = _agent_words(tail, provider.parser(), ERROR_TAIL_LINES) if streams else _last_lines(tail, ERROR_TAIL_LINES)
             if lines:
                 error = f"{error}; last output:\n{lines}"
         self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
@@ -219,12 +217,17 @@ def _agent_words(tail: bytes, parser: OutputParser, n: int, width: int = 300) ->
                 event.data.get("message") if event.kind == "error" else None)
             if isinstance(said, str) and said.strip():
                 shown.extend(part for part in said.strip().splitlines() if part.strip())
-    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in shown[-n:])
+    return _cut(shown[-n:], width)
 
 
 def _last_lines(tail: bytes, n: int, width: int = 300) -> str:
     lines = [ln for ln in tail.decode("utf-8", errors="replace").splitlines() if ln.strip()]
-    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines[-n:])
+    return _cut(lines[-n:], width)
+
+
+def _cut(lines: list[str], width: int) -> str:
+    """Lines for an error message, each cut to `width` characters."""
+    return "\n".join(ln if len(ln) <= width else ln[:width] + "…" for ln in lines)
 
 
 def _signal_name(sig: int) -> str:
