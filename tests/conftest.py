@@ -138,6 +138,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, interval: float 
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+# The fake agent CLIs need no credentials, but tacx does not start an agent that is surely
+# logged out (tacx/agents/login.py): every test runs as a user whose agents hold a key.
+FAKE_KEYS = {"ANTHROPIC_API_KEY": "sk-ant-test", "CODEX_API_KEY": "sk-test", "GEMINI_API_KEY": "test-key",
+             "OPENAI_API_KEY": "sk-test"}
+
+
+@pytest.fixture(autouse=True)
+def agent_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in FAKE_KEYS.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     root = tmp_path / "proj"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tacx.agents.base import Launch, OutputParser, Provider, StageContext
+from tacx.agents.login import Login, Where
 from tacx.agents.stream import StreamParser
 from tacx.workflow.model import StageSpec
 
@@ -40,6 +41,7 @@ class AgentProvider(Provider):
     parser_class: type[StreamParser] | None = None  # None: the plain parser (the last line is the result)
     default_model: str | None = None  # what usage is priced with when the stage names no model
     resumable = False  # can continue an interrupted session by its id (`resume: true`)
+    auth_exit_codes: frozenset[int] = frozenset()  # exit codes that mean the agent's credentials failed
     # One stage may route to several agents (`provider: [claude, codex]`), so each agent reads
     # the others' names for the same permission: claude's modes, codex's sandboxes, gemini's
     # approval modes. A name an agent has no equivalent for is passed through as written.
@@ -60,6 +62,9 @@ class AgentProvider(Provider):
     def version_argv(self) -> list[str] | None:
         path = self._path()
         return [path, "--version"] if path else None
+
+    def login(self, where: Where) -> Login:
+        return Login("unknown", "tacx cannot tell how this agent logs in")
 
     def parser(
         self, *, model: str | None = None, prices: Any = None, sidecar: Path | None = None, display: bool = True

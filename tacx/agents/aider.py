@@ -4,11 +4,13 @@ whose rounded live figures give way to the exact ones of its --analytics-log fil
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import Outcome, ParsedEvent, StageContext, Usage, last_line
+from tacx.agents.login import Login, Where, dotenv, read_text
 from tacx.agents.stream import UNKNOWN_MODEL, StreamParser, _bound, _clip, _int, _loads, _num, _obj
 from tacx.workflow.model import StageSpec
 
@@ -190,3 +192,30 @@ class AiderProvider(AgentProvider):
         if spec.model:
             args += ["--model", spec.model]
         return args + list(spec.extra_args)
+
+    def login(self, where: Where) -> Login:
+        return aider_login(where)
+
+
+# Besides every *_API_KEY: what litellm reaches models with that needs no key of that name.
+_AIDER_ACCESS = ("OLLAMA_API_BASE", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "VERTEXAI_PROJECT", "AZURE_API_BASE")
+_AIDER_CONF_KEY = re.compile(r"^\s*(?:[a-z]+-)?api-key\s*:", re.M)
+
+
+def _key_name(env: Mapping[str, str]) -> str | None:
+    return next((n for n, v in env.items() if (n.endswith("_API_KEY") or n in _AIDER_ACCESS) and v.strip()), None)
+
+
+def aider_login(where: Where) -> Login:
+    """aider needs a model's key: any *_API_KEY in the environment, a .env file (the
+    project's, the home's) or .aider.conf.yml (`api-key:`, `openai-api-key:` ...). With none,
+    headless aider offers an OpenRouter login in a browser and waits for it."""
+    if name := _key_name(where.env):
+        return Login("yes", f"{name} is set")
+    for folder in [where.home] + ([where.project] if where.project is not None else []):
+        if name := _key_name(dotenv(folder / ".env")):
+            return Login("yes", f"{name} in {folder / '.env'}")
+        if _AIDER_CONF_KEY.search(read_text(folder / ".aider.conf.yml") or ""):
+            return Login("yes", f"an api key in {folder / '.aider.conf.yml'}")
+    return Login("no", "no API key: aider needs a model's key, e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY"
+                       " (or api-key: in .aider.conf.yml)")

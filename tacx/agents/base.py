@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tacx.agents.login import Login, Where
 from tacx.workflow.model import StageSpec
 
 ProviderKind = Literal["script", "agent"]
@@ -178,6 +179,12 @@ class Provider:
 
     def version_argv(self) -> list[str] | None:
         """How `tacx providers` asks for the version, if the provider is a CLI."""
+        return None
+
+    def login(self, where: Where) -> Login | None:
+        """Whether the provider is logged in, from the files and environment its CLI reads
+        (never by running it: `claude auth status` of an old claude, or `codex login
+        status` of the old TypeScript codex, would start a session); None: no login needed."""
         return None
 
 

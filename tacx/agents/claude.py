@@ -3,10 +3,13 @@ the parser of its stream-json, with the error texts and rate-limit quirks of its
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
+from tacx.agents.login import Login, Where, first_set, read_json
 from tacx.agents.stream import (
     UNKNOWN_MODEL,
     StreamParser,
@@ -423,3 +426,47 @@ class ClaudeProvider(AgentProvider):
             args += ["--resume", ctx.resume_session]
         return args
 
+    def login(self, where: Where) -> Login:
+        return claude_login(where)
+
+
+_CLAUDE_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+_CLAUDE_CLOUDS = {"CLAUDE_CODE_USE_BEDROCK": "Amazon Bedrock", "CLAUDE_CODE_USE_VERTEX": "Google Vertex AI",
+                  "CLAUDE_CODE_USE_FOUNDRY": "Microsoft Foundry"}
+MANAGED_SETTINGS = Path("/etc/claude-code/managed-settings.json")
+
+
+def claude_login(where: Where) -> Login:
+    """Claude Code's sources of credentials, in the order `claude auth status` reports them:
+    a key or token in the environment (or in a settings file's `env`), a cloud provider,
+    an apiKeyHelper, a key approved at /login, the claude.ai login. A claude.ai login
+    without the user:inference scope is not one (`claude auth status` says so too)."""
+    config = Path(where.env["CLAUDE_CONFIG_DIR"]).expanduser() if where.set("CLAUDE_CONFIG_DIR") else where.home / ".claude"
+    settings = [s for s in (read_json(MANAGED_SETTINGS), read_json(config / "settings.json")) if s]
+    env = dict(where.env)
+    for s in settings:
+        if isinstance(s.get("env"), dict):
+            env.update({k: str(v) for k, v in s["env"].items()})
+    merged = Where(env, where.home, where.project)
+    if name := first_set(merged, _CLAUDE_KEYS):
+        return Login("yes", f"{name} is set" + ("" if where.set(name) else " (settings.json env)"))
+    for name, cloud in _CLAUDE_CLOUDS.items():
+        if merged.true(name):
+            return Login("yes", f"{cloud} ({name})")
+    if any(isinstance(s.get("apiKeyHelper"), str) and s["apiKeyHelper"].strip() for s in settings):
+        return Login("yes", "apiKeyHelper in settings.json")
+    account = read_json(config / ".claude.json") or read_json(where.home / ".claude.json") or {}
+    if isinstance(account.get("primaryApiKey"), str) and account["primaryApiKey"]:
+        return Login("yes", "an API key approved at /login (~/.claude.json)")
+    oauth = (read_json(config / ".credentials.json") or {}).get("claudeAiOauth")
+    if isinstance(oauth, dict) and oauth.get("accessToken"):
+        scopes = oauth.get("scopes")
+        if isinstance(scopes, list) and "user:inference" in scopes:
+            plan = oauth.get("subscriptionType")
+            return Login("yes", "claude.ai login" + (f" ({plan})" if isinstance(plan, str) and plan else ""))
+        return Login("no", "not logged in: the claude.ai login in .credentials.json lacks the user:inference scope"
+                           " (run `claude auth login` again)")
+    if sys.platform == "darwin":
+        return Login("unknown", "no key in the environment; a claude.ai login would be in the macOS keychain")
+    return Login("no", "not logged in: no ANTHROPIC_API_KEY and no claude.ai login in"
+                       f" {config}/.credentials.json (run `claude auth login`, or set ANTHROPIC_API_KEY)")

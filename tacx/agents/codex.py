@@ -6,11 +6,13 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import Outcome, ParsedEvent, StageContext, Usage
 from tacx.agents.errors import human_error
+from tacx.agents.login import Login, Where, read_json, read_text
 from tacx.agents.stream import (
     StreamParser,
     _bound,
@@ -264,3 +266,32 @@ class CodexProvider(AgentProvider):
         if ctx.resume_session:
             args += ["resume", ctx.resume_session]
         return args + [self.prompt(ctx)]
+
+    def login(self, where: Where) -> Login:
+        return codex_login(where)
+
+
+_MODEL_PROVIDER = re.compile(r"""^\s*model_provider\s*=\s*["']([^"']+)["']""", re.M)
+
+
+def codex_login(where: Where) -> Login:
+    """`codex exec` takes CODEX_API_KEY from the environment (which `codex login status` does
+    not report) or the login `codex login` stored in $CODEX_HOME/auth.json; OPENAI_API_KEY
+    alone is not read (codex-cli 0.171). A model provider of config.toml's own brings its
+    own key, which tacx cannot check."""
+    if where.set("CODEX_API_KEY"):
+        return Login("yes", "CODEX_API_KEY is set")
+    codex_home = Path(where.env["CODEX_HOME"]).expanduser() if where.set("CODEX_HOME") else where.home / ".codex"
+    auth = read_json(codex_home / "auth.json")
+    if auth is not None:
+        if isinstance(auth.get("OPENAI_API_KEY"), str) and auth["OPENAI_API_KEY"]:
+            return Login("yes", f"API key stored by `codex login` ({codex_home}/auth.json)")
+        if isinstance(auth.get("tokens"), dict):
+            return Login("yes", "ChatGPT login")
+        return Login("unknown", f"{codex_home}/auth.json holds neither a key nor a ChatGPT login")
+    found = _MODEL_PROVIDER.search(read_text(codex_home / "config.toml") or "")
+    if found and found.group(1) != "openai":
+        return Login("unknown", f"model provider {found.group(1)!r} from config.toml: its key is its own")
+    hint = " (OPENAI_API_KEY is set, but codex exec reads CODEX_API_KEY)" if where.set("OPENAI_API_KEY") else ""
+    return Login("no", f"not logged in: no {codex_home}/auth.json and no CODEX_API_KEY{hint} (run `codex login`,"
+                       " or `printenv OPENAI_API_KEY | codex login --with-api-key`)")

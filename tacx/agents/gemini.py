@@ -3,11 +3,14 @@ stream-json, whose token totals come with the result and are priced per model.""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from tacx.agents.agent import AgentProvider
 from tacx.agents.base import ParsedEvent, StageContext, Usage
 from tacx.agents.errors import human_error
+from tacx.agents.login import Login, Where, dotenv, nonempty, read_json, upward
 from tacx.agents.stream import (
     StreamParser, _bound, _clip, _int, _obj, _str, _summarise_input, _tool_output, _usage_data,
 )
@@ -173,6 +176,7 @@ class GeminiProvider(AgentProvider):
     parser_class = GeminiParser
     resumable = True
     default_model = "gemini-2.5-pro"
+    auth_exit_codes = frozenset({41})  # FATAL_AUTHENTICATION_ERROR: no auth method, or what it needs is missing
     permission_modes = {"acceptEdits": "auto_edit", "bypassPermissions": "yolo", "workspace-write": "auto_edit",
                         "danger-full-access": "yolo", "read-only": "default", "plan": "default"}
 
@@ -187,3 +191,62 @@ class GeminiProvider(AgentProvider):
         if ctx.resume_session:
             args += ["--resume", ctx.resume_session]
         return args + list(spec.extra_args)
+
+    def login(self, where: Where) -> Login:
+        return gemini_login(where)
+
+
+SYSTEM_SETTINGS = Path("/etc/gemini-cli/settings.json")
+_GEMINI_NAMES = ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_USE_GCA", "GOOGLE_API_KEY",
+                 "GOOGLE_CLOUD_PROJECT", "GOOGLE_CLOUD_LOCATION", "GOOGLE_APPLICATION_CREDENTIALS",
+                 "CLOUD_SHELL", "GEMINI_CLI_USE_COMPUTE_ADC")
+
+
+def _selected_auth(settings: dict[str, Any]) -> str | None:
+    auth = ((settings.get("security") or {}).get("auth") or {}) if isinstance(settings.get("security"), dict) else {}
+    chosen = auth.get("selectedType") if isinstance(auth, dict) else None
+    chosen = chosen or settings.get("selectedAuthType")  # before settings were nested (gemini-cli < 0.3)
+    return chosen if isinstance(chosen, str) and chosen else None
+
+
+def gemini_login(where: Where) -> Login:
+    """What gemini's validateNonInteractiveAuth asks for: an auth type chosen in a
+    settings.json (system, user, project) or told by the environment (GOOGLE_GENAI_USE_GCA,
+    GOOGLE_GENAI_USE_VERTEXAI, GEMINI_API_KEY, CLOUD_SHELL), and what that type needs.
+    gemini also reads .env files (the project's and its parents', ~/.gemini/.env, ~/.env): a
+    name set there counts as set (its value is not read)."""
+    files = [where.env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or str(SYSTEM_SETTINGS),
+             str(where.home / ".gemini" / "settings.json")]
+    if where.project is not None:
+        files.append(str(where.project / ".gemini" / "settings.json"))
+    chosen = next((a for a in reversed([_selected_auth(read_json(Path(f)) or {}) for f in files]) if a), None)
+    dotenvs = [*upward(where.project, ".gemini/.env", ".env"), where.home / ".gemini" / ".env", where.home / ".env"]
+    from_files = {k: v for path in reversed(dotenvs) for k, v in dotenv(path).items() if k in _GEMINI_NAMES}
+    env = {**from_files, **where.env}
+    known = Where(env, where.home, where.project)
+    if chosen is None:
+        chosen = ("oauth-personal" if known.true("GOOGLE_GENAI_USE_GCA") else "vertex-ai"
+                  if known.true("GOOGLE_GENAI_USE_VERTEXAI") else "gemini-api-key" if known.set("GEMINI_API_KEY")
+                  else "compute-default-credentials" if known.true("CLOUD_SHELL")
+                  or known.true("GEMINI_CLI_USE_COMPUTE_ADC") else None)
+    if chosen is None:
+        return Login("no", "no auth method: set GEMINI_API_KEY (or GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA),"
+                           " or choose one in ~/.gemini/settings.json")
+    if chosen == "gemini-api-key":
+        if known.set("GEMINI_API_KEY"):
+            return Login("yes", "GEMINI_API_KEY" + (" (.env)" if "GEMINI_API_KEY" not in where.env else ""))
+        return Login("no", "settings choose gemini-api-key, but GEMINI_API_KEY is not set")
+    if chosen == "vertex-ai":
+        if known.set("GOOGLE_API_KEY") or (known.set("GOOGLE_CLOUD_PROJECT") and known.set("GOOGLE_CLOUD_LOCATION")):
+            return Login("yes", "Vertex AI")
+        return Login("no", "Vertex AI needs GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION, or GOOGLE_API_KEY")
+    if chosen == "oauth-personal":
+        adc = known.env.get("GOOGLE_APPLICATION_CREDENTIALS") or os.path.join(
+            where.home, ".config", "gcloud", "application_default_credentials.json")
+        if nonempty(where.home / ".gemini" / "oauth_creds.json"):
+            return Login("yes", "Google login (~/.gemini/oauth_creds.json)")
+        if nonempty(Path(adc)):
+            return Login("yes", "Google application default credentials")
+        return Login("no", "not logged in: Google login needs one interactive run of `gemini` first"
+                           " (no ~/.gemini/oauth_creds.json); or set GEMINI_API_KEY")
+    return Login("unknown", f"auth method {chosen!r}")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tacx.agents.base import StageContext
 from tacx.agents.claude import ClaudeProvider
+from tacx.agents.login import Login, Where
 from tacx.workflow.model import StageSpec
 
 
@@ -23,6 +24,9 @@ class MockProvider(ClaudeProvider):
 
     def version_argv(self) -> list[str] | None:
         return None
+
+    def login(self, where: Where) -> Login:
+        return Login("yes", "built in: needs no login")
 
     def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
         simulator = str(Path(__file__).resolve().parent / "mock_agent.py")

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tacx.agents import spending
+from tacx.agents.health import ProviderHealth
 from tacx.agents.base import Provider
 from tacx.agents.prices import PriceTable
 from tacx.agents.registry import configured_providers, provider_kinds
@@ -76,6 +77,7 @@ class Coordinator:
         self.prices = PriceTable.load(self.settings.prices)
         self.tailer = Tailer()
         self.cooldowns = spending.Cooldowns(self.settings)
+        self.health = ProviderHealth()
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
         self.running: dict[int, TaskRun] = {}
@@ -98,9 +100,10 @@ class Coordinator:
             store, self.publish, self.settings, self.providers,
             cooldowns=self.cooldowns, loader=loader, lifecycle=self.lifecycle, sweeper=self.sweeper,
             running=self.running, max_workers=max_workers or self.settings.max_workers,
-            exit_when_idle=exit_when_idle, only_task=only_task,
+            exit_when_idle=exit_when_idle, only_task=only_task, health=self.health, project=home.project_root,
         )
-        self.outcomes = Outcomes(store, self.publish, self.lifecycle, self.providers, self.executors, home.trees)
+        self.outcomes = Outcomes(store, self.publish, self.lifecycle, self.providers, self.executors, home.trees,
+                                 self.health)
         self.attempts = Attempts(
             home, store, self.publish, self.settings, self.providers,
             prices=self.prices, tailer=self.tailer, executors=self.executors, scheduler=self.scheduler,
@@ -148,6 +151,7 @@ class Coordinator:
         self.tailer.start()
         self.scheduler.paused = await self.store.read(records.is_paused)
         await self.scheduler.restore_cooldowns()
+        await self.store.read(self.health.restore)
         if self.only_task is None:
             await self.recover()
         self.scheduler.explain_others()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tacx.agents.base import Outcome, OutputParser, Provider, last_line
+from tacx.agents.health import ProviderHealth, failure_kind
 from tacx.bounds import handoff_text
 from tacx.engine.events import Publish
 from tacx.engine.executor import Daughter, Executor, Executors, ExitInfo
@@ -36,7 +37,9 @@ class Outcomes:
         providers: dict[str, Provider],
         executors: Executors,
         trees: Path,
+        health: ProviderHealth,
     ) -> None:
+        self.health = health
         self.store = store
         self.publish = publish
         self.lifecycle = lifecycle
@@ -93,14 +96,36 @@ class Outcomes:
                 status = "succeeded"
         if parser_outcome.error and status == "failed" and cause is None and info.exit_code != 0:
             error = f"{error}: {parser_outcome.error}"
+        streams = provider is not None and provider.kind == "agent" and getattr(provider, "parser_class", None)
         if status in ("failed", "timed_out"):
-            streams = provider is not None and provider.kind == "agent" and getattr(provider, "parser_class", None)
             lines = _agent_words(tail, provider.parser(), ERROR_TAIL_LINES) if streams else _last_lines(tail, ERROR_TAIL_LINES)
             if lines:
                 error = f"{error}; last output:\n{lines}"
+        health = self._health(run, name, provider, provider_name, status, cause, info, parser_outcome, tail, bool(streams))
         self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
-                       executor=self.executors.for_provider(provider_name))
+                       executor=self.executors.for_provider(provider_name), health=health)
         return status
+
+    def _health(self, run: TaskRun, name: str, provider: Provider | None, provider_name: str, status: str,
+                cause: str | None, info: ExitInfo, parsed: Outcome, tail: bytes, streams: bool) -> dict[str, Any] | None:
+        """Did the attempt fail on the agent's access (its credentials, its API out of reach)?
+        The stage learns it (the runner tries the next candidate), and so does the agent's
+        health: the returned `provider.health` event marks or clears it."""
+        st = run.stages[name]
+        st.trouble = None
+        if provider is None or provider.kind != "agent":
+            return None
+        if status == "succeeded":
+            return self.health.succeeded(provider_name)
+        if status != "failed" or not (cause is None or cause.startswith("unreachable: ")):
+            return None
+        said = ([parsed.error] if parsed.error else []) + _plain_lines(tail, streams, ERROR_TAIL_LINES)
+        found = failure_kind(cause=cause, exit_code=info.exit_code, said=said,
+                             auth_exit_codes=getattr(provider, "auth_exit_codes", frozenset()))
+        if found is None:
+            return None
+        st.trouble = found
+        return self.health.failed(provider_name, *found)
 
     def end_stage(
         self,
@@ -113,6 +138,7 @@ class Outcomes:
         result: str | None,
         *,
         executor: Executor | None = None,
+        health: dict[str, Any] | None = None,
     ) -> None:
         """Record the daughter's end and the stage's new state in one transaction (lesson 2).
 
@@ -149,6 +175,8 @@ class Outcomes:
             if error:
                 data["error"] = error
             records.add_event(conn, run.id, name, f"stage.{status}", data)
+            if health is not None:  # the agent's access failed, or works again
+                records.add_event(conn, None, None, "provider.health", health)
 
         st.status = stage_status
         st.ended_at = now
@@ -170,6 +198,8 @@ class Outcomes:
             if d is not None and executor is not None:
                 executor.stored(d)
             self.publish(f"stage.{status}", run.id, name, **event)
+            if health is not None:
+                self.publish("provider.health", **health)
 
         self.store.write(end).add_done_callback(committed)
 
@@ -218,6 +248,13 @@ def _agent_words(tail: bytes, parser: OutputParser, n: int, width: int = 300) ->
             if isinstance(said, str) and said.strip():
                 shown.extend(part for part in said.strip().splitlines() if part.strip())
     return _cut(shown[-n:], width)
+
+
+def _plain_lines(tail: bytes, streams: bool, n: int) -> list[str]:
+    """The last lines an agent wrote outside its JSON stream (its stderr), or, when it
+    writes no stream, its last lines."""
+    lines = [ln.strip() for ln in tail.decode("utf-8", errors="replace").splitlines()]
+    return [ln for ln in lines if ln and not (streams and ln.startswith("{"))][-n:]
 
 
 def _last_lines(tail: bytes, n: int, width: int = 300) -> str:

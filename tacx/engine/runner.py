@@ -18,6 +18,7 @@ from tacx.engine.events import Publish
 from tacx.engine.executor import Daughter
 from tacx.engine.scheduler import Scheduler, requeue_tx
 from tacx.engine.state import Lifecycle, StageState, Started, StartedGrant, TaskRun
+from tacx.agents.health import KIND_WORDS
 from tacx.store import records
 from tacx.store.writer import Store
 from tacx.workspace import worktree
@@ -275,15 +276,17 @@ class TaskRunner:
         """Attempts of one stage, with retries and backoff, until it reaches a final state."""
         spec = run.workflow.stage(name)
         st = run.stages[name]
+        passed: dict[str, str] = {}  # candidates that failed on their access in this stage, and how
         while True:
             if adopted is not None:
+                provider = adopted_provider
                 status = await self.attempts.finish_attempt(run, name, spec, adopted, adopted_provider)
                 adopted = None
             else:
                 started: Started | None = None
                 if grant is None:
                     try:
-                        provider, reason = await self.scheduler.request_slot(run, name, spec.provider)
+                        provider, reason = await self.scheduler.request_slot(run, name, spec.provider, passed)
                     except asyncio.CancelledError:
                         if self.lifecycle.stopping == "leave":
                             raise
@@ -296,12 +299,38 @@ class TaskRunner:
                 if self.lifecycle.stopping or run.cancel.is_set():
                     return "interrupted"
                 continue  # ended unseen while tacx was away: run it again (not a retry)
+            if status == "failed" and st.trouble is not None and not run.cancel.is_set():
+                kind, said = st.trouble
+                passed[provider] = f"{provider} {KIND_WORDS[kind]} in attempt {st.attempt} of this stage ({said[:200]})"
+                if any(c not in passed and self.scheduler.can_work(c) for c in spec.provider):
+                    await self._failover(run, name, provider, kind, said)
+                    continue  # the next candidate, not a retry
+                passed.clear()  # no other candidate: a retry may choose any of them again
             if status in ("failed", "timed_out") and st.failures <= spec.retries and not run.cancel.is_set():
                 delay = retry_delay(spec.backoff, st.failures)
                 if await self._backoff(run, name, delay):
                     continue
                 return "cancelled"
             return status
+
+    async def _failover(self, run: TaskRun, name: str, provider: str, kind: str, said: str) -> None:
+        """The attempt failed on the agent's access (its credentials, or its API out of
+        reach), not on the work: the stage goes to its next candidate at once, and the
+        failure does not count against its retries."""
+        st = run.stages[name]
+        reason = f"{provider} {KIND_WORDS[kind]}: trying the next candidate"
+        data = {"from": provider, "kind": kind, "error": said[:300], "attempt": st.attempt}
+
+        def pend(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE stages SET status = 'pending', failures = MAX(failures - 1, 0), wait_reason = ? WHERE id = ?",
+                (reason, st.id),
+            )
+            records.add_event(conn, run.id, name, "stage.failover", data)
+
+        await self.store.write(pend)
+        st.status, st.failures = "pending", max(st.failures - 1, 0)
+        self.publish("stage.failover", run.id, name, reason=reason, **data)
 
     async def _backoff(self, run: TaskRun, name: str, delay: float) -> bool:
         """Wait before a retry; False when the task was cancelled meanwhile."""

@@ -17,10 +17,13 @@ import sqlite3
 import time
 from collections import Counter
 from typing import Any, Protocol
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from tacx.agents import spending
 from tacx.agents.base import Provider
+from tacx.agents.health import ProviderHealth
+from tacx.agents.login import Where
 from tacx.engine.events import Publish
 from tacx.engine.state import Grant, Lifecycle, SlotRequest, Started, StartedGrant, TaskLoader, TaskRun, stage_rows
 from tacx.engine.sweeper import Sweeper
@@ -64,7 +67,11 @@ class Scheduler:
         max_workers: int,
         exit_when_idle: bool,
         only_task: int | None,
+        health: ProviderHealth | None = None,
+        project: Path | None = None,
     ) -> None:
+        self.health = health or ProviderHealth()
+        self.project = project
         self.store = store
         self.publish = publish
         self.settings = settings
@@ -115,41 +122,73 @@ class Scheduler:
                 await asyncio.sleep(0.5)
                 self.kick()
 
-    def _route(self, candidates: list[str]) -> tuple[str | None, str]:
-        """The first candidate that is installed and under its limit, and why."""
-        refusals = []
+    def _route(self, candidates: list[str], passed: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+        """The first candidate that is installed, logged in, not resting and under its limit,
+        and why. With others to choose from, one that lately failed on its access (health)
+        is passed over while its hold lasts, and one that failed in this very stage
+        (``passed``) is not chosen again; when nothing else can run, the troubled one is."""
+        refusals: list[str] = []
+        troubled: list[tuple[str, str]] = []
         for name in candidates:
-            provider = self.providers.get(name)
-            if provider is None:
-                refusals.append(f"{name} is not a known provider")
+            if passed and name in passed:
+                refusals.append(passed[name])
                 continue
-            problem = self._availability(name, provider)
-            if problem:
-                refusals.append(problem)
+            refusal = self._refusal(name)
+            if refusal:
+                refusals.append(refusal)
                 continue
-            resting = self.cooldowns.reason(name)
-            if resting:
-                refusals.append(resting)
-                continue
-            limit = self.settings.provider_limit(name)
-            if limit is not None and self.busy_by_provider[name] >= limit:
-                refusals.append(f"{name} is at its limit ({self.busy_by_provider[name]} of {limit} busy)")
+            held = self.health.held(name) if len(candidates) > 1 else None
+            if held:
+                troubled.append((name, held))
                 continue
             why = "only candidate" if len(candidates) == 1 else f"first available of {candidates}"
-            if refusals:
-                why += f" ({'; '.join(refusals)})"
-            if limit is not None:
-                why += f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy"
-            return name, why
+            if refusals or troubled:
+                why += f" ({'; '.join(refusals + [t for _, t in troubled])})"
+            return name, why + self._slots(name)
+        if troubled:
+            name, held = troubled[0]
+            others = f"; {'; '.join(refusals)}" if refusals else ""
+            return name, f"no other of {candidates} can run ({held}{others}): trying {name} again" + self._slots(name)
         return None, "waiting for a provider: " + "; ".join(refusals)
 
+    def _refusal(self, name: str) -> str | None:
+        """Why ``name`` cannot take a stage now: unknown, not installed or not logged in,
+        resting after a rate limit, or at its limit."""
+        provider = self.providers.get(name)
+        if provider is None:
+            return f"{name} is not a known provider"
+        problem = self._availability(name, provider)
+        if problem:
+            return problem
+        resting = self.cooldowns.reason(name)
+        if resting:
+            return resting
+        limit = self.settings.provider_limit(name)
+        if limit is not None and self.busy_by_provider[name] >= limit:
+            return f"{name} is at its limit ({self.busy_by_provider[name]} of {limit} busy)"
+        return None
+
+    def _slots(self, name: str) -> str:
+        limit = self.settings.provider_limit(name)
+        return f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy" if limit is not None else ""
+
+    def can_work(self, name: str) -> bool:
+        """Whether ``name`` could take a stage at all (a rest or a full limit passes)."""
+        provider = self.providers.get(name)
+        return provider is not None and self._availability(name, provider) is None
+
     def _availability(self, name: str, provider: Provider) -> str | None:
-        """Whether a provider can run here, looked up at most once per second (it asks the
-        file system; installing a CLI is noticed within that second)."""
+        """Whether a provider can run here: installed, and not surely logged out. Looked up
+        at most once per second (it reads a few files; installing a CLI or logging in is
+        noticed within that second)."""
         now = time.monotonic()
         cached = self._available.get(name)
         if cached is None or now - cached[0] > AVAILABILITY_TTL:
-            cached = (now, provider.availability())
+            problem = provider.availability()
+            if problem is None:
+                login = provider.login(Where.here(self.project))
+                problem = f"{name}: {login.problem}" if login is not None and login.problem else None
+            cached = (now, problem)
             self._available[name] = cached
         return cached[1]
 
@@ -180,7 +219,7 @@ class Scheduler:
             elif self.busy >= self.max_workers:
                 reason = self._workers_reason()
             else:
-                provider, reason = self._route(req.candidates)
+                provider, reason = self._route(req.candidates, req.passed)
                 if provider is not None:
                     self.take_slot(provider)
                     self._requests.remove(req)
@@ -345,11 +384,13 @@ class Scheduler:
         run.runner = asyncio.current_task()  # type: ignore[assignment]
         await self.runner.run_task(run, (*grant, started) if grant and started is not None else None)
 
-    async def request_slot(self, run: TaskRun, stage: str, candidates: list[str]) -> tuple[str, str]:
+    async def request_slot(
+        self, run: TaskRun, stage: str, candidates: list[str], passed: Mapping[str, str] | None = None
+    ) -> tuple[str, str]:
         """Wait for a worker for a stage: (provider, why that provider). CancelledError when
         the task is cancelled meanwhile."""
         future: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
-        self._requests.append(SlotRequest(run, stage, candidates, future))
+        self._requests.append(SlotRequest(run, stage, candidates, future, passed=dict(passed or {})))
         self.kick()
         cancel = asyncio.ensure_future(run.cancel.wait())
         try:

@@ -48,6 +48,7 @@ class StageState:
     ended_at: float | None = None
     loops: int = 0  # times this stage's failure sent the task back to an earlier stage
     usage: dict[int, Usage] = field(default_factory=dict)  # attempt -> its tokens and cost
+    trouble: tuple[str, str] | None = None  # the last attempt failed on access: (auth|network, what was said)
 
     @property
     def total(self) -> Usage:
@@ -115,6 +116,7 @@ class SlotRequest:
     candidates: list[str]
     future: asyncio.Future[tuple[str, str]]
     reason: str | None = None
+    passed: dict[str, str] = field(default_factory=dict)  # candidates that failed on access in this stage: why
 
     @property
     def key(self) -> tuple[int, int]:

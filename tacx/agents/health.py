@@ -1,0 +1,129 @@
+"""Whether an agent can work now, beyond being installed and logged in: a stage of it that
+failed on its credentials (a key the API refused, an expired login) or could not reach its
+API marks it troubled, since that moment, until one of its stages succeeds. The scheduler
+passes a troubled agent over for a while when a stage names others (`provider: [claude,
+codex]`), and `tacx providers` and the dashboard say since when it has been failing.
+
+Marks are events (`provider.health`) in the store, so a restart and other terminals see them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tacx.agents.errors import human_error, unreachable
+
+TroubleKind = Literal["auth", "network"]
+TROUBLE_HOLD = 300.0  # a troubled agent is passed over this long after its last failure, then tried again
+RESTORE_WINDOW = 86400.0  # marks older than this are not read back after a restart
+
+# What agents say when their credentials are refused or missing: claude's "Not logged in ·
+# Please run /login" and "Invalid API key · Please run /login", an API status 401 or 403,
+# codex's "Missing bearer or basic authentication" and refresh-token errors, gemini's
+# "API key not valid", "Please set an Auth method", FatalAuthenticationError, litellm's
+# AuthenticationError (aider).
+_AUTH = re.compile(
+    r"not logged in|please run /login|/login managed key|invalid (?:x-)?api[ _-]?key|api key not valid"
+    r"|incorrect api key|invalid_api_key|authentication_?error|invalid authentication|unauthori[sz]ed"
+    r"|missing bearer|(?:oauth )?token (?:has )?expired|could not be refreshed|please set an auth method"
+    r"|manual authorization is required|when using vertex ai, you must specify|api_key environment variable not found"
+    r"|\b(?:status|http)[: ]+40[13]\b|\b40[13] (?:unauthorized|forbidden)\b",
+    re.IGNORECASE,
+)
+
+KIND_WORDS = {"auth": "failing on auth", "network": "cannot reach its API"}
+
+
+def failure_kind(
+    *, cause: str | None, exit_code: int | None, auth_exit_codes: frozenset[int], said: list[str]
+) -> tuple[TroubleKind, str] | None:
+    """Why an attempt failed, when it is the agent's access and not the work: "auth" (its
+    credentials) or "network" (no answer from its API), with the words that tell it.
+    ``said`` is the agent's own error and the lines it wrote outside its stream (stderr),
+    not its conversation."""
+    if cause is not None and cause.startswith("unreachable: "):
+        return "network", cause.removeprefix("unreachable: ")
+    for text in said:
+        if _AUTH.search(text):
+            return "auth", human_error(text)
+    if exit_code is not None and exit_code in auth_exit_codes:
+        return "auth", human_error(said[-1]) if said else f"exited with code {exit_code} (an authentication error)"
+    for text in said:
+        if unreachable("error", {"message": text}):
+            return "network", human_error(text)
+    return None
+
+
+@dataclass
+class Trouble:
+    kind: TroubleKind
+    since: float  # the first failure of this kind in a row
+    last: float  # the latest
+    detail: str
+
+    def words(self) -> str:
+        return f"{KIND_WORDS[self.kind]} since {time.strftime('%H:%M', time.localtime(self.since))}: {self.detail}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "since": self.since, "last": self.last, "detail": self.detail}
+
+
+class ProviderHealth:
+    """Agents whose stages lately failed on access, and since when."""
+
+    def __init__(self) -> None:
+        self._trouble: dict[str, Trouble] = {}
+
+    def failed(self, name: str, kind: TroubleKind, detail: str, now: float | None = None) -> dict[str, Any]:
+        """A stage of ``name`` failed on access: the mark (as its event's data) to record."""
+        now = time.time() if now is None else now
+        old = self._trouble.get(name)
+        since = old.since if old is not None and old.kind == kind else now
+        self._trouble[name] = Trouble(kind, since, now, detail[:300])
+        return {"provider": name, "state": kind, **self._trouble[name].as_json()}
+
+    def succeeded(self, name: str) -> dict[str, Any] | None:
+        """A stage of ``name`` succeeded: the clearing event's data, when it was troubled."""
+        if self._trouble.pop(name, None) is None:
+            return None
+        return {"provider": name, "state": "ok", "since": time.time()}
+
+    def held(self, name: str, now: float | None = None) -> str | None:
+        """Why ``name`` is passed over while another candidate can run: it failed on access
+        less than TROUBLE_HOLD ago. After that it is tried again (the network may be back)."""
+        trouble = self._trouble.get(name)
+        now = time.time() if now is None else now
+        if trouble is None or now - trouble.last > TROUBLE_HOLD:
+            return None
+        return f"{name} is {trouble.words()}"
+
+    def trouble(self, name: str) -> Trouble | None:
+        return self._trouble.get(name)
+
+    def restore(self, conn: sqlite3.Connection) -> None:
+        """The marks recorded before a restart (or by the coordinator another terminal runs)."""
+        self._trouble.clear()
+        for (text,) in conn.execute(
+            "SELECT data FROM events WHERE task_id IS NULL AND kind = 'provider.health' AND ts > ? ORDER BY id",
+            (time.time() - RESTORE_WINDOW,),
+        ):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            name = data.get("provider") if isinstance(data, dict) else None
+            if not isinstance(name, str):
+                continue
+            if data.get("state") in KIND_WORDS:
+                try:
+                    self._trouble[name] = Trouble(data["state"], float(data["since"]), float(data.get("last", data["since"])),
+                                                  str(data.get("detail", "")))
+                except (KeyError, TypeError, ValueError):
+                    continue
+            else:
+                self._trouble.pop(name, None)
