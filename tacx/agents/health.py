@@ -70,7 +70,7 @@ class Trouble:
         return f"{KIND_WORDS[self.kind]} since {time.strftime('%H:%M', time.localtime(self.since))}: {self.detail}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "since": self.since, "last": self.last, "detail": self.detail}
+        return {"since": self.since, "last": self.last, "detail": self.detail}
 
 
 class ProviderHealth:
@@ -104,6 +104,10 @@ class ProviderHealth:
 
     def trouble(self, name: str) -> Trouble | None:
         return self._trouble.get(name)
+
+    def names(self) -> list[str]:
+        """The agents with a mark."""
+        return list(self._trouble)
 
     def restore(self, conn: sqlite3.Connection) -> None:
         """The marks recorded before a restart (or by the coordinator another terminal runs)."""

@@ -8,9 +8,12 @@ import statistics
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tacx.agents.base import Provider
+from tacx.agents.health import ProviderHealth, Trouble
+from tacx.agents.login import Login, Where
 from tacx.agents.prices import Unpriced, models
 from tacx.settings import Settings
 from tacx.agents.spending import Cooldowns
@@ -82,10 +85,37 @@ def _cooldowns(settings: Settings, conn: sqlite3.Connection | None) -> dict[str,
     return {name: {"until": until, "reason": why} for name, (until, why) in cooldowns.active().items()}
 
 
-def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Connection | None) -> list[dict[str, Any]]:
-    """One entry per provider: installed?, version, limit, cooldown, and usage so far."""
+def _troubles(conn: sqlite3.Connection | None) -> ProviderHealth:
+    health = ProviderHealth()
+    if conn is not None:
+        health.restore(conn)
+    return health
+
+
+def health(installed: str | None, login: Login | None, cooling: dict[str, Any] | None,
+           trouble: Trouble | None) -> dict[str, Any]:
+    """Whether a provider can work now, in one state: not installed, not logged in, resting
+    (until), failing on auth or cannot reach its API (since), else ready."""
+    if installed is not None:
+        return {"state": "not installed", "detail": installed}
+    if login is not None and login.state == "no":
+        return {"state": "not logged in", "detail": login.how}
+    if cooling is not None:
+        return {"state": "resting", "detail": cooling["reason"], "until": cooling["until"]}
+    if trouble is not None:
+        state = "failing on auth" if trouble.kind == "auth" else "unreachable"
+        return {"state": state, "detail": trouble.detail, "since": trouble.since, "last": trouble.last}
+    return {"state": "ready", "detail": login.how if login is not None else None}
+
+
+def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Connection | None,
+           project: Path | None = None) -> list[dict[str, Any]]:
+    """One entry per provider: installed?, version, login, health, limit, cooldown, and
+    usage so far."""
     usage = _usage(conn)
     cooling = _cooldowns(settings, conn)
+    troubles = _troubles(conn)
+    where = Where.here(project)
     names = sorted(providers, key=lambda n: (providers[n].kind != "agent", n))
     problems = {name: providers[name].availability() for name in names}
     asks = {name: providers[name].version_argv() for name in names if problems[name] is None}
@@ -95,6 +125,7 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
     for name in names:
         provider = providers[name]
         argv = asks.get(name)
+        login = provider.login(where) if problems[name] is None else None
         entries.append({
             "name": name,
             "kind": provider.kind,
@@ -105,6 +136,8 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
             "limit": settings.provider_limit(name),
             "cooldown_seconds": settings.cooldown(name) if provider.kind == "agent" else None,
             "cooling_down": cooling.get(name),
+            "login": {"state": login.state, "how": login.how} if login is not None else None,
+            "health": health(problems[name], login, cooling.get(name), troubles.trouble(name)),
             "defined_in": "tacx.yaml" if name in settings.providers and settings.providers[name].argv else "tacx",
             "usage": usage.get(name, {
                 "stages": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "success_rate": None,
@@ -120,24 +153,49 @@ def _cost(usd: float, unpriced: list[str]) -> str:
     return known if not unpriced else "unpriced" if not usd else known + "+"
 
 
+def _when(ts: float) -> str:
+    return time.strftime("%H:%M" if time.time() - ts < 86400 else "%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+def health_words(h: dict[str, Any]) -> str:
+    """A provider's health in a few words: "ready", "not logged in", "resting until 14:05",
+    "failing on auth since 13:58", "cannot reach its API since 13:58"."""
+    state = h["state"]
+    if state == "resting":
+        return f"resting until {_when(h['until'])}"
+    if state == "failing on auth":
+        return f"failing on auth since {_when(h['since'])}"
+    if state == "unreachable":
+        return f"cannot reach its API since {_when(h['since'])}"
+    return state
+
+
 def render_text(entries: list[dict[str, Any]]) -> str:
-    lines = [f"{'provider':<10} {'kind':<6} {'installed':<34} {'limit':>5} {'stages':>6} {'ok':>5} {'median':>8} {'tokens':>9} {'cost':>9}"]
+    lines = [f"{'provider':<10} {'kind':<6} {'version':<26} {'health':<30} {'limit':>5} {'stages':>6} {'ok':>5}"
+             f" {'median':>8} {'tokens':>9} {'cost':>9}"]
     for e in entries:
         u = e["usage"]
         if e["installed"]:
-            where = e["version"] or ("built in" if e["kind"] == "script" or e["name"] == "mock" else "yes")
+            version = e["version"] or ("built in" if e["kind"] == "script" or e["name"] == "mock" else "yes")
         else:
-            where = "not installed" if "not installed" in (e["problem"] or "") else "no: " + (e["problem"] or "")
+            version = "-"
         rate = f"{u['success_rate'] * 100:.0f}%" if u["success_rate"] is not None else "-"
         median = f"{u['median_seconds']:.1f}s" if u["median_seconds"] is not None else "-"
         tokens = sum(u["tokens"].values())
         lines.append(
-            f"{e['name']:<10} {e['kind']:<6} {where[:34]:<34} {e['limit'] or '-':>5} {u['stages']:>6} {rate:>5}"
-            f" {median:>8} {tokens:>9,} {_cost(u['cost_usd'], u['unpriced']):>9}"
+            f"{e['name']:<10} {e['kind']:<6} {version[:26]:<26} {health_words(e['health'])[:30]:<30}"
+            f" {e['limit'] or '-':>5} {u['stages']:>6} {rate:>5} {median:>8} {tokens:>9,}"
+            f" {_cost(u['cost_usd'], u['unpriced']):>9}"
         )
+        h, login = e["health"], e["login"]
+        if h["state"] != "ready" and h.get("detail"):
+            lines.append(f"{'':<10} {h['detail']}")
+        elif login is not None and login["state"] != "no":
+            lines.append(f"{'':<10} login: {login['how']}" if login["state"] == "yes"
+                         else f"{'':<10} login unknown: {login['how']}")
         if u["unpriced"]:
             lines.append(f"{'':<10} unpriced (no price known, not counted in the cost): {', '.join(u['unpriced'])}")
-        if e["cooling_down"]:
+        if e["cooling_down"] and h["state"] != "resting":
             left = e["cooling_down"]["until"] - time.time()
             lines.append(f"{'':<10} cooling down {left:.0f}s more: {e['cooling_down']['reason']}")
     return "\n".join(lines)

@@ -14,11 +14,13 @@ import os
 import shutil
 import sqlite3
 import sys
+from pathlib import Path
 from typing import Any
 
 from tacx.engine.local import cgroups
 from tacx.home import Home, coordinator_running, read_holder
 from tacx.engine.local.keeper_client import KEEPER_PATH, KeeperClient
+from tacx.agents.login import Where
 from tacx.agents.registry import configured_providers
 from tacx.settings import Settings
 from tacx.store.errors import explain
@@ -103,19 +105,25 @@ def _pidfd() -> Check:
     return _check("pidfd", "ok", "ends of re-adopted daughters are noticed at once (pidfd)")
 
 
-def _providers(settings: Settings) -> list[Check]:
+def _providers(settings: Settings, project: Path) -> list[Check]:
     checks = []
+    where_from = Where.here(project)
     for name, provider in configured_providers(settings).items():
         problem = provider.availability()
+        login = provider.login(where_from) if problem is None else None
+        if problem is None and login is not None and login.problem:
+            problem = f"{name}: {login.problem}"
         where = shutil.which(getattr(provider, "executable", "") or name) if provider.kind == "agent" else None
         detail = problem or (f"{name}: {where}" if where else f"{name}: available")
+        if problem is None and login is not None and login.state == "unknown":
+            detail += f" (login unknown: {login.how})"
         checks.append(_check(f"provider {name}", "ok" if problem is None else "warn", detail))
     return checks
 
 
 def report(home: Home, settings: Settings) -> list[Check]:
     return [_home(home), _store(home), _coordinator(home), _containment(home, settings), _keeper(home), _pidfd(),
-            *_providers(settings)]
+            *_providers(settings, home.project_root)]
 
 
 def render(checks: list[Check]) -> str:

@@ -60,7 +60,7 @@ def cmd_providers(home: Home, args: argparse.Namespace) -> int:
     settings = project_settings(home)
     conn = reader(home)
     try:
-        entries = provider_report.report(configured_providers(settings), settings, conn)
+        entries = provider_report.report(configured_providers(settings), settings, conn, home.project_root)
     finally:
         if conn:
             conn.close()

@@ -319,7 +319,7 @@ class TaskRunner:
         failure does not count against its retries."""
         st = run.stages[name]
         reason = f"{provider} {KIND_WORDS[kind]}: trying the next candidate"
-        data = {"from": provider, "kind": kind, "error": said[:300], "attempt": st.attempt}
+        data = {"from": provider, "trouble": kind, "error": said[:300], "attempt": st.attempt}
 
         def pend(conn: sqlite3.Connection) -> None:
             conn.execute(

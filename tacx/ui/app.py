@@ -29,6 +29,7 @@ from tacx.home import Home
 from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.base import Provider
 from tacx.settings import Settings
+from tacx.store.database import connect_reader
 from tacx.store.writer import Store
 from tacx.store.errors import describe
 from tacx.submission import workflow_dirs
@@ -41,6 +42,7 @@ from tacx.ui.palette import WorkflowCommands
 from tacx.ui.panels import (
     DaughtersPanel, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border, task_note,
 )
+from tacx.ui.providers import ProvidersScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class TacxApp(App[int]):
         Binding("l", "full_log", "Log"),
         Binding("v", "raw", "Raw", show=False),
         Binding("d", "kill", "Kill"),
+        Binding("a", "agents", "Agents"),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("question_mark", "help", "Help"),
@@ -442,6 +445,20 @@ class TacxApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
+
+    def action_agents(self) -> None:
+        self.push_screen(ProvidersScreen(self._provider_report))
+
+    def _provider_report(self) -> list[dict[str, Any]]:
+        """`tacx providers`, read in a worker thread with a connection of its own."""
+        from tacx.agents.report import report
+
+        conn = connect_reader(self.home.db_path)
+        try:
+            return report(self.providers, self.settings, conn, self.home.project_root)
+        finally:
+            if conn is not None:
+                conn.close()
 
     async def action_quit(self) -> None:
         if self.coordinator is None:

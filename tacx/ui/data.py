@@ -13,7 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tacx.agents.health import KIND_WORDS, ProviderHealth
 from tacx.agents.prices import Unpriced, models
+from tacx.agents.spending import Cooldowns
+from tacx.settings import Settings
 from tacx.store import records
 from tacx.store.database import connect
 
@@ -83,6 +86,7 @@ class Overview:
     cost_today: float
     paused: bool
     unpriced_today: tuple[str, ...] = ()
+    provider_alerts: tuple[str, ...] = ()  # "claude failing on auth since 14:02", "codex resting until 14:10"
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,23 @@ def _budget(workflow_text: str, default: dict[str, float] | None) -> dict[str, f
     if isinstance(budget, dict):
         return {k: float(v) for k, v in budget.items() if k in ("usd", "tokens") and isinstance(v, (int, float))}
     return dict(default or {})
+
+
+def provider_alerts(conn: sqlite3.Connection, now: float) -> tuple[str, ...]:
+    """Agents that cannot work as they should now, as the coordinator recorded it: resting
+    after a rate limit (until when), failing on auth or out of reach of their API (since
+    when). Not-logged-in agents are named where a stage waits for them."""
+    resting = Cooldowns(Settings())
+    resting.restore(conn)
+    health = ProviderHealth()
+    health.restore(conn)
+    alerts = [f"{name} resting until {time.strftime('%H:%M', time.localtime(until))}"
+              for name, (until, _) in sorted(resting.active().items())]
+    for name in sorted(health.names()):
+        trouble = health.trouble(name)
+        if trouble is not None and name not in resting.active():
+            alerts.append(f"{name} {KIND_WORDS[trouble.kind]} since {time.strftime('%H:%M', time.localtime(trouble.since))}")
+    return tuple(alerts)
 
 
 def midnight(now: float) -> float:
@@ -193,7 +214,7 @@ class DashboardData:
             (midnight(now),),
         ).fetchone()
         unpriced = tuple(models(Unpriced.find(conn, "u.ts >= ?", (midnight(now),))))
-        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced)
+        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced, provider_alerts(conn, now))
 
     def _detail(self, conn: sqlite3.Connection, task_id: int, now: float) -> TaskDetail | None:
         row = conn.execute(

@@ -87,6 +87,7 @@ HELP = """\
 [b][[/b] [b]][/b]  previous / next page of tasks
 [b]enter[/b] or [b]l[/b]  the selected stage's log, full screen    [b]v[/b]  raw / rendered log
 [b]d[/b]  kill the selected daughter (asks first)
+[b]a[/b]  the agents: installed, logged in, resting, failing since when; versions, usage
 [b]tab[/b]  move between panels        [b]ctrl+p[/b]  command palette ("Launch <workflow>")
 [b]?[/b]  this help                    [b]q[/b]  quit (asks what to do with running tasks)
 """

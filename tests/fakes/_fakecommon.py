@@ -9,6 +9,7 @@ Environment variables understood by every fake:
   open pipe nobody writes to); ``stdin_eof`` is true when stdin was at end of file (devnull,
   closed pipe, closed fd).
 * ``FAKE_SCENARIO``: which stream to print (see each script's docstring); default ``sample``.
+  ``FAKE_SCENARIO_CLAUDE`` (``_CODEX``, ``_GEMINI``, ``_AIDER``) sets it for one fake only.
 * ``FAKE_WRITE``: comma-separated paths (relative to cwd) to create, with a line naming the
   tool and the cwd, so tests can see which workspace the agent ran in.
 * ``FAKE_SLEEP``: seconds to sleep before printing anything (default 0).
@@ -107,7 +108,9 @@ def pre_sleep() -> None:
 
 
 def scenario() -> str:
-    return os.environ.get("FAKE_SCENARIO", "") or "sample"
+    """FAKE_SCENARIO_<TOOL> (FAKE_SCENARIO_CLAUDE ...) for this fake alone, else FAKE_SCENARIO."""
+    tool = os.path.basename(sys.argv[0]).upper()
+    return os.environ.get(f"FAKE_SCENARIO_{tool}", "") or os.environ.get("FAKE_SCENARIO", "") or "sample"
 
 
 def emit(line: str | dict | bytes) -> None:
