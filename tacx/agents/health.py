@@ -112,8 +112,10 @@ class ProviderHealth:
     def restore(self, conn: sqlite3.Connection) -> None:
         """The marks recorded before a restart (or by the coordinator another terminal runs)."""
         self._trouble.clear()
-        for (text,) in conn.execute(
-            "SELECT data FROM events WHERE task_id IS NULL AND kind = 'provider.health' AND ts > ? ORDER BY id",
+        for (text,) in conn.execute(  # only each agent's latest mark, which carries its `since`
+            "SELECT data FROM events WHERE id IN (SELECT MAX(id) FROM events WHERE task_id IS NULL"
+            " AND kind = 'provider.health' AND ts > ?"
+            " GROUP BY CASE WHEN json_valid(data) THEN json_extract(data, '$.provider') END)",
             (time.time() - RESTORE_WINDOW,),
         ):
             try:

@@ -278,6 +278,7 @@ class TaskRunner:
         st = run.stages[name]
         passed: dict[str, str] = {}  # candidates that failed on their access in this stage, and how
         while True:
+            st.trouble = None  # set by this attempt's classification, if its agent's access failed
             if adopted is not None:
                 provider = adopted_provider
                 status = await self.attempts.finish_attempt(run, name, spec, adopted, adopted_provider)
