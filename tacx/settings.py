@@ -49,6 +49,8 @@ class ProviderSettings(BaseModel):
     parser: Literal[PARSER_KINDS] = "plain"  # type: ignore[valid-type]  # the registry's kinds
     model: str | None = Field(default=None, description="the model to price usage with when a stage names none")
     env: dict[str, str] = Field(default_factory=dict)
+    check_login: bool = Field(default=True, description="false: never hold the agent back as logged out "
+                                                          "(its credentials are where tacx cannot look)")
 
     @field_validator("argv")
     @classmethod
@@ -88,6 +90,10 @@ class Settings(BaseModel):
     def provider_limit(self, name: str) -> int | None:
         settings = self.providers.get(name)
         return settings.limit if settings else None
+
+    def checks_login(self, name: str) -> bool:
+        settings = self.providers.get(name)
+        return settings.check_login if settings else True
 
     def cooldown(self, name: str) -> float:
         settings = self.providers.get(name)

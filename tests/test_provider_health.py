@@ -69,6 +69,12 @@ def test_claude_login_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert claude_login(where(home)).how == "apiKeyHelper in settings.json"
     settings.write_text("{not json")  # a broken settings file is not a login, and not a crash
     assert claude_login(where(home)).state == "no"
+    project = tmp_path / "proj"  # the project's own settings, shared and local
+    write(project / ".claude" / "settings.local.json", '{"apiKeyHelper": "vault read -field=key anthropic"}')
+    assert claude_login(where(home, project)).state == "yes"
+    write(project / ".claude" / "settings.local.json", "{}")
+    write(project / ".claude" / "settings.json", '{"env": {"CLAUDE_CODE_USE_VERTEX": "1"}}')
+    assert claude_login(where(home, project)).how == "Google Vertex AI (CLAUDE_CODE_USE_VERTEX)"
 
     write(home / ".claude.json", '{"primaryApiKey": "sk-ant-x"}')
     assert claude_login(where(home)).state == "yes"
@@ -101,8 +107,8 @@ def test_codex_login_sources(tmp_path: Path) -> None:
     home = tmp_path / "h"
     out = codex_login(where(home))
     assert out.state == "no" and "codex login" in out.how
-    out = codex_login(where(home, OPENAI_API_KEY="sk-x"))  # codex exec 0.171 does not read it
-    assert out.state == "no" and "codex exec reads CODEX_API_KEY" in out.how
+    out = codex_login(where(home, OPENAI_API_KEY="sk-x"))  # codex exec 0.171 does not read it; older builds did
+    assert out.state == "unknown" and "CODEX_API_KEY" in out.how
     assert codex_login(where(home, CODEX_API_KEY="sk-x")).how == "CODEX_API_KEY is set"
     auth = write(home / ".codex" / "auth.json", '{"OPENAI_API_KEY": "sk-test"}')
     assert codex_login(where(home)).state == "yes"
@@ -111,8 +117,12 @@ def test_codex_login_sources(tmp_path: Path) -> None:
     auth.write_text("{}")
     assert codex_login(where(home)).state == "unknown"
     auth.unlink()
-    write(home / ".codex" / "config.toml", 'model = "qwen3"\nmodel_provider = "ollama"\n')
+    config = write(home / ".codex" / "config.toml", 'model = "qwen3"\nmodel_provider = "ollama"\n')
     assert codex_login(where(home)).state == "unknown"
+    config.write_text('cli_auth_credentials_store = "keyring"\n')  # the login is in the OS keyring
+    assert codex_login(where(home)).state == "unknown"
+    config.write_text('cli_auth_credentials_store = "file"\n')
+    assert codex_login(where(home)).state == "no"
     elsewhere = tmp_path / "codex-home"
     write(elsewhere / "auth.json", '{"OPENAI_API_KEY": "sk-test"}')
     assert codex_login(where(home, CODEX_HOME=str(elsewhere))).state == "yes"
@@ -147,7 +157,21 @@ def test_gemini_login_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     out = gemini_login(where(home, project))
     assert out.state == "no" and "GEMINI_API_KEY is not set" in out.how
     write(project / ".gemini" / "settings.json", '{"security": {"auth": {"selectedType": "vertex-ai"}}}')
-    assert "Vertex AI" in gemini_login(where(home, project)).how  # the project's settings win
+    assert "Vertex AI" in gemini_login(where(home, project)).how  # the project's settings win over the user's
+    # settings with comments and a trailing comma, as gemini-cli accepts them
+    write(project / ".gemini" / "settings.json",
+          '{\n  // the team uses Vertex\n  "security": {"auth": {"selectedType": "vertex-ai",}},\n}\n')
+    assert gemini_login(where(home, project, GOOGLE_API_KEY="k")).how == "Vertex AI"
+    write(project / ".gemini" / "settings.json", '{"security": {"auth": {"useExternal": true}}}')
+    assert gemini_login(where(home, project)).state == "unknown"
+    write(project / ".gemini" / "settings.json", "{ this is not settings")  # unreadable: it may choose one
+    assert gemini_login(where(home, project)).state == "unknown"
+    (project / ".gemini" / "settings.json").unlink()
+    elsewhere = tmp_path / "gemini-home"  # GEMINI_CLI_HOME moves ~/.gemini
+    write(elsewhere / ".gemini" / "settings.json", '{"security": {"auth": {"selectedType": "oauth-personal"}}}')
+    write(elsewhere / ".gemini" / "oauth_creds.json", '{"access_token": "x"}')
+    (home / ".gemini" / "settings.json").unlink()
+    assert gemini_login(where(home, project, GEMINI_CLI_HOME=str(elsewhere))).state == "yes"
 
 
 def test_aider_login_sources(tmp_path: Path) -> None:
@@ -160,39 +184,68 @@ def test_aider_login_sources(tmp_path: Path) -> None:
     (project / ".env").unlink()
     write(home / ".aider.conf.yml", "model: sonnet\nanthropic-api-key: sk-ant\n")
     assert aider_login(where(home, project)).state == "yes"
+    (home / ".aider.conf.yml").unlink()
+    write(home / ".aider" / "oauth-keys.env", "OPENROUTER_API_KEY=sk-or-x\n")  # saved by its browser login
+    assert aider_login(where(home, project)).state == "yes"
+    (home / ".aider" / "oauth-keys.env").unlink()
+    assert aider_login(where(home, project, OLLAMA_API_BASE="http://127.0.0.1:11434")).state == "yes"
+    write(project / ".aider.conf.yml", "model: ollama_chat/qwen3\n")  # a local model needs no key
+    assert aider_login(where(home, project)).state == "unknown"
 
 
 # -- what a failure says about access -------------------------------------------------------
 
 
 def test_failure_kinds_from_what_agents_really_print() -> None:
-    def kind(said: list[str], *, cause: str | None = None, code: int | None = 1, auth: frozenset[int] = frozenset()):
-        found = failure_kind(cause=cause, exit_code=code, auth_exit_codes=auth, said=said)
+    def kind(own: str | None = None, lines: tuple[str, ...] = (), *, cause: str | None = None, code: int | None = 1,
+             auth: frozenset[int] = frozenset()) -> str | None:
+        found = failure_kind(cause=cause, exit_code=code, auth_exit_codes=auth, own_error=own, cli_lines=list(lines))
         return found[0] if found else None
 
-    # claude 2.1.197 with no credentials (the parser's error of its result)
-    assert kind(["the agent reported an error (subtype success, is_error true): Not logged in · Please run /login"]) == "auth"
-    assert kind(["the agent reported an error (subtype success, is_error true, API status 401):"
-                 " Invalid API key · Please run /login"]) == "auth"
+    # claude 2.1.197 with no credentials, and with a key the API refused (the parser's error of its result)
+    assert kind("the agent reported an error (subtype success, is_error true): Not logged in · Please run /login") == "auth"
+    assert kind("the agent reported an error (subtype success, is_error true, API status 401):"
+                " Invalid API key · Please run /login") == "auth"
     # codex: the API refused the key
-    assert kind(["unexpected status 401 Unauthorized: Missing bearer or basic authentication in header"]) == "auth"
+    assert kind("unexpected status 401 Unauthorized: Missing bearer or basic authentication in header") == "auth"
     # gemini 0.61.0: exit 41 and one stderr line; and a key the API refused, JSON in JSON
-    gemini = ["Please set an Auth method in your /h/.gemini/settings.json or specify one of the following"
-              " environment variables before running: GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA"]
-    assert kind(gemini, code=41, auth=frozenset({41})) == "auth"
-    assert kind([], code=41, auth=frozenset({41})) == "auth"
+    gemini = ("Please set an Auth method in your /h/.gemini/settings.json or specify one of the following"
+              " environment variables before running: GEMINI_API_KEY, GOOGLE_GENAI_USE_VERTEXAI, GOOGLE_GENAI_USE_GCA")
+    assert kind(lines=(gemini,), code=41, auth=frozenset({41})) == "auth"
+    assert kind(code=41, auth=frozenset({41})) == "auth"
     nested = json.dumps({"error": {"code": 400, "message": json.dumps(
         {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.", "status": "INVALID_ARGUMENT"}})}})
-    found = failure_kind(cause=None, exit_code=1, auth_exit_codes=frozenset(), said=[nested])
+    found = failure_kind(cause=None, exit_code=1, auth_exit_codes=frozenset(), own_error=nested, cli_lines=[])
     assert found is not None and found[0] == "auth" and found[1].startswith("API key not valid.")
-    # aider (litellm)
-    assert kind(["litellm.AuthenticationError: AnthropicException - invalid x-api-key"]) == "auth"
+    # aider: litellm's own error line
+    assert kind(lines=("litellm.AuthenticationError: AnthropicException - invalid x-api-key",)) == "auth"
     # no answer from the API
-    assert kind([], cause="unreachable: cannot reach the API: Connection error.") == "network"
-    assert kind(["API Error: Connection error."]) == "network"
-    # the work failed, not the access
-    assert kind(["exited with code 1", "FAILED tests/test_app.py::test_login - assert 200 == 401"]) is None
-    assert kind(["the agent reached its turn limit (max_turns)"]) is None
+    assert kind(cause="unreachable: cannot reach the API: Connection error.") == "network"
+    assert kind("API Error: Connection error.") == "network"
+
+    # The work failed, not the access: what tools, tests and servers print stays theirs.
+    work = ("AssertionError: expected status 401", "requests.exceptions.HTTPError: 401 Client Error: Unauthorized",
+            "GET /admin -> 403 Forbidden", "npm ERR! 401 Unauthorized", "MCP server 'github' failed: HTTP 401 Unauthorized",
+            "gh: token has expired", "docker: unauthorized: authentication required", "status: 403",
+            "connection refused", "ECONNREFUSED 127.0.0.1:5432", "Could not resolve host: pypi.org",
+            "psycopg2.OperationalError: connection refused")
+    assert kind(lines=work) is None
+    assert kind("the agent reached its turn limit (max_turns)", lines=work) is None
+    assert kind("exited with code 1") is None
+
+
+def test_only_the_clis_own_lines_are_read_for_its_access(tmp_path: Path) -> None:
+    """A log longer than the tail read has its first line cut; aider's chat is not its errors."""
+    from tacx.agents.registry import builtin_providers
+    from tacx.engine.outcome import TAIL_BYTES, _cli_lines
+
+    providers = builtin_providers()
+    cut = b'401 Client Error: Unauthorized for url"}]}}\n' + b'{"type":"assistant"}\n' * (TAIL_BYTES // 21)
+    assert _cli_lines(cut[-TAIL_BYTES:], providers["claude"], 8) == []
+    chat = (b"I will return 401 Unauthorized when the session token has expired.\n"
+            b"psycopg2.OperationalError: connection refused\n"
+            b"litellm.AuthenticationError: AnthropicException - invalid x-api-key\n")
+    assert _cli_lines(chat, providers["aider"], 8) == ["litellm.AuthenticationError: AnthropicException - invalid x-api-key"]
 
 
 def test_health_marks_hold_and_clear(tmp_path: Path) -> None:
@@ -283,6 +336,31 @@ def test_the_only_candidate_logged_out_stops_a_headless_run_saying_so(project: P
     task = project.ls()[0]["id"]
     project.tacx("--no-ui", "--exit-when-idle")
     assert project.show(task)["status"] == "succeeded"
+
+
+def test_a_key_in_the_stage_env_or_check_login_false_lets_a_logged_out_agent_run(
+    project: Project, tmp_path: Path
+) -> None:
+    agents(project, tmp_path, logged_out=("claude",))
+    project.workflow("keyed", """
+        name: keyed
+        stages:
+          - name: work
+            provider: claude
+            prompt: hi
+            env: {ANTHROPIC_API_KEY: "sk-ant-from-the-workflow"}
+        """)
+    project.tacx("run", "keyed.yaml", "--no-ui")
+    project.workflow("plain", """
+        name: plain
+        stages:
+          - {name: work, provider: claude, prompt: hi}
+        """)
+    (project.root / "tacx.yaml").write_text("providers:\n  claude: {check_login: false}\n")
+    project.tacx("run", "plain.yaml", "--no-ui")
+    assert [t["status"] for t in project.ls()] == ["succeeded", "succeeded"]
+    entries = {e["name"]: e for e in json.loads(project.tacx("providers", "--json").stdout)}
+    assert entries["claude"]["login"]["state"] == "unknown" and "check_login: false" in entries["claude"]["login"]["how"]
 
 
 def test_a_stage_refused_on_auth_goes_to_the_next_candidate_without_spending_a_retry(

@@ -9,6 +9,7 @@ learns how an agent that ended meanwhile ended.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class AgentProvider(Provider):
     default_model: str | None = None  # what usage is priced with when the stage names no model
     resumable = False  # can continue an interrupted session by its id (`resume: true`)
     auth_exit_codes: frozenset[int] = frozenset()  # exit codes that mean the agent's credentials failed
+    error_lines: re.Pattern[str] | None = None  # an agent writing plain text: which of its lines are its errors
     # One stage may route to several agents (`provider: [claude, codex]`), so each agent reads
     # the others' names for the same permission: claude's modes, codex's sandboxes, gemini's
     # approval modes. A name an agent has no equivalent for is passed through as written.

@@ -182,6 +182,7 @@ class AiderProvider(AgentProvider):
     name = executable = "aider"
     parser_kind = "aider-text"
     parser_class = AiderParser
+    error_lines = re.compile(r"\blitellm\.\w*(?:Error|Exception)\b")  # its own errors, amid the chat
 
     def sidecar(self, log_path: Path) -> Path | None:
         return log_path.with_suffix(".analytics.jsonl")
@@ -197,25 +198,35 @@ class AiderProvider(AgentProvider):
         return aider_login(where)
 
 
-# Besides every *_API_KEY: what litellm reaches models with that needs no key of that name.
-_AIDER_ACCESS = ("OLLAMA_API_BASE", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "VERTEXAI_PROJECT", "AZURE_API_BASE")
-_AIDER_CONF_KEY = re.compile(r"^\s*(?:[a-z]+-)?api-key\s*:", re.M)
+# Besides every *_API_KEY and *_API_BASE (a local or self-hosted model): what litellm reaches
+# models with that needs no key of that name.
+_AIDER_ACCESS = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "VERTEXAI_PROJECT")
+_AIDER_CONF_KEY = re.compile(r"^\s*(?:[a-z]+-)?api-(?:key|base)\s*:", re.M)
+_AIDER_LOCAL_MODEL = re.compile(r"^\s*model\s*:\s*['\"]?(?:ollama|ollama_chat|lm_studio)/", re.M)
 
 
 def _key_name(env: Mapping[str, str]) -> str | None:
-    return next((n for n, v in env.items() if (n.endswith("_API_KEY") or n in _AIDER_ACCESS) and v.strip()), None)
+    return next((n for n, v in env.items()
+                 if (n.endswith(("_API_KEY", "_API_BASE")) or n in _AIDER_ACCESS) and v.strip()), None)
 
 
 def aider_login(where: Where) -> Login:
     """aider needs a model's key: any *_API_KEY in the environment, a .env file (the
-    project's, the home's) or .aider.conf.yml (`api-key:`, `openai-api-key:` ...). With none,
-    headless aider offers an OpenRouter login in a browser and waits for it."""
+    project's, the home's), .aider.conf.yml (`api-key:`, `openai-api-key:` ...) or the
+    OpenRouter key its browser login saved (~/.aider/oauth-keys.env). A local model (an
+    *_API_BASE, `model: ollama/...`) needs none. With none of these, headless aider offers
+    the OpenRouter login in a browser and waits for it."""
     if name := _key_name(where.env):
         return Login("yes", f"{name} is set")
+    if name := _key_name(dotenv(where.home / ".aider" / "oauth-keys.env")):
+        return Login("yes", f"{name} saved by aider's login (~/.aider/oauth-keys.env)")
     for folder in [where.home] + ([where.project] if where.project is not None else []):
         if name := _key_name(dotenv(folder / ".env")):
             return Login("yes", f"{name} in {folder / '.env'}")
-        if _AIDER_CONF_KEY.search(read_text(folder / ".aider.conf.yml") or ""):
+        conf = read_text(folder / ".aider.conf.yml") or ""
+        if _AIDER_CONF_KEY.search(conf):
             return Login("yes", f"an api key in {folder / '.aider.conf.yml'}")
+        if _AIDER_LOCAL_MODEL.search(conf):
+            return Login("unknown", f"a local model in {folder / '.aider.conf.yml'}: it needs no key")
     return Login("no", "no API key: aider needs a model's key, e.g. ANTHROPIC_API_KEY or OPENAI_API_KEY"
                        " (or api-key: in .aider.conf.yml)")

@@ -442,7 +442,10 @@ def claude_login(where: Where) -> Login:
     an apiKeyHelper, a key approved at /login, the claude.ai login. A claude.ai login
     without the user:inference scope is not one (`claude auth status` says so too)."""
     config = Path(where.env["CLAUDE_CONFIG_DIR"]).expanduser() if where.set("CLAUDE_CONFIG_DIR") else where.home / ".claude"
-    settings = [s for s in (read_json(MANAGED_SETTINGS), read_json(config / "settings.json")) if s]
+    files = [config / "settings.json"]
+    if where.project is not None:  # the project's own, shared and local, apply to sessions there
+        files += [where.project / ".claude" / "settings.json", where.project / ".claude" / "settings.local.json"]
+    settings = [s for s in (read_json(f) for f in (*files, MANAGED_SETTINGS)) if s]
     env = dict(where.env)
     for s in settings:
         if isinstance(s.get("env"), dict):
@@ -464,6 +467,7 @@ def claude_login(where: Where) -> Login:
         if isinstance(scopes, list) and "user:inference" in scopes:
             plan = oauth.get("subscriptionType")
             return Login("yes", "claude.ai login" + (f" ({plan})" if isinstance(plan, str) and plan else ""))
+        # Claude Code 2.1.197's `claude auth status` says loggedIn false for such a file, scopes missing or not.
         return Login("no", "not logged in: the claude.ai login in .credentials.json lacks the user:inference scope"
                            " (run `claude auth login` again)")
     if sys.platform == "darwin":

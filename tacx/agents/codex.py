@@ -272,6 +272,7 @@ class CodexProvider(AgentProvider):
 
 
 _MODEL_PROVIDER = re.compile(r"""^\s*model_provider\s*=\s*["']([^"']+)["']""", re.M)
+_CREDENTIALS_STORE = re.compile(r"""^\s*cli_auth_credentials_store\s*=\s*["']([^"']+)["']""", re.M)
 
 
 def codex_login(where: Where) -> Login:
@@ -289,9 +290,14 @@ def codex_login(where: Where) -> Login:
         if isinstance(auth.get("tokens"), dict):
             return Login("yes", "ChatGPT login")
         return Login("unknown", f"{codex_home}/auth.json holds neither a key nor a ChatGPT login")
-    found = _MODEL_PROVIDER.search(read_text(codex_home / "config.toml") or "")
+    config = read_text(codex_home / "config.toml") or ""
+    found = _MODEL_PROVIDER.search(config)
     if found and found.group(1) != "openai":
         return Login("unknown", f"model provider {found.group(1)!r} from config.toml: its key is its own")
-    hint = " (OPENAI_API_KEY is set, but codex exec reads CODEX_API_KEY)" if where.set("OPENAI_API_KEY") else ""
-    return Login("no", f"not logged in: no {codex_home}/auth.json and no CODEX_API_KEY{hint} (run `codex login`,"
+    store = _CREDENTIALS_STORE.search(config)
+    if store and store.group(1) != "file":
+        return Login("unknown", f"codex keeps its login in the {store.group(1)} store (cli_auth_credentials_store)")
+    if where.set("OPENAI_API_KEY"):  # older codex builds read it; 0.171's exec does not
+        return Login("unknown", "only OPENAI_API_KEY is set: codex-cli 0.171 reads CODEX_API_KEY or `codex login`")
+    return Login("no", f"not logged in: no {codex_home}/auth.json and no CODEX_API_KEY (run `codex login`,"
                        " or `printenv OPENAI_API_KEY | codex login --with-api-key`)")

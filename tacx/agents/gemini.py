@@ -202,25 +202,38 @@ _GEMINI_NAMES = ("GEMINI_API_KEY", "GOOGLE_GENAI_USE_VERTEXAI", "GOOGLE_GENAI_US
                  "CLOUD_SHELL", "GEMINI_CLI_USE_COMPUTE_ADC")
 
 
-def _selected_auth(settings: dict[str, Any]) -> str | None:
-    auth = ((settings.get("security") or {}).get("auth") or {}) if isinstance(settings.get("security"), dict) else {}
-    chosen = auth.get("selectedType") if isinstance(auth, dict) else None
-    chosen = chosen or settings.get("selectedAuthType")  # before settings were nested (gemini-cli < 0.3)
-    return chosen if isinstance(chosen, str) and chosen else None
+def _auth_settings(settings: dict[str, Any]) -> tuple[str | None, bool]:
+    """(the auth type a settings file chooses, whether it says auth is external)."""
+    security = settings.get("security") if isinstance(settings.get("security"), dict) else {}
+    auth = security.get("auth") if isinstance(security.get("auth"), dict) else {}
+    chosen = auth.get("selectedType") or settings.get("selectedAuthType")  # flat before gemini-cli 0.3
+    return (chosen if isinstance(chosen, str) and chosen else None), auth.get("useExternal") is True
 
 
 def gemini_login(where: Where) -> Login:
     """What gemini's validateNonInteractiveAuth asks for: an auth type chosen in a
-    settings.json (system, user, project) or told by the environment (GOOGLE_GENAI_USE_GCA,
-    GOOGLE_GENAI_USE_VERTEXAI, GEMINI_API_KEY, CLOUD_SHELL), and what that type needs.
-    gemini also reads .env files (the project's and its parents', ~/.gemini/.env, ~/.env): a
-    name set there counts as set (its value is not read)."""
-    files = [where.env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or str(SYSTEM_SETTINGS),
-             str(where.home / ".gemini" / "settings.json")]
+    settings.json (user, then project, then system, the later winning) or told by the
+    environment (GOOGLE_GENAI_USE_GCA, GOOGLE_GENAI_USE_VERTEXAI, GEMINI_API_KEY,
+    CLOUD_SHELL), and what that type needs. gemini also reads .env files (the project's and
+    its parents', ~/.gemini/.env, ~/.env). Its home is $GEMINI_CLI_HOME/.gemini when set."""
+    base = Path(where.env["GEMINI_CLI_HOME"]).expanduser() if where.set("GEMINI_CLI_HOME") else where.home
+    gemini_dir = base / ".gemini"
+    files = [gemini_dir / "settings.json"]
     if where.project is not None:
-        files.append(str(where.project / ".gemini" / "settings.json"))
-    chosen = next((a for a in reversed([_selected_auth(read_json(Path(f)) or {}) for f in files]) if a), None)
-    dotenvs = [*upward(where.project, ".gemini/.env", ".env"), where.home / ".gemini" / ".env", where.home / ".env"]
+        files.append(where.project / ".gemini" / "settings.json")
+    files.append(Path(where.env.get("GEMINI_CLI_SYSTEM_SETTINGS_PATH") or SYSTEM_SETTINGS))
+    chosen: str | None = None
+    for path in files:
+        settings = read_json(path, comments=True)
+        if settings is None:
+            if path.is_file():
+                return Login("unknown", f"cannot read {path}: it may choose an auth method")
+            continue
+        selected, external = _auth_settings(settings)
+        if external:
+            return Login("unknown", f"{path} says auth is external (security.auth.useExternal)")
+        chosen = selected or chosen
+    dotenvs = [*upward(where.project, ".gemini/.env", ".env"), gemini_dir / ".env", where.home / ".env"]
     from_files = {k: v for path in reversed(dotenvs) for k, v in dotenv(path).items() if k in _GEMINI_NAMES}
     env = {**from_files, **where.env}
     known = Where(env, where.home, where.project)
@@ -243,7 +256,7 @@ def gemini_login(where: Where) -> Login:
     if chosen == "oauth-personal":
         adc = known.env.get("GOOGLE_APPLICATION_CREDENTIALS") or os.path.join(
             where.home, ".config", "gcloud", "application_default_credentials.json")
-        if nonempty(where.home / ".gemini" / "oauth_creds.json"):
+        if nonempty(gemini_dir / "oauth_creds.json"):
             return Login("yes", "Google login (~/.gemini/oauth_creds.json)")
         if nonempty(Path(adc)):
             return Login("yes", "Google application default credentials")

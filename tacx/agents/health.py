@@ -22,40 +22,48 @@ TroubleKind = Literal["auth", "network"]
 TROUBLE_HOLD = 300.0  # a troubled agent is passed over this long after its last failure, then tried again
 RESTORE_WINDOW = 86400.0  # marks older than this are not read back after a restart
 
-# What agents say when their credentials are refused or missing: claude's "Not logged in ·
-# Please run /login" and "Invalid API key · Please run /login", an API status 401 or 403,
-# codex's "Missing bearer or basic authentication" and refresh-token errors, gemini's
-# "API key not valid", "Please set an Auth method", FatalAuthenticationError, litellm's
+# What an agent's own error (its API's answer, as its parser read it) says when its
+# credentials are refused or missing: claude's "Not logged in · Please run /login", "Invalid
+# API key", "API status 401"; codex's "unexpected status 401 Unauthorized: Missing bearer
+# ..." and refresh-token errors; gemini's "API key not valid" (HTTP 400); litellm's
 # AuthenticationError (aider).
-_AUTH = re.compile(
-    r"not logged in|please run /login|/login managed key|invalid (?:x-)?api[ _-]?key|api key not valid"
-    r"|incorrect api key|invalid_api_key|authentication_?error|invalid authentication|unauthori[sz]ed"
-    r"|missing bearer|(?:oauth )?token (?:has )?expired|could not be refreshed|please set an auth method"
-    r"|manual authorization is required|when using vertex ai, you must specify|api_key environment variable not found"
-    r"|\b(?:status|http)[: ]+40[13]\b|\b40[13] (?:unauthorized|forbidden)\b",
+_AUTH_OWN = re.compile(
+    r"not logged in|please run /login|invalid (?:x-)?api[ _-]?key|api key not valid|incorrect api key"
+    r"|invalid_api_key|authentication_?error|authentication_failed|invalid authentication|missing bearer"
+    r"|oauth token (?:has )?expired|could not be refreshed|refresh token was already used"
+    r"|\b(?:api status|unexpected status|http) 40[13]\b",
     re.IGNORECASE,
+)
+# What the CLIs themselves print outside their stream (stderr) about their own login; only
+# these phrases, since tools and servers the agent ran write their own 401s there too.
+_AUTH_CLI = re.compile(
+    r"Please set an Auth method|FatalAuthenticationError|Manual authorization is required"
+    r"|When using Vertex AI, you must specify|GEMINI_API_KEY environment variable not found"
+    r"|Not logged in · Please run /login|Invalid API key · |litellm\.AuthenticationError"
 )
 
 KIND_WORDS = {"auth": "failing on auth", "network": "cannot reach its API"}
 
 
 def failure_kind(
-    *, cause: str | None, exit_code: int | None, auth_exit_codes: frozenset[int], said: list[str]
+    *, cause: str | None, exit_code: int | None, auth_exit_codes: frozenset[int], own_error: str | None,
+    cli_lines: list[str],
 ) -> tuple[TroubleKind, str] | None:
     """Why an attempt failed, when it is the agent's access and not the work: "auth" (its
     credentials) or "network" (no answer from its API), with the words that tell it.
-    ``said`` is the agent's own error and the lines it wrote outside its stream (stderr),
-    not its conversation."""
+    ``own_error`` is the agent's own error as its parser read it; ``cli_lines`` are the
+    lines the CLI wrote outside its stream. Neither is its conversation or its tools' output."""
     if cause is not None and cause.startswith("unreachable: "):
         return "network", cause.removeprefix("unreachable: ")
-    for text in said:
-        if _AUTH.search(text):
+    if own_error and _AUTH_OWN.search(own_error):
+        return "auth", human_error(own_error)
+    for text in cli_lines:
+        if _AUTH_CLI.search(text):
             return "auth", human_error(text)
     if exit_code is not None and exit_code in auth_exit_codes:
-        return "auth", human_error(said[-1]) if said else f"exited with code {exit_code} (an authentication error)"
-    for text in said:
-        if unreachable("error", {"message": text}):
-            return "network", human_error(text)
+        return "auth", human_error(cli_lines[-1]) if cli_lines else f"exited with code {exit_code} (an authentication error)"
+    if own_error and unreachable("error", {"message": own_error}):
+        return "network", human_error(own_error)
     return None
 
 

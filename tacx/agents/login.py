@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+_TRAILING_COMMA = re.compile(r",\s*([}\]])")
 READ_LIMIT = 256 * 1024  # a settings or .env file larger than this is not read (it is not one)
 
 LoginState = Literal["yes", "no", "unknown"]
@@ -63,15 +65,49 @@ def read_text(path: Path) -> str | None:
         return None
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path, comments: bool = False) -> dict[str, Any] | None:
+    """A small JSON object file, or None. ``comments``: the file may hold // and /* */
+    comments and trailing commas (gemini's settings.json does)."""
     text = read_text(path)
     if text is None:
         return None
     try:
-        value = json.loads(text)
+        value = json.loads(strip_comments(text) if comments else text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def strip_comments(text: str) -> str:
+    """JSON with comments made JSON: // and /* */ outside strings become spaces, and a comma
+    before a closing bracket goes."""
+    out: list[str] = []
+    i, n, in_string = 0, len(text), False
+    while i < n:
+        c = text[i]
+        if in_string:
+            out.append(c)
+            if c == "\\" and i + 1 < n:
+                out.append(text[i + 1])
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+            out.append(c)
+        elif text.startswith("//", i):
+            end = text.find("\n", i)
+            i = n if end == -1 else end
+            continue
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            i = n if end == -1 else end + 2
+            out.append(" ")
+            continue
+        else:
+            out.append(c)
+        i += 1
+    return _TRAILING_COMMA.sub(r"\1", "".join(out))
 
 
 def nonempty(path: Path) -> bool:

@@ -126,6 +126,8 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
         provider = providers[name]
         argv = asks.get(name)
         login = provider.login(where) if problems[name] is None else None
+        if login is not None and login.state == "no" and not settings.checks_login(name):
+            login = Login("unknown", f"{login.how} (not held back: check_login: false in tacx.yaml)")
         entries.append({
             "name": name,
             "kind": provider.kind,

@@ -128,8 +128,13 @@ class Cooldowns:
             "SELECT data FROM events WHERE task_id IS NULL AND kind = 'provider.cooldown' AND ts > ? ORDER BY id",
             (now - 86400,),
         ):
-            data = json.loads(text)
-            if data.get("until", 0) > now and data.get("provider"):
+            try:
+                data = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(data, dict) or not isinstance(data.get("until"), (int, float)):
+                continue
+            if data["until"] > now and data.get("provider"):
                 self._until[data["provider"]] = (data["until"], data.get("reason", "rate limited"))
                 ends.append(data["until"])
         return ends

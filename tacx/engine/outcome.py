@@ -101,13 +101,13 @@ class Outcomes:
             lines = _agent_words(tail, provider.parser(), ERROR_TAIL_LINES) if streams else _last_lines(tail, ERROR_TAIL_LINES)
             if lines:
                 error = f"{error}; last output:\n{lines}"
-        health = self._health(run, name, provider, provider_name, status, cause, info, parser_outcome, tail, bool(streams))
+        health = self._health(run, name, provider, provider_name, status, cause, info, parser_outcome, tail)
         self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
                        executor=self.executors.for_provider(provider_name), health=health)
         return status
 
     def _health(self, run: TaskRun, name: str, provider: Provider | None, provider_name: str, status: str,
-                cause: str | None, info: ExitInfo, parsed: Outcome, tail: bytes, streams: bool) -> dict[str, Any] | None:
+                cause: str | None, info: ExitInfo, parsed: Outcome, tail: bytes) -> dict[str, Any] | None:
         """Did the attempt fail on the agent's access (its credentials, its API out of reach)?
         The stage learns it (the runner tries the next candidate), and so does the agent's
         health: the returned `provider.health` event marks or clears it."""
@@ -119,8 +119,8 @@ class Outcomes:
             return self.health.succeeded(provider_name)
         if status != "failed" or not (cause is None or cause.startswith("unreachable: ")):
             return None
-        said = ([parsed.error] if parsed.error else []) + _plain_lines(tail, streams, ERROR_TAIL_LINES)
-        found = failure_kind(cause=cause, exit_code=info.exit_code, said=said,
+        found = failure_kind(cause=cause, exit_code=info.exit_code, own_error=parsed.error,
+                             cli_lines=_cli_lines(tail, provider, ERROR_TAIL_LINES),
                              auth_exit_codes=getattr(provider, "auth_exit_codes", frozenset()))
         if found is None:
             return None
@@ -250,11 +250,17 @@ def _agent_words(tail: bytes, parser: OutputParser, n: int, width: int = 300) ->
     return _cut(shown[-n:], width)
 
 
-def _plain_lines(tail: bytes, streams: bool, n: int) -> list[str]:
-    """The last lines an agent wrote outside its JSON stream (its stderr), or, when it
-    writes no stream, its last lines."""
+def _cli_lines(tail: bytes, provider: Provider, n: int) -> list[str]:
+    """The last lines the CLI itself wrote outside its stream: for an agent that streams
+    JSON, every other line (its stderr); for one that writes plain text (aider), only the
+    lines its provider knows as its own errors (`error_lines`)."""
     lines = [ln.strip() for ln in tail.decode("utf-8", errors="replace").splitlines()]
-    return [ln for ln in lines if ln and not (streams and ln.startswith("{"))][-n:]
+    if len(tail) >= TAIL_BYTES and lines:
+        lines = lines[1:]  # the cut may have fallen inside a line
+    own = getattr(provider, "error_lines", None)
+    if own is not None:
+        return [ln for ln in lines if own.search(ln)][-n:]
+    return [ln for ln in lines if ln and not ln.startswith("{")][-n:]
 
 
 def _last_lines(tail: bytes, n: int, width: int = 300) -> str:

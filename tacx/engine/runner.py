@@ -303,7 +303,7 @@ class TaskRunner:
             if status == "failed" and st.trouble is not None and not run.cancel.is_set():
                 kind, said = st.trouble
                 passed[provider] = f"{provider} {KIND_WORDS[kind]} in attempt {st.attempt} of this stage ({said[:200]})"
-                if any(c not in passed and self.scheduler.can_work(c) for c in spec.provider):
+                if any(c not in passed and self.scheduler.can_work(c, spec.env) for c in spec.provider):
                     await self._failover(run, name, provider, kind, said)
                     continue  # the next candidate, not a retry
                 passed.clear()  # no other candidate: a retry may choose any of them again

@@ -96,7 +96,7 @@ class Scheduler:
         self._bulk_reason: str | None = None
         self._published_reason: str | None = None
         self._task_reasons: dict[int, str] = {}  # queued task -> why it cannot start
-        self._available: dict[str, tuple[float, str | None]] = {}  # provider -> (when asked, problem)
+        self._available: dict[str, tuple[float, str | None, bool]] = {}  # provider -> (when asked, problem, logged out)
         self._wake = asyncio.Event()
 
     def kick(self) -> None:
@@ -122,7 +122,9 @@ class Scheduler:
                 await asyncio.sleep(0.5)
                 self.kick()
 
-    def _route(self, candidates: list[str], passed: Mapping[str, str] | None = None) -> tuple[str | None, str]:
+    def _route(
+        self, candidates: list[str], passed: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None
+    ) -> tuple[str | None, str]:
         """The first candidate that is installed, logged in, not resting and under its limit,
         and why. With others to choose from, one that lately failed on its access (health)
         is passed over while its hold lasts, and one that failed in this very stage
@@ -133,7 +135,7 @@ class Scheduler:
             if passed and name in passed:
                 refusals.append(passed[name])
                 continue
-            refusal = self._refusal(name)
+            refusal = self._refusal(name, env)
             if refusal:
                 refusals.append(refusal)
                 continue
@@ -151,13 +153,14 @@ class Scheduler:
             return name, f"no other of {candidates} can run ({held}{others}): trying {name} again" + self._slots(name)
         return None, "waiting for a provider: " + "; ".join(refusals)
 
-    def _refusal(self, name: str) -> str | None:
+    def _refusal(self, name: str, env: Mapping[str, str] | None = None) -> str | None:
         """Why ``name`` cannot take a stage now: unknown, not installed or not logged in,
-        resting after a rate limit, or at its limit."""
+        resting after a rate limit, or at its limit. ``env`` is the stage's own `env:`,
+        which its daughter gets too (a key set there is a login)."""
         provider = self.providers.get(name)
         if provider is None:
             return f"{name} is not a known provider"
-        problem = self._availability(name, provider)
+        problem = self._availability(name, provider, env)
         if problem:
             return problem
         resting = self.cooldowns.reason(name)
@@ -172,24 +175,32 @@ class Scheduler:
         limit = self.settings.provider_limit(name)
         return f"; {self.busy_by_provider[name]} of {limit} {name} slots were busy" if limit is not None else ""
 
-    def can_work(self, name: str) -> bool:
+    def can_work(self, name: str, env: Mapping[str, str] | None = None) -> bool:
         """Whether ``name`` could take a stage at all (a rest or a full limit passes)."""
         provider = self.providers.get(name)
-        return provider is not None and self._availability(name, provider) is None
+        return provider is not None and self._availability(name, provider, env) is None
 
-    def _availability(self, name: str, provider: Provider) -> str | None:
-        """Whether a provider can run here: installed, and not surely logged out. Looked up
-        at most once per second (it reads a few files; installing a CLI or logging in is
-        noticed within that second)."""
+    def _availability(self, name: str, provider: Provider, env: Mapping[str, str] | None = None) -> str | None:
+        """Whether a provider can run here: installed, and not surely logged out (unless
+        tacx.yaml says `check_login: false`). Looked up at most once per second (it reads a
+        few files; installing a CLI or logging in is noticed within that second). A stage
+        whose `env:` sets variables is judged again with them."""
         now = time.monotonic()
         cached = self._available.get(name)
         if cached is None or now - cached[0] > AVAILABILITY_TTL:
-            problem = provider.availability()
-            if problem is None:
+            problem, logged_out = provider.availability(), False
+            if problem is None and self.settings.checks_login(name):
                 login = provider.login(Where.here(self.project))
-                problem = f"{name}: {login.problem}" if login is not None and login.problem else None
-            cached = (now, problem)
+                if login is not None and login.problem:
+                    problem, logged_out = f"{name}: {login.problem}", True
+            cached = (now, problem, logged_out)
             self._available[name] = cached
+        if cached[2] and env:
+            here = Where.here(self.project)
+            with_env = {**here.env, **env}
+            home = Path(with_env["HOME"]) if with_env.get("HOME") else here.home
+            login = provider.login(Where(with_env, home, self.project))
+            return None if login is None or not login.problem else cached[1]
         return cached[1]
 
     def take_slot(self, provider: str) -> None:
@@ -219,7 +230,7 @@ class Scheduler:
             elif self.busy >= self.max_workers:
                 reason = self._workers_reason()
             else:
-                provider, reason = self._route(req.candidates, req.passed)
+                provider, reason = self._route(req.candidates, req.passed, req.run.workflow.stage(req.stage).env)
                 if provider is not None:
                     self.take_slot(provider)
                     self._requests.remove(req)
@@ -298,7 +309,7 @@ class Scheduler:
             first = wf.topo_order()[0]
             grant: Grant | None = None
             if wf.stage(first).when != "failure":  # a root stage that will run: start it with the claim
-                provider, reason = self._route(wf.stage(first).provider)
+                provider, reason = self._route(wf.stage(first).provider, env=wf.stage(first).env)
                 if provider is None:
                     skipped.append((task_id, priority, wf_hash, fresh))
                     specific[task_id] = reason

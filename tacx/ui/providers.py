@@ -5,7 +5,6 @@ worker thread (it asks each CLI for its version), so the screen opens at once.""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -60,7 +59,7 @@ class ProvidersScreen(Screen[None]):
     def _read(self) -> None:
         try:
             entries = self.report()
-        except (OSError, sqlite3.Error) as exc:
+        except Exception as exc:  # shown on the screen, never a dead dashboard
             self.app.call_from_thread(self._show_error, exc)
             return
         self.app.call_from_thread(self._show, entries)
