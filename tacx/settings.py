@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tacx.agents.custom import check_custom_argv
 from tacx.agents.registry import PARSER_KINDS
+from tacx.sources.config import GitHubSourceSettings
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow.model import Budget, parse_duration
 from tacx.workflow.templates import template_names
@@ -76,6 +77,7 @@ class Settings(BaseModel):
         default=60.0, description="end an agent that reports only connection failures, no answer, this long (0: never)"
     )
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    sources: list[GitHubSourceSettings] = Field(default_factory=list, description="where tasks come from: GitHub issues")
     budget: Budget | None = Field(default=None, description="for tasks whose workflow sets none")
     prices: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="USD per million tokens by model prefix: input, output, cache_read, cache_write"
@@ -85,6 +87,9 @@ class Settings(BaseModel):
     def _positive_intervals(self) -> Settings:
         if self.sample_interval <= 0:
             raise ValueError("sample_interval must be greater than 0")
+        names = [s.source_name for s in self.sources]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"two sources are named {', '.join(twice)}: give one a name: of its own")
         return self
 
     def provider_limit(self, name: str) -> int | None:
@@ -127,8 +132,15 @@ def load_settings(project_root: Path) -> Settings:
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        ]
-        raise SettingsError("\n".join(lines)) from None
+        raise SettingsError(_located(text, path, exc)) from None
+
+
+def _located(text: str, path: Path, exc: ValidationError) -> str:
+    """Each mistake as ``tacx.yaml:LINE:COL: loc: message``, as workflows are checked."""
+    from tacx.workflow.document import Document  # the YAML reader that remembers positions
+
+    doc = Document(text, str(path))
+    doc.load()
+    doc.issues.clear()  # the text parsed above: only the validation's findings are wanted
+    doc.add_validation_errors(exc)
+    return "\n".join(str(issue) for issue in doc.issues) or str(exc)

@@ -16,6 +16,7 @@ from tacx.cli import crash
 from tacx.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from tacx.cli.control import cmd_cancel, cmd_retry, set_paused
 from tacx.cli.project import cmd_clean, cmd_doctor, cmd_providers, cmd_schema, cmd_validate, cmd_workflows
+from tacx.cli.sources import cmd_sources
 from tacx.cli.running import DEMO_TITLES, cmd_demo, cmd_run, cmd_submit, headless, run_dashboard
 from tacx.cli.logs import cmd_logs
 from tacx.cli.tasks import cmd_ls, cmd_show
@@ -92,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     providers = sub.add_parser("providers", parents=[common], help="agent CLIs installed, versions, limits, usage so far")
     providers.add_argument("--json", action="store_true")
 
+    sources = sub.add_parser("sources", parents=[common], help="GitHub repositories whose labelled issues become tasks")
+    sources.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", parents=[common], help="queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
     demo.add_argument("--tasks", type=bounds.bounded_int(1, 10_000), default=len(DEMO_TITLES), help=f"how many (default {len(DEMO_TITLES)})")
@@ -157,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 _COMMANDS = {
     "doctor": cmd_doctor,
     "providers": cmd_providers,
+    "sources": cmd_sources,
     "demo": cmd_demo,
     "clean": cmd_clean,
     "run": cmd_run,

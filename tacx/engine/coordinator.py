@@ -40,6 +40,7 @@ from tacx.engine.sweeper import Sampler, Sweeper
 from tacx.home import Home
 from tacx.settings import Settings
 from tacx.sources.base import Source, TaskRequest
+from tacx.sources.build import sources_from
 from tacx.sources.poller import SourcePoller
 from tacx.store import records
 from tacx.store.writer import Store
@@ -67,7 +68,7 @@ class Coordinator:
         exit_when_idle: bool = False,
         only_task: int | None = None,
         executors: Mapping[str, Executor] | None = None,
-        sources: Sequence[Source] = (),
+        sources: Sequence[Source] | None = None,  # None: those tacx.yaml asks for
     ) -> None:
         self.home = home
         self.store = store
@@ -119,7 +120,9 @@ class Coordinator:
             runner=self.runner,
         )
         self.sources = SourcePoller(
-            sources, submit=self._submit_request, read=store.read, bus=self.bus, publish=self.publish
+            sources_from(self.settings, home) if sources is None else sources, submit=self._submit_request,
+            read=store.read, bus=self.bus, publish=self.publish, retry=self.retry_task, cancel=self.cancel_task,
+            remember=store.write_soon,
         )
         self._background: list[asyncio.Task[None]] = []
 

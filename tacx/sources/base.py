@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class TaskRequest:
     inputs: Mapping[str, str] = field(default_factory=dict)
     title: str | None = None
     priority: int = 0
+    action: Literal["run", "retry", "cancel"] = "run"  # retry or cancel the item's task, if it has one
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class TaskEnd:
     task_id: int
     status: str  # succeeded, failed, cancelled, timed_out
     error: str | None = None
+    task: Mapping[str, Any] | None = None  # the task as `tacx show --json` gives it, at its end
 
 
 class RateLimited(Exception):
@@ -60,3 +62,17 @@ class Source(Protocol):
     async def task_ended(self, end: TaskEnd) -> None:
         """A task this source submitted has ended (heard once per end, while tacx runs)."""
         ...
+
+
+class Narrating(Source, Protocol):
+    """A source that also hears how its tasks go, to tell it on its side (an issue comment):
+    when a task starts and as each stage ends (the latest state, not every event)."""
+
+    async def task_progress(self, key: str, task: Mapping[str, Any]) -> None: ...
+
+
+class Asking(Source, Protocol):
+    """A source that can tell whether an item whose task ended is wanted again (an issue
+    labelled again after its task ended): its task is then retried."""
+
+    async def wanted_again(self, key: str, ended_at: float) -> bool: ...

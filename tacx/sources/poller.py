@@ -10,6 +10,7 @@ events). It knows no source in particular and no source knows the engine.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import time
@@ -27,11 +28,15 @@ T = TypeVar("T")
 # (request, dedupe key) -> (task id, created). A key that ever had a task makes none again.
 Submit = Callable[[TaskRequest, str], Awaitable[tuple[int, bool]]]
 Read = Callable[[Callable[[sqlite3.Connection], T]], Awaitable[T]]
+Act = Callable[[int], Awaitable[Any]]  # retry or cancel a task by id
 
 MAX_BACKOFF = 900.0  # a failing source is polled at least every 15 minutes
 TELL_SECONDS = 5.0  # how long shutdown waits for sources still hearing of ends
 MAX_KEY = 512  # characters of a source's key for an item
 ENDS = tuple(f"task.{status}" for status in records.TERMINAL_TASK_STATES)
+# What a narrating source hears of (the task's state after each, read from the store).
+PROGRESS = ("task.started", "task.retried", "stage.started", "stage.succeeded", "stage.failed", "stage.timed_out",
+            "stage.skipped", "stage.cancelled", "stage.failover", "stage.retrying")
 
 
 @dataclass
@@ -64,7 +69,9 @@ def key_problem(key: object) -> str | None:
 
 
 class SourcePoller:
-    def __init__(self, sources: Sequence[Source], *, submit: Submit, read: Read, bus: EventBus, publish: Publish) -> None:
+    def __init__(self, sources: Sequence[Source], *, submit: Submit, read: Read, bus: EventBus, publish: Publish,
+                 retry: Act | None = None, cancel: Act | None = None,
+                 remember: Callable[[Callable[[sqlite3.Connection], Any]], Any] | None = None) -> None:
         names = [s.name for s in sources]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -72,7 +79,12 @@ class SourcePoller:
         self.sources = {s.name: s for s in sources}
         self.status = {s.name: SourceStatus(s.name) for s in sources}
         self._submit = submit
+        self._retry = retry
+        self._cancel = cancel
+        self._remember = remember  # the store's write_soon: each source's state, for `tacx sources`
         self._read = read
+        self._narrating: dict[int, asyncio.Task[None]] = {}  # task id -> its narration in flight
+        self._renarrate: set[int] = set()  # tasks that changed while narrated
         self._bus = bus
         self._publish = publish
         self._mine: dict[int, tuple[str, str]] = {}  # task id -> (source name, the source's key)
@@ -89,7 +101,7 @@ class SourcePoller:
             prefix = f"{source.name}:"
             for task_id, key in await self._read(lambda c, p=prefix: records.open_tasks_keyed(c, p)):
                 self._mine[task_id] = (source.name, key[len(prefix):])
-        self._unsubscribe = self._bus.subscribe(self._on_event, kinds=ENDS)
+        self._unsubscribe = self._bus.subscribe(self._on_event, kinds=ENDS + PROGRESS)
         self._tasks = [asyncio.create_task(self._poll_loop(s), name=f"tacx-source-{s.name}") for s in self.sources.values()]
 
     async def stop(self) -> None:
@@ -118,6 +130,7 @@ class SourcePoller:
                 status.last_error = f"tacx failed polling it: {exc}"
                 delay = MAX_BACKOFF
             status.next_poll = time.time() + delay
+            self._keep(source)
             await asyncio.sleep(delay)
 
     async def poll_once(self, source: Source) -> float:
@@ -147,36 +160,130 @@ class SourcePoller:
                 continue
             key = dedupe_key(source, request)
             try:
+                if request.action != "run":
+                    await self._act(source, request, key)
+                    continue
                 task_id, created = await self._submit(request, key)
+                if not created:
+                    await self._maybe_again(source, request, task_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # e.g. no such workflow, a bad input: said, then the next request
                 status.last_error = f"{request.key}: {exc}"
                 self._publish("source.rejected", source=source.name, key=request.key, error=str(exc))
                 continue
-            self._mine[task_id] = (source.name, request.key)
+            if created:
+                self._mine[task_id] = (source.name, request.key)
+                self._narrate(task_id)
             made += created
             status.already += not created
         status.made += made
         self._publish("source.polled", source=source.name, asked=len(requests), made=made)
         return source.interval
 
+    async def _task_of(self, key: str) -> tuple[int, str, float | None] | None:
+        row = await self._read(lambda c: c.execute(
+            "SELECT id, status, ended_at FROM tasks WHERE dedupe_key = ?", (key,)).fetchone())
+        return (int(row[0]), str(row[1]), row[2]) if row else None
+
+    async def _act(self, source: Source, request: TaskRequest, key: str) -> None:
+        """`retry` or `cancel` the item's task (a person asked for it on the source's side)."""
+        found = await self._task_of(key)
+        if found is None:
+            return
+        task_id, state, _ = found
+        self._mine[task_id] = (source.name, request.key)
+        if request.action == "retry" and state in records.TERMINAL_TASK_STATES and state != "succeeded" \
+                and self._retry is not None:
+            await self._retry(task_id)
+        elif request.action == "cancel" and state in ("queued", "running") and self._cancel is not None:
+            await self._cancel(task_id)
+        self._publish(f"source.{request.action}", source=source.name, key=request.key, task=task_id)
+
+    async def _maybe_again(self, source: Source, request: TaskRequest, task_id: int) -> None:
+        """An item asked for again after its task ended: retried when the source says it
+        is wanted again since (a label put back), not merely still there."""
+        found = await self._task_of(dedupe_key(source, request))
+        wanted_again = getattr(source, "wanted_again", None)
+        if found is None or wanted_again is None or self._retry is None:
+            return
+        _, state, ended_at = found
+        if state in records.TERMINAL_TASK_STATES and ended_at is not None and await wanted_again(request.key, ended_at):
+            self._mine[task_id] = (source.name, request.key)
+            await self._retry(task_id)
+            self._publish("source.retry", source=source.name, key=request.key, task=task_id)
+
     def _on_event(self, event: EngineEvent) -> None:
         owner = self._mine.get(event.task_id) if event.task_id is not None else None  # kept: a retried task ends again
         if owner is None:
             return
+        if event.kind in PROGRESS:
+            self._narrate(event.task_id or 0)
+            return
         name, key = owner
         end = TaskEnd(key, event.task_id or 0, event.kind.removeprefix("task."), event.data.get("error"))
-        task = asyncio.get_running_loop().create_task(self._tell(self.sources[name], end))
+        self._start(self._tell(self.sources[name], end))
+
+    def _start(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
         self._telling.add(task)
         task.add_done_callback(self._telling.discard)
+        return task
+
+    def _narrate(self, task_id: int) -> None:
+        """Tell a narrating source where its task is: one telling at a time per task, and
+        one more after it when the task changed meanwhile (the latest state, never a queue)."""
+        name, key = self._mine[task_id]
+        source = self.sources[name]
+        if getattr(source, "task_progress", None) is None:
+            return
+        if task_id in self._narrating:
+            self._renarrate.add(task_id)
+            return
+
+        async def tell() -> None:
+            try:
+                while True:
+                    self._renarrate.discard(task_id)
+                    task = await self._read(lambda c: records.show_task(c, task_id, events_limit=0))
+                    if task is not None:
+                        await source.task_progress(key, task)  # type: ignore[attr-defined]
+                    if task_id not in self._renarrate:
+                        return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.status[name].last_error = f"telling how task {task_id} goes: {exc}"
+                log.warning("source %s failed to hear how task %s goes: %s", name, task_id, exc)
+            finally:
+                self._narrating.pop(task_id, None)
+
+        self._narrating[task_id] = self._start(tell())
 
     async def _tell(self, source: Source, end: TaskEnd) -> None:
         try:
+            while end.task_id in self._narrating:  # the last progress is told before the end
+                await asyncio.sleep(0.05)
+            task = await self._read(lambda c: records.show_task(c, end.task_id, events_limit=0))
+            end = TaskEnd(end.key, end.task_id, end.status, end.error, task)
             await source.task_ended(end)
         except Exception as exc:
             self.status[source.name].last_error = f"telling it task {end.task_id} ended: {exc}"
             log.warning("source %s failed to hear the end of task %s: %s", source.name, end.task_id, exc)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [vars(s).copy() for s in self.status.values()]
+        return [self.state_of(source) for source in self.sources.values()]
+
+    def state_of(self, source: Source) -> dict[str, Any]:
+        """What `tacx sources` shows: the poller's figures and the source's own."""
+        own = getattr(source, "state", None)
+        return {**vars(self.status[source.name]), **(own() if callable(own) else {})}
+
+    def _keep(self, source: Source) -> None:
+        """The source's state in the store (meta `source:<name>`), for other terminals."""
+        if self._remember is None:
+            return
+        text = json.dumps({**self.state_of(source), "updated": time.time()}, default=str)
+        self._remember(lambda c: c.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (f"source:{source.name}", text)))
