@@ -94,6 +94,11 @@ def test_a_labelled_issue_becomes_a_task_a_pull_request_and_one_edited_comment(p
         coordinator.wait(30)
     shown = project.show(task["id"])
     assert shown["title"] == f"#{number} Fix the parser" and shown["inputs"]["number"] == str(number)
+    url = f"https://github.com/octo/widgets/issues/{number}"
+    assert shown["source"] == {"name": "github:octo/widgets", "url": url}
+    assert f"from github:octo/widgets: {url}" in project.tacx("show", str(task["id"])).stdout
+    assert [t["id"] for t in json.loads(project.tacx("ls", "--source", "--json").stdout)] == [task["id"]]
+    assert json.loads(project.tacx("ls", "--source", "github:other/repo", "--json").stdout) == []
     assert not (project.root / "pwned").exists() and not list(project.home.rglob("pwned"))
 
     # One pull request: the task's branch into main, a draft, closing the issue, with the cost table.

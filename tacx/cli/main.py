@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--status", choices=records.TASK_STATES)
     ls.add_argument("--workflow", type=bounds.text)
     ls.add_argument("--limit", type=_positive)
+    ls.add_argument("--source", type=bounds.text, nargs="?", const="any",
+                    help="only tasks a source made (its name, e.g. github:owner/repo; alone: any source)")
     ls.add_argument("--json", action="store_true")
 
     show = sub.add_parser("show", parents=[common], help="a task: stages, tokens, cost, daughters, events")

@@ -17,7 +17,8 @@ from tacx.text import printable
 
 def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     conn = reader(home)
-    tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit) if conn else []
+    tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit,
+                               source=args.source) if conn else []
     if conn:
         _note_unpriced(conn, tasks)
         conn.close()
@@ -93,6 +94,8 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
         print(f"  waiting: {task['wait_reason']}")
     if task["error"]:
         print(printable("  error: " + task["error"].replace("\n", "\n    ")))
+    if task["source"]:
+        print(printable(f"  from {task['source']['name']}" + (f": {task['source']['url']}" if task["source"]["url"] else "")))
     if task["inputs"]:
         print("  inputs: " + ", ".join(f"{k}={v!r}" for k, v in task["inputs"].items()))
     if task["workspace"]:

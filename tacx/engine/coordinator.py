@@ -273,6 +273,7 @@ class Coordinator:
         priority: int = 0,
         dedupe_key: str | None = None,
         dedupe_any: bool = False,
+        source: tuple[str, str | None] | None = None,
     ) -> tuple[int, bool]:
         """Queue a task of a workflow found by name in the project's or the shipped
         workflows, as sources and remote callers ask: a name only, never a path (whoever
@@ -288,12 +289,13 @@ class Coordinator:
         return await self.submit(**task_fields(
             self.home.project_root, wf, path, text, inputs=values, title=title, priority=priority,
             dedupe_key=dedupe_key_for(wf, values, dedupe_key),
-        ), dedupe_any=dedupe_any)
+        ), dedupe_any=dedupe_any, **({"source": source[0], "source_url": source[1]} if source else {}))
 
     async def _submit_request(self, request: TaskRequest, dedupe_key: str) -> tuple[int, bool]:
         return await self.submit_workflow(
             request.workflow, request.inputs, title=request.title, priority=request.priority, dedupe_key=dedupe_key,
             dedupe_any=True,  # a source's item runs once; a new request is a new key
+            source=(dedupe_key[: -len(request.key) - 1] or dedupe_key, request.url),  # "<source>:<key>"
         )
 
     def kill_daughter(self, pid: int) -> bool:

@@ -25,6 +25,7 @@ class TaskRequest:
     title: str | None = None
     priority: int = 0
     action: Literal["run", "retry", "cancel"] = "run"  # retry or cancel the item's task, if it has one
+    url: str | None = None  # a link to the item (the issue), shown with its task
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ class GitHubSource:
         inputs = {key: render(template, values) for key, template in self.conf.inputs.items()}
         title = f"#{issue['number']} {values['issue.title']}"[:200]
         return TaskRequest(key=f"{self.repo}#{issue['number']}", workflow=self.conf.workflow, inputs=inputs,
-                           title=title, priority=self.conf.priority, action=action)
+                           title=title, priority=self.conf.priority, action=action, url=url)
 
     async def _claim(self, number: int) -> bool:
         """Take the issue for this home, or learn another home has it (see the docstring)."""

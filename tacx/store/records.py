@@ -46,6 +46,8 @@ def insert_task(
     dedupe_key: str | None,
     project_root: str,
     dedupe_any: bool = False,
+    source: str | None = None,
+    source_url: str | None = None,
 ) -> tuple[int, bool]:
     """Queue a task and its pending stages. Returns (id, created); a live duplicate wins
     (with `dedupe_any`, any task of that key, ended or not: a source's item runs once)."""
@@ -62,8 +64,8 @@ def insert_task(
     trace_id = uuid.uuid4().hex
     cur = conn.execute(
         "INSERT INTO tasks (trace_id, workflow, workflow_path, workflow_text, workflow_hash, title,"
-        " inputs, priority, status, dedupe_key, project_root, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+        " inputs, priority, status, dedupe_key, project_root, created_at, source, source_url)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
         (
             trace_id,
             workflow.name,
@@ -76,6 +78,8 @@ def insert_task(
             dedupe_key,
             project_root,
             now,
+            source,
+            source_url,
         ),
     )
     task_id = int(cur.lastrowid or 0)
@@ -246,6 +250,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "cost_usd": round(float(row["cost_usd"]), 10),
         "wait_reason": row["wait_reason"],
         "error": row["error"],
+        "source": {"name": row["source"], "url": row["source_url"]} if row["source"] else None,
     }
 
 
@@ -255,8 +260,12 @@ def list_tasks(
     status: str | None = None,
     workflow: str | None = None,
     limit: int | None = None,
+    source: str | None = None,
 ) -> list[dict[str, Any]]:
     where, params = [], []
+    if source:  # a source's name, or "any" for every task a source made
+        where.append("t.source IS NOT NULL" if source == "any" else "t.source = ?")
+        params += [] if source == "any" else [source]
     if status:
         where.append("t.status = ?")
         params.append(status)

@@ -123,8 +123,15 @@ ALTER TABLE tasks ADD COLUMN budget_base_tokens INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX usage_task ON usage(task_id, stage_id, attempt);
 """
 
+# Version 3: where a task came from (a source's name, and a link to its item, an issue).
+_SCHEMA_V3 = """
+ALTER TABLE tasks ADD COLUMN source TEXT;
+ALTER TABLE tasks ADD COLUMN source_url TEXT;
+CREATE INDEX tasks_source ON tasks(source) WHERE source IS NOT NULL;
+"""
+
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

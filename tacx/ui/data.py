@@ -40,6 +40,7 @@ class TaskRow:
     wait_reason: str | None
     error: str | None
     unpriced: tuple[str, ...] = ()  # models whose usage has no price: its cost is not $0 but unknown
+    source_url: str | None = None  # the issue it came from
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _task_row(r: sqlite3.Row) -> TaskRow:
         id=r["id"], status=r["status"], workflow=r["workflow"], title=r["title"], priority=r["priority"],
         created_at=r["created_at"], started_at=r["started_at"], ended_at=r["ended_at"],
         tokens=int(r["tokens"] or 0), cost_usd=float(r["cost_usd"] or 0.0), wait_reason=r["wait_reason"],
-        error=r["error"],
+        error=r["error"], source_url=r["source_url"],
     )
 
 
@@ -177,7 +178,7 @@ class DashboardData:
             offset = max(0, min(offset, max(matching - 1, 0) // limit * limit))
             rows = conn.execute(
                 "SELECT t.id, t.status, t.workflow, t.title, t.priority, t.created_at, t.started_at, t.ended_at,"
-                " t.wait_reason, t.error,"
+                " t.wait_reason, t.error, t.source_url,"
                 " (SELECT COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
                 "  FROM stages s WHERE s.task_id = t.id) AS tokens,"
                 " (SELECT COALESCE(SUM(cost_usd), 0) FROM stages s WHERE s.task_id = t.id) AS cost_usd"

@@ -94,7 +94,7 @@ def task_note(task: Any) -> str:
         return f"waiting: {task.wait_reason}"[:160]
     if task.error:
         return task.error.strip().splitlines()[0][:160]
-    return ""
+    return f"from {task.source_url}" if getattr(task, "source_url", None) else ""
 
 
 class KeyedTable(DataTable):
