@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import textwrap
 import time
@@ -132,8 +133,11 @@ def test_an_outsiders_retry_is_ignored_and_a_writers_retry_runs_the_task_again(p
         wait_for(lambda: [t for t in project.ls() if t["status"] == "failed"], 60, "the task to fail")
         wait_for(lambda: "tacx:failed" in [lb["name"] for lb in github.issue(number)["labels"]], 30, "tacx:failed")
         assert "/tacx retry" in github.comments(number)[0]["body"]
+        seen = len(github.calls())
         github.comment(number, "/tacx retry", author="mallory", association="NONE")
-        time.sleep(7)  # a poll or more
+        wait_for(lambda: any("issues/comments?since" in c["argv"][-1] and c["status"] == 200
+                             for c in github.calls()[seen:]), 20, "a poll that reads the new comment")
+        time.sleep(0.5)
         assert project.ls()[0]["status"] == "failed"
         (project.root / "go").write_text("")
         github.comment(number, "/tacx retry please", author="bob", association="COLLABORATOR")
@@ -153,6 +157,14 @@ def test_gh_logged_out_or_offline_is_said_in_tacx_sources_and_nothing_is_made(pr
     try:
         wait_for(lambda: "not logged in" in project.tacx("sources").stdout, 30, "sources to say gh is logged out")
         assert project.ls() == []
+        from tacx.ui.data import DashboardData  # the dashboard's header says it too
+
+        data = DashboardData(project.home / "tacx.db")
+        try:
+            alerts = data.snapshot().overview.source_alerts
+        finally:
+            data.close()
+        assert alerts and alerts[0].startswith("github:octo/widgets: gh is not logged in")
         github.set(logged_in=True, network_down=True)
         wait_for(lambda: "cannot reach GitHub" in project.tacx("sources").stdout, 60, "sources to say offline")
         github.set(network_down=False)
@@ -167,7 +179,7 @@ def test_gh_logged_out_or_offline_is_said_in_tacx_sources_and_nothing_is_made(pr
 def test_an_idle_source_spends_no_rate_limit(project: Project, github: FakeGitHub) -> None:
     coordinator = project.start("--no-ui")
     try:
-        wait_for(lambda: len([c for c in github.calls() if c["status"] == 304]) >= 4, 40, "polls answered 304")
+        wait_for(lambda: len([c for c in github.calls() if c["status"] == 304]) >= 2, 40, "a poll answered 304")
     finally:
         coordinator.send_signal(signal.SIGINT)
         coordinator.wait(30)
@@ -182,3 +194,98 @@ def test_the_config_is_checked_with_line_and_column(project: Project, github: Fa
     assert "tacx.yaml:2:13: sources[0].github: expected owner/repo" in out.stderr
     assert "tacx.yaml:3:5: sources[0].lable: unknown key 'lable'" in out.stderr
     assert os.path.exists(project.root / "tacx.yaml")
+
+
+def test_kill_9_mid_task_then_restart_still_one_task_one_comment_one_pull(project: Project, github: FakeGitHub) -> None:
+    (project.root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX.replace(
+        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 2; printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md"))
+    number = github.add_issue("Survive a crash", labels=["tacx"])
+    first = project.start("--no-ui")
+
+    def building() -> bool:
+        try:
+            return bool(project.query("SELECT 1 FROM stages WHERE name = 'build' AND status = 'running'"))
+        except sqlite3.Error:  # the store is not made yet
+            return False
+
+    wait_for(building, 60, "the build stage to run")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    second = project.start("--no-ui")
+    try:
+        wait_for(lambda: [t for t in project.ls() if t["status"] == "succeeded"], 90, "the task to succeed after restart")
+        wait_for(lambda: github.pulls(), 30, "the pull request")
+        wait_for(lambda: "**done**" in github.comments(number)[0]["body"], 30, "the comment to say done")
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(30)
+    assert len(project.ls()) == 1 and len(github.pulls()) == 1 and len(github.comments(number)) == 1
+
+
+def test_two_homes_polling_one_repository_take_each_issue_once(project: Project, github: FakeGitHub, tmp_path: Path) -> None:
+    number = github.add_issue("Only once", labels=["tacx"])
+    other_root = tmp_path / "other"
+    subprocess.run(["git", "clone", "-q", project.env["TACX_REMOTE"], str(other_root)], check=True, env=project.env)
+    other = Project(other_root)
+    other.env = dict(project.env, TACX_HOME=str(other_root / ".tacx"))
+    (other_root / ".tacx" / "workflows").mkdir(parents=True)
+    (other_root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX)
+    (other_root / "tacx.yaml").write_text((project.root / "tacx.yaml").read_text())
+    one, two = project.start("--no-ui"), other.start("--no-ui")
+    try:
+        wait_for(lambda: "tacx:done" in [lb["name"] for lb in github.issue(number)["labels"]], 90, "the issue done")
+        time.sleep(6)  # another poll of both homes
+    finally:
+        for proc in (one, two):
+            proc.send_signal(signal.SIGINT)
+        for proc in (one, two):
+            proc.wait(30)
+    assert len(project.ls()) + len(other.ls()) == 1
+    assert len(github.comments(number)) == 1 and len(github.pulls()) == 1
+
+
+def test_relabelling_after_the_end_retries_the_same_task(project: Project, github: FakeGitHub) -> None:
+    (project.root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX.replace(
+        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "test -e \"$TACX_PROJECT_ROOT/go\" || exit 3"))
+    number = github.add_issue("Try again", labels=["tacx"])
+    coordinator = project.start("--no-ui")
+    try:
+        # the end puts tacx:failed on and takes the trigger and tacx:working off
+        wait_for(lambda: [lb["name"] for lb in github.issue(number)["labels"]] == ["tacx:failed"], 60, "tacx:failed only")
+        (project.root / "go").write_text("")
+        github.label(number, "tacx")
+        wait_for(lambda: "tacx:done" in [lb["name"] for lb in github.issue(number)["labels"]], 60, "tacx:done")
+    finally:
+        coordinator.send_signal(signal.SIGINT)
+        coordinator.wait(30)
+    (task,) = project.ls()
+    assert task["status"] == "succeeded"
+    assert [e["kind"] for e in project.show(task["id"])["events"] if e["kind"] == "task.retried"] == ["task.retried"]
+
+
+def test_a_spent_rate_limit_is_waited_out_until_its_reset(project: Project, github: FakeGitHub) -> None:
+    github.add_issue("Later", labels=["tacx"])
+    github.set(rate={"limit": 5000, "remaining": 0, "reset": int(time.time()) + 8})
+    coordinator = project.start("--no-ui")
+    try:
+        wait_for(lambda: "rate limited" in project.tacx("sources").stdout, 30, "sources to say rate limited")
+        assert project.ls() == []
+        wait_for(lambda: project.ls(), 40, "the task once the limit resets")
+    finally:
+        coordinator.send_signal(signal.SIGINT)
+        coordinator.wait(30)
+
+
+def test_an_issue_no_task_can_be_made_for_is_told_so_on_the_issue(project: Project, github: FakeGitHub) -> None:
+    (project.root / "tacx.yaml").write_text("sources:\n  - github: octo/widgets\n    workflow: no-such-flow\n    poll: 5s\n")
+    number = github.add_issue("Nowhere to go", labels=["tacx"])
+    coordinator = project.start("--no-ui")
+    try:
+        wait_for(lambda: [lb["name"] for lb in github.issue(number)["labels"]] == ["tacx:failed"], 30, "tacx:failed")
+    finally:
+        coordinator.send_signal(signal.SIGINT)
+        coordinator.wait(30)
+    (comment,) = github.comments(number)
+    assert "could not make a task" in comment["body"] and "no-such-flow" in comment["body"]
+    assert project.ls() == []
+    assert "no-such-flow" in project.tacx("sources").stdout

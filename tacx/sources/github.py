@@ -17,6 +17,7 @@ with write access, retries the same task; `/tacx cancel` cancels it.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import logging
 import socket
@@ -24,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tacx.bounds import TEXT_VALUE_LIMIT
 from tacx.sources import story
@@ -54,7 +56,7 @@ def parse_iso(text: Any) -> float | None:
     if not isinstance(text, str):
         return None
     try:
-        return float(time.mktime(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))) - time.timezone
+        return float(calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")))
     except ValueError:
         return None
 
@@ -104,8 +106,8 @@ class GitHubSource:
         return response.body
 
     async def poll(self) -> Sequence[TaskRequest]:
-        issues = await self._get(f"repos/{self.repo}/issues?labels={self.conf.label}&state=open&per_page=100"
-                                 "&sort=created&direction=asc")
+        issues = await self._get(f"repos/{self.repo}/issues?labels={quote(self.conf.label, safe='')}&state=open"
+                                 "&per_page=100&sort=created&direction=asc")
         requests: list[TaskRequest] = []
         labelled = [i for i in issues or [] if isinstance(i, dict) and "pull_request" not in i
                     and isinstance(i.get("number"), int)]
@@ -172,6 +174,9 @@ class GitHubSource:
         endpoint = f"repos/{self.repo}/issues/comments?since={self._comments_since}&per_page=100"
         comments = await self._get(endpoint)
         requests = []
+        stamps = [t for c in comments or [] if isinstance(c, dict) and (t := parse_iso(c.get("updated_at")))]
+        if stamps and max(stamps) - 1 > (parse_iso(self._comments_since) or 0):
+            self._comments_since = iso(max(stamps) - 1)  # the list stays short; handled ids stay handled
         for c in comments or []:
             if not isinstance(c, dict) or not isinstance(c.get("id"), int) or c["id"] in self._handled:
                 continue
@@ -221,6 +226,19 @@ class GitHubSource:
             and (parse_iso(e.get("created_at")) or 0) > ended_at
             for e in events
         )
+
+    async def rejected(self, key: str, error: str) -> None:
+        """No task could be made for the issue (a workflow or input tacx.yaml names is
+        wrong): said on the issue, which leaves the working state."""
+        number = self._number(key)
+        comment_id = self._claimed.get(number) if number is not None else None
+        if number is None or comment_id is None:
+            return
+        body = story.marker(self.home) + f"\n**tacx** could not make a task for this issue:\n{story.fence(error)}\n" \
+            "Fix tacx.yaml, then label the issue again."
+        await self.gh.api("PATCH", f"repos/{self.repo}/issues/comments/{comment_id}", body={"body": body})
+        await self._labels(number, add=[FAILED], remove=[WORKING, self.conf.label])
+        self._claimed.pop(number, None)
 
     def _number(self, key: str) -> int | None:
         repo, _, number = key.rpartition("#")

@@ -150,7 +150,8 @@ class SourcePoller:
             status.failures += 1
             status.last_error = str(exc) or type(exc).__name__
             self._publish("source.failed", source=source.name, error=status.last_error, failures=status.failures)
-            return min(source.interval * 2 ** min(status.failures, 30), max(source.interval, MAX_BACKOFF))
+            # The first failure waits one interval, then twice that, ... up to MAX_BACKOFF.
+            return min(source.interval * 2 ** min(status.failures - 1, 30), max(source.interval, MAX_BACKOFF))
         status.failures, status.rate_limited_until = 0, None
         made = 0
         for request in requests:
@@ -171,6 +172,12 @@ class SourcePoller:
             except Exception as exc:  # e.g. no such workflow, a bad input: said, then the next request
                 status.last_error = f"{request.key}: {exc}"
                 self._publish("source.rejected", source=source.name, key=request.key, error=str(exc))
+                told = getattr(source, "rejected", None)
+                if told is not None and request.action == "run":
+                    try:
+                        await told(request.key, str(exc))
+                    except Exception as problem:  # noqa: BLE001 - the source's far side failing too
+                        log.warning("source %s could not say %s was rejected: %s", source.name, request.key, problem)
                 continue
             if created:
                 self._mine[task_id] = (source.name, request.key)

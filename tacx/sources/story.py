@@ -44,7 +44,7 @@ def _took(stage: dict[str, Any]) -> str:
     return ""
 
 
-def _quote(text: str, limit: int = DETAIL_LIMIT) -> str:
+def fence(text: str, limit: int = DETAIL_LIMIT) -> str:
     """Text fenced so that no Markdown, mention or HTML in it acts."""
     cut = text if len(text) <= limit else text[:limit] + "\n…"
     fence = "~~~~" if "```" in cut else "```"
@@ -78,7 +78,7 @@ def comment(home: str, task: dict[str, Any] | None, *, pull_url: str | None = No
     if status == "succeeded" and pull_url:
         lines += ["", f"Pull request: {pull_url}"]
     if status in ("failed", "timed_out", "cancelled") and task.get("error"):
-        lines += ["", "Why:", _quote(task["error"])]
+        lines += ["", "Why:", fence(task["error"])]
     if note:
         lines += ["", note]
     if status in ("failed", "timed_out", "cancelled") and retry_hint:
@@ -91,6 +91,6 @@ def pull_body(task: dict[str, Any], issue: int, plan: str | None) -> str:
     """The pull request's body: what it closes, the plan in short, and the cost table."""
     lines = [f"Closes #{issue}", "", f"Made by tacx task {task['id']} (`{task['workflow']}`)."]
     if plan and plan.strip():
-        lines += ["", "### Plan", _quote(plan.strip())]
+        lines += ["", "### Plan", fence(plan.strip())]
     lines += ["", "### Cost", stage_table(task)]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ snapshot holds one page of tasks, never the whole table.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from dataclasses import dataclass, field, replace
@@ -88,6 +89,7 @@ class Overview:
     paused: bool
     unpriced_today: tuple[str, ...] = ()
     provider_alerts: tuple[str, ...] = ()  # "claude failing on auth since 14:02", "codex resting until 14:10"
+    source_alerts: tuple[str, ...] = ()  # "github:o/r: gh is not logged in: run `gh auth login`"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,21 @@ def provider_alerts(conn: sqlite3.Connection, now: float) -> tuple[str, ...]:
         trouble = health.trouble(name)
         if trouble is not None and name not in resting.active():
             alerts.append(f"{name} {KIND_WORDS[trouble.kind]} since {time.strftime('%H:%M', time.localtime(trouble.since))}")
+    return tuple(alerts)
+
+
+def source_alerts(conn: sqlite3.Connection, now: float) -> tuple[str, ...]:
+    """Sources that cannot poll now (gh missing or logged out, GitHub unreachable, the rate
+    limit spent), as the coordinator last recorded them."""
+    alerts = []
+    for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE 'source:%' ORDER BY key"):
+        try:
+            state = json.loads(value)
+        except ValueError:
+            continue
+        limited = isinstance(state.get("rate_limited_until"), (int, float)) and state["rate_limited_until"] > now
+        if (state.get("failures") or limited) and state.get("last_error"):
+            alerts.append(f"{key.removeprefix('source:')}: {str(state['last_error']).splitlines()[0][:120]}")
     return tuple(alerts)
 
 
@@ -215,7 +232,8 @@ class DashboardData:
             (midnight(now),),
         ).fetchone()
         unpriced = tuple(models(Unpriced.find(conn, "u.ts >= ?", (midnight(now),))))
-        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced, provider_alerts(conn, now))
+        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced, provider_alerts(conn, now),
+                        source_alerts(conn, now))
 
     def _detail(self, conn: sqlite3.Connection, task_id: int, now: float) -> TaskDetail | None:
         row = conn.execute(

@@ -187,9 +187,10 @@ class HeaderBar(QuietStatic):
                 text.append(" + unpriced", style="yellow")
             if overview.paused:
                 text.append("  PAUSED ", style="bold reverse yellow")
-            if overview.provider_alerts:
+            alerts = overview.provider_alerts + overview.source_alerts
+            if alerts:
                 text.append("  │ ", style="dim")
-                text.append(" · ".join(overview.provider_alerts), style="bold red")
+                text.append(" · ".join(alerts), style="bold red")
         if filters:
             text.append(f"  │ {filters}", style="italic")
         self.show_text(text)
