@@ -70,3 +70,16 @@ def test_story_fences_what_agents_said_and_marks_its_home() -> None:
     assert "~~~~text\n```\n@everyone <img src=x>\n```\n~~~~" in body  # fenced: no mention, no HTML acts
     assert "| build | failed | 2.1 min | 3 | $0.5000 |" in body and body.endswith("comment /tacx retry")
     assert parse_iso("2026-11-30T21:05:03Z") == 1796072703.0
+
+
+def test_a_repository_gh_cannot_see_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tacx.sources.config import GitHubSourceSettings
+    from tacx.sources.gh import GhError
+    from tacx.sources.github import GitHubSource
+
+    fake = FakeGitHub(tmp_path / "gh.json", tmp_path / "gh.log")
+    for name, value in {**FakeGitHub.path_env(dict(os.environ)), **fake.env()}.items():
+        monkeypatch.setenv(name, value)
+    source = GitHubSource(GitHubSourceSettings(github="octo/typo"), home="h")
+    with pytest.raises(GhError, match="octo/typo was not found, or the account gh is logged in as cannot see it"):
+        asyncio.run(source.poll())

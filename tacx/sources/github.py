@@ -31,7 +31,7 @@ from tacx.bounds import TEXT_VALUE_LIMIT
 from tacx.sources import story
 from tacx.sources.base import TaskEnd, TaskRequest
 from tacx.sources.config import GitHubSourceSettings
-from tacx.sources.gh import Gh, GhHttpError
+from tacx.sources.gh import Gh, GhError, GhHttpError
 from tacx.workflow.templates import render
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ WORKING, DONE, FAILED = "tacx:working", "tacx:done", "tacx:failed"
 PullOpener = Callable[["GitHubSource", int, dict[str, Any]], Awaitable[tuple[str | None, str | None]]]
 WRITERS = ("OWNER", "MEMBER", "COLLABORATOR")  # author_association of people with write access
 COMMANDS = ("/tacx retry", "/tacx cancel")
+SINCE_MOVES_AT = 50  # comments in the list of comments since ... before its `since` moves forward
 
 
 def home_id(root: Path) -> str:
@@ -106,8 +107,14 @@ class GitHubSource:
         return response.body
 
     async def poll(self) -> Sequence[TaskRequest]:
-        issues = await self._get(f"repos/{self.repo}/issues?labels={quote(self.conf.label, safe='')}&state=open"
-                                 "&per_page=100&sort=created&direction=asc")
+        try:
+            issues = await self._get(f"repos/{self.repo}/issues?labels={quote(self.conf.label, safe='')}&state=open"
+                                     "&per_page=100&sort=created&direction=asc")
+        except GhHttpError as exc:
+            if exc.status == 404:
+                raise GhError(f"{self.repo} was not found, or the account gh is logged in as cannot see it"
+                              " (`gh auth status`; check the name in tacx.yaml)") from None
+            raise
         requests: list[TaskRequest] = []
         labelled = [i for i in issues or [] if isinstance(i, dict) and "pull_request" not in i
                     and isinstance(i.get("number"), int)]
@@ -175,8 +182,9 @@ class GitHubSource:
         comments = await self._get(endpoint)
         requests = []
         stamps = [t for c in comments or [] if isinstance(c, dict) and (t := parse_iso(c.get("updated_at")))]
-        if stamps and max(stamps) - 1 > (parse_iso(self._comments_since) or 0):
-            self._comments_since = iso(max(stamps) - 1)  # the list stays short; handled ids stay handled
+        if len(stamps) >= SINCE_MOVES_AT and max(stamps) - 1 > (parse_iso(self._comments_since) or 0):
+            # The list stays under a page; a new URL costs one answer, so only when it grows.
+            self._comments_since = iso(max(stamps) - 1)
         for c in comments or []:
             if not isinstance(c, dict) or not isinstance(c.get("id"), int) or c["id"] in self._handled:
                 continue
