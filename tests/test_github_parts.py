@@ -83,3 +83,65 @@ def test_a_repository_gh_cannot_see_is_named(tmp_path: Path, monkeypatch: pytest
     source = GitHubSource(GitHubSourceSettings(github="octo/typo"), home="h")
     with pytest.raises(GhError, match="octo/typo was not found, or the account gh is logged in as cannot see it"):
         asyncio.run(source.poll())
+
+
+def _source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, home: str = "me") -> tuple[FakeGitHub, object]:
+    from tacx.sources.config import GitHubSourceSettings
+    from tacx.sources.github import GitHubSource
+
+    fake = FakeGitHub(tmp_path / "gh.json", tmp_path / "gh.log")
+    for name, value in {**FakeGitHub.path_env(dict(os.environ)), **fake.env()}.items():
+        monkeypatch.setenv(name, value)
+    return fake, GitHubSource(GitHubSourceSettings(github="octo/widgets", workflow="fix"), home=home)
+
+
+def test_a_restart_between_claim_and_task_finds_its_own_claim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kill -9 after the claim comment, before the task: the next tacx takes the issue back
+    by its own marker, posting nothing new (the store's key then makes the one task)."""
+    fake, source = _source(tmp_path, monkeypatch)
+    number = fake.add_issue("Claimed before a crash", labels=["tacx"])
+    fake.comment(number, story.comment("me", None), author="maintainer", association="OWNER")
+    (request,) = asyncio.run(source.poll())  # type: ignore[attr-defined]
+    assert request.key == f"octo/widgets#{number}" and len(fake.comments(number)) == 1
+    assert [lb["name"] for lb in fake.issue(number)["labels"]] == ["tacx", "tacx:working"]
+
+
+def test_a_home_that_claims_second_backs_off_and_removes_its_comment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, source = _source(tmp_path, monkeypatch)
+    number = fake.add_issue("Contested", labels=["tacx"])
+    fake.comment(number, story.comment("someone-else", None), author="maintainer", association="OWNER")
+    assert asyncio.run(source.poll()) == []  # type: ignore[attr-defined]
+    assert [story.home_of(c["body"]) for c in fake.comments(number)] == ["someone-else"]
+    # A race: both post, the other home's comment is older: ours goes.
+    other = fake.add_issue("Raced", labels=["tacx"])
+    real_api = source.gh.api  # type: ignore[attr-defined]
+
+    async def racing(method: str, endpoint: str, **kw: object):  # type: ignore[no-untyped-def]
+        if method == "POST" and endpoint.endswith(f"issues/{other}/comments"):
+            fake.comment(other, story.comment("someone-else", None), author="maintainer", association="OWNER")
+        return await real_api(method, endpoint, **kw)
+
+    source.gh.api = racing  # type: ignore[attr-defined]
+    assert asyncio.run(source.poll()) == []  # type: ignore[attr-defined]
+    assert [story.home_of(c["body"]) for c in fake.comments(other)] == ["someone-else"]
+    assert "tacx:working" not in [lb["name"] for lb in fake.issue(other)["labels"]]
+
+
+def test_leftovers_are_committed_but_never_secrets(tmp_path: Path) -> None:
+    import subprocess
+
+    from tacx.workspace.publish import commit_leftovers
+
+    env = dict(os.environ, GIT_CONFIG_GLOBAL=str(tmp_path / "none"), GIT_CONFIG_NOSYSTEM="1")
+    repo = tmp_path / "wt"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=env)
+    (repo / ".env").write_text("TOKEN=secret\n")  # what a workflow's setup copies in
+    (repo / "keys").mkdir()
+    (repo / "keys" / "deploy.pem").write_text("-----BEGIN-----\n")
+    (repo / "FIX.md").write_text("the fix\n")
+    assert commit_leftovers(repo, "Fix it") is True  # with no git identity configured, tacx's
+    shown = subprocess.run(["git", "-C", str(repo), "show", "--name-only", "--format=%s", "HEAD"],
+                           capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert shown[:2] == ["Fix", "it"] and "FIX.md" in shown
+    assert ".env" not in shown and "keys/deploy.pem" not in shown
+    assert commit_leftovers(repo, "again") is False  # nothing left but the secrets

@@ -9,12 +9,15 @@ from pathlib import Path
 from tacx.workspace.worktree import WorkspaceError, _git, _ok, _run
 
 PUSH_TIMEOUT = 300.0
+# Never committed by tacx, tracked or not: a workflow's setup copies .env into the worktree,
+# and what is pushed is public on most repositories.
+SECRETS = (".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_ed25519*", ".netrc", ".npmrc", ".pypirc")
 
 
 def commit_leftovers(workspace: Path, message: str) -> bool:
-    """Commit every change in the worktree (tracked or new, ignored files excepted); False
-    when there was nothing to commit. A missing git identity gets tacx's."""
-    _git(workspace, "add", "-A", "--", ".")
+    """Commit every change in the worktree (tracked or new; ignored files and SECRETS
+    excepted); False when there was nothing to commit. A missing git identity gets tacx's."""
+    _git(workspace, "add", "-A", "--", ".", *(f":(exclude,glob)**/{name}" for name in SECRETS))
     if _ok(workspace, "diff", "--cached", "--quiet"):
         return False
     identity: tuple[str, ...] = ()
