@@ -103,7 +103,8 @@ def test_a_restart_between_claim_and_task_finds_its_own_claim(tmp_path: Path, mo
     fake.comment(number, story.comment("me", None), author="maintainer", association="OWNER")
     (request,) = asyncio.run(source.poll())  # type: ignore[attr-defined]
     assert request.key == f"octo/widgets#{number}" and len(fake.comments(number)) == 1
-    assert [lb["name"] for lb in fake.issue(number)["labels"]] == ["tacx", "tacx:working"]
+    # Its labels are left as they are: tacx:working comes when the task runs (task_progress).
+    assert [lb["name"] for lb in fake.issue(number)["labels"]] == ["tacx"]
 
 
 def test_a_home_that_claims_second_backs_off_and_removes_its_comment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,3 +146,47 @@ def test_leftovers_are_committed_but_never_secrets(tmp_path: Path) -> None:
     assert shown[:2] == ["Fix", "it"] and "FIX.md" in shown
     assert ".env" not in shown and "keys/deploy.pem" not in shown
     assert commit_leftovers(repo, "again") is False  # nothing left but the secrets
+
+
+def test_a_marker_pasted_by_someone_without_write_access_claims_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, source = _source(tmp_path, monkeypatch)
+    number = fake.add_issue("Squatted", labels=["tacx"], author="mallory")
+    fake.comment(number, story.comment("someone-else", None), author="mallory", association="NONE")
+    fake.comment(number, story.comment("me", None), author="mallory", association="NONE")  # our id, copied
+    (request,) = asyncio.run(source.poll())  # type: ignore[attr-defined]
+    ours = [c for c in fake.comments(number) if c["user"]["login"] == "maintainer"]
+    assert request.key.endswith(f"#{number}") and len(ours) == 1 and story.home_of(ours[0]["body"]) == "me"
+
+
+def test_an_issue_with_hundreds_of_comments_is_claimed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, source = _source(tmp_path, monkeypatch)
+    number = fake.add_issue("Long thread", labels=["tacx"])
+    for i in range(120):
+        fake.comment(number, f"me too {i}")
+    assert len(asyncio.run(source.poll())) == 1  # type: ignore[attr-defined]
+    source2 = type(source)(source.conf, home="me")  # type: ignore[attr-defined]  # a restart: finds its claim on page 2
+    assert len(asyncio.run(source2.poll())) == 1
+    assert len([c for c in fake.comments(number) if story.home_of(c["body"])]) == 1
+
+
+def test_one_issue_that_fails_does_not_stop_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, source = _source(tmp_path, monkeypatch)
+    locked = fake.add_issue("Locked", labels=["tacx"])
+    fine = fake.add_issue("Fine", labels=["tacx"])
+    real_api = source.gh.api  # type: ignore[attr-defined]
+
+    async def refusing(method: str, endpoint: str, **kw: object):  # type: ignore[no-untyped-def]
+        if method == "POST" and endpoint.endswith(f"issues/{locked}/comments"):
+            raise GhHttpError(403, "Issue is locked")
+        return await real_api(method, endpoint, **kw)
+
+    source.gh.api = refusing  # type: ignore[attr-defined]
+    (request,) = asyncio.run(source.poll())  # type: ignore[attr-defined]
+    assert request.key.endswith(f"#{fine}") and "Issue is locked" in (source.last_error or "")  # type: ignore[attr-defined]
+
+
+def test_the_home_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    from tacx.sources.github import home_id
+
+    first = home_id(tmp_path / "home")
+    assert len(first) == 12 and home_id(tmp_path / "home") == first and home_id(tmp_path / "other") != first

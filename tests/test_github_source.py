@@ -289,3 +289,33 @@ def test_an_issue_no_task_can_be_made_for_is_told_so_on_the_issue(project: Proje
     assert "could not make a task" in comment["body"] and "no-such-flow" in comment["body"]
     assert project.ls() == []
     assert "no-such-flow" in project.tacx("sources").stdout
+
+
+def test_a_task_that_ended_while_no_coordinator_listened_is_told_at_the_next_start(
+    project: Project, github: FakeGitHub
+) -> None:
+    (project.root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX.replace(
+        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 30"))
+    number = github.add_issue("Cancelled offline", labels=["tacx"])
+    first = project.start("--no-ui")
+
+    def building() -> bool:
+        try:
+            return bool(project.query("SELECT 1 FROM stages WHERE name = 'build' AND status = 'running'"))
+        except sqlite3.Error:
+            return False
+
+    wait_for(building, 60, "the build stage to run")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    task = project.ls()[0]["id"]
+    project.tacx("cancel", str(task))  # no coordinator runs: nobody tells the issue
+    assert "tacx:working" in [lb["name"] for lb in github.issue(number)["labels"]]
+    second = project.start("--no-ui")
+    try:
+        wait_for(lambda: [lb["name"] for lb in github.issue(number)["labels"]] == ["tacx:failed"], 40, "told at start")
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.wait(30)
+    (comment,) = github.comments(number)
+    assert "**cancelled**" in comment["body"]

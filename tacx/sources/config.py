@@ -28,7 +28,7 @@ class GitHubSourceSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     github: str = Field(description="owner/repo")
     label: str = Field(default="tacx", description="the label that asks for a task (only people who can label can)")
-    workflow: str = Field(default="plan-build-review-pr", description="the workflow each issue runs")
+    workflow: str = Field(default="issue-to-pr", description="the workflow each issue runs")
     inputs: dict[str, str] = Field(
         default_factory=lambda: {"title": "{{ issue.title }}", "body": "{{ issue.body }}"},
         description="the workflow's inputs, from issue.title, .body, .number, .url, .author, .labels",

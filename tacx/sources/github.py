@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import calendar
-import hashlib
 import logging
-import socket
+import os
+import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -40,13 +41,33 @@ WORKING, DONE, FAILED = "tacx:working", "tacx:done", "tacx:failed"
 # Opens (or finds) the pull request of a task that succeeded: (its URL, a note for the issue).
 PullOpener = Callable[["GitHubSource", int, dict[str, Any]], Awaitable[tuple[str | None, str | None]]]
 WRITERS = ("OWNER", "MEMBER", "COLLABORATOR")  # author_association of people with write access
-COMMANDS = ("/tacx retry", "/tacx cancel")
+COMMAND = re.compile(r"^/tacx (retry|cancel)\b", re.IGNORECASE)
+MAX_PAGES = 30  # pages of 100 comments read back when claiming an issue
+_NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 SINCE_MOVES_AT = 50  # comments in the list of comments since ... before its `since` moves forward
 
 
 def home_id(root: Path) -> str:
-    """A short, stable name for one tacx home on one machine (the claim marker's)."""
-    return hashlib.sha256(f"{socket.gethostname()}:{root.resolve()}".encode()).hexdigest()[:12]
+    """This tacx home's name in its claim comments: made once at random and kept in the home
+    (a hostname changes with every container and network; a claim must not)."""
+    path = root / "home-id"
+    try:
+        found = path.read_text().strip()
+        if len(found) == 12 and all(c in "0123456789abcdef" for c in found):
+            return found
+    except OSError:
+        pass
+    made = secrets.token_hex(6)
+    root.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(made + "\n")
+    try:
+        os.link(temporary, path)  # the first home id written wins; a racing one reads it
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        temporary.unlink(missing_ok=True)
+    return made
 
 
 def iso(ts: float) -> str:
@@ -91,6 +112,7 @@ class GitHubSource:
         self._comments_since = iso(self.started - 60)
         self._issues: dict[int, dict[str, Any]] = {}
         self._edits: dict[int, asyncio.Lock] = {}
+        self._working: set[int] = set()  # issues labelled tacx:working by this run
         self.seen = 0  # issues seen carrying the label
         self.last_error: str | None = None
 
@@ -124,7 +146,12 @@ class GitHubSource:
             self._issues[number] = issue
             if number in self._others:
                 continue
-            if number not in self._claimed and not await self._claim(number):
+            try:
+                if number not in self._claimed and not await self._claim(number):
+                    continue
+            except GhHttpError as exc:  # a locked, moved or deleted issue: the others go on
+                self.last_error = f"issue #{number}: {exc}"
+                log.warning("%s: issue #%s: %s", self.name, number, exc)
                 continue
             requests.append(self._request(issue))
         requests += await self._commands()
@@ -148,9 +175,9 @@ class GitHubSource:
 
     async def _claim(self, number: int) -> bool:
         """Take the issue for this home, or learn another home has it (see the docstring)."""
-        endpoint = f"repos/{self.repo}/issues/{number}/comments?per_page=100"
-        comments = await self._marked(endpoint)
+        comments = await self._marked(number)
         mine = [c for c in comments if story.home_of(c.get("body")) == self.home]
+        posted_now = not mine
         if not mine:
             if comments:  # another home's, and nothing of ours: it is theirs
                 self._others.add(number)
@@ -158,7 +185,7 @@ class GitHubSource:
             posted = await self.gh.api("POST", f"repos/{self.repo}/issues/{number}/comments",
                                        body={"body": story.comment(self.home, None)})
             ours = posted.body.get("id") if isinstance(posted.body, dict) else None
-            comments = await self._marked(endpoint)
+            comments = await self._marked(number)
             mine = [c for c in comments if c.get("id") == ours]
         first = comments[0] if comments else None
         if first is None or story.home_of(first.get("body")) != self.home:
@@ -167,13 +194,25 @@ class GitHubSource:
             self._others.add(number)
             return False
         self._claimed[number] = int(first["id"])
-        await self._labels(number, add=[WORKING], remove=[DONE, FAILED])
+        if posted_now:  # a new claim; an old one (a restart) keeps the labels its task's state gave
+            self._working.add(number)
+            await self._labels(number, add=[WORKING], remove=[DONE, FAILED])
         return True
 
-    async def _marked(self, endpoint: str) -> list[dict[str, Any]]:
-        response = await self.gh.api("GET", endpoint)
-        body = response.body if isinstance(response.body, list) else []
-        marked = [c for c in body if isinstance(c, dict) and story.home_of(c.get("body")) and isinstance(c.get("id"), int)]
+    async def _marked(self, number: int) -> list[dict[str, Any]]:
+        """The issue's claim comments, oldest first: every page of its comments, and only
+        those written by people with write access (a marker anyone can paste is no claim)."""
+        endpoint = f"repos/{self.repo}/issues/{number}/comments?per_page=100"
+        found: list[dict[str, Any]] = []
+        for _ in range(MAX_PAGES):
+            response = await self.gh.api("GET", endpoint)
+            found += [c for c in response.body if isinstance(c, dict)] if isinstance(response.body, list) else []
+            following = _NEXT.search(response.headers.get("link", ""))
+            if following is None:
+                break
+            endpoint = following.group(1).split("api.github.com/", 1)[-1]
+        marked = [c for c in found if story.home_of(c.get("body")) and isinstance(c.get("id"), int)
+                  and c.get("author_association") in WRITERS]
         return sorted(marked, key=lambda c: c["id"])
 
     async def _commands(self) -> list[TaskRequest]:
@@ -188,27 +227,34 @@ class GitHubSource:
         for c in comments or []:
             if not isinstance(c, dict) or not isinstance(c.get("id"), int) or c["id"] in self._handled:
                 continue
-            said = str(c.get("body") or "").strip().lower()
-            command = next((cmd for cmd in COMMANDS if said.startswith(cmd)), None)
+            found = COMMAND.match(str(c.get("body") or "").strip())
             number = _issue_number(c.get("issue_url"))
-            if command is None or number is None:
+            if found is None or number is None:
                 continue
             self._handled.add(c["id"])
             if c.get("author_association") not in WRITERS:
-                log.info("ignored %s on %s#%s from %s (%s): no write access", command, self.repo, number,
+                log.info("ignored /tacx %s on %s#%s from %s (%s): no write access", found.group(1), self.repo, number,
                          (c.get("user") or {}).get("login"), c.get("author_association"))
                 continue
-            if number in self._claimed:
-                issue = self._issues.get(number) or {"number": number}
-                requests.append(self._request(issue, "retry" if command == "/tacx retry" else "cancel"))
+            if number not in self._claimed:  # after a restart, or its label gone: ours if our claim is there
+                mine = [m for m in await self._marked(number) if story.home_of(m.get("body")) == self.home]
+                if not mine:
+                    continue
+                self._claimed[number] = int(mine[0]["id"])
+            issue = self._issues.get(number) or {"number": number}
+            requests.append(self._request(issue, found.group(1).lower()))  # type: ignore[arg-type]
         return requests
 
     # -- telling the story back ------------------------------------------------------------
 
     async def task_progress(self, key: str, task: Mapping[str, Any]) -> None:
         number = self._number(key)
-        if number is not None:
-            await self._edit(number, dict(task))
+        if number is None:
+            return
+        if task.get("status") == "running" and number not in self._working:  # also when retried
+            self._working.add(number)
+            await self._labels(number, add=[WORKING], remove=[DONE, FAILED])
+        await self._edit(number, dict(task))
 
     async def task_ended(self, end: TaskEnd) -> None:
         number = self._number(end.key)
@@ -220,7 +266,9 @@ class GitHubSource:
             pull_url, note = await self.opener(self, number, dict(end.task))
         if end.task is not None:
             await self._edit(number, dict(end.task), pull_url=pull_url, note=note)
-        await self._labels(number, add=[DONE if good else FAILED], remove=[WORKING, self.conf.label])
+        self._working.discard(number)
+        await self._labels(number, add=[DONE if good else FAILED], remove=[WORKING, FAILED if good else DONE,
+                                                                           self.conf.label])
 
     async def wanted_again(self, key: str, ended_at: float) -> bool:
         """Labelled again after its task ended (the end took the label off)?"""
@@ -257,7 +305,7 @@ class GitHubSource:
         """Our one comment on the issue, made to say where the task is (edits in order)."""
         comment_id = self._claimed.get(number)
         if comment_id is None:
-            comments = await self._marked(f"repos/{self.repo}/issues/{number}/comments?per_page=100")
+            comments = await self._marked(number)
             mine = [c for c in comments if story.home_of(c.get("body")) == self.home]
             if not mine:
                 return
@@ -271,7 +319,7 @@ class GitHubSource:
         if add:
             await self.gh.api("POST", f"repos/{self.repo}/issues/{number}/labels", body={"labels": add})
         for label in remove:
-            await self._quietly("DELETE", f"repos/{self.repo}/issues/{number}/labels/{label}")
+            await self._quietly("DELETE", f"repos/{self.repo}/issues/{number}/labels/{quote(label, safe='')}")
 
     async def _quietly(self, method: str, endpoint: str) -> None:
         """A request whose 404 means it is done already (a label not there, a comment gone)."""

@@ -53,6 +53,14 @@ class SourceStatus:
     rate_limited_until: float | None = None
 
 
+def _untold(conn: sqlite3.Connection, source: str) -> list[tuple[int, str, str, str | None]]:
+    """A source's tasks that ended with nobody telling it (tacx stopped, a cancel from a
+    terminal while no coordinator ran): (id, dedupe key, status, error)."""
+    return [(int(r[0]), str(r[1]), str(r[2]), r[3]) for r in conn.execute(
+        "SELECT id, dedupe_key, status, error FROM tasks WHERE source = ? AND source_told IS NULL"
+        " AND status IN ('succeeded', 'failed', 'cancelled', 'timed_out') AND dedupe_key IS NOT NULL", (source,))]
+
+
 def dedupe_key(source: Source, request: TaskRequest) -> str:
     return f"{source.name}:{request.key}"
 
@@ -85,6 +93,8 @@ class SourcePoller:
         self._read = read
         self._narrating: dict[int, asyncio.Task[None]] = {}  # task id -> its narration in flight
         self._renarrate: set[int] = set()  # tasks that changed while narrated
+        self._telling_ends: set[int] = set()  # tasks whose end is being told
+        self._told: set[int] = set()  # tasks whose end was told (the store hears it soon)
         self._bus = bus
         self._publish = publish
         self._mine: dict[int, tuple[str, str]] = {}  # task id -> (source name, the source's key)
@@ -97,11 +107,18 @@ class SourcePoller:
         then poll each source in its own task."""
         if not self.sources:
             return
+        untold: list[tuple[Source, TaskEnd]] = []
         for source in self.sources.values():
             prefix = f"{source.name}:"
             for task_id, key in await self._read(lambda c, p=prefix: records.open_tasks_keyed(c, p)):
                 self._mine[task_id] = (source.name, key[len(prefix):])
+            for task_id, key, state, error in await self._read(lambda c, n=source.name: _untold(c, n)):
+                if key.startswith(prefix):  # ended while no poller listened: told now
+                    self._mine[task_id] = (source.name, key[len(prefix):])
+                    untold.append((source, TaskEnd(key[len(prefix):], task_id, state, error)))
         self._unsubscribe = self._bus.subscribe(self._on_event, kinds=ENDS + PROGRESS)
+        for source, end in untold:
+            self._start(self._tell(source, end))
         self._tasks = [asyncio.create_task(self._poll_loop(s), name=f"tacx-source-{s.name}") for s in self.sources.values()]
 
     async def stop(self) -> None:
@@ -165,8 +182,6 @@ class SourcePoller:
                     await self._act(source, request, key)
                     continue
                 task_id, created = await self._submit(request, key)
-                if not created:
-                    await self._maybe_again(source, request, task_id)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # e.g. no such workflow, a bad input: said, then the next request
@@ -182,23 +197,30 @@ class SourcePoller:
             if created:
                 self._mine[task_id] = (source.name, request.key)
                 self._narrate(task_id)
+            else:
+                try:
+                    await self._maybe_again(source, request, task_id)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the far side failing: said, never held against the item
+                    status.last_error = f"{request.key}: {exc}"
             made += created
             status.already += not created
         status.made += made
         self._publish("source.polled", source=source.name, asked=len(requests), made=made)
         return source.interval
 
-    async def _task_of(self, key: str) -> tuple[int, str, float | None] | None:
+    async def _task_of(self, key: str) -> tuple[int, str, float | None, float | None, str | None] | None:
         row = await self._read(lambda c: c.execute(
-            "SELECT id, status, ended_at FROM tasks WHERE dedupe_key = ?", (key,)).fetchone())
-        return (int(row[0]), str(row[1]), row[2]) if row else None
+            "SELECT id, status, ended_at, source_told, error FROM tasks WHERE dedupe_key = ?", (key,)).fetchone())
+        return (int(row[0]), str(row[1]), row[2], row[3], row[4]) if row else None
 
     async def _act(self, source: Source, request: TaskRequest, key: str) -> None:
         """`retry` or `cancel` the item's task (a person asked for it on the source's side)."""
         found = await self._task_of(key)
         if found is None:
             return
-        task_id, state, _ = found
+        task_id, state, *_ = found
         self._mine[task_id] = (source.name, request.key)
         if request.action == "retry" and state in records.TERMINAL_TASK_STATES and state != "succeeded" \
                 and self._retry is not None:
@@ -211,20 +233,30 @@ class SourcePoller:
         """An item asked for again after its task ended: retried when the source says it
         is wanted again since (a label put back), not merely still there."""
         found = await self._task_of(dedupe_key(source, request))
-        wanted_again = getattr(source, "wanted_again", None)
-        if found is None or wanted_again is None or self._retry is None:
+        if found is None or found[1] not in records.TERMINAL_TASK_STATES:
             return
-        _, state, ended_at = found
-        if state in records.TERMINAL_TASK_STATES and ended_at is not None and await wanted_again(request.key, ended_at):
-            self._mine[task_id] = (source.name, request.key)
-            await self._retry(task_id)
-            self._publish("source.retry", source=source.name, key=request.key, task=task_id)
+        _, state, ended_at, told, error = found
+        self._mine[task_id] = (source.name, request.key)
+        if told is None and task_id not in self._told:  # its end was never told (tacx stopped first): told now
+            if task_id not in self._telling_ends:
+                self._start(self._tell(source, TaskEnd(request.key, task_id, state, error)))
+            return
+        wanted_again = getattr(source, "wanted_again", None)
+        if wanted_again is None or ended_at is None or not await wanted_again(request.key, ended_at):
+            return
+        if state == "succeeded" or self._retry is None:  # done: its end is told again (the label goes)
+            self._start(self._tell(source, TaskEnd(request.key, task_id, state, error)))
+            return
+        await self._retry(task_id)
+        self._publish("source.retry", source=source.name, key=request.key, task=task_id)
 
     def _on_event(self, event: EngineEvent) -> None:
         owner = self._mine.get(event.task_id) if event.task_id is not None else None  # kept: a retried task ends again
         if owner is None:
             return
         if event.kind in PROGRESS:
+            if event.kind == "task.retried":
+                self._told.discard(event.task_id or 0)  # its next end is told anew
             self._narrate(event.task_id or 0)
             return
         name, key = owner
@@ -268,15 +300,23 @@ class SourcePoller:
         self._narrating[task_id] = self._start(tell())
 
     async def _tell(self, source: Source, end: TaskEnd) -> None:
+        self._telling_ends.add(end.task_id)
         try:
             while end.task_id in self._narrating:  # the last progress is told before the end
                 await asyncio.sleep(0.05)
             task = await self._read(lambda c: records.show_task(c, end.task_id, events_limit=0))
             end = TaskEnd(end.key, end.task_id, end.status, end.error, task)
             await source.task_ended(end)
+            self._told.add(end.task_id)
+            if self._remember is not None:  # told: not again at the next start
+                self._remember(lambda c, t=end.task_id: c.execute(
+                    "UPDATE tasks SET source_told = ? WHERE id = ? AND status IN ('succeeded', 'failed', 'cancelled',"
+                    " 'timed_out')", (time.time(), t)))
         except Exception as exc:
             self.status[source.name].last_error = f"telling it task {end.task_id} ended: {exc}"
             log.warning("source %s failed to hear the end of task %s: %s", source.name, end.task_id, exc)
+        finally:
+            self._telling_ends.discard(end.task_id)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [self.state_of(source) for source in self.sources.values()]

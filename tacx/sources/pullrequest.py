@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from tacx.sources import story
 from tacx.sources.gh import GhError
@@ -37,7 +38,7 @@ async def open_pull(source: GitHubSource, number: int, task: dict[str, Any]) -> 
                                 f"{title}\n\nMade by tacx task {task['id']} for #{number}.")
         await asyncio.to_thread(publish.push, Path(workspace), branch)
         owner = source.repo.split("/")[0]
-        found = await source.gh.api("GET", f"repos/{source.repo}/pulls?head={owner}:{branch}&state=open")
+        found = await source.gh.api("GET", f"repos/{source.repo}/pulls?head={quote(f'{owner}:{branch}', safe='')}&state=open")
         if isinstance(found.body, list) and found.body and isinstance(found.body[0], dict):
             return str(found.body[0].get("html_url")), None
         base = source.conf.base
@@ -51,4 +52,4 @@ async def open_pull(source: GitHubSource, number: int, task: dict[str, Any]) -> 
         url = made.body.get("html_url") if isinstance(made.body, dict) else None
         return (str(url), None) if url else (None, "GitHub opened no pull request and said nothing of it")
     except (WorkspaceError, GhError) as exc:
-        return None, f"The work is on branch `{branch}`, but no pull request was opened: {exc}"
+        return None, f"The work is on branch `{branch}`, but no pull request was opened:\n{story.fence(str(exc))}"

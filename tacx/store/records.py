@@ -186,7 +186,7 @@ def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
         raise ValueError(f"task {task_id} is {status}: only failed, cancelled or timed-out tasks can be retried")
     # Its budget counts from here: what it spent before the retry is spent.
     conn.execute(
-        "UPDATE tasks SET status = 'queued', error = NULL, ended_at = NULL, wait_reason = NULL,"
+        "UPDATE tasks SET status = 'queued', error = NULL, ended_at = NULL, wait_reason = NULL, source_told = NULL,"
         " cancel_requested = 0, (budget_base_usd, budget_base_tokens) = (SELECT COALESCE(SUM(cost_usd), 0),"
         " COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)"
         " FROM stages WHERE task_id = ?) WHERE id = ?",

@@ -123,10 +123,12 @@ ALTER TABLE tasks ADD COLUMN budget_base_tokens INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX usage_task ON usage(task_id, stage_id, attempt);
 """
 
-# Version 3: where a task came from (a source's name, and a link to its item, an issue).
+# Version 3: where a task came from (a source's name, and a link to its item, an issue), and
+# when its source was told how it ended (NULL: not yet, told again at the next start).
 _SCHEMA_V3 = """
 ALTER TABLE tasks ADD COLUMN source TEXT;
 ALTER TABLE tasks ADD COLUMN source_url TEXT;
+ALTER TABLE tasks ADD COLUMN source_told REAL;
 CREATE INDEX tasks_source ON tasks(source) WHERE source IS NOT NULL;
 """
 

@@ -21,7 +21,7 @@ def commit_leftovers(workspace: Path, message: str) -> bool:
     if _ok(workspace, "diff", "--cached", "--quiet"):
         return False
     identity: tuple[str, ...] = ()
-    if not _ok(workspace, "config", "--get", "user.email"):
+    if not (_ok(workspace, "config", "--get", "user.email") and _ok(workspace, "config", "--get", "user.name")):
         identity = ("-c", "user.name=tacx", "-c", "user.email=tacx@localhost")
     _git(workspace, *identity, "commit", "-q", "--no-verify", "-m", message, what="committing the agents' work")
     return True
