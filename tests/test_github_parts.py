@@ -190,3 +190,16 @@ def test_the_home_id_is_made_once_and_kept(tmp_path: Path) -> None:
 
     first = home_id(tmp_path / "home")
     assert len(first) == 12 and home_id(tmp_path / "home") == first and home_id(tmp_path / "other") != first
+
+
+def test_the_branch_goes_to_the_remote_of_the_sources_repository(tmp_path: Path) -> None:
+    import subprocess
+
+    from tacx.workspace.publish import remote_of
+
+    repo = tmp_path / "r"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for name, url in (("origin", "https://github.com/someone/fork.git"), ("upstream", "git@github.com:Octo/Widgets.git")):
+        subprocess.run(["git", "-C", str(repo), "remote", "add", name, url], check=True)
+    assert remote_of(repo, "octo/widgets") == "upstream"
+    assert remote_of(repo, "other/repo") == remote_of(repo) == "origin"

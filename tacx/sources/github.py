@@ -44,6 +44,7 @@ WRITERS = ("OWNER", "MEMBER", "COLLABORATOR")  # author_association of people wi
 COMMAND = re.compile(r"^/tacx (retry|cancel)\b", re.IGNORECASE)
 MAX_PAGES = 30  # pages of 100 comments read back when claiming an issue
 _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
+_LAST = re.compile(r'<([^>]+)>;\s*rel="last"')
 SINCE_MOVES_AT = 50  # comments in the list of comments since ... before its `since` moves forward
 
 
@@ -271,17 +272,23 @@ class GitHubSource:
                                                                            self.conf.label])
 
     async def wanted_again(self, key: str, ended_at: float) -> bool:
-        """Labelled again after its task ended (the end took the label off)?"""
+        """Labelled again after its task ended? The end took the label off: a `labeled`
+        event after the last `unlabeled` one (events in GitHub's own order, so no clock
+        is compared), or, when tacx never took it off, one after the end."""
         number = self._number(key)
         if number is None:
             return False
-        response = await self.gh.api("GET", f"repos/{self.repo}/issues/{number}/events?per_page=100")
-        events = response.body if isinstance(response.body, list) else []
-        return any(
-            isinstance(e, dict) and e.get("event") == "labeled" and (e.get("label") or {}).get("name") == self.conf.label
-            and (parse_iso(e.get("created_at")) or 0) > ended_at
-            for e in events
-        )
+        endpoint = f"repos/{self.repo}/issues/{number}/events?per_page=100"
+        response = await self.gh.api("GET", endpoint)
+        last = _LAST.search(response.headers.get("link", ""))
+        if last is not None:  # the newest events are on the last page
+            response = await self.gh.api("GET", last.group(1).split("api.github.com/", 1)[-1])
+        events = [e for e in response.body if isinstance(e, dict) and (e.get("label") or {}).get("name") == self.conf.label] \
+            if isinstance(response.body, list) else []
+        kinds = [e.get("event") for e in events]
+        if "unlabeled" in kinds:
+            return "labeled" in kinds[len(kinds) - kinds[::-1].index("unlabeled"):]
+        return any(e.get("event") == "labeled" and (parse_iso(e.get("created_at")) or 0) > ended_at for e in events)
 
     async def rejected(self, key: str, error: str) -> None:
         """No task could be made for the issue (a workflow or input tacx.yaml names is

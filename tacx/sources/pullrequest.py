@@ -36,7 +36,7 @@ async def open_pull(source: GitHubSource, number: int, task: dict[str, Any]) -> 
     try:
         await asyncio.to_thread(publish.commit_leftovers, Path(workspace),
                                 f"{title}\n\nMade by tacx task {task['id']} for #{number}.")
-        await asyncio.to_thread(publish.push, Path(workspace), branch)
+        await asyncio.to_thread(publish.push, Path(workspace), branch, source.repo)
         owner = source.repo.split("/")[0]
         found = await source.gh.api("GET", f"repos/{source.repo}/pulls?head={quote(f'{owner}:{branch}', safe='')}&state=open")
         if isinstance(found.body, list) and found.body and isinstance(found.body[0], dict):

@@ -27,12 +27,23 @@ def commit_leftovers(workspace: Path, message: str) -> bool:
     return True
 
 
-def remote_of(workspace: Path) -> str | None:
-    """The remote to push to: `origin` when there is one, else the only one."""
-    remotes = [r for r in _git(workspace, "remote").split() if r]
-    if "origin" in remotes:
+def remote_of(workspace: Path, repo: str | None = None) -> str | None:
+    """The remote to push to: the one whose URL names ``repo`` (owner/name), else `origin`,
+    else the only one."""
+    urls: dict[str, str] = {}
+    for line in _git(workspace, "remote", "-v").splitlines():
+        parts = line.split()
+        if len(parts) >= 2:
+            urls.setdefault(parts[0], parts[1])
+    if repo:
+        wanted = repo.lower()
+        for name, url in urls.items():
+            tail = url.lower().removesuffix("/").removesuffix(".git")
+            if tail.endswith("/" + wanted) or tail.endswith(":" + wanted):
+                return name
+    if "origin" in urls:
         return "origin"
-    return remotes[0] if len(remotes) == 1 else None
+    return next(iter(urls)) if len(urls) == 1 else None
 
 
 def has_commits_beyond(workspace: Path, base: str) -> bool:
@@ -40,9 +51,9 @@ def has_commits_beyond(workspace: Path, base: str) -> bool:
     return proc.returncode != 0 or int(proc.stdout.strip() or "0") > 0
 
 
-def push(workspace: Path, branch: str) -> str:
-    """Push HEAD to `branch` on the project's remote; the remote's name."""
-    remote = remote_of(workspace)
+def push(workspace: Path, branch: str, repo: str | None = None) -> str:
+    """Push HEAD to `branch` on the project's remote (the one of ``repo``); its name."""
+    remote = remote_of(workspace, repo)
     if remote is None:
         raise WorkspaceError(f"the repository of {workspace} has no remote (or several, none named origin) to push to")
     _git(workspace, "push", "--quiet", "--no-verify", remote, f"HEAD:refs/heads/{branch}", timeout=PUSH_TIMEOUT,
