@@ -77,6 +77,14 @@ def github(project: Project, tmp_path: Path) -> FakeGitHub:
     return fake
 
 
+def building(project: Project) -> bool:
+    """The build stage runs (False while the store is not made yet)."""
+    try:
+        return bool(project.query("SELECT 1 FROM stages WHERE name = 'build' AND status = 'running'"))
+    except sqlite3.Error:
+        return False
+
+
 def branches(remote: str) -> list[str]:
     out = subprocess.run(["git", "--git-dir", remote, "branch", "--format=%(refname:short)"], capture_output=True,
                          text=True, check=True).stdout
@@ -201,14 +209,7 @@ def test_kill_9_mid_task_then_restart_still_one_task_one_comment_one_pull(projec
         "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 2; printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md"))
     number = github.add_issue("Survive a crash", labels=["tacx"])
     first = project.start("--no-ui")
-
-    def building() -> bool:
-        try:
-            return bool(project.query("SELECT 1 FROM stages WHERE name = 'build' AND status = 'running'"))
-        except sqlite3.Error:  # the store is not made yet
-            return False
-
-    wait_for(building, 60, "the build stage to run")
+    wait_for(lambda: building(project), 60, "the build stage to run")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     second = project.start("--no-ui")
@@ -298,14 +299,7 @@ def test_a_task_that_ended_while_no_coordinator_listened_is_told_at_the_next_sta
         "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 30"))
     number = github.add_issue("Cancelled offline", labels=["tacx"])
     first = project.start("--no-ui")
-
-    def building() -> bool:
-        try:
-            return bool(project.query("SELECT 1 FROM stages WHERE name = 'build' AND status = 'running'"))
-        except sqlite3.Error:
-            return False
-
-    wait_for(building, 60, "the build stage to run")
+    wait_for(lambda: building(project), 60, "the build stage to run")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     task = project.ls()[0]["id"]
