@@ -68,7 +68,7 @@ def github(project: Project, tmp_path: Path) -> FakeGitHub:
             label: tacx
             workflow: fix
             inputs: {title: "{{ issue.title }}", body: "{{ issue.body }}", number: "{{ issue.number }}"}
-            poll: 5s
+            poll: 2s
         """))
     fake = FakeGitHub(tmp_path / "gh.json", tmp_path / "gh.log")
     project.env.update(FakeGitHub.path_env(project.env))
@@ -235,7 +235,7 @@ def test_two_homes_polling_one_repository_take_each_issue_once(project: Project,
     one, two = project.start("--no-ui"), other.start("--no-ui")
     try:
         wait_for(lambda: "tacx:done" in [lb["name"] for lb in github.issue(number)["labels"]], 90, "the issue done")
-        time.sleep(6)  # another poll of both homes
+        time.sleep(3)  # another poll of both homes
     finally:
         for proc in (one, two):
             proc.send_signal(signal.SIGINT)
@@ -266,7 +266,7 @@ def test_relabelling_after_the_end_retries_the_same_task(project: Project, githu
 
 def test_a_spent_rate_limit_is_waited_out_until_its_reset(project: Project, github: FakeGitHub) -> None:
     github.add_issue("Later", labels=["tacx"])
-    github.set(rate={"limit": 5000, "remaining": 0, "reset": int(time.time()) + 8})
+    github.set(rate={"limit": 5000, "remaining": 0, "reset": int(time.time()) + 4})
     coordinator = project.start("--no-ui")
     try:
         wait_for(lambda: "rate limited" in project.tacx("sources").stdout, 30, "sources to say rate limited")
@@ -278,7 +278,7 @@ def test_a_spent_rate_limit_is_waited_out_until_its_reset(project: Project, gith
 
 
 def test_an_issue_no_task_can_be_made_for_is_told_so_on_the_issue(project: Project, github: FakeGitHub) -> None:
-    (project.root / "tacx.yaml").write_text("sources:\n  - github: octo/widgets\n    workflow: no-such-flow\n    poll: 5s\n")
+    (project.root / "tacx.yaml").write_text("sources:\n  - github: octo/widgets\n    workflow: no-such-flow\n    poll: 2s\n")
     number = github.add_issue("Nowhere to go", labels=["tacx"])
     coordinator = project.start("--no-ui")
     try:

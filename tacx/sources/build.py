@@ -10,5 +10,7 @@ from tacx.sources.pullrequest import open_pull
 
 
 def sources_from(settings: Settings, home: Home) -> list[Source]:
-    me = home_id(home.root)
+    if not settings.sources:
+        return []
+    me = home_id(home.root)  # made once, kept in the home
     return [GitHubSource(conf, home=me, opener=open_pull) for conf in settings.sources]

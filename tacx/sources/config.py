@@ -14,7 +14,9 @@ from tacx.workflow.templates import template_names
 
 REPO = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 ISSUE_NAMES = ("issue.title", "issue.body", "issue.number", "issue.url", "issue.author", "issue.labels")
-MIN_POLL = 5.0  # GitHub asks clients not to poll faster; an idle source spends no rate limit (ETags)
+# An unchanged answer (304) costs no rate limit, but every request counts against GitHub's
+# secondary limits: a poll makes two, so at most one a second.
+MIN_POLL = 2.0
 LABEL = re.compile(r"^[^\x00-\x1f\x7f,]{1,50}$")
 
 
@@ -59,7 +61,7 @@ class GitHubSourceSettings(BaseModel):
     @classmethod
     def _poll(cls, value: float) -> float:
         if value < MIN_POLL:
-            raise ValueError(f"poll at most every {MIN_POLL:g}s (GitHub asks clients not to poll faster)")
+            raise ValueError(f"poll at most every {MIN_POLL:g}s (each poll is two requests to GitHub)")
         return value
 
     @field_validator("inputs")
