@@ -31,6 +31,8 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +146,23 @@ class FakeGitHub:
 
     @staticmethod
     def path_env(base: dict[str, str] | None = None) -> dict[str, str]:
-        """A copy of base (os.environ) with tests/fakes first on PATH."""
+        """A copy of base (os.environ) with the fake gh first on PATH: a `gh` that runs
+        tests/fakes/gh with this Python directly (no `env python3` shim to start each call:
+        tacx makes hundreds of calls in the tests), then tests/fakes itself."""
         env = dict(os.environ if base is None else base)
-        env["PATH"] = str(FAKES) + os.pathsep + env.get("PATH", "")
+        env["PATH"] = os.pathsep.join([str(_fast_bin()), str(FAKES), env.get("PATH", "")])
         return env
+
+
+_BIN: Path | None = None
+
+
+def _fast_bin() -> Path:
+    global _BIN
+    if _BIN is None:
+        folder = Path(tempfile.mkdtemp(prefix="fakegh-bin-"))
+        wrapper = folder / "gh"
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -I -S "{GH}" "$@"\n')
+        wrapper.chmod(0o755)
+        _BIN = folder
+    return _BIN

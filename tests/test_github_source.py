@@ -31,6 +31,7 @@ stages:
   - name: plan
     provider: mock
     prompt: "Plan: {{ inputs.title }}"
+    extra_args: [--think, 0.2s]
   - name: build
     provider: bash
     run: |
