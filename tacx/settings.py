@@ -135,6 +135,22 @@ def load_settings(project_root: Path) -> Settings:
         raise SettingsError(_located(text, path, exc)) from None
 
 
+def _settings_keys(parent: tuple[str | int, ...]) -> list[str]:
+    """The keys the tacx.yaml mapping at ``parent`` may hold, for "did you mean"."""
+    match parent:
+        case ():
+            model: type[BaseModel] = Settings
+        case ("providers", str()):
+            model = ProviderSettings
+        case ("sources", int()):
+            model = GitHubSourceSettings
+        case ("budget",):
+            model = Budget
+        case _:
+            return []
+    return list(model.model_fields)
+
+
 def _located(text: str, path: Path, exc: ValidationError) -> str:
     """Each mistake as ``tacx.yaml:LINE:COL: loc: message``, as workflows are checked."""
     from tacx.workflow.document import Document  # the YAML reader that remembers positions
@@ -142,5 +158,6 @@ def _located(text: str, path: Path, exc: ValidationError) -> str:
     doc = Document(text, str(path))
     doc.load()
     doc.issues.clear()  # the text parsed above: only the validation's findings are wanted
+    doc.keys_allowed = _settings_keys
     doc.add_validation_errors(exc)
     return "\n".join(str(issue) for issue in doc.issues) or str(exc)

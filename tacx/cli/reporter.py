@@ -3,9 +3,12 @@ machines, and a live progress line at the bottom when writing to a terminal."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from tacx.agents.prices import cost_text
@@ -14,6 +17,45 @@ from tacx.text import printable
 
 _QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen", "stage.usage", "agent.output"}
 _NOT_JSON_KINDS = {"agent.output"}  # what agents say stays in the logs (`tacx logs`)
+
+
+class QuietOnClose:
+    """The reporter's stream. A reader that went away (`tacx --no-ui --json | head -1`)
+    ends the output quietly, as SIGPIPE would end a plain filter, but the coordinator goes
+    on: nothing more is written, and the stream's file descriptor is pointed at /dev/null
+    so that no later write or Python's last flush raises either."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def write(self, text: str) -> None:
+        if not self.closed:
+            self._guard(lambda: self.stream.write(text))
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._guard(self.stream.flush)
+
+    def _guard(self, act: Callable[[], object]) -> None:
+        try:
+            act()
+        except OSError as exc:
+            if not isinstance(exc, BrokenPipeError) and exc.errno != errno.EPIPE:
+                raise
+            self.closed = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
 
 
 class ConsoleReporter:
@@ -25,12 +67,13 @@ class ConsoleReporter:
         progress: bool | None = None,
         only_task: int | None = None,
     ) -> None:
-        self.stream = stream or sys.stdout
+        self.stream = QuietOnClose(stream or sys.stdout)
         self.json_mode = json_mode
         self.progress = (not json_mode and self.stream.isatty()) if progress is None else progress
         self.only_task = only_task
         self.counts = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
         self.queued = 0
+        self.running: int | None = None  # from the store, with queued; None: counted from events
         self.failures = 0
         self._routing: dict[tuple[int | None, str | None], str] = {}
         self._usage: dict[tuple[int | None, str | None], tuple[int, float]] = {}  # (tokens, USD) per stage
@@ -72,13 +115,22 @@ class ConsoleReporter:
         kind = event.kind
         if kind == "task.started" or kind == "task.recovered":
             self.counts["running"] += 1
+            self._shift(queued=-1 if kind == "task.started" else 0, running=1)
         elif kind.startswith("task.") and kind[5:] in self.counts and kind != "task.started":
             self.counts[kind[5:]] += 1
             self.counts["running"] = max(0, self.counts["running"] - 1)
+            self._shift(running=-1)
             if kind in ("task.failed", "task.timed_out"):
                 self.failures += 1
         elif kind == "task.interrupted":
             self.counts["running"] = max(0, self.counts["running"] - 1)
+            self._shift(running=-1)
+
+    def _shift(self, queued: int = 0, running: int = 0) -> None:
+        """Between two reads of the store, the events move tasks from queued to running to done."""
+        self.queued = max(0, self.queued + queued)
+        if self.running is not None:
+            self.running = max(0, self.running + running)
 
     def format(self, event: EngineEvent) -> str | None:
         clock = time.strftime("%H:%M:%S", time.localtime(event.ts))
@@ -161,18 +213,22 @@ class ConsoleReporter:
         self._last_draw = now
         c = self.counts
         done = c["succeeded"] + c["failed"] + c["cancelled"] + c["timed_out"]
-        total = done + c["running"] + self.queued
+        running = self.running if self.running is not None else c["running"]
+        total = done + running + self.queued
         width = 24
         filled = int(width * done / total) if total else 0
         bar = "█" * filled + "░" * (width - filled)
         self.stream.write(
-            f"[{bar}] {done}/{total} done · {c['running']} running · {self.queued} queued"
+            f"[{bar}] {done}/{total} done · {running} running · {self.queued} queued"
             f" · {c['succeeded']} ok · {c['failed'] + c['timed_out']} failed"
         )
         self._status_shown = True
 
-    def set_queued(self, queued: int) -> None:
+    def set_queued(self, queued: int, running: int | None = None) -> None:
+        """The queued and running tasks as the store has them, read together: counting the
+        running ones from events as well would count a task that just started twice."""
         self.queued = queued
+        self.running = running
         if self.progress:
             self._clear_status()
             self._draw_status(force=True)

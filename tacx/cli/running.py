@@ -157,10 +157,11 @@ async def _run_coordinator(
 async def _count_queued(store: Store, reporter: ConsoleReporter) -> None:
     while True:
         try:
-            queued = await store.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks WHERE status = 'queued'").fetchone()[0])
+            counts = await store.read(lambda c: dict(c.execute(
+                "SELECT status, COUNT(*) FROM tasks WHERE status IN ('queued', 'running') GROUP BY status").fetchall()))
         except StoreError:  # the coordinator stops on it and the command says why
             return
-        reporter.set_queued(queued)
+        reporter.set_queued(counts.get("queued", 0), counts.get("running", 0))
         await asyncio.sleep(0.5)
 
 

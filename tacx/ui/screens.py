@@ -84,7 +84,7 @@ HELP = """\
 [b]c[/b]  cancel the selected task          [b]r[/b]  retry it (failed, cancelled, timed out)
 [b]p[/b]  pause / resume the coordinator (running stages go on; nothing new starts)
 [b]f[/b]  filter by status (cycles)          [b]/[/b]  search titles (escape clears)
-[b][[/b] [b]][/b]  previous / next page of tasks
+[b]\\[[/b] [b]][/b]  previous / next page of tasks
 [b]enter[/b] or [b]l[/b]  the selected stage's log, full screen    [b]v[/b]  raw / rendered log
 [b]d[/b]  kill the selected daughter (asks first)
 [b]a[/b]  the agents: installed, logged in, resting, failing since when; versions, usage

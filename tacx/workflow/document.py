@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 
 import yaml
@@ -75,6 +75,7 @@ class Document:
         self._line_starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
         self._constructor = yaml.SafeLoader("")
         self._nodes_left = _MAX_NODES
+        self.keys_allowed: Callable[[Loc], list[str]] = _keys_allowed  # for "did you mean" (tacx.yaml has its own)
 
     def load(self) -> Any:
         """The document as dicts, lists and scalars; None (with an issue) if unusable."""
@@ -237,7 +238,7 @@ class Document:
             if loc and loc[-1] == "[key]":  # a dict key failed, e.g. a bad env name
                 self.add(loc[:-1], error["msg"].removeprefix("Value error, "), at="key")
                 continue
-            message, at = _pydantic_message(error)
+            message, at = _pydantic_message(error, self.keys_allowed)
             self.add(loc, message, at=at)
 
 
@@ -283,13 +284,15 @@ def suggest(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _pydantic_message(error: Any) -> tuple[str, Literal["value", "key", "parent"]]:
+def _pydantic_message(
+    error: Any, keys_allowed: Callable[[Loc], list[str]] = _keys_allowed
+) -> tuple[str, Literal["value", "key", "parent"]]:
     """A pydantic error in a user's words, and which node it is about."""
     kind, loc, ctx, value = error["type"], error["loc"], error.get("ctx", {}), error.get("input")
     if kind == "missing":
         return f"missing required key '{loc[-1]}'", "parent"
     if kind == "extra_forbidden":
-        return f"unknown key '{loc[-1]}'" + suggest(str(loc[-1]), _keys_allowed(loc[:-1])), "key"
+        return f"unknown key '{loc[-1]}'" + suggest(str(loc[-1]), keys_allowed(loc[:-1])), "key"
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {describe_value(value)}", "value"
     if kind == "literal_error":

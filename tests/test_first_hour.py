@@ -1,0 +1,64 @@
+"""What a new user trips over in the first hour (issue 12), each with a test that fails
+without its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import Project
+
+NAPS = """\
+name: naps
+inputs:
+  n: {required: true}
+stages:
+  - {name: nap, provider: shell, run: 'sleep 0.3; echo "nap $TACX_INPUT_N"'}
+"""
+
+
+def test_a_closed_pipe_ends_the_output_quietly_and_the_work_goes_on(project: Project) -> None:
+    project.workflow("naps", NAPS)
+    for n in range(3):
+        project.submit("naps.yaml", "-i", f"n={n}")
+    proc = subprocess.Popen([sys.executable, "-m", "tacx", "--no-ui", "--exit-when-idle", "--json"], cwd=project.root,
+                            env=project.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None and proc.stdout.readline().startswith(b"{")  # `| head -1`
+    proc.stdout.close()
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr.decode()
+    assert [t["status"] for t in project.ls()] == ["succeeded"] * 3
+
+
+def test_the_progress_line_counts_each_task_once() -> None:
+    import io
+
+    from tacx.cli.reporter import ConsoleReporter
+    from tacx.engine.events import EngineEvent
+
+    out = io.StringIO()
+    reporter = ConsoleReporter(out, progress=True)
+    reporter.set_queued(3, 0)  # the store: three queued, none running
+    for task in (1, 2, 3):
+        reporter(EngineEvent("task.started", task, None, {"title": "t", "workflow": "w"}))
+    assert out.getvalue().rsplit("\r", 1)[-1].split("] ", 1)[1].startswith("0/3 done · 3 running · 0 queued")
+    reporter(EngineEvent("task.succeeded", 1, None, {}))
+    reporter.set_queued(0, 2)  # the store again, a moment later
+    assert out.getvalue().rsplit("\r", 1)[-1].split("] ", 1)[1].startswith("1/3 done · 2 running · 0 queued")
+
+
+def test_the_help_screen_shows_the_page_keys() -> None:
+    from rich.text import Text
+
+    from tacx.ui.screens import HELP
+
+    assert "[ ]  previous / next page of tasks" in Text.from_markup(HELP).plain
+
+
+def test_tacx_yaml_mistakes_have_line_column_and_did_you_mean(project: Project) -> None:
+    (project.root / "tacx.yaml").write_text("max_worker: 2\nproviders:\n  claude: {limit: 2, cooldwn: 5m}\n")
+    out = project.tacx("providers", check=2)
+    assert "tacx.yaml:1:1: max_worker: unknown key 'max_worker' (did you mean 'max_workers'?)" in out.stderr
+    assert "tacx.yaml:3:22: providers.claude.cooldwn: unknown key 'cooldwn' (did you mean 'cooldown'?)" in out.stderr
+    assert "Traceback" not in out.stderr
