@@ -62,3 +62,12 @@ def test_tacx_yaml_mistakes_have_line_column_and_did_you_mean(project: Project) 
     assert "tacx.yaml:1:1: max_worker: unknown key 'max_worker' (did you mean 'max_workers'?)" in out.stderr
     assert "tacx.yaml:3:22: providers.claude.cooldwn: unknown key 'cooldwn' (did you mean 'cooldown'?)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_help_for_a_command_and_a_short_version_flag(project: Project) -> None:
+    assert project.tacx("-V").stdout.startswith("tacx ")
+    shown = project.tacx("help", "ls").stdout
+    assert "--status" in shown and shown == project.tacx("ls", "--help").stdout
+    assert "COMMAND" in project.tacx("help").stdout
+    out = project.tacx("help", "lss", check=2)
+    assert "no command 'lss'" in out.stderr and "ls" in out.stderr

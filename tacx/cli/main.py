@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         description="A terminal control center for AI coding agents and shell/bash/python workflows.",
         parents=[common],
     )
-    p.add_argument("--version", action="version", version=f"tacx {__version__}")
+    p.add_argument("-V", "--version", action="version", version=f"tacx {__version__}")
     p.add_argument("--no-ui", action="store_true", help="run the coordinator headless, printing progress")
     p.add_argument("--exit-when-idle", action="store_true", help="with --no-ui: exit once nothing is queued or running")
     p.add_argument("--max-workers", type=_positive, help="most daughters at once (default: tacx.yaml, else 4)")
@@ -107,9 +107,13 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", parents=[common], help="what this machine gives tacx: store, containment, providers")
     doctor.add_argument("--json", action="store_true")
 
+    helper = sub.add_parser("help", parents=[common], help="this help, or a command's: tacx help COMMAND")
+    helper.add_argument("topic", nargs="?", metavar="COMMAND")
+
     clean = sub.add_parser("clean", parents=[common], help="remove workspaces of ended tasks (never unsaved work)")
     clean.add_argument("ids", nargs="*", type=bounds.task_id, help="default: every ended task")
     clean.add_argument("--json", action="store_true")
+    p.set_defaults(parsers=dict(sub.choices), top=p)
     return p
 
 
@@ -135,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         crash.configure_logging(args.verbose, home)
         if args.command is None:
             return headless(home, args) if args.no_ui else run_dashboard(home, args)
+        if args.command == "help":
+            return _help(args)
         handler = _COMMANDS[args.command]
         return handler(home, args)
     except (UsageError, SubmissionError, WorkflowError, SettingsError, LockHeld) as exc:
@@ -155,6 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in crash.log
         return crash.report(exc, home)
+
+
+def _help(args: argparse.Namespace) -> int:
+    """`tacx help [COMMAND]`: the same text as `tacx [COMMAND] --help`."""
+    if args.topic is None:
+        args.top.print_help()
+        return EXIT_OK
+    parser = args.parsers.get(args.topic)
+    if parser is None:
+        raise UsageError(f"no command {args.topic!r}; the commands: {', '.join(sorted(args.parsers))}")
+    parser.print_help()
+    return EXIT_OK
 
 
 # -- the commands, by name ------------------------------------------------------------------

@@ -177,10 +177,10 @@ class HeaderBar(QuietStatic):
         text.append(" tacx ", style="bold reverse")
         if overview is not None:
             c = overview.counts
-            for status in ("queued", "running", "succeeded", "failed"):
+            for status in ("queued", "running", "succeeded", "failed", "cancelled"):
                 n = c.get(status, 0) + (c.get("timed_out", 0) if status == "failed" else 0)
                 text.append(f"  {status} ", style="dim")
-                text.append(str(n), style=STATUS_STYLE[status])
+                text.append(str(n), style=STATUS_STYLE.get(status, ""))
             text.append(f"  │ workers {busy}/{limit}" if engine else "  │ viewer (another coordinator runs)")
             text.append(f"  │ today {fmt_tokens(overview.tokens_today)} tokens {fmt_cost(overview.cost_today)}")
             if overview.unpriced_today:
