@@ -87,7 +87,8 @@ class Project:
         return json.loads(self.tacx("show", str(task_id), "--json").stdout)
 
     def ls(self) -> list[dict[str, Any]]:
-        return json.loads(self.tacx("ls", "--json").stdout)
+        """Every task, oldest first (`tacx ls` lists the newest first)."""
+        return sorted(json.loads(self.tacx("ls", "--json").stdout), key=lambda t: t["id"])
 
     def db(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.home / "tacx.db", timeout=10)

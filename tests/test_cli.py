@@ -102,7 +102,7 @@ def test_submit_each_dedupe_priority_and_ls_filters(project: Project) -> None:
     project.tacx("--no-ui", "--exit-when-idle", "--max-workers", "1")
     order = [e["ts"] for e in (project.show(i)["events"][1] for i in (3, 1, 2))]
     assert order == sorted(order)  # priority first, then age
-    assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--status", "succeeded").stdout)] == [1, 2, 3]
+    assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--status", "succeeded").stdout)] == [3, 2, 1]
     assert json.loads(project.tacx("ls", "--json", "--workflow", "nothing").stdout) == []
 
 

@@ -3,6 +3,7 @@ without its fix."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -71,3 +72,18 @@ def test_help_for_a_command_and_a_short_version_flag(project: Project) -> None:
     assert "COMMAND" in project.tacx("help").stdout
     out = project.tacx("help", "lss", check=2)
     assert "no command 'lss'" in out.stderr and "ls" in out.stderr
+
+
+def test_ls_lists_the_newest_first_with_tokens_and_cost_and_filters_by_age(project: Project) -> None:
+    project.workflow("naps", NAPS)
+    for n in range(3):
+        project.submit("naps.yaml", "-i", f"n={n}")
+    project.tacx("--no-ui", "--exit-when-idle")
+    with project.db() as conn:  # the first task is two days old
+        conn.execute("UPDATE tasks SET created_at = created_at - 2 * 86400 WHERE id = 1")
+    lines = project.tacx("ls").stdout.splitlines()
+    assert lines[0].split()[:8] == ["ID", "STATUS", "PRI", "WORKFLOW", "TIME", "TOKENS", "COST", "TITLE"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [3, 2, 1]
+    assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--limit", "2").stdout)] == [3, 2]
+    assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--since", "1d").stdout)] == [3, 2]
+    assert "invalid duration" in project.tacx("ls", "--since", "soon", check=2).stderr

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from tacx import __version__, bounds
 from tacx.cli import crash
+from tacx.workflow.model import parse_duration
 from tacx.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from tacx.cli.control import cmd_cancel, cmd_retry, set_paused
 from tacx.cli.project import cmd_clean, cmd_doctor, cmd_providers, cmd_schema, cmd_validate, cmd_workflows
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("ls", parents=[common], help="list tasks")
     ls.add_argument("--status", choices=records.TASK_STATES)
     ls.add_argument("--workflow", type=bounds.text)
-    ls.add_argument("--limit", type=_positive)
+    ls.add_argument("--limit", type=_positive, help="the newest N")
+    ls.add_argument("--since", type=_age, metavar="AGE", help="made in the last AGE (30m, 2h, 7d)")
     ls.add_argument("--source", type=bounds.text, nargs="?", const="any",
                     help="only tasks a source made (its name, e.g. github:owner/repo; alone: any source)")
     ls.add_argument("--json", action="store_true")
@@ -115,6 +117,16 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--json", action="store_true")
     p.set_defaults(parsers=dict(sub.choices), top=p)
     return p
+
+
+def _age(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("an age is more than 0 (30m, 2h, 7d)")
+    return seconds
 
 
 def _task_args(p: argparse.ArgumentParser) -> None:

@@ -17,8 +17,9 @@ from tacx.text import printable
 
 def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     conn = reader(home)
+    since = time.time() - args.since if args.since is not None else None
     tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit,
-                               source=args.source) if conn else []
+                               source=args.source, since=since, newest_first=True) if conn else []
     if conn:
         _note_unpriced(conn, tasks)
         conn.close()
@@ -29,7 +30,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
         print("no tasks")
         return EXIT_OK
     running = coordinator_running(home)
-    print(f"{'ID':>5}  {'STATUS':<10} {'PRI':>3}  {'WORKFLOW':<18} {'TIME':>7}  TITLE")
+    print(f"{'ID':>5}  {'STATUS':<10} {'PRI':>3}  {'WORKFLOW':<18} {'TIME':>7} {'TOKENS':>7} {'COST':>9}  TITLE")
     for t in tasks:
         note = ""
         if t["status"] == "queued":
@@ -37,7 +38,8 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
         elif t["status"] in ("failed", "timed_out") and t["error"]:
             note = _gist(t["error"])
         print(printable(
-            f"{t['id']:>5}  {t['status']:<10} {t['priority']:>3}  {t['workflow'][:18]:<18} {_elapsed(t):>7}  "
+            f"{t['id']:>5}  {t['status']:<10} {t['priority']:>3}  {t['workflow'][:18]:<18} {_elapsed(t):>7}"
+            f" {_tokens_short(sum(t['tokens'].values())):>7} {_cost_short(t):>9}  "
             f"{t['title'][:60]}" + (f"  — {note}" if note else "")
         ))
     return EXIT_OK
@@ -58,6 +60,18 @@ def _gist(error: str) -> str:
     head, _, output = error.partition("; last output:\n")
     lines = [ln for ln in output.splitlines() if ln.strip()]
     return head.splitlines()[0] + (f": {lines[-1].strip()[:120]}" if lines else "")
+
+
+def _tokens_short(n: int) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+def _cost_short(t: dict[str, Any]) -> str:
+    if t.get("unpriced"):
+        return "unpriced" if not t["cost_usd"] else f"${t['cost_usd']:.2f}+"
+    return f"${t['cost_usd']:.4f}" if t["cost_usd"] else "-"
 
 
 def _elapsed(t: dict[str, Any]) -> str:

@@ -261,8 +261,14 @@ def list_tasks(
     workflow: str | None = None,
     limit: int | None = None,
     source: str | None = None,
+    since: float | None = None,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
+    """Tasks with their totals; ``limit`` keeps the newest when ``newest_first``."""
     where, params = [], []
+    if since is not None:
+        where.append("t.created_at >= ?")
+        params.append(since)
     if source:  # a source's name, or "any" for every task a source made
         where.append("t.source IS NOT NULL" if source == "any" else "t.source = ?")
         params += [] if source == "any" else [source]
@@ -275,7 +281,7 @@ def list_tasks(
     sql = _TASK_SUMMARY_SQL
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += " GROUP BY t.id ORDER BY t.id"
+    sql += " GROUP BY t.id ORDER BY t.id" + (" DESC" if newest_first else "")
     if limit:
         sql += f" LIMIT {int(limit)}"
     return [_summary(row) for row in conn.execute(sql, params)]
