@@ -93,16 +93,22 @@ def test_a_cancel_asked_for_before_a_stop_is_not_lost(project: Project) -> None:
     assert project.query("SELECT COUNT(*) FROM daughters")[0][0] == 1
 
 
-def test_a_task_that_can_never_start_ends_the_run_with_the_reason(project: Project) -> None:
+def test_a_task_that_can_never_start_is_refused_by_run_and_ends_a_headless_run(project: Project) -> None:
     project.workflow("bashy", "name: bashy\nstages:\n  - {name: s, provider: bash, run: 'true'}\n")
     project.env["PATH"] = "/nonexistent"
-    for args in (["run", "bashy.yaml", "--no-ui"], ["--no-ui", "--exit-when-idle"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "tacx", *args], cwd=project.root, env=project.env,
-            capture_output=True, text=True, timeout=60,
-        )
-        assert proc.returncode == 1, proc.stderr
-        assert "bash is not installed" in proc.stdout + proc.stderr
+
+    def tacx(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tacx", *args], cwd=project.root, env=project.env,
+                              capture_output=True, text=True, timeout=60)
+
+    refused = tacx("run", "bashy.yaml", "--no-ui")  # nothing made: no task, no workspace
+    assert refused.returncode == 2, refused.stderr
+    assert "stage s can never start here: bash is not installed" in refused.stderr
+    assert "nothing was queued" in refused.stderr and project.ls() == []
+    project.submit("bashy.yaml")  # queued for later (bash may be installed by then)
+    headless = tacx("--no-ui", "--exit-when-idle")
+    assert headless.returncode == 1, headless.stderr
+    assert "bash is not installed" in headless.stdout + headless.stderr
     assert project.ls()[0]["status"] == "queued"
 
 

@@ -87,3 +87,20 @@ def test_ls_lists_the_newest_first_with_tokens_and_cost_and_filters_by_age(proje
     assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--limit", "2").stdout)] == [3, 2]
     assert [t["id"] for t in json.loads(project.tacx("ls", "--json", "--since", "1d").stdout)] == [3, 2]
     assert "invalid duration" in project.tacx("ls", "--since", "soon", check=2).stderr
+
+
+async def test_the_launch_form_refuses_a_task_that_can_never_start(project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from tacx.agents.registry import builtin_providers, never_starts, provider_kinds
+    from tacx.home import Home
+    from tacx.ui.control import TaskControl
+    from tacx.ui.launch import LaunchRequest
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no claude anywhere
+    path = project.workflow("agent", "name: agent\nstages:\n  - {name: plan, provider: claude, prompt: hi}\n")
+    said: list[str] = []
+    providers = builtin_providers()
+    control = TaskControl(Home(project.home), provider_kinds(providers), lambda text, **kw: said.append(text),
+                          never_starts=lambda wf: never_starts(wf.stages, providers, lambda name: True, project.root))
+    assert await control.launch(LaunchRequest("agent", path, {})) is None
+    assert "stage plan can never start here: claude is not installed" in said[0]
+    assert not (project.home / "tacx.db").exists() or project.ls() == []

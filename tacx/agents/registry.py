@@ -3,6 +3,7 @@ parser kind -> parser. A new agent is one module of its own and one line in AGEN
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,11 +13,13 @@ from tacx.agents.base import OutputParser, Provider
 from tacx.agents.claude import ClaudeProvider
 from tacx.agents.codex import CodexProvider
 from tacx.agents.custom import CustomProvider
+from tacx.agents.login import Where
 from tacx.agents.gemini import GeminiProvider
 from tacx.agents.mock import MockProvider
 from tacx.agents.prices import PriceTable
 from tacx.agents.scripts import BashProvider, PythonProvider, ShellProvider
 from tacx.agents.stream import StreamParser
+from tacx.workflow.model import StageSpec
 
 if TYPE_CHECKING:
     from tacx.settings import Settings
@@ -70,3 +73,30 @@ def builtin_provider_kinds() -> dict[str, str]:
     """The kinds of the built-in providers: what a workflow is checked against when no
     tacx.yaml is in play."""
     return {cls.name: cls.kind for cls in (*SCRIPTS, *AGENTS)}
+
+
+def never_starts(stages: Iterable[StageSpec], providers: dict[str, Provider], checks_login: Callable[[str], bool],
+                 project: Path | None) -> str | None:
+    """Why a workflow's task could never start here: a stage none of whose candidates is
+    installed (or logged in), each said; None when every stage has one that can run. A
+    key in the stage's `env:` counts, as when the stage is scheduled."""
+    found = []
+    for stage in stages:
+        reasons = []
+        for name in stage.provider:
+            provider = providers.get(name)
+            if provider is None:
+                reasons.append(f"{name} is not a known provider")
+                continue
+            problem = provider.availability()
+            if problem is None and checks_login(name):
+                here = Where.here(project)
+                env = {**here.env, **stage.env}
+                login = provider.login(Where(env, Path(env["HOME"]) if env.get("HOME") else here.home, project))
+                problem = f"{name}: {login.problem}" if login is not None and login.problem else None
+            if problem is None:
+                break
+            reasons.append(problem)
+        else:
+            found.append(f"stage {stage.name} can never start here: " + "; ".join(reasons))
+    return "\n".join(found) or None

@@ -12,6 +12,7 @@ import sys
 import time
 
 from tacx.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, project_provider_kinds, project_settings
+from tacx.agents.registry import configured_providers, never_starts
 from tacx.cli.reporter import ConsoleReporter
 from tacx.engine.coordinator import Coordinator
 from tacx.engine.events import EngineEvent, EventBus
@@ -168,6 +169,10 @@ async def _count_queued(store: Store, reporter: ConsoleReporter) -> None:
 def cmd_run(home: Home, args: argparse.Namespace) -> int:
     settings = project_settings(home)
     prepared = _prepared(home, args)
+    # `run` waits for its task: one that can never start is refused before anything is made.
+    problem = never_starts(prepared[0].stages, configured_providers(settings), settings.checks_login, home.project_root)
+    if problem is not None:
+        raise UsageError(f"{problem}\nnothing was queued (install or log in, then run it again)")
     lock = CoordinatorLock(home)
     try:
         lock.acquire()

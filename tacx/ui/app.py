@@ -26,7 +26,7 @@ from textual.widgets import DataTable, Footer, Input
 from tacx.engine.coordinator import Coordinator
 from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import Home
-from tacx.agents.registry import configured_providers, provider_kinds
+from tacx.agents.registry import configured_providers, never_starts, provider_kinds
 from tacx.agents.base import Provider
 from tacx.settings import Settings
 from tacx.store.database import connect_reader
@@ -109,7 +109,10 @@ class TacxApp(App[int]):
         self._refresh_timer: Any = None
         self._quitting = False
         self.finished_notices = FinishedNotices(self.notify, self.set_timer)
-        self.task_control = TaskControl(home, provider_kinds(self.providers), self.notify)
+        self.task_control = TaskControl(
+            home, provider_kinds(self.providers), self.notify,
+            never_starts=lambda wf: never_starts(wf.stages, self.providers, settings.checks_login, home.project_root),
+        )
         self._last_error: str | None = None
         self.engine_stopped = False
         self.crash: BaseException | None = None

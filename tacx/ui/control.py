@@ -14,6 +14,7 @@ from tacx.home import Home
 from tacx.store import records
 from tacx.store.database import connect, transaction
 from tacx.submission import dedupe_key_for, load_workflow_file, prepare_inputs, task_fields
+from tacx.workflow.model import Workflow
 from tacx.workspace import worktree
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ class TaskControl:
     """Changes tasks for the dashboard; ``coordinator`` is set once the dashboard hosts one
     (None: a viewer). Never blocks the event loop: files, git and viewer writes go to threads."""
 
-    def __init__(self, home: Home, kinds: dict[str, str], notify: Notify) -> None:
+    def __init__(self, home: Home, kinds: dict[str, str], notify: Notify,
+                 never_starts: Callable[[Workflow], str | None] | None = None) -> None:
         self.home = home
         self.kinds = kinds
+        self.never_starts = never_starts  # why a workflow's task could never start here, or None
         self.notify = notify
         self.coordinator: Coordinator | None = None
 
@@ -36,6 +39,10 @@ class TaskControl:
         """Queue the task a person asked for in the launch form: its id, or None (said why)."""
         try:
             wf, text = await asyncio.to_thread(load_workflow_file, request.path, self.kinds)  # bounded: 1 MiB, UTF-8
+            problem = await asyncio.to_thread(self.never_starts, wf) if self.never_starts is not None else None
+            if problem is not None:
+                self.notify(f"cannot launch {request.name}: {problem}", severity="error", timeout=15)
+                return None
             if wf.workspace == "worktree":
                 await asyncio.to_thread(worktree.require_git_repo, self.home.project_root)
             inputs, title = prepare_inputs(wf, dict(request.inputs), request.title)
