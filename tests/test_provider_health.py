@@ -320,20 +320,20 @@ def test_a_logged_out_agent_is_passed_over_and_the_choice_says_why(project: Proj
     assert not events(project, task, "stage.failed")  # claude never ran
 
 
-def test_the_only_candidate_logged_out_stops_a_headless_run_saying_so(project: Project, tmp_path: Path) -> None:
+def test_the_only_candidate_logged_out_is_refused_by_run_and_stops_a_headless_run(project: Project, tmp_path: Path) -> None:
     agents(project, tmp_path, logged_out=("gemini",))
     project.workflow("g", """
         name: g
         stages:
           - {name: work, provider: gemini, prompt: hi}
         """)
-    out = project.tacx("run", "g.yaml", "--no-ui", check=None)
-    assert out.returncode != 0
-    assert "gemini: no auth method: set GEMINI_API_KEY" in out.stderr
-    assert "Traceback" not in out.stderr + out.stdout
-    # once logged in, the same task runs
-    project.env["GEMINI_API_KEY"] = "k"
-    task = project.ls()[0]["id"]
+    out = project.tacx("run", "g.yaml", "--no-ui", check=2)  # refused: nothing queued
+    assert "stage work can never start here: gemini: no auth method: set GEMINI_API_KEY" in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout and project.ls() == []
+    task = project.submit("g.yaml")  # queued for later: a headless run stops saying why
+    out = project.tacx("--no-ui", "--exit-when-idle", check=1)
+    assert "gemini: no auth method: set GEMINI_API_KEY" in out.stdout + out.stderr
+    project.env["GEMINI_API_KEY"] = "k"  # once logged in, the same task runs
     project.tacx("--no-ui", "--exit-when-idle")
     assert project.show(task)["status"] == "succeeded"
 
