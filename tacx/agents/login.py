@@ -48,6 +48,13 @@ class Where:
     def here(cls, project: Path | None = None) -> Where:
         return cls(dict(os.environ), Path(os.environ.get("HOME") or Path.home()), project)
 
+    def with_env(self, env: Mapping[str, str] | None) -> Where:
+        """The same place seen with ``env`` (a stage's `env:`) over it; its HOME counts."""
+        if not env:
+            return self
+        merged = {**self.env, **env}
+        return Where(merged, Path(merged["HOME"]) if merged.get("HOME") else self.home, self.project)
+
     def set(self, name: str) -> bool:
         return bool(self.env.get(name, "").strip())
 

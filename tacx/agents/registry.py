@@ -3,7 +3,7 @@ parser kind -> parser. A new agent is one module of its own and one line in AGEN
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -75,6 +75,17 @@ def builtin_provider_kinds() -> dict[str, str]:
     return {cls.name: cls.kind for cls in (*SCRIPTS, *AGENTS)}
 
 
+def why_not(name: str, provider: Provider, *, check_login: bool, project: Path | None,
+            env: Mapping[str, str] | None = None) -> tuple[str | None, bool]:
+    """Why ``provider`` cannot run here (not installed, or surely logged out, judged with a
+    stage's ``env`` over tacx's own), and whether that is its login; (None, False) if it can."""
+    problem = provider.availability()
+    if problem is not None or not check_login:
+        return problem, False
+    login = provider.login(Where.here(project).with_env(env))
+    return (f"{name}: {login.problem}", True) if login is not None and login.problem else (None, False)
+
+
 def never_starts(stages: Iterable[StageSpec], providers: dict[str, Provider], checks_login: Callable[[str], bool],
                  project: Path | None) -> str | None:
     """Why a workflow's task could never start here: a stage none of whose candidates is
@@ -85,15 +96,8 @@ def never_starts(stages: Iterable[StageSpec], providers: dict[str, Provider], ch
         reasons = []
         for name in stage.provider:
             provider = providers.get(name)
-            if provider is None:
-                reasons.append(f"{name} is not a known provider")
-                continue
-            problem = provider.availability()
-            if problem is None and checks_login(name):
-                here = Where.here(project)
-                env = {**here.env, **stage.env}
-                login = provider.login(Where(env, Path(env["HOME"]) if env.get("HOME") else here.home, project))
-                problem = f"{name}: {login.problem}" if login is not None and login.problem else None
+            problem = f"{name} is not a known provider" if provider is None else why_not(
+                name, provider, check_login=checks_login(name), project=project, env=stage.env)[0]
             if problem is None:
                 break
             reasons.append(problem)

@@ -23,7 +23,7 @@ from pathlib import Path
 from tacx.agents import spending
 from tacx.agents.base import Provider
 from tacx.agents.health import ProviderHealth
-from tacx.agents.login import Where
+from tacx.agents.registry import why_not
 from tacx.engine.events import Publish
 from tacx.engine.state import Grant, Lifecycle, SlotRequest, Started, StartedGrant, TaskLoader, TaskRun, stage_rows
 from tacx.engine.sweeper import Sweeper
@@ -187,20 +187,12 @@ class Scheduler:
         whose `env:` sets variables is judged again with them."""
         now = time.monotonic()
         cached = self._available.get(name)
+        checks = self.settings.checks_login(name)
         if cached is None or now - cached[0] > AVAILABILITY_TTL:
-            problem, logged_out = provider.availability(), False
-            if problem is None and self.settings.checks_login(name):
-                login = provider.login(Where.here(self.project))
-                if login is not None and login.problem:
-                    problem, logged_out = f"{name}: {login.problem}", True
-            cached = (now, problem, logged_out)
+            cached = (now, *why_not(name, provider, check_login=checks, project=self.project))
             self._available[name] = cached
-        if cached[2] and env:
-            here = Where.here(self.project)
-            with_env = {**here.env, **env}
-            home = Path(with_env["HOME"]) if with_env.get("HOME") else here.home
-            login = provider.login(Where(with_env, home, self.project))
-            return None if login is None or not login.problem else cached[1]
+        if cached[2] and env:  # logged out as tacx sees it: the stage's env may log it in
+            return why_not(name, provider, check_login=checks, project=self.project, env=env)[0]
         return cached[1]
 
     def take_slot(self, provider: str) -> None:
