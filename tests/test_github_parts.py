@@ -183,6 +183,7 @@ def test_one_issue_that_fails_does_not_stop_the_others(tmp_path: Path, monkeypat
     source.gh.api = refusing  # type: ignore[attr-defined]
     (request,) = asyncio.run(source.poll())  # type: ignore[attr-defined]
     assert request.key.endswith(f"#{fine}") and "Issue is locked" in (source.last_error or "")  # type: ignore[attr-defined]
+    assert "Issue is locked" in source.state()["last_issue_error"]  # type: ignore[attr-defined]  # for `tacx sources`
 
 
 def test_the_home_id_is_made_once_and_kept(tmp_path: Path) -> None:

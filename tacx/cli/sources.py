@@ -71,4 +71,6 @@ def cmd_sources(home: Home, args: argparse.Namespace) -> int:
             print(f"  rate limited: polling again {_when(s['rate_limited_until'], now)}")
         if s.get("last_error"):
             print(printable(f"  last error: {s['last_error']}"))
+        if s.get("last_issue_error"):  # one issue that could not be taken (locked, moved); the others go on
+            print(printable(f"  last issue error: {s['last_issue_error']}"))
     return EXIT_OK

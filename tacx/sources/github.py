@@ -346,7 +346,7 @@ class GitHubSource:
         rate = self.gh.rate
         return {"repository": self.repo, "label": self.conf.label, "workflow": self.conf.workflow,
                 "issues_seen": self.seen, "issues_taken": len(self._claimed), "taken_elsewhere": len(self._others),
-                "requests": self.gh.calls,
+                "requests": self.gh.calls, "last_issue_error": self.last_error,
                 "rate_limit_left": rate[0] if rate else None, "rate_limit_resets": rate[1] if rate else None}
 
 
