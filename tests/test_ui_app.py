@@ -370,7 +370,7 @@ async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash:
     async with app.run_test(size=(160, 40)) as pilot:
         await until(lambda: app.workflow_choices, what="workflows loaded")
         await pilot.press("question_mark")
-        await until(lambda: "launch a task" in screen_text(app))
+        await until(lambda: "launch a task" in screen_text(app) and "attach to its live log" in screen_text(app))
         await pilot.press("escape")
         await pilot.press("ctrl+p")
         await until(lambda: "Launch quick" in screen_text(app), 5, "the palette listing workflows before typing")

@@ -98,6 +98,17 @@ def prepare(root: Path) -> Home:
     return home
 
 
+def add_tasks(home: Home, count: int) -> None:
+    conn = connect(home.db_path)
+    wf = load_workflow_text(BUILD, "build-review.yaml")
+    with transaction(conn):
+        for i in range(count):
+            records.insert_task(conn, workflow=wf, workflow_path="/workflows/build-review.yaml", workflow_text=BUILD,
+                                title=f"queued {i}", inputs={"goal": "more", "branch": "main"}, priority=0,
+                                dedupe_key=None, project_root=str(home.root.parent))
+    conn.close()
+
+
 def check(name: str, text: str) -> None:
     path = SNAPSHOTS / f"{name}.txt"
     text = "\n".join(line.rstrip() for line in text.splitlines()) + "\n"
@@ -156,6 +167,7 @@ async def test_main_screen(tmp_path: Path) -> None:
         await until(lambda: app.snapshot is not None and app.snapshot.detail is not None)
         log = app.query_one("#log", StageLog)
         await until(lambda: any("pytest -q" in line for line in log.lines), what="the log rendered")
+        await until(lambda: len(app.screen.query("FooterKey")) > 5, what="the footer's keys")
         await pilot.pause(0.2)
         text = screen_text(app)
         check("main", text)
@@ -172,6 +184,7 @@ async def test_main_screen_at_100x30_with_notifications(tmp_path: Path) -> None:
         await until(lambda: app.snapshot is not None and app.snapshot.detail is not None)
         log = app.query_one("#log", StageLog)
         await until(lambda: any("pytest -q" in line for line in log.lines), what="the log rendered")
+        await until(lambda: len(app.screen.query("FooterKey")) > 5, what="the footer's keys")
         app.notify("task 3 succeeded: Write tests for the CSV parser", timeout=60)
         app.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning", timeout=60)
         await pilot.pause(0.3)
@@ -179,6 +192,12 @@ async def test_main_screen_at_100x30_with_notifications(tmp_path: Path) -> None:
         check("main-100x30", text)
         assert cut_headers(app, text) == []
         assert toasts_over(app, log) == []
+        add_tasks(home, 30)  # enough for a scrollbar: it takes no column's room
+        app.request_refresh()
+        tasks = app.query_one("#tasks", KeyedTable)
+        await until(lambda: len(tasks._keys) == 34 and tasks.show_vertical_scrollbar, what="a long list")
+        await pilot.pause(0.2)
+        assert cut_headers(app, screen_text(app)) == []
         await pilot.press("l")
         await until(lambda: isinstance(app.screen, LogScreen))
         app.notify("another one, over the full-screen log", timeout=60)

@@ -85,7 +85,9 @@ HELP = """\
 [b]p[/b]  pause / resume the coordinator (running stages go on; nothing new starts)
 [b]f[/b]  filter by status (cycles)          [b]/[/b]  search titles (escape clears)
 [b]\\[[/b] [b]][/b]  previous / next page of tasks
-[b]enter[/b] or [b]l[/b]  the selected stage's log, full screen    [b]v[/b]  raw / rendered log
+[b]l[/b]  the selected stage's log, full screen       [b]v[/b]  raw / rendered log
+[b]enter[/b]  on a running task: attach to its live log, full screen, kept at the end
+       and on to each next stage until you scroll up or escape; elsewhere as [b]l[/b]
 [b]d[/b]  kill the selected daughter (asks first)
 [b]a[/b]  the agents: installed, logged in, resting, failing since when; versions, usage
 [b]tab[/b]  move between panels        [b]ctrl+p[/b]  command palette ("Launch <workflow>")
