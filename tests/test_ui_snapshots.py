@@ -17,7 +17,7 @@ from tacx.store.database import connect, transaction
 from tacx.ui.app import TacxApp, make_app
 from tacx.ui.launch import LaunchScreen, WorkflowChoice
 from tacx.ui.logview import StageLog
-from tacx.ui.panels import NARROW_TOKEN_COLUMNS, TOKEN_COLUMNS, HeaderBar, KeyedTable
+from tacx.ui.panels import NARROW_TOKEN_COLUMNS, TOKEN_COLUMNS, HeaderBar, KeyedTable, StagesPanel, TasksPanel
 from tacx.ui.screens import LogScreen
 from tacx.workflow.loader import load_workflow_text
 from tests.test_ui_app import screen_text, until
@@ -219,3 +219,34 @@ async def test_launch_form(tmp_path: Path) -> None:
         await pilot.press(*"Add a --dry-run flag")
         await pilot.pause(0.2)
         check("launch", screen_text(app))
+
+
+async def test_enter_attaches_to_a_running_task_and_follows_it_to_its_next_stage(tmp_path: Path) -> None:
+    """enter on a running task: its running stage's log full screen (a pick in the stages
+    panel is dropped), and when that stage ends the next one's log replaces it."""
+    home = prepare(tmp_path)
+    app = make_app(home, Settings(), engine=False, clock=lambda: NOW, refresh_seconds=60)
+    async with app.run_test(size=(160, 44)) as pilot:
+        await until(lambda: app.snapshot is not None and app.log_stage == (4, "build"))
+        app.query_one(StagesPanel).focus()
+        await pilot.press("up")
+        await until(lambda: app.log_stage == (4, "plan"), what="plan picked")
+        app.query_one(TasksPanel).focus()
+        await pilot.press("enter")
+        full = await until(lambda: isinstance(app.screen, LogScreen) and app.screen.query_one(StageLog))
+        await until(lambda: "task 4 · build" in full.title and any("pytest -q" in line for line in full.lines))
+        assert app.log_stage == (4, "build")
+        log = home.logs / "4" / "test.1.log"
+        log.write_text("collected 3 items\n")
+        conn = connect(home.db_path)
+        with transaction(conn):
+            conn.execute("UPDATE stages SET status = 'succeeded', ended_at = ? WHERE task_id = 4 AND name = 'build'",
+                         (NOW - 5,))
+            conn.execute("UPDATE stages SET status = 'running', attempt = 1, provider = 'bash', started_at = ?,"
+                         " log_path = ? WHERE task_id = 4 AND name = 'test'", (NOW - 4, str(log)))
+        conn.close()
+        app.request_refresh()
+        await until(lambda: "task 4 · test" in full.title and full.lines == ["collected 3 items"], what="the next stage")
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, LogScreen))
+        assert app.query_one(StagesPanel).selected_key == "test" and app.log_stage == (4, "test")
