@@ -412,3 +412,45 @@ async def test_the_full_screen_log_takes_no_main_screen_keys_and_errors_do_not_k
         await until(lambda: status_of(dash, task_id) == "cancelled", 20)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
+
+
+async def test_a_table_selects_a_row_a_later_update_brings_and_posts_only_a_persons_moves() -> None:
+    """KeyedTable.select_key waits for a row not there yet (a launched task's comes with
+    the next snapshot), unless a person moves the cursor first; the table's own moves post
+    no RowHighlighted, so the app never mistakes them for a choice."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    class Host(App[None]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.highlighted: list[str | None] = []
+
+        def compose(self) -> ComposeResult:
+            yield TasksPanel(id="tasks")
+
+        def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+            self.highlighted.append(event.row_key.value)
+
+    def rows(*ids: int) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(str(i), (str(i), "queued", "0", "wf", f"task {i}", "", "", "")) for i in ids]
+
+    app = Host()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(TasksPanel)
+        table.apply(rows(2, 1))
+        table.select_key("3")
+        await pilot.pause()
+        assert table.selected_key == "2" and table.wanting
+        table.apply(rows(3, 2, 1))
+        await pilot.pause()
+        assert table.selected_key == "3" and not table.wanting
+        table.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        assert table.selected_key == "2" and app.highlighted == ["2"]  # only the person's move
+        table.select_key("4")
+        await pilot.press("down")  # the person moves first: their row stays
+        table.apply(rows(4, 3, 2, 1))
+        await pilot.pause()
+        assert table.selected_key == "1" and not table.wanting and app.highlighted == ["2", "1"]
