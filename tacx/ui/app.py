@@ -343,23 +343,30 @@ class TacxApp(App[int]):
                 self._follow_log(detail, stage)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        """enter: on a running task, attach to its live log (the running stage, full screen,
-        following stage after stage); else the selected stage's log, full screen."""
-        if event.data_table.id == "tasks":
-            row = next((t for t in self.snapshot.tasks if str(t.id) == event.row_key.value), None) if self.snapshot else None
-            if row is not None and row.status == "running":
-                self.stage_selection.forget(row.id)
-                detail = self.snapshot.detail if self.snapshot else None
-                if detail is not None and detail.task.id == row.id:
-                    self._follow_log(detail, self.stage_selection.of(detail))
-                    path, kind, title = self._log_of(detail, self.stage_selection.of(detail))
-                else:  # its snapshot is being read: the next one fills the view in
-                    path, kind, title = None, None, f"task {row.id}"
-                self.push_screen(LogScreen(path, kind, title or "log", task_id=row.id))
-                self.request_refresh()
-                return
+        """enter: on a running task, attach to its live log; else the selected stage's log,
+        full screen."""
+        if event.data_table.id == "tasks" and self._attach(event.row_key.value):
+            return
         if event.data_table.id in ("tasks", "stages"):
             self.action_full_log()
+
+    def _attach(self, key: str | None) -> bool:
+        """A running task's running stage, full screen, at its end; the app keeps the view on
+        the task's selected stage as the task goes on (LogScreen.follow). False for a task
+        not running."""
+        row = next((t for t in self.snapshot.tasks if str(t.id) == key), None) if self.snapshot else None
+        if row is None or row.status != "running":
+            return False
+        self.stage_selection.forget(row.id)  # a pick in the stages panel gives way to the running stage
+        detail = self.snapshot.detail if self.snapshot else None
+        path, kind, title = None, None, f"task {row.id}"  # until its snapshot is read
+        if detail is not None and detail.task.id == row.id:
+            stage = self.stage_selection.of(detail)
+            self._follow_log(detail, stage)
+            path, kind, title = self._log_of(detail, stage)
+        self.push_screen(LogScreen(path, kind, title or "log", task_id=row.id))
+        self.request_refresh()
+        return True
 
     # -- actions -------------------------------------------------------------------------------
 
