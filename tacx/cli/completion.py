@@ -27,7 +27,7 @@ def complete(parser: argparse.ArgumentParser) -> None:
         for action in command._actions:
             if action.dest in ("id", "ids"):
                 action.completer = _task_ids  # type: ignore[attr-defined]
-    argcomplete.autocomplete(parser)
+    argcomplete.autocomplete(parser, always_complete_options=False)  # options after a "-", as gh does
 
 
 def _task_ids(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:

@@ -35,7 +35,7 @@ def cmd_rm(home: Home, args: argparse.Namespace) -> int:
     finally:
         conn.close()
     _report(results, args)
-    kept = sum(1 for r in results if not r["deleted"])
+    kept = sum(1 for r in results if not (r["deleted"] or r.get("would_delete")))
     if not kept:
         return EXIT_OK
     return EXIT_USAGE if kept == len(results) else EXIT_FAILED
