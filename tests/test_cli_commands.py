@@ -31,6 +31,16 @@ def _change(project: Project, sql: str, *params: object) -> None:
     conn.close()
 
 
+def _statuses(project: Project) -> dict[int, str]:
+    """Each task's status, read from the store itself (cheaper than a `tacx` per look)."""
+    return {r[0]: r[1] for r in project.query("SELECT id, status FROM tasks")}
+
+
+def _task(project: Project, task_id: int) -> dict[str, object]:
+    rows = project.query("SELECT * FROM tasks WHERE id = ?", task_id)
+    return dict(rows[0]) if rows else {}
+
+
 def _lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
@@ -55,7 +65,7 @@ def test_cancel_retry_and_priority_take_several_ids_and_refuse_bad_ones(project:
 
     bad = project.tacx("cancel", str(first), "99", check=2)
     assert "no task 99" in bad.stderr and bad.stdout == ""
-    assert {t["status"] for t in project.ls()} == {"queued"}  # nothing done for any id
+    assert set(_statuses(project).values()) == {"queued"}  # nothing done for any id
 
     out = project.tacx("cancel", str(first), str(second)).stdout
     assert _lines(out) == [f"task {first} cancelled", f"task {second} cancelled"]
@@ -63,11 +73,11 @@ def test_cancel_retry_and_priority_take_several_ids_and_refuse_bad_ones(project:
     assert "already cancelled" in partly.stderr and f"task {third} cancelled" in partly.stdout
 
     retried = project.tacx("retry", str(first), str(second), str(third)).stdout
-    assert len(_lines(retried)) == 3 and {t["status"] for t in project.ls()} == {"queued"}
+    assert len(_lines(retried)) == 3 and set(_statuses(project).values()) == {"queued"}
     assert "only failed" in project.tacx("retry", str(first), str(second), check=2).stderr  # every one refused
 
     assert project.tacx("priority", str(third), "7").stdout.strip() == f"task {third}: priority 0 -> 7"
-    assert project.show(third)["priority"] == 7
+    assert _task(project, third)["priority"] == 7
     project.tacx("cancel", str(third))
     assert "only a queued task" in project.tacx("priority", str(third), "1", check=2).stderr
     assert "no task 42" in project.tacx("priority", "42", "1", check=2).stderr
@@ -77,22 +87,22 @@ def test_a_running_coordinator_follows_priority_cancel_and_rm_from_another_termi
     project.workflow("sleeper", SLEEPER)
     blocker = project.submit("sleeper.yaml", "-i", "seconds=60")
     coordinator = project.start("--no-ui", "--max-workers", "1")
-    wait_for(lambda: project.show(blocker)["status"] == "running", what="the blocker runs")
+    wait_for(lambda: _statuses(project)[blocker] == "running", what="the blocker runs")
     earlier, later, doomed = (project.submit("sleeper.yaml") for _ in range(3))
 
     assert "is running" in project.tacx("priority", str(blocker), "9", check=2).stderr
     project.tacx("priority", str(later), "5")
     out = project.tacx("cancel", str(blocker), str(doomed)).stdout  # through the coordinator
     assert f"task {doomed} cancelled" in out and "cancel requested" in out
-    wait_for(lambda: project.show(earlier)["status"] == "succeeded", what="the queue to drain")
-    assert project.show(later)["started_at"] < project.show(earlier)["started_at"]  # raised: ran first
-    assert project.show(blocker)["status"] == "cancelled"
+    wait_for(lambda: _statuses(project)[earlier] == "succeeded", what="the queue to drain")
+    assert _task(project, later)["started_at"] < _task(project, earlier)["started_at"]  # raised: ran first
+    assert _statuses(project)[blocker] == "cancelled"
 
     project.tacx("rm", str(earlier), str(later), str(doomed))  # doomed: the newest id
     assert project.tacx("show", str(earlier), check=2).stderr
     again = project.submit("sleeper.yaml")
     assert again == doomed + 1  # an id is never given twice
-    wait_for(lambda: project.show(again)["status"] == "succeeded", what="a task after the rm")
+    wait_for(lambda: _statuses(project).get(again) == "succeeded", what="a task after the rm")
     assert coordinator.poll() is None  # neither crashed nor stopped by the deletion
     assert [r[0] for r in project.query("SELECT id FROM tasks ORDER BY id")] == [blocker, again]
 
@@ -116,15 +126,14 @@ def test_rm_and_prune_delete_ended_tasks_with_their_rows_logs_and_workspaces(pro
     project.tacx("run", tidy, "--no-ui")
     live = project.submit(tidy)
     made, kept, old = 1, 2, 3
-    tree = Path(project.show(kept)["workspace"])
-    branch = project.show(kept)["branch"]
+    tree, branch = Path(str(_task(project, kept)["workspace"])), _task(project, kept)["branch"]
     assert (tree / "notes.txt").exists() and (project.home / "logs" / str(made)).is_dir()
 
     assert "no task 99" in project.tacx("rm", str(made), "99", check=2).stderr
     assert "queued" in project.tacx("rm", str(live), check=2).stderr
     planned = project.tacx("rm", "--dry-run", str(made), str(kept)).stdout
     assert "would delete" in planned and str(tree) in planned
-    assert len(project.ls()) == 4 and tree.exists()  # a dry run deletes nothing
+    assert len(_statuses(project)) == 4 and tree.exists()  # a dry run deletes nothing
 
     _change(project, "UPDATE tasks SET source = 'github:o/r' WHERE id = ?", old)  # not yet told how it ended
     partly = project.tacx("rm", str(made), str(kept), str(old), check=1)
@@ -134,14 +143,14 @@ def test_rm_and_prune_delete_ended_tasks_with_their_rows_logs_and_workspaces(pro
         column = "id" if table == "tasks" else "task_id"
         assert not project.query(f"SELECT 1 FROM {table} WHERE {column} = ?", made), table
     assert not (project.home / "logs" / str(made)).exists() and not (project.home / "trees" / str(made)).exists()
-    assert tree.exists() and project.show(kept)["status"] == "succeeded"  # unsaved work: kept
+    assert tree.exists() and _statuses(project)[kept] == "succeeded"  # unsaved work: kept
 
     project.tacx("rm", "--force", str(kept))
-    assert not tree.exists() and not git(project, project.root, "branch", "--list", branch).strip()
+    assert not tree.exists() and not git(project, project.root, "branch", "--list", str(branch)).strip()
     _change(project, "UPDATE tasks SET source_told = ended_at, ended_at = ended_at - 40 * 86400 WHERE id = ?", old)
     pruned = json.loads(project.tacx("prune", "--older-than", "30d", "--json").stdout)
     assert [(e["id"], e["deleted"]) for e in pruned] == [(old, True)]
-    assert [t["id"] for t in project.ls()] == [live]
+    assert list(_statuses(project)) == [live]
     assert "nothing to prune" in project.tacx("prune", "--older-than", "1h").stdout
     assert git(project, project.root, "status", "--porcelain") == ""
     assert "older-than" in project.tacx("prune", check=2).stderr
@@ -206,7 +215,7 @@ def test_init_starts_a_project_whose_git_status_stays_clean(project: Project, tm
     assert load_settings(project.root) == Settings()  # every setting at its default, as it says
     assert project.tacx("validate", "workflows/starter.yaml").stdout.startswith("workflows/starter.yaml: ok")
     project.tacx("run", "starter", "--no-ui")
-    assert project.ls()[-1]["status"] == "succeeded"
+    assert list(_statuses(project).values()) == ["succeeded", "succeeded"]
     assert sorted(_lines(git(project, project.root, "status", "--porcelain"))) == ["?? tacx.yaml", "?? workflows/"]
     assert (project.home / ".gitignore").read_text().splitlines()[-1] == "*"
     assert "already exist" in project.tacx("init", check=2).stderr
