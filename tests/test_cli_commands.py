@@ -13,7 +13,7 @@ from tacx.cli.parser import COMMAND_GROUPS, build_parser
 from tacx.settings import Settings, load_settings
 from tacx.store.database import connect
 from tacx.store.removal import TASK_TABLES
-from tests.conftest import Project, wait_for
+from tests.conftest import REPO, Project, wait_for
 from tests.test_workspaces import git, init_repo, workflow
 
 SLEEPER = """
@@ -57,6 +57,8 @@ def test_help_fits_one_screen_and_names_every_command_and_option(project: Projec
         for action in parser._actions:
             assert action.help, f"tacx {name}: {action.dest} has no description"
     assert "--older-than AGE" in project.tacx("help", "prune").stdout
+    readme = (REPO / "README.md").read_text()
+    assert [n for n in commands if f"tacx {n}" not in readme] == []
 
 
 def test_cancel_retry_and_priority_take_several_ids_and_refuse_bad_ones(project: Project) -> None:
