@@ -32,8 +32,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     if there and not args.force:
         names = ", ".join(str(p.relative_to(root)) for p in there)
         raise UsageError(f"{names} already exist{'s' if len(there) == 1 else ''}; nothing written (--force overwrites)")
-    if (home.exists() and not home.is_dir()) or (files.keys() and (root / "workflows").is_file()):
-        raise UsageError(f"{home if not home.is_dir() else root / 'workflows'} is a file; nothing written")
+    for folder in (home, root / "workflows"):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is a file, not a folder; nothing written")
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

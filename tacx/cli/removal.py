@@ -12,6 +12,7 @@ import argparse
 import json
 import shutil
 import sqlite3
+import sys
 import time
 from typing import Any
 
@@ -43,6 +44,9 @@ def cmd_rm(home: Home, args: argparse.Namespace) -> int:
 
 def cmd_prune(home: Home, args: argparse.Namespace) -> int:
     """Exit 0: the tasks kept (unsaved work, an untold source) are listed with the reason."""
+    if not home.db_path.exists():
+        print("[]" if args.json else "nothing to prune: no tasks here yet")
+        return EXIT_OK
     conn = writer(home)
     try:
         results = _remove(home, conn, removal.ended_before(conn, time.time() - args.older_than), args)
@@ -116,6 +120,4 @@ def _report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         if entry["deleted"] or entry.get("would_delete"):
             print(printable(line))
         else:
-            import sys
-
             print(printable(f"tacx: {line}"), file=sys.stderr)
