@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -194,11 +195,6 @@ def test_completion_scripts_complete_commands_options_and_task_ids(project: Proj
     answers = [line.split() for line in out.stdout.splitlines()]
     assert answers[0] == ["cancel"] and answers[1] == ["--status"], out
     assert sorted(answers[2]) == sorted(map(str, ids)) and answers[3] == ["bash", "zsh", "fish"], out
-    # zsh and fish are not installed here: their scripts are checked for what they must hold.
-    zsh = project.tacx("completion", "zsh").stdout
-    assert zsh.startswith("#compdef tacx") and "_ARGCOMPLETE" in zsh
-    fish = project.tacx("completion", "fish").stdout
-    assert "complete --command tacx" in fish and "_ARGCOMPLETE" in fish
     unknown = project.tacx("completion", "tcsh", check=2)
     assert "bash" in unknown.stderr and "fish" in unknown.stderr and unknown.stdout == ""
 
@@ -237,3 +233,42 @@ def test_the_commented_examples_in_the_initial_tacx_yaml_load(project: Project, 
     settings = load_settings(project.root)
     assert settings.sources[0].github == "owner/repo" and settings.providers["house-agent"].limit == 1
     assert settings.budget is not None and settings.prices["gpt-5-codex"]["output"] == 10.0
+
+
+# zsh completes only inside its line editor: a pseudo-terminal (zpty) types `tacx ca<TAB>`.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+typed() {
+  zpty z zsh -f -i
+  zpty -w z "autoload -U compinit; compinit -u -d $DUMP; source <(tacx completion zsh)"
+  zpty -w -n z "$1"$'\t'
+  local out="" chunk
+  for i in {1..300}; do
+    zpty -r -t z chunk && out+=$chunk
+    [[ $out == *"$2"* ]] && break
+    sleep 0.1
+  done
+  zpty -d z
+  [[ $out == *"$2"* ]] && print "completed $2"
+}
+typed "tacx ca" "tacx cancel"
+typed "tacx ls --st" "tacx ls --status"
+"""
+
+
+def test_zsh_and_fish_complete_from_the_generated_scripts(project: Project, tmp_path: Path) -> None:
+    """Where zsh or fish is installed, each completes for real; where neither is, their scripts
+    are still checked for what they must hold."""
+    env = _tacx_on_path(project, tmp_path)
+    zsh_script = project.tacx("completion", "zsh").stdout
+    assert zsh_script.startswith("#compdef tacx") and "compdef _python_argcomplete tacx" in zsh_script
+    fish_script = project.tacx("completion", "fish").stdout
+    assert "complete --command tacx" in fish_script
+    run = dict(cwd=project.root, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    if shutil.which("zsh"):
+        out = subprocess.run(["zsh", "-f", "-c", ZSH_DRIVER], env={**env, "DUMP": str(tmp_path / "zcompdump")}, **run)
+        assert out.stdout.split("\n")[:2] == ["completed tacx cancel", "completed tacx ls --status"], out
+    if shutil.which("fish"):
+        asked = 'tacx completion fish | source; complete -C"tacx ca"; complete -C"tacx ls --st"'
+        out = subprocess.run(["fish", "--no-config", "-c", asked], env=env, **run)
+        assert [line.split("\t")[0] for line in out.stdout.splitlines()] == ["cancel", "--status"], out
