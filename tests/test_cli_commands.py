@@ -124,9 +124,9 @@ def test_rm_and_prune_delete_ended_tasks_with_their_rows_logs_and_workspaces(pro
         stages:
           - {name: make, provider: shell, run: 'echo made > out.txt'}
     """)
-    project.tacx("run", tidy, "--no-ui")
-    project.tacx("run", dirty, "--no-ui")
-    project.tacx("run", tidy, "--no-ui")
+    for path in (tidy, dirty, tidy):
+        project.submit(path)
+    project.tacx("--no-ui", "--exit-when-idle")
     live = project.submit(tidy)
     made, kept, old = 1, 2, 3
     tree, branch = Path(str(_task(project, kept)["workspace"])), _task(project, kept)["branch"]
