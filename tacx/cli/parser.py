@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     priority = command("priority", "change a queued task's priority (higher runs first)")
     priority.add_argument("id", type=bounds.task_id, metavar="ID", help="the queued task")
-    priority.add_argument("priority", type=bounds.sqlite_int, metavar="N", help="its new priority (default was 0)")
+    priority.add_argument("priority", type=bounds.sqlite_int, metavar="N", help="its new priority (tasks start at 0; higher runs first)")
 
     rm = command("rm", "delete ended tasks: their records, logs and workspaces")
     rm.add_argument("ids", nargs="+", type=bounds.task_id, metavar="ID", help="the tasks")
