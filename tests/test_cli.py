@@ -155,7 +155,9 @@ def test_logs_follow_until_the_stage_ends(project: Project) -> None:
     """)
     task = project.submit("ticker.yaml")
     project.start("--no-ui")
-    wait_for(lambda: project.show(task)["stages"][0]["status"] == "running")
+    # Read from the store, not a `tacx show` per look: on a loaded machine one look took
+    # longer than the stage runs, and the running state was missed.
+    wait_for(lambda: project.query("SELECT status FROM stages WHERE task_id = ?", task)[0][0] != "pending")
     followed = project.tacx("logs", str(task), "-f", timeout=30).stdout
     assert followed == "".join(f"tick {i}\n" for i in range(1, 6))
     assert project.tacx("logs", str(task), "tick", "--attempt", "1").stdout == followed
