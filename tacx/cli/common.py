@@ -44,3 +44,11 @@ def writer(home: Home) -> sqlite3.Connection:
         return connect(home.db_path, create=False)
     except FileNotFoundError:
         raise UsageError(f"no tasks in {home.root}") from None
+
+
+def no_such_tasks(missing: list[int], consequence: str) -> UsageError:
+    """"no task 7, 9; nothing was changed" — at most a dozen ids named, then how many in all
+    (`tacx rm $(seq 1 40000)` on a home of 100 tasks says one line, not 39,900 numbers)."""
+    named = ", ".join(str(i) for i in missing[:12])
+    more = f" … ({len(missing):,} ids in all)" if len(missing) > 12 else ""
+    return UsageError(f"no task {named}{more}; {consequence}")

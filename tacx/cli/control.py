@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, project_settings, writer
+from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, no_such_tasks, project_settings, writer
 from tacx.engine.local import cgroups
 from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running
-from tacx.store import records
+from tacx.store import records, removal
 from tacx.store.database import connect, transaction
 
 
@@ -65,11 +65,9 @@ def _known(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
     """The ids in the order given, each once; an id with no task is bad input (nothing is done
     for any of them)."""
     ids = list(dict.fromkeys(ids))
-    marks = ", ".join("?" for _ in ids)
-    found = {r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", ids)}
-    missing = [str(i) for i in ids if i not in found]
-    if missing:
-        raise UsageError(f"no task {', '.join(missing)}; nothing was changed")
+    found = removal.tasks_by_id(conn, ids)
+    if missing := [i for i in ids if i not in found]:
+        raise no_such_tasks(missing, "nothing was changed")
     return ids
 
 

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, writer
+from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, no_such_tasks, writer
 from tacx.home import Home
 from tacx.store import records, removal
 from tacx.store.database import transaction
@@ -30,8 +30,8 @@ def cmd_rm(home: Home, args: argparse.Namespace) -> int:
     try:
         ids = list(dict.fromkeys(args.ids))
         rows = removal.tasks_by_id(conn, ids)
-        if missing := [str(i) for i in ids if i not in rows]:
-            raise UsageError(f"no task {', '.join(missing)}; nothing was deleted")
+        if missing := [i for i in ids if i not in rows]:
+            raise no_such_tasks(missing, "nothing was deleted")
         results = _remove(home, conn, [rows[i] for i in ids], args)
     finally:
         conn.close()

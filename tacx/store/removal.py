@@ -18,14 +18,22 @@ TASK_TABLES = ("usage", "daughters", "events", "stages")
 _COLUMNS = "id, status, title, ended_at, workspace, branch, base_commit, project_root, workflow_text, source, source_told"
 
 
+_SLICE = 10_000
+
+
 def _marks(values: Any) -> str:
     return ", ".join("?" for _ in values)
 
 
 def tasks_by_id(conn: sqlite3.Connection, ids: list[int]) -> dict[int, sqlite3.Row]:
-    """The rows of the tasks that exist among `ids`."""
-    rows = conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({_marks(ids)})", ids).fetchall()
-    return {int(r["id"]): r for r in rows}
+    """The rows of the tasks that exist among `ids` (asked in slices: SQLite takes at most
+    32,766 parameters in one statement, and `tacx rm $(seq 1 40000)` is a fair request)."""
+    found: dict[int, sqlite3.Row] = {}
+    for start in range(0, len(ids), _SLICE):
+        part = ids[start:start + _SLICE]
+        for r in conn.execute(f"SELECT {_COLUMNS} FROM tasks WHERE id IN ({_marks(part)})", part):
+            found[int(r["id"])] = r
+    return found
 
 
 def ended_before(conn: sqlite3.Connection, when: float) -> list[sqlite3.Row]:
