@@ -216,7 +216,7 @@ def set_priority(conn: sqlite3.Connection, task_id: int, priority: int) -> int:
     if row is None:
         raise LookupError(f"no task {task_id}")
     if row[0] != "queued":
-        now = "it is running" if row[0] == "running" else f"it ended {row[0].replace('_', ' ')}"
+        now = "it is running" if row[0] == "running" else f"it has ended: {row[0].replace('_', ' ')}"
         raise ValueError(f"task {task_id} is not queued ({now}): only a queued task's priority can change")
     conn.execute("UPDATE tasks SET priority = ? WHERE id = ? AND status = 'queued'", (priority, task_id))
     add_event(conn, task_id, None, "task.priority", {"was": row[1], "now": priority})
