@@ -82,7 +82,8 @@ class AgentProvider(Provider):
 
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         program = self._path() or self.executable
-        return Launch(argv=wrapped([program, *self.arguments(spec, ctx)]))
+        argv = [program, *self.arguments(spec, ctx)]
+        return Launch(argv=wrapped(argv), command=argv)
 
     def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
         raise NotImplementedError

@@ -62,7 +62,8 @@ class ShellProvider(Provider):
 
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         assert spec.run is not None
-        return Launch(argv=[self.interpreter, "-c", _STATUS_TRAP + spec.run])
+        return Launch(argv=[self.interpreter, "-c", _STATUS_TRAP + spec.run],
+                      command=[self.interpreter, "-c", spec.run])
 
 
 class BashProvider(ShellProvider):
@@ -90,4 +91,5 @@ class PythonProvider(Provider):
             argv=[sys.executable, "-c", _PYTHON_BOOT, str(ctx.script_path)],
             env={"PYTHONUNBUFFERED": "1"},
             files={ctx.script_path: spec.run},
+            command=[sys.executable, "-c", spec.run],
         )
