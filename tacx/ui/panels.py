@@ -13,19 +13,9 @@ from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable, Sparkline, Static
 
+from tacx.states import STATUS_STYLE
 from tacx.text import printable
 from tacx.ui.data import Overview, StageRow, TaskDetail, TaskRow
-
-STATUS_STYLE = {
-    "queued": "yellow",
-    "pending": "yellow",
-    "running": "bold cyan",
-    "succeeded": "green",
-    "failed": "bold red",
-    "timed_out": "bold red",
-    "cancelled": "magenta",
-    "skipped": "dim",
-}
 
 
 def fmt_tokens(n: int) -> str:
