@@ -45,7 +45,9 @@ def test_second_coordinator_names_the_holder_and_reads_still_work(project: Proje
     assert f"pid {first.pid}" in second.stderr
     assert "another tacx coordinator holds" in second.stderr
     assert project.tacx("ls").returncode == 0
-    assert project.tacx("run", "shell-pipeline", "--no-ui").returncode == 0  # handed over and followed
+    followed = project.tacx("run", "shell-pipeline", "--no-ui")  # handed over and followed
+    assert followed.returncode == 0
+    assert followed.stdout.splitlines()[-1].startswith("summary: 1 task: 1 succeeded · ")  # the followed run's end
 
 
 def test_run_exit_codes_and_show_shape(project: Project) -> None:
