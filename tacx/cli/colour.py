@@ -14,24 +14,39 @@ import os
 from functools import lru_cache
 from typing import TextIO
 
-from rich.color import ColorSystem
-from rich.console import Console
-from rich.style import Style
-
 from tacx.states import STATUS_STYLE
 
 
 def colour_wanted(stream: TextIO) -> bool:
-    """Whether text for this stream may carry colour."""
-    if os.environ.get("NO_COLOR", ""):
+    """Whether text for this stream may carry colour. rich is loaded only when it may:
+    piped output (`tacx ls | grep`) does not pay for importing it."""
+    env = os.environ
+    if env.get("NO_COLOR", ""):
         return False
+    if not env.get("FORCE_COLOR") and env.get("TTY_COMPATIBLE") != "1" and not _isatty(stream):
+        return False  # what rich would decide too
+    from rich.console import Console
+
     console = Console(file=stream)
     return console.is_terminal and not console.is_dumb_terminal and console.color_system is not None
 
 
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 @lru_cache(maxsize=64)
-def _style(style: str) -> Style:
-    return Style.parse(style)
+def _ansi(style: str) -> tuple[str, str]:
+    """The escape codes that open and close a rich style (standard colours: any terminal)."""
+    from rich.color import ColorSystem
+    from rich.style import Style
+
+    marker = "\0"
+    start, _, end = Style.parse(style).render(marker, color_system=ColorSystem.STANDARD).partition(marker)
+    return start, end
 
 
 class Palette:
@@ -47,7 +62,8 @@ class Palette:
     def paint(self, text: str, style: str) -> str:
         if not self.on or not style or not text:
             return text
-        return _style(style).render(text, color_system=ColorSystem.STANDARD)
+        start, end = _ansi(style)
+        return f"{start}{text}{end}"
 
     def state(self, state: str, text: str | None = None) -> str:
         """`text` (the state's own word by default) in the colour of `state`."""
