@@ -33,6 +33,13 @@ def wrapped(argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", _STATUS_WRAPPER, "tacx-agent", *argv]
 
 
+def unwrapped(argv: list[str]) -> list[str] | None:
+    """The agent's own argv inside `wrapped(argv)`; None when argv is not so wrapped."""
+    if argv[:4] == ["/bin/sh", "-c", _STATUS_WRAPPER, "tacx-agent"]:
+        return argv[4:]
+    return None
+
+
 class AgentProvider(Provider):
     """An agent CLI found on PATH, whose stream a parser of ``parser_kind`` reads."""
 
