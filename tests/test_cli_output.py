@@ -47,6 +47,8 @@ def test_colour_on_a_terminal_only(project: Project) -> None:
     assert SGR.sub("", tty_ls) == piped_ls and SGR.sub("", tty_show) == piped_show
     assert "trap" not in piped_show and "_tacx_status" not in piped_show  # the workflow's commands, unwrapped
     assert json.loads(_tty(project, "ls", "--json"))[0]["status"] == "succeeded"  # JSON: never painted
+    _, doctor = on_a_terminal(project, ["-m", "tacx", "doctor"])  # exit 1 where a check fails here: not our point
+    assert "\x1b[32mok  \x1b[0m  store" in doctor  # doctor's marks too
 
     # NO_COLOR (any non-empty value) and TERM=dumb turn it off on a terminal; FORCE_COLOR on, piped.
     _terminal_env(project, NO_COLOR="1")
