@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
 import sys
 import time
@@ -229,11 +230,12 @@ async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
         (dash.root / "workflows" / f"{name}.yaml").write_text(text)
     bash_task = dash.submit("bash-nap", "-i", "title=to be killed")
     python_task = dash.submit("python-nap", "-i", "title=killed too")
+    python_command = f"{os.path.basename(sys.executable)} -c import time; time.sleep(30)"  # the panel names programs
     app = app_for(dash)
     async with app.run_test(size=(160, 40)) as pilot:
         panel = app.query_one(DaughtersPanel)
         await until(lambda: len(panel._keys) == 2, 20, "both daughters known")
-        await until(lambda: "sleep 30 & s" in screen_text(app) and "python -c im" in screen_text(app), 10,
+        await until(lambda: "sleep 30 & s" in screen_text(app) and python_command[:12] in screen_text(app), 10,
                     "both commands on screen, from their start")
         assert "trap" not in screen_text(app)
         by_command = {d.command[0]: pid for pid, d in app.coordinator.supervisor.daughters.items()}
@@ -241,7 +243,7 @@ async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
         python_pid = by_command[sys.executable]
         commands = {key: cells[3] for key, cells in panel._cells.items()}  # the whole cell, not just what fits
         assert commands == {str(bash_pid): "sleep 30 & sleep 30 & wait # [b]not markup[/b]",
-                            str(python_pid): "python -c import time; time.sleep(30)"}
+                            str(python_pid): python_command}
         panel.focus()
         panel.move_cursor(row=panel._keys.index(str(bash_pid)))
         await pilot.press("d")
@@ -259,7 +261,7 @@ async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
         panel.move_cursor(row=0)
         await pilot.press("d")
         await until(lambda: isinstance(app.screen, ConfirmScreen))
-        assert f"Kill pid {python_pid} (task {python_task}, stage doze: python -c import time; time.sleep(30))" in question_text(app)
+        assert f"Kill pid {python_pid} (task {python_task}, stage doze: {python_command})" in question_text(app)
         await pilot.press("y")
         await until(lambda: status_of(dash, python_task) == "failed", 20)
         assert not dash.marked_processes()
