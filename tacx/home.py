@@ -19,6 +19,29 @@ from pathlib import Path
 from tacx.store.errors import explain
 
 HOME_DIRNAME = ".tacx"
+HOME_GITIGNORE = "# tacx's home: the store, logs and task workspaces; never committed\n*\n"
+
+
+def make_home_dir(root: Path) -> None:
+    """Create the home folder (and its parents) with a `.gitignore` that ignores everything
+    in it, itself too: a project's `git status` stays clean from tacx's first run. A folder
+    that already exists is left as it is (`tacx init` adds the file to one)."""
+    try:
+        root.mkdir(parents=True)
+    except FileExistsError:
+        return
+    write_home_gitignore(root)
+
+
+def write_home_gitignore(root: Path) -> Path:
+    """The home's `.gitignore`, made unless one is there; returns its path."""
+    path = root / ".gitignore"
+    try:
+        with path.open("x") as fh:
+            fh.write(HOME_GITIGNORE)
+    except FileExistsError:
+        pass
+    return path
 
 
 @dataclass(frozen=True)
@@ -106,7 +129,7 @@ class CoordinatorLock:
         """Take the lock, or raise LockHeld naming the holder. A read-only command probing
         the lock holds it for an instant: that is waited out for up to `patience` seconds."""
         try:
-            self.home.root.mkdir(parents=True, exist_ok=True)
+            make_home_dir(self.home.root)
             fd = os.open(self.home.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:  # a file where the home should be, a read-only folder, a full disk
             raise explain(exc, self.home.db_path) from exc

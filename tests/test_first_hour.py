@@ -104,3 +104,27 @@ async def test_the_launch_form_refuses_a_task_that_can_never_start(project: Proj
     assert await control.launch(LaunchRequest("agent", path, {})) is None
     assert "stage plan can never start here: claude is not installed" in said[0]
     assert not (project.home / "tacx.db").exists() or project.ls() == []
+
+
+def test_a_ctrl_c_while_tacx_imports_exits_130(project: Project) -> None:
+    """Defect 8's cause: a ^C landing while tacx imports (pydantic-core building schemas)
+    was wrapped in another error (exit 1) or tripped CPython's unhandled-interrupt flag
+    (death by SIGINT, -2) though entry.py caught it. The ^C is held back until the imports
+    are done, then ends the command with 130. The signal is sent once the process is
+    inside tacx's imports (pydantic-core's library mapped), at a few points after that."""
+    import signal
+    import time
+    from pathlib import Path
+
+    for extra in (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06):
+        proc = subprocess.Popen([sys.executable, "-m", "tacx", "--no-ui"], cwd=project.root, env=project.env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        maps = Path(f"/proc/{proc.pid}/maps")
+        deadline = time.monotonic() + 20
+        while "pydantic_core" not in maps.read_text() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(extra)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (extra, proc.returncode, err[-500:])
+        assert "Traceback" not in err

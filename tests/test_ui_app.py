@@ -22,7 +22,8 @@ from tacx.settings import Settings
 from tacx.ui.app import TacxApp, make_app
 from tacx.ui.launch import LaunchScreen
 from tacx.ui.panels import DaughtersPanel, StagesPanel, TasksPanel
-from tacx.ui.screens import ConfirmScreen, QuitScreen
+from tacx.ui.logview import StageLog
+from tacx.ui.screens import ConfirmScreen, LogScreen, QuitScreen
 from tests.conftest import Project
 
 SLEEPER = """\
@@ -33,6 +34,22 @@ stages:
   - name: nap
     provider: bash
     run: sleep 30 & sleep 30 & wait
+"""
+
+TICKER = """\
+name: ticker
+inputs:
+  title: {required: true}
+stages:
+  - name: warm
+    provider: bash
+    run: echo warm
+  - name: tick
+    provider: bash
+    run: for i in $(seq 1 3000); do echo "tick $i"; sleep 0.05; done
+  - name: last
+    provider: bash
+    run: echo last
 """
 
 QUICK = """\
@@ -75,6 +92,7 @@ def dash(project: Project) -> Project:
     (project.root / "workflows").mkdir()
     (project.root / "workflows" / "sleeper.yaml").write_text(SLEEPER)
     (project.root / "workflows" / "quick.yaml").write_text(QUICK)
+    (project.root / "workflows" / "ticker.yaml").write_text(TICKER)
     return project
 
 
@@ -115,6 +133,65 @@ def _fmt_tokens(n: int) -> str:
     from tacx.ui.panels import fmt_tokens
 
     return fmt_tokens(n)
+
+
+async def test_the_cursor_follows_a_launch_and_the_stages_cursor_and_the_log_show_one_stage(dash: Project) -> None:
+    """Defect 3 of issue 12: after a launch the cursor is on the new task; after any switch
+    of task the stages cursor and the log panel show the same stage (a person's pick per
+    task, else the running one); enter on a running task attaches to its live log."""
+    done = dash.submit("quick", "-i", "title=done quickly")
+    ticking = dash.submit("ticker", "-i", "title=ticking")
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        tasks, stages = app.query_one(TasksPanel), app.query_one(StagesPanel)
+        log = app.query_one("#log", StageLog)
+
+        def agree(task: int, stage: str) -> bool:
+            return (app.selected_task == task and stages.task_id == task and stages.selected_key == stage
+                    and app.log_stage == (task, stage) and f"task {task} · {stage} ·" in log.title)
+
+        await until(lambda: status_of(dash, done) == "succeeded" and dash.query(
+            "SELECT 1 FROM stages WHERE task_id = ? AND name = 'tick' AND status = 'running'", ticking), 20)
+        await until(lambda: app.workflow_choices, what="workflows loaded")
+        await pilot.press("n")
+        await until(lambda: isinstance(app.screen, LaunchScreen))
+        await pilot.press(*"quick", "enter")
+        await pilot.pause(0.2)
+        await pilot.press(*"launched here", "enter")
+        launched = (await until(lambda: dash.query("SELECT id FROM tasks WHERE title = 'launched here'"), 10))[0][0]
+        await until(lambda: tasks.selected_key == str(launched) and agree(launched, "say"), 10, "the cursor on the launch")
+        assert f"stages · task {launched}" in screen_text(app)
+        # Switch between a task of one stage and a running one of three: the running
+        # stage, whatever row the stages cursor was on before.
+        tasks.focus()
+        for task, stage in ((ticking, "tick"), (done, "say"), (ticking, "tick")):
+            await pilot.press("down" if tasks._keys.index(str(task)) > tasks.cursor_row else "up")
+            if tasks.selected_key != str(task):
+                tasks.move_cursor(row=tasks._keys.index(str(task)))
+            await until(lambda: agree(task, stage), 10, f"task {task} showing stage {stage}")
+        # A person's pick holds for that task, across switches.
+        stages.focus()
+        await pilot.press("up")
+        await until(lambda: agree(ticking, "warm"), 10, "the picked stage in the log")
+        tasks.focus()
+        await pilot.press("down")  # newest first: launched, ticking, done
+        await until(lambda: agree(done, "say"), 10)
+        await pilot.press("up")
+        await until(lambda: agree(ticking, "warm"), 10, "the pick kept")
+        # enter on the running task: its running stage's live log, full screen, at its end.
+        await pilot.press("enter")
+        full = await until(lambda: isinstance(app.screen, LogScreen) and app.screen.query_one(StageLog))
+        await until(lambda: "tick" in full.title and full.lines and full.lines[-1].startswith("tick"), 10)
+        first = int(full.lines[-1].split()[1])
+        await until(lambda: int(full.lines[-1].split()[1]) > first + 5, 10, "new lines in the attached log")
+        assert full.following and full.is_vertical_scroll_end
+        assert agree(ticking, "tick")  # attaching dropped the pick: the panels show the running stage too
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, LogScreen))
+        await pilot.press("c")
+        await until(lambda: status_of(dash, ticking) == "cancelled", 20)
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
 
 
 async def test_cancel_retry_filter_and_search(dash: Project) -> None:
@@ -345,7 +422,7 @@ async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash:
     async with app.run_test(size=(160, 40)) as pilot:
         await until(lambda: app.workflow_choices, what="workflows loaded")
         await pilot.press("question_mark")
-        await until(lambda: "launch a task" in screen_text(app))
+        await until(lambda: "launch a task" in screen_text(app) and "attach to its live log" in screen_text(app))
         await pilot.press("escape")
         await pilot.press("ctrl+p")
         await until(lambda: "Launch quick" in screen_text(app), 5, "the palette listing workflows before typing")
@@ -356,6 +433,8 @@ async def test_command_palette_launches_a_workflow_and_help_shows_the_keys(dash:
         await pilot.press(*"from the palette", "enter")
         rows = await until(lambda: dash.query("SELECT id, title, workflow FROM tasks"), 10)
         assert (rows[0]["title"], rows[0]["workflow"]) == ("from the palette", "quick")
+        await until(lambda: app.query_one(TasksPanel).selected_key == str(rows[0]["id"]) == str(app.selected_task)
+                    and app.query_one(StagesPanel).task_id == rows[0]["id"], 10, "the cursor on the palette's launch")
         await until(lambda: status_of(dash, rows[0]["id"]) == "succeeded", 20)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
@@ -385,3 +464,45 @@ async def test_the_full_screen_log_takes_no_main_screen_keys_and_errors_do_not_k
         await until(lambda: status_of(dash, task_id) == "cancelled", 20)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
+
+
+async def test_a_table_selects_a_row_a_later_update_brings_and_posts_only_a_persons_moves() -> None:
+    """KeyedTable.select_key waits for a row not there yet (a launched task's comes with
+    the next snapshot), unless a person moves the cursor first; the table's own moves post
+    no RowHighlighted, so the app never mistakes them for a choice."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import DataTable
+
+    class Host(App[None]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.highlighted: list[str | None] = []
+
+        def compose(self) -> ComposeResult:
+            yield TasksPanel(id="tasks")
+
+        def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+            self.highlighted.append(event.row_key.value)
+
+    def rows(*ids: int) -> list[tuple[str, tuple[Any, ...]]]:
+        return [(str(i), (str(i), "queued", "0", "wf", f"task {i}", "", "", "")) for i in ids]
+
+    app = Host()
+    async with app.run_test(size=(120, 20)) as pilot:
+        table = app.query_one(TasksPanel)
+        table.apply(rows(2, 1))
+        table.select_key("3")
+        await pilot.pause()
+        assert table.selected_key == "2" and table.wanting
+        table.apply(rows(3, 2, 1))
+        await pilot.pause()
+        assert table.selected_key == "3" and not table.wanting
+        table.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        assert table.selected_key == "2" and app.highlighted == ["2"]  # only the person's move
+        table.select_key("4")
+        await pilot.press("down")  # the person moves first: their row stays
+        table.apply(rows(4, 3, 2, 1))
+        await pilot.pause()
+        assert table.selected_key == "1" and not table.wanting and app.highlighted == ["2", "1"]

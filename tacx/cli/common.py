@@ -9,7 +9,7 @@ from tacx.agents.prices import PriceTable
 from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.home import Home
 from tacx.settings import Settings, SettingsError, load_settings
-from tacx.store.database import connect_reader
+from tacx.store.database import connect, connect_reader
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,3 +36,11 @@ def project_provider_kinds(home: Home) -> dict[str, str]:
 def reader(home: Home) -> sqlite3.Connection | None:
     """A connection for read-only commands; None when the home has no database yet."""
     return connect_reader(home.db_path)
+
+
+def writer(home: Home) -> sqlite3.Connection:
+    """A connection that changes tasks; a usage error when the home has no tasks yet."""
+    try:
+        return connect(home.db_path, create=False)
+    except FileNotFoundError:
+        raise UsageError(f"no tasks in {home.root}") from None

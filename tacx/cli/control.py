@@ -1,5 +1,5 @@
-"""Changing tasks, also from another terminal: `tacx cancel`, `tacx retry`, `tacx pause` and
-`tacx resume`. With no coordinator running, cancel ends the task's daughters itself."""
+"""Changing tasks, also from another terminal: `tacx cancel`, `tacx retry`, `tacx priority`,
+`tacx pause` and `tacx resume`. With no coordinator running, cancel ends the task's daughters itself."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import argparse
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-from tacx.cli.common import EXIT_OK, UsageError, project_settings
+from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, project_settings, writer
 from tacx.engine.local import cgroups
 from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running
@@ -17,42 +18,39 @@ from tacx.store import records
 from tacx.store.database import connect, transaction
 
 
-def _writer(home: Home) -> sqlite3.Connection:
-    try:
-        return connect(home.db_path, create=False)
-    except FileNotFoundError:
-        raise UsageError(f"no tasks in {home.root}") from None
-
-
 def cmd_cancel(home: Home, args: argparse.Namespace) -> int:
-    conn = _writer(home)
+    """Cancel each task: a queued one at once; a running one through the coordinator that
+    runs it, or, with none running, by ending its daughters here."""
+    conn = writer(home)
     try:
+        ids = _known(conn, args.ids)
         lock = CoordinatorLock(home)
         try:
             lock.acquire()
         except LockHeld:
-            with transaction(conn):
-                status = _checked(records.request_cancel, conn, args.id)
-            if status == "cancelled":
-                print(f"task {args.id} cancelled")
-            else:
-                print(f"task {args.id}: cancel requested; the running coordinator stops it within a second")
-            return EXIT_OK
+            return _each(ids, lambda task_id: _cancel_through_coordinator(conn, task_id))
         try:
-            return _cancel_without_coordinator(home, conn, args.id)
+            return _each(ids, lambda task_id: _cancel_without_coordinator(home, conn, task_id))
         finally:
             lock.release()
     finally:
         conn.close()
 
 
-def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: int) -> int:
+def _cancel_through_coordinator(conn: sqlite3.Connection, task_id: int) -> str:
+    with transaction(conn):
+        status = records.request_cancel(conn, task_id)
+    if status == "cancelled":
+        return f"task {task_id} cancelled"
+    return f"task {task_id}: cancel requested; the running coordinator stops it within a second"
+
+
+def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: int) -> str:
     """No coordinator watches this home: end the task's daughters here and record it."""
     with transaction(conn):
-        status = _checked(records.request_cancel, conn, task_id)
+        status = records.request_cancel(conn, task_id)
     if status == "cancelled":
-        print(f"task {task_id} cancelled")
-        return EXIT_OK
+        return f"task {task_id} cancelled"
     prefix = f"{home.marker_prefix}{task_id}/"
     grace = project_settings(home).kill_grace
     ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), grace)
@@ -60,28 +58,73 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
     with transaction(conn):
         records.mark_cancelled(conn, task_id, "running", {"ended_pids": ended, "coordinator": False})
         conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (time.time(), task_id))
-    print(f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else ""))
-    return EXIT_OK
+    return f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else "")
 
 
-def _checked(fn: Any, conn: sqlite3.Connection, task_id: int) -> Any:
-    try:
-        return fn(conn, task_id)
-    except (LookupError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+def _known(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
+    """The ids in the order given, each once; an id with no task is bad input (nothing is done
+    for any of them)."""
+    ids = list(dict.fromkeys(ids))
+    marks = ", ".join("?" for _ in ids)
+    found = {r[0] for r in conn.execute(f"SELECT id FROM tasks WHERE id IN ({marks})", ids)}
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise UsageError(f"no task {', '.join(missing)}; nothing was changed")
+    return ids
+
+
+def _each(ids: list[int], act: Callable[[int], str]) -> int:
+    """Act on each task, a line for each. A task refused (retry of a running one, cancel of an
+    ended one) is said on stderr while the others go on: exit 2 when every one was refused
+    (nothing changed), 1 when some were, 0 when none."""
+    refused = 0
+    for task_id in ids:
+        try:
+            print(act(task_id), flush=True)
+        except (LookupError, ValueError) as exc:
+            print(f"tacx: {exc}", file=sys.stderr, flush=True)
+            refused += 1
+    if not refused:
+        return EXIT_OK
+    return EXIT_USAGE if refused == len(ids) else EXIT_FAILED
 
 
 def cmd_retry(home: Home, args: argparse.Namespace) -> int:
-    conn = _writer(home)
+    conn = writer(home)
     try:
-        with transaction(conn):
-            _checked(records.retry_task, conn, args.id)
+        ids = _known(conn, args.ids)
+        code = _each(ids, lambda task_id: _retry(conn, task_id))
     finally:
         conn.close()
-    print(f"task {args.id} queued again; stages that succeeded are kept")
-    if not coordinator_running(home):
+    if code != EXIT_USAGE and not coordinator_running(home):
         print("tacx: no coordinator is running here: `tacx --no-ui` runs the queue", file=sys.stderr)
+    return code
+
+
+def _retry(conn: sqlite3.Connection, task_id: int) -> str:
+    with transaction(conn):
+        records.retry_task(conn, task_id)
+    return f"task {task_id} queued again; stages that succeeded are kept"
+
+
+def cmd_priority(home: Home, args: argparse.Namespace) -> int:
+    """A queued task's new priority; a coordinator running elsewhere reads its queue again when
+    the store changes (PRAGMA data_version), so the new order holds for its next pick."""
+    conn = writer(home)
+    try:
+        with transaction(conn):
+            was = _checked(records.set_priority, conn, args.id, args.priority)
+    finally:
+        conn.close()
+    print(f"task {args.id}: priority {was} -> {args.priority}")
     return EXIT_OK
+
+
+def _checked(fn: Any, conn: sqlite3.Connection, *args: Any) -> Any:
+    try:
+        return fn(conn, *args)
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def set_paused(home: Home, paused: bool) -> int:

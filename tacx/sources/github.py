@@ -34,6 +34,7 @@ from tacx.sources.base import TaskEnd, TaskRequest
 from tacx.sources.config import GitHubSourceSettings
 from tacx.sources.gh import Gh, GhError, GhHttpError
 from tacx.workflow.templates import render
+from tacx.home import make_home_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def home_id(root: Path) -> str:
     except OSError:
         pass
     made = secrets.token_hex(6)
-    root.mkdir(parents=True, exist_ok=True)
+    make_home_dir(root)
     temporary = path.with_suffix(f".{os.getpid()}.tmp")
     temporary.write_text(made + "\n")
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tacx.store.errors import StoreError, explain, folder_writable, home_is_file, is_environmental, wal_unreadable
 from tacx.store.schema import MIGRATIONS, SCHEMA_VERSION, schema_version
+from tacx.home import make_home_dir
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -61,7 +62,7 @@ def connect(path: Path, *, create: bool = True, any_thread: bool = False) -> sql
         raise FileNotFoundError(path)
     conn: sqlite3.Connection | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_home_dir(path.parent)
         conn = sqlite3.connect(
             path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=not any_thread
         )

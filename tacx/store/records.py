@@ -25,6 +25,15 @@ FINISHED_STAGE_STATES = ("succeeded", "failed", "skipped", "cancelled", "timed_o
 _DEDUPE_LIVE = ("queued", "running", "succeeded")
 
 
+# A new task's id: after every id ever given, also those of tasks deleted since (`tacx rm`
+# records the highest it deleted), so an id always names one task, its logs and its workspace.
+TASK_ID_FLOOR = "task_id_floor"
+_NEXT_TASK_ID = (
+    "(SELECT MAX(COALESCE((SELECT MAX(id) FROM tasks), 0),"
+    f" COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = '{TASK_ID_FLOOR}'), 0)) + 1)"
+)
+
+
 def add_event(
     conn: sqlite3.Connection, task_id: int | None, stage: str | None, kind: str, data: dict[str, Any]
 ) -> None:
@@ -63,9 +72,9 @@ def insert_task(
     now = time.time()
     trace_id = uuid.uuid4().hex
     cur = conn.execute(
-        "INSERT INTO tasks (trace_id, workflow, workflow_path, workflow_text, workflow_hash, title,"
+        "INSERT INTO tasks (id, trace_id, workflow, workflow_path, workflow_text, workflow_hash, title,"
         " inputs, priority, status, dedupe_key, project_root, created_at, source, source_url)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+        f" VALUES ({_NEXT_TASK_ID}, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
         (
             trace_id,
             workflow.name,
@@ -198,6 +207,19 @@ def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
         (task_id,),
     )
     add_event(conn, task_id, None, "task.retried", {"was": status})
+
+
+def set_priority(conn: sqlite3.Connection, task_id: int, priority: int) -> int:
+    """Change a queued task's priority; returns the old one. LookupError / ValueError for a
+    missing task or one that is not queued (a running task already has its worker)."""
+    row = conn.execute("SELECT status, priority FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no task {task_id}")
+    if row[0] != "queued":
+        raise ValueError(f"task {task_id} is {row[0]}: only a queued task's priority can change")
+    conn.execute("UPDATE tasks SET priority = ? WHERE id = ? AND status = 'queued'", (priority, task_id))
+    add_event(conn, task_id, None, "task.priority", {"was": row[1], "now": priority})
+    return int(row[1])
 
 
 def set_paused(conn: sqlite3.Connection, paused: bool) -> None:

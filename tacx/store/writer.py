@@ -19,6 +19,7 @@ import aiosqlite
 
 from tacx.store.database import configure, migrate
 from tacx.store.errors import StoreError, explain, home_is_file, is_environmental
+from tacx.home import make_home_dir
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Store:
         if problem := home_is_file(self.path):
             raise problem
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_home_dir(self.path.parent)
             db = aiosqlite.connect(self.path, isolation_level=None)
             _as_daemon(db)
             self._db = db

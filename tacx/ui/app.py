@@ -21,7 +21,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 
 from tacx.engine.coordinator import Coordinator
 from tacx.engine.events import EngineEvent, EventBus
@@ -34,16 +34,18 @@ from tacx.store.writer import Store
 from tacx.store.errors import describe
 from tacx.submission import workflow_dirs
 from tacx.ui.control import TaskControl
-from tacx.ui.data import STATUSES, DashboardData, Snapshot
+from tacx.ui.data import STATUSES, DashboardData, Snapshot, StageRow, TaskDetail
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
 from tacx.ui.notices import FINISHED_KINDS, FinishedNotices
 from tacx.ui.palette import WorkflowCommands
 from tacx.ui.panels import (
-    DaughtersPanel, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border, task_note,
+    DaughtersPanel, FittingFooter, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border,
+    task_note,
 )
 from tacx.ui.providers import ProvidersScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
+from tacx.ui.selection import StageSelection
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class TacxApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "tacx"
     COMMANDS = App.COMMANDS | {WorkflowCommands}
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]  # a short terminal gives the log more rows (app.tcss)
     BINDINGS = [
         Binding("n", "launch", "Launch"),
         Binding("c", "cancel", "Cancel"),
@@ -102,7 +105,8 @@ class TacxApp(App[int]):
         self.search_text = ""
         self.offset = 0
         self.selected_task: int | None = None
-        self._stage_chosen: tuple[int, str] | None = None  # (task, stage) a person picked in the stages panel
+        self.stage_selection = StageSelection()  # the stage shown: the stages cursor, the log, the full log
+        self.log_stage: tuple[int, str] | None = None  # (task, stage) the log panel shows
         self._log_shown: tuple[str | None, str | None] | None = None
         self._refreshing = False
         self._refresh_again = False
@@ -131,7 +135,7 @@ class TacxApp(App[int]):
                 yield DaughtersPanel(id="daughters")
                 yield StageLog(id="log")
         yield Input(placeholder="search titles; enter keeps it, escape clears it", id="search")
-        yield Footer()
+        yield FittingFooter()
 
     async def on_mount(self) -> None:
         self.query_one("#tasks").border_title = "tasks"
@@ -240,12 +244,15 @@ class TacxApp(App[int]):
             tasks = self.query_one(TasksPanel)
             tasks.show(snap.tasks, now)
             set_border(tasks, "border_subtitle", self._page_text(snap))
-            if self.selected_task is None and snap.tasks:
-                self.selected_task = tasks.selected_task
-                if self.selected_task is not None:
-                    self._refresh_again = True
+            cursor = tasks.selected_task  # the cursor's row is the selected task, but for one being brought in
+            if cursor is not None and cursor != self.selected_task and not tasks.wanting:
+                self.selected_task = cursor
+                self._refresh_again = True
             detail = snap.detail if snap.detail and snap.detail.task.id == self.selected_task else None
-            self.query_one(StagesPanel).show(detail, now)
+            stage = self.stage_selection.of(detail)
+            stages_panel = self.query_one(StagesPanel)
+            stages_panel.show(detail, now)
+            stages_panel.select_key(stage.name if stage else None)
             stages = self.query_one("#stages")
             set_border(stages, "border_title", (
                 f"stages · task {detail.task.id}" + (f" · {detail.branch}" if detail.branch else "") if detail else "stages"
@@ -253,7 +260,7 @@ class TacxApp(App[int]):
             set_border(stages, "border_subtitle", task_note(detail.task) if detail else "")
             self.query_one(TokensPanel).show(detail)
             self._show_daughters()
-            self._follow_log(detail)
+            self._follow_log(detail, stage)
 
     def _page_text(self, snap: Snapshot) -> str:
         if not snap.matching:
@@ -279,27 +286,28 @@ class TacxApp(App[int]):
         live = [d for d in self.coordinator.supervisor.daughters.values() if not d.done]
         self.query_one(DaughtersPanel).show(daughter_views(live, self.home.marker_prefix), self.clock())
 
-    def _follow_log(self, detail: Any) -> None:
-        """The log panel shows the stage a person picked, else the one running (or last run)."""
-        stage = None
-        if detail is not None:
-            chosen = self._stage_chosen
-            if chosen and chosen[0] == detail.task.id:
-                stage = next((s for s in detail.stages if s.name == chosen[1]), None)
-            if stage is None:
-                started = [s for s in detail.stages if s.started_at]
-                running = [s for s in started if s.status == "running"]
-                stage = (running or sorted(started, key=lambda s: s.started_at or 0) or [None])[-1]
-        key = (stage.log_path if stage else None, stage.provider if stage else None)
-        if key == self._log_shown:
+    def _follow_log(self, detail: TaskDetail | None, stage: StageRow | None) -> None:
+        """The log panel (and a full-screen log of the same task) shows the selected stage:
+        the one the stages cursor is on (see StageSelection)."""
+        self.log_stage = (detail.task.id, stage.name) if detail is not None and stage is not None else None
+        path, kind, title = self._log_of(detail, stage)
+        screen = self.screen
+        if isinstance(screen, LogScreen) and detail is not None and screen.task_id == detail.task.id:
+            screen.follow(path, kind, title or "log")
+        key = (str(path) if path else None, stage.provider if stage else None)
+        log_panel = self.query_one("#log", StageLog)
+        if key == self._log_shown and title == log_panel.title:
             return
         self._log_shown = key
-        log_panel = self.query_one("#log", StageLog)
-        if stage is None or not stage.log_path:
-            log_panel.show(None, None, "log")
-            return
-        title = f"task {detail.task.id} · {stage.name} · attempt {stage.attempt}"
-        log_panel.show(Path(stage.log_path), self.parser_kind(stage.provider), title)
+        log_panel.show(path, kind, title)
+
+    def _log_of(self, detail: TaskDetail | None, stage: StageRow | None) -> tuple[Path | None, str | None, str]:
+        """A stage's log file, its parser and the log view's title."""
+        if detail is None or stage is None:
+            return None, None, ""
+        title = f"task {detail.task.id} · {stage.name} · " + (f"attempt {stage.attempt}" if stage.log_path else
+                                                               "not started")
+        return (Path(stage.log_path) if stage.log_path else None), self.parser_kind(stage.provider), title
 
     def parser_kind(self, provider: str | None) -> str | None:
         p = self.providers.get(provider or "")
@@ -318,21 +326,47 @@ class TacxApp(App[int]):
     # -- selection ---------------------------------------------------------------------------
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """A person moved a cursor (the tables' own moves post nothing)."""
         if event.data_table.id == "tasks":
             task = self.query_one(TasksPanel).selected_task
-            if task != self.selected_task:
+            if task is not None and task != self.selected_task:
                 self.selected_task = task
-                self._stage_chosen = None
                 self.request_refresh()
-        elif event.data_table.id == "stages" and event.data_table.has_focus:
-            stage = self.query_one(StagesPanel).selected_stage
-            if stage is not None and self.selected_task is not None:
-                self._stage_chosen = (self.selected_task, stage.name)
-                self._follow_log(self.snapshot.detail if self.snapshot else None)
+        elif event.data_table.id == "stages":
+            stages = self.query_one(StagesPanel)
+            detail = self.snapshot.detail if self.snapshot else None
+            name = event.row_key.value  # the row moved to (a refresh may have moved the cursor since)
+            if name in stages.stages and detail is not None and stages.task_id == detail.task.id == self.selected_task:
+                self.stage_selection.pick(detail.task.id, name)
+                stage = self.stage_selection.of(detail)
+                stages.select_key(stage.name if stage else None)
+                self._follow_log(detail, stage)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """enter: on a running task, attach to its live log; else the selected stage's log,
+        full screen."""
+        if event.data_table.id == "tasks" and self._attach(event.row_key.value):
+            return
         if event.data_table.id in ("tasks", "stages"):
             self.action_full_log()
+
+    def _attach(self, key: str | None) -> bool:
+        """A running task's running stage, full screen, at its end; the app keeps the view on
+        the task's selected stage as the task goes on (LogScreen.follow). False for a task
+        not running."""
+        row = next((t for t in self.snapshot.tasks if str(t.id) == key), None) if self.snapshot else None
+        if row is None or row.status != "running":
+            return False
+        self.stage_selection.forget(row.id)  # a pick in the stages panel gives way to the running stage
+        detail = self.snapshot.detail if self.snapshot else None
+        path, kind, title = None, None, f"task {row.id}"  # until its snapshot is read
+        if detail is not None and detail.task.id == row.id:
+            stage = self.stage_selection.of(detail)
+            self._follow_log(detail, stage)
+            path, kind, title = self._log_of(detail, stage)
+        self.push_screen(LogScreen(path, kind, title or "log", task_id=row.id))
+        self.request_refresh()
+        return True
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -365,8 +399,9 @@ class TacxApp(App[int]):
 
     async def _submit(self, request: LaunchRequest) -> None:
         task_id = await self.task_control.launch(request)
-        if task_id is not None:
+        if task_id is not None:  # the cursor goes to the new task (its row comes with a snapshot)
             self.selected_task = task_id
+            self.query_one(TasksPanel).select_key(str(task_id))
             self.status_filter, self.search_text, self.offset = None, "", 0
             self.request_refresh()
 
@@ -424,7 +459,8 @@ class TacxApp(App[int]):
     def action_full_log(self) -> None:
         panel = self.query_one("#log", StageLog)
         path, provider = self._log_shown or (None, None)
-        self.push_screen(LogScreen(Path(path) if path else None, self.parser_kind(provider), panel.title or "log"))
+        self.push_screen(LogScreen(Path(path) if path else None, self.parser_kind(provider), panel.title or "log",
+                                   task_id=self.log_stage[0] if self.log_stage else None))
 
     def action_raw(self) -> None:
         self.query_one("#log", StageLog).toggle_raw()

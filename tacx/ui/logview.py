@@ -299,7 +299,7 @@ class StageLog(ScrollView, can_focus=True):
 
     def _placeholder(self) -> str:
         if self._state == "none":
-            return "no stage selected"
+            return "not started yet: no output" if self._title else "no stage selected"
         if self._state == "missing":
             return "waiting for output"
         if self._state == "deleted":

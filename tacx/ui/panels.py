@@ -11,7 +11,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.containers import Vertical
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets import DataTable, Footer, Sparkline, Static
 
 from tacx.states import STATUS_STYLE
 from tacx.text import printable
@@ -90,28 +90,46 @@ def task_note(task: Any) -> str:
 class KeyedTable(DataTable):
     """A DataTable updated from (key, cells) rows: cells that changed are updated in
     place; the rows are rebuilt only when the keys or their order change. The cursor
-    stays on the same key. Columns have fixed widths: no update re-measures a column."""
+    stays on the same key. Columns have fixed widths: no update re-measures a column.
+
+    Only a person's moves post RowHighlighted: the table's own (a rebuild, ``select_key``)
+    are silent, so a handler never mistakes them for a choice. A panel too narrow for all
+    its columns leaves out those named in DROP, in that order, until the rest fit whole."""
+
+    FLEX: str = ""  # the column that takes the width left over (the widths above are its minimum)
+    DROP: tuple[str, ...] = ()  # columns left out, first to last, while the panel is too narrow
 
     def __init__(self, columns: Sequence[tuple[str, int]], **kwargs: Any) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self._widths = dict(columns)
-        self._columns = [name for name, _ in columns]
+        self._all = [name for name, _ in columns]
+        self._columns = list(self._all)  # the columns shown
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Any, ...]] = {}
-
-    FLEX: str = ""  # the column that takes the width left over (the widths above are its minimum)
+        self._wanted: str | None = None
 
     def on_mount(self) -> None:
         for column in self._columns:
             self.add_column(column, key=column, width=self._widths[column])
 
+    def _needed(self, columns: Sequence[str]) -> int:
+        return sum(self._widths[c] for c in columns) + 2 * self.cell_padding * len(columns)
+
     def on_resize(self) -> None:
-        """The flexible column fills the panel's width (set once per resize, not per update)."""
-        if not self.FLEX:
+        """Choose the columns that fit, then the flexible one fills the panel's width (set
+        once per resize, not per update)."""
+        room = self.scrollable_content_region.width - 1
+        shown = list(self._all)
+        for name in self.DROP:
+            if self._needed(shown) <= room:
+                break
+            shown.remove(name)
+        if shown != self._columns:
+            self._columns = shown
+            self._rebuild(self.selected_key, columns=True)
+        if not self.FLEX or self.FLEX not in self._columns:
             return
-        fixed = sum(w for name, w in self._widths.items() if name != self.FLEX)
-        padding = 2 * self.cell_padding * len(self._columns)
-        width = max(self._widths[self.FLEX], self.scrollable_content_region.width - fixed - padding - 1)
+        width = max(self._widths[self.FLEX], room - self._needed(self._columns) + self._widths[self.FLEX])
         column = self.columns.get(self.FLEX)  # type: ignore[call-overload]
         if column is not None and column.width != width:
             column.width = width
@@ -120,32 +138,84 @@ class KeyedTable(DataTable):
             self.refresh()
 
     @property
+    def shown_columns(self) -> list[str]:
+        return list(self._columns)
+
+    def _shown(self, cells: tuple[Any, ...]) -> tuple[Any, ...]:
+        if len(self._columns) == len(self._all):
+            return cells
+        return tuple(cell for name, cell in zip(self._all, cells) if name in self._columns)
+
+    @property
     def selected_key(self) -> str | None:
         if not self._keys or self.cursor_row is None or not 0 <= self.cursor_row < len(self._keys):
             return None
         return self._keys[self.cursor_row]
+
+    @property
+    def wanting(self) -> bool:
+        """``select_key`` asked for a row not there yet."""
+        return self._wanted is not None
+
+    def select_key(self, key: str | None) -> None:
+        """Put the cursor on ``key``'s row, now or when an update brings that row (unless a
+        person moves the cursor first)."""
+        self._wanted = key
+        self._move_to_wanted()
+
+    def _move_to_wanted(self) -> None:
+        if self._wanted is None or self._wanted not in self._keys:
+            return
+        row = self._keys.index(self._wanted)
+        self._wanted = None
+        if row != self.cursor_row:
+            with self.prevent(DataTable.RowHighlighted):
+                self.move_cursor(row=row, animate=False)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._wanted = None  # a person moved the cursor: their choice wins over a pending one
+
+    def _rebuild(self, chosen: str | None, columns: bool = False) -> None:
+        """Rows (and columns) anew, the cursor kept on ``chosen``'s row where it still is."""
+        with self.prevent(DataTable.RowHighlighted):
+            self.clear(columns=columns)
+            if columns:
+                for column in self._columns:
+                    self.add_column(column, key=column, width=self._widths[column])
+            for key in self._keys:
+                self.add_row(*self._shown(self._cells[key]), key=key)
+            if chosen in self._keys:
+                self.move_cursor(row=self._keys.index(chosen), animate=False)
 
     def apply(self, rows: Iterable[tuple[str, tuple[Any, ...]]]) -> None:
         rows = list(rows)
         keys = [key for key, _ in rows]
         if keys != self._keys:
             chosen = self.selected_key
-            self.clear()
-            for key, cells in rows:
-                self.add_row(*cells, key=key)
             self._keys = keys
             self._cells = dict(rows)
-            if chosen in keys:
-                self.move_cursor(row=keys.index(chosen), animate=False)
+            self._rebuild(chosen)
+            self._move_to_wanted()
             return
         for key, cells in rows:
             old = self._cells.get(key)
             if old == cells:
                 continue
             for column, (before, after) in enumerate(zip(old or (), cells)):
-                if before != after:
-                    self.update_cell(key, self._columns[column], after)
+                if before != after and self._all[column] in self._columns:
+                    self.update_cell(key, self._all[column], after)
             self._cells[key] = cells
+        self._move_to_wanted()
+
+
+COMPACT_BELOW = 120  # columns: a narrower terminal gets the footer's compact style, so every key shows
+
+
+class FittingFooter(Footer):
+    """The footer, compact on a narrow terminal (every key still shows at 100 columns)."""
+
+    def on_resize(self) -> None:
+        self.compact = self.app.size.width < COMPACT_BELOW
 
 
 class QuietStatic(Static):
@@ -160,19 +230,39 @@ class QuietStatic(Static):
 
 
 class HeaderBar(QuietStatic):
-    """Counts, workers, today's tokens and cost, and whether the coordinator is paused."""
+    """Counts, workers, today's tokens and cost, and whether the coordinator is paused;
+    in fewer words when the terminal is too narrow for all of them."""
+
+    _shown_with: tuple[Any, ...] | None = None
 
     def show(self, overview: Overview | None, busy: int, limit: int, engine: bool, filters: str) -> None:
+        self._shown_with = (overview, busy, limit, engine, filters)
+        text = self._text(overview, busy, limit, engine, filters, compact=False)
+        if self.size.width and text.cell_len > self.size.width:
+            text = self._text(overview, busy, limit, engine, filters, compact=True)
+        self.show_text(text)
+
+    def on_resize(self) -> None:
+        if self._shown_with is not None:
+            self.show(*self._shown_with)
+
+    @staticmethod
+    def _text(overview: Overview | None, busy: int, limit: int, engine: bool, filters: str, *, compact: bool) -> Text:
+        gap = " " if compact else "  "
         text = Text()
         text.append(" tacx ", style="bold reverse")
         if overview is not None:
             c = overview.counts
             for status in ("queued", "running", "succeeded", "failed", "cancelled"):
                 n = c.get(status, 0) + (c.get("timed_out", 0) if status == "failed" else 0)
-                text.append(f"  {status} ", style="dim")
+                text.append(f"{gap}{status} ", style="dim")
                 text.append(str(n), style=STATUS_STYLE.get(status, ""))
-            text.append(f"  │ workers {busy}/{limit}" if engine else "  │ viewer (another coordinator runs)")
-            text.append(f"  │ today {fmt_tokens(overview.tokens_today)} tokens {fmt_cost(overview.cost_today)}")
+            if engine:
+                text.append(f"{gap}│ workers {busy}/{limit}")
+            else:
+                text.append(f"{gap}│ viewer" if compact else "  │ viewer (another coordinator runs)")
+            words = "" if compact else " tokens"
+            text.append(f"{gap}│ today {fmt_tokens(overview.tokens_today)}{words} {fmt_cost(overview.cost_today)}")
             if overview.unpriced_today:
                 text.append(" + unpriced", style="yellow")
             if overview.paused:
@@ -182,14 +272,15 @@ class HeaderBar(QuietStatic):
                 text.append("  │ ", style="dim")
                 text.append(" · ".join(alerts), style="bold red")
         if filters:
-            text.append(f"  │ {filters}", style="italic")
-        self.show_text(text)
+            text.append(f"{gap}│ {filters}", style="italic")
+        return text
 
 
 class TasksPanel(KeyedTable):
     COLUMNS = (("id", 5), ("status", 9), ("pri", 3), ("workflow", 12), ("title", 16), ("time", 6), ("tokens", 6),
                ("cost", 8))
     FLEX = "title"
+    DROP = ("workflow", "tokens", "pri")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
@@ -218,12 +309,14 @@ class StagesPanel(KeyedTable):
     """The selected task's stages as a timeline, with why a waiting stage waits."""
 
     COLUMNS = (("stage", 12), ("status", 9), ("try", 3), ("provider", 8), ("time", 6), ("tokens", 6), ("cost", 8),
-               ("why", 16))
+               ("why", 8))
     FLEX = "why"
+    DROP = ("tokens", "provider", "try")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
         self.stages: dict[str, StageRow] = {}
+        self.task_id: int | None = None  # whose stages these are
 
     @property
     def selected_stage(self) -> StageRow | None:
@@ -233,6 +326,7 @@ class StagesPanel(KeyedTable):
     def show(self, detail: TaskDetail | None, now: float) -> None:
         stages = detail.stages if detail else []
         self.stages = {s.name: s for s in stages}
+        self.task_id = detail.task.id if detail else None
         self.apply(
             (
                 s.name,
@@ -248,14 +342,44 @@ class StagesPanel(KeyedTable):
         )
 
 
+TOKEN_COLUMNS = ((10, 7, 7, 8, 8, 9), "stage", "in", "out", "c.read", "c.write", "cost")
+NARROW_TOKEN_COLUMNS = ((8, 6, 6, 7, 9), "stage", "in", "out", "cache", "cost")  # cache: read + written
+
+
 class TokensPanel(Vertical):
-    """Per stage input / output / cache, cost against budget, tokens per minute."""
+    """Per stage input / output / cache, cost against budget, tokens per minute. Narrower
+    than its table, cache read and cache written share one column."""
+
+    _detail: TaskDetail | None = None
 
     def compose(self):  # type: ignore[no-untyped-def]
         yield QuietStatic(id="token-table")
         yield Sparkline([], id="token-spark")
 
+    def on_resize(self) -> None:
+        if self._detail is not None:
+            self.show(self._detail)
+
+    def _table(self, detail: TaskDetail, width: int) -> Text:
+        narrow = 0 < width < sum(TOKEN_COLUMNS[0])
+        widths, *labels = NARROW_TOKEN_COLUMNS if narrow else TOKEN_COLUMNS
+        text = Text()
+
+        def row(cells: Sequence[str], style: str = "") -> None:
+            text.append(cells[0][: widths[0] - 1].ljust(widths[0]) + "".join(
+                cell.rjust(w) for cell, w in zip(cells[1:], widths[1:])) + "\n", style=style)
+
+        row(labels, "bold")
+        for s in detail.stages:
+            if not s.tokens and not s.cost_usd:
+                continue
+            cache = [fmt_tokens(s.cache_read + s.cache_write)] if narrow else [fmt_tokens(s.cache_read),
+                                                                               fmt_tokens(s.cache_write)]
+            row([s.name, fmt_tokens(s.input), fmt_tokens(s.output), *cache, fmt_cost(s.cost_usd, s.unpriced)])
+        return text
+
     def show(self, detail: TaskDetail | None) -> None:
+        self._detail = detail
         table = self.query_one("#token-table", QuietStatic)
         spark = self.query_one("#token-spark", Sparkline)
         if detail is None:
@@ -263,15 +387,7 @@ class TokensPanel(Vertical):
             if spark.data:
                 spark.data = []
             return
-        text = Text()
-        text.append(f"{'stage':<10}{'in':>7}{'out':>7}{'c.read':>8}{'c.write':>8}{'cost':>9}\n", style="bold")
-        for s in detail.stages:
-            if not s.tokens and not s.cost_usd:
-                continue
-            text.append(
-                f"{s.name[:10]:<10}{fmt_tokens(s.input):>7}{fmt_tokens(s.output):>7}"
-                f"{fmt_tokens(s.cache_read):>8}{fmt_tokens(s.cache_write):>8}{fmt_cost(s.cost_usd, s.unpriced):>9}\n"
-            )
+        text = self._table(detail, table.size.width)
         task = detail.task
         text.append(f"total {fmt_tokens(task.tokens)} tokens · ")
         if task.unpriced:  # the known cost, and which models have none
@@ -347,6 +463,7 @@ class DaughtersPanel(KeyedTable):
     COLUMNS = (("pid", 7), ("task", 5), ("stage", 10), ("command", 12), ("cpu", 4), ("rss", 5), ("kids", 4),
                ("age", 6), ("live", 4))
     FLEX = "command"
+    DROP = ("live", "kids", "task", "age", "rss", "cpu")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)

@@ -86,7 +86,9 @@ HELP = """\
 [b]p[/b]  pause / resume the coordinator (running stages go on; nothing new starts)
 [b]f[/b]  filter by status (cycles)          [b]/[/b]  search titles (escape clears)
 [b]\\[[/b] [b]][/b]  previous / next page of tasks
-[b]enter[/b] or [b]l[/b]  the selected stage's log, full screen    [b]v[/b]  raw / rendered log
+[b]l[/b]  the selected stage's log, full screen       [b]v[/b]  raw / rendered log
+[b]enter[/b]  on a running task: attach to its live log, full screen, kept at the end
+       and on to each next stage until you scroll up or escape; elsewhere as [b]l[/b]
 [b]d[/b]  kill the selected daughter (asks first)
 [b]a[/b]  the agents: installed, logged in, resting, failing since when; versions, usage
 [b]tab[/b]  move between panels        [b]ctrl+p[/b]  command palette ("Launch <workflow>")
@@ -106,16 +108,20 @@ class HelpScreen(ModalScreen[None]):
 
 
 class LogScreen(Screen[None]):
-    """One stage's log, full screen; v switches between rendered agent events and raw."""
+    """One stage's log, full screen; v switches between rendered agent events and raw.
+
+    With ``task_id``, the dashboard keeps it on that task's selected stage (``follow``): a
+    running task's next stage replaces the one that ended, until the reader scrolls up."""
 
     BINDINGS = [
         Binding("escape,q,l", "app.pop_screen", "Back"),
         Binding("v", "raw", "Raw / rendered"),
     ]
 
-    def __init__(self, path: Path | None, parser_kind: str | None, title: str) -> None:
+    def __init__(self, path: Path | None, parser_kind: str | None, title: str, *, task_id: int | None = None) -> None:
         super().__init__()
         self.path, self.parser_kind, self.log_title = path, parser_kind, title
+        self.task_id = task_id
 
     def compose(self) -> ComposeResult:
         yield StageLog(id="full-log", max_lines=10_000, tail_bytes=2 << 20)
@@ -125,6 +131,13 @@ class LogScreen(Screen[None]):
         log = self.query_one(StageLog)
         log.show(self.path, self.parser_kind, self.log_title)
         log.focus()
+
+    def follow(self, path: Path | None, parser_kind: str | None, title: str) -> None:
+        """Show this log now, unless the reader scrolled up to read (showing the log already
+        shown costs nothing)."""
+        log = self.query_one(StageLog)
+        if log.following and (path is not None or log.path is None):
+            log.show(path, parser_kind, title)
 
     def action_raw(self) -> None:
         self.query_one(StageLog).toggle_raw()

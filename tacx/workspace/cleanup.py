@@ -28,26 +28,11 @@ def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> l
     if task_ids:
         sql += f" AND id IN ({', '.join('?' for _ in task_ids)})"
         params += task_ids
-    trees = home.trees.resolve()
     results = []
     for row in conn.execute(sql + " ORDER BY id", params).fetchall():
-        path = Path(row["workspace"]) if row["workspace"] else None
-        if path is None or not path.resolve().is_relative_to(trees):
+        entry = remove_workspace(home, row)
+        if entry is None:
             continue  # ran in the project itself: nothing of tacx's to remove
-        kind = _workspace_kind(row["workflow_text"])
-        try:
-            if kind == "worktree" and row["branch"]:
-                repo = worktree.git_root(Path(row["project_root"])) or Path(row["project_root"])
-                outcome = worktree.cleanup_worktree(repo, path, row["branch"], row["base_commit"])
-            elif kind == "worktree":  # git never made it: whatever is there is not tacx's
-                outcome = worktree.CleanupResult(path, False, False, "the task's worktree was never made; left alone")
-            else:
-                outcome = worktree.remove_dir_workspace(path)
-            entry = {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": outcome.removed,
-                     "branch_deleted": outcome.branch_deleted, "reason": outcome.reason}
-        except worktree.WorkspaceError as exc:
-            entry = {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": False,
-                     "branch_deleted": False, "reason": str(exc)}
         results.append(entry)
         with transaction(conn):
             records.add_event(conn, row["id"], None, "workspace.removed" if entry["removed"] else "workspace.kept",
@@ -64,6 +49,32 @@ def clean(home: Home, conn: sqlite3.Connection, task_ids: list[int] | None) -> l
                 results.append({"task": task_id, "path": None, "branch": None, "removed": False,
                                 "branch_deleted": False, "reason": reason})
     return results
+
+
+def remove_workspace(home: Home, row: Any, force: bool = False) -> dict[str, Any] | None:
+    """Remove one ended task's workspace (a row of tasks with id, workspace, branch,
+    base_commit, project_root, workflow_text); None when it has none of its own under the
+    home's trees. ``unsaved`` in the entry: kept because of work found nowhere else, which
+    ``force`` removes too."""
+    path = Path(row["workspace"]) if row["workspace"] else None
+    if path is None or not path.resolve().is_relative_to(home.trees.resolve()):
+        return None
+    kind = _workspace_kind(row["workflow_text"])
+    try:
+        if kind == "worktree" and row["branch"]:
+            repo = worktree.git_root(Path(row["project_root"])) or Path(row["project_root"])
+            outcome = worktree.cleanup_worktree(repo, path, row["branch"], row["base_commit"])
+            if outcome.unsaved and force:
+                outcome = worktree.discard_worktree(repo, path, row["branch"])
+        elif kind == "worktree":  # git never made it: whatever is there is not tacx's
+            outcome = worktree.CleanupResult(path, False, False, "the task's worktree was never made; left alone")
+        else:
+            outcome = worktree.remove_dir_workspace(path)
+        return {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": outcome.removed,
+                "branch_deleted": outcome.branch_deleted, "reason": outcome.reason, "unsaved": outcome.unsaved}
+    except worktree.WorkspaceError as exc:
+        return {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": False,
+                "branch_deleted": False, "reason": str(exc), "unsaved": False}
 
 
 def _workspace_kind(workflow_text: str) -> str:

@@ -430,6 +430,7 @@ class CleanupResult:
     removed: bool          # the workspace folder is gone now (also when it already was)
     branch_deleted: bool
     reason: str            # what was done, or exactly why it was kept
+    unsaved: bool = False  # kept because of work found nowhere else (uncommitted, or unpushed commits)
 
 
 def _plural(n: int, word: str) -> str:
@@ -500,7 +501,7 @@ def _cleanup(repo: Path, path: Path, branch: str, base: str | None) -> CleanupRe
             unpushed = _unpushed(repo, [f"refs/heads/{branch}"], base_sha)
             if unpushed:
                 notes.append(f"kept branch {branch} ({_plural(unpushed, 'commit')} not pushed to any remote)")
-                return CleanupResult(path, True, False, "; ".join(notes))
+                return CleanupResult(path, True, False, "; ".join(notes), unsaved=True)
         deleted, what = _settle_branch(repo, branch, base_sha)
         return CleanupResult(path, True, deleted, "; ".join([*notes, what]))
 
@@ -522,6 +523,7 @@ def _cleanup(repo: Path, path: Path, branch: str, base: str | None) -> CleanupRe
         return CleanupResult(
             path, False, False,
             f"{_plural(len(changes), 'uncommitted change')} (git status --porcelain) in {path}; kept",
+            unsaved=True,
         )
 
     tips = ["HEAD"]
@@ -534,6 +536,7 @@ def _cleanup(repo: Path, path: Path, branch: str, base: str | None) -> CleanupRe
             where = f"{where} / {branch}"
         return CleanupResult(
             path, False, False, f"{_plural(unpushed, 'commit')} not pushed to any remote ({where}); kept",
+            unsaved=True,
         )
 
     proc = _run(repo, "worktree", "remove", str(path), timeout=CHECKOUT_TIMEOUT)
@@ -541,6 +544,21 @@ def _cleanup(repo: Path, path: Path, branch: str, base: str | None) -> CleanupRe
         return CleanupResult(path, False, False, f"git worktree remove refused: {_trim(proc.stderr)}; kept")
     deleted, what = _settle_branch(repo, branch, base_sha)
     return CleanupResult(path, True, deleted, f"removed worktree {path}; {what}")
+
+
+def discard_worktree(repo: Path, path: Path, branch: str) -> CleanupResult:
+    """Remove a task's worktree and its branch with whatever unsaved work they hold (the user
+    said --force, after cleanup_worktree said what would be lost)."""
+    repo, path = Path(repo), Path(path).absolute()
+    with _repo_lock(repo):
+        if path.exists() or path.is_symlink():
+            proc = _run(repo, "worktree", "remove", "--force", "--force", str(path), timeout=CHECKOUT_TIMEOUT)
+            if proc.returncode != 0:
+                return CleanupResult(path, False, False, f"git worktree remove --force refused: {_trim(proc.stderr)}")
+        _ok(repo, "worktree", "prune")
+        deleted = _branch_exists(repo, branch) and _ok(repo, "branch", "-D", branch)
+        what = f"; deleted branch {branch} with its commits" if deleted else ""
+        return CleanupResult(path, True, deleted, f"removed worktree {path} with its unsaved work (--force){what}")
 
 
 def remove_dir_workspace(path: Path) -> CleanupResult:

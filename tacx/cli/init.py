@@ -1,0 +1,50 @@
+"""`tacx init`: start a project in the current folder: a commented `tacx.yaml` with every
+setting and its default, a starter workflow that runs with nothing installed, and the home
+`.tacx/` with a `.gitignore` that keeps it out of `git status`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+from pathlib import Path
+
+from tacx.cli.common import EXIT_OK, UsageError
+from tacx.home import HOME_DIRNAME, make_home_dir, write_home_gitignore
+
+STARTER = "starter"
+
+
+def _template(name: str) -> str:
+    return resources.files("tacx.data").joinpath(name).read_text()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Refuses (exit 2, nothing written) when a file it would write exists, unless --force."""
+    root = Path.cwd()
+    chosen = getattr(args, "home", None) or os.environ.get("TACX_HOME")
+    home = Path(chosen).expanduser().resolve() if chosen else root / HOME_DIRNAME
+    files = {
+        root / "tacx.yaml": _template("init-tacx.yaml"),
+        root / "workflows" / f"{STARTER}.yaml": _template("init-starter.yaml"),
+    }
+    there = [path for path in files if path.exists() or path.is_symlink()]
+    if there and not args.force:
+        names = ", ".join(str(p.relative_to(root)) for p in there)
+        raise UsageError(f"{names} already exist{'s' if len(there) == 1 else ''}; nothing written (--force overwrites)")
+    for folder in (home, root / "workflows"):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"{folder} is a file, not a folder; nothing written")
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        print(f"wrote {path.relative_to(root)}")
+    make_home_dir(home)
+    ignore = write_home_gitignore(home)
+    print(f"made {_shown(home, root)}/ (its {ignore.name} keeps it out of git)")
+    print(f"next: tacx run {STARTER} --no-ui    (then `tacx show 1`, `tacx logs 1`, or `tacx` for the dashboard)")
+    return EXIT_OK
+
+
+def _shown(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
