@@ -39,7 +39,8 @@ class Project:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.home = root / ".tacx"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_")}
+        # Not TACX_*; nor what forces colour on a pipe (tests read tacx's plain output).
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TACX_") and k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
         self.env["TACX_HOME"] = str(self.home)
         self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
         self._background: list[subprocess.Popen[str]] = []

@@ -391,6 +391,9 @@ def test_demo_on_a_fresh_home_succeeds(project: Project) -> None:
         assert [s["name"] for s in task["stages"]] == ["plan", "build", "test", "review"]
         assert stage_of(task, "review")["result"] == "APPROVED"
         assert (project.home / "trees" / str(t["id"]) / "change.py").is_file()
+    cost = sum(t["cost_usd"] for t in tasks)
+    assert proc.stdout.splitlines()[-1].startswith("summary: 4 tasks: 4 succeeded · tokens in ")  # the demo's end
+    assert proc.stdout.splitlines()[-1].split(" · ")[-2] == f"${cost:.4f}"
 
 
 # -- handoff, loops, recovery -----------------------------------------------------------------

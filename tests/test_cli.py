@@ -45,7 +45,9 @@ def test_second_coordinator_names_the_holder_and_reads_still_work(project: Proje
     assert f"pid {first.pid}" in second.stderr
     assert "another tacx coordinator holds" in second.stderr
     assert project.tacx("ls").returncode == 0
-    assert project.tacx("run", "shell-pipeline", "--no-ui").returncode == 0  # handed over and followed
+    followed = project.tacx("run", "shell-pipeline", "--no-ui")  # handed over and followed
+    assert followed.returncode == 0
+    assert followed.stdout.splitlines()[-1].startswith("summary: 1 task: 1 succeeded · ")  # the followed run's end
 
 
 def test_run_exit_codes_and_show_shape(project: Project) -> None:
@@ -211,7 +213,7 @@ def test_json_progress_is_one_event_per_line(project: Project) -> None:
     out = project.tacx("run", "shell-pipeline", "--no-ui", "--json").stdout
     events = [json.loads(line) for line in out.splitlines()]
     kinds = [e["kind"] for e in events]
-    assert kinds[0] == "task.started" and kinds[-1] == "task.succeeded"
+    assert kinds[0] == "task.started" and kinds[-2:] == ["task.succeeded", "summary"]  # the run's summary last
     assert kinds.count("stage.succeeded") == 3
 
 
@@ -269,6 +271,7 @@ def test_progress_line_when_on_a_terminal(project: Project) -> None:
         chunks.append(data)
     _, status = os.waitpid(pid, 0)
     output = b"".join(chunks).decode("utf-8", "replace")
+    output = re.sub(r"\x1b\[[0-9;]*m", "", output)  # state colours (tests/test_cli_output.py)
     assert os.waitstatus_to_exitcode(status) == 0
     assert "done ·" in output and "█" in output
     assert "task 1 succeeded" in output

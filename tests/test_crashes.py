@@ -93,7 +93,10 @@ def test_an_unrecorded_daughter_still_running_is_found_by_its_marker(project: Pr
     marked = wait_for(project.marked_processes, what="the daughter, alive")
     project.start("--no-ui")
     wait_for(lambda: project.show(task)["stages"][0]["daughters"], what="its row, written at recovery")
-    assert project.show(task)["stages"][0]["daughters"][0]["pid"] == marked[0].pid
+    found = project.show(task)["stages"][0]["daughters"][0]
+    assert found["pid"] == marked[0].pid
+    # Its row shows the workflow's command (read from the process, tacx's EXIT trap taken off).
+    assert found["argv"][1:] == ["-c", f"while [ ! -e {gate} ]; do sleep 0.05; done; exec echo through"]
     gate.touch()
     wait_for(lambda: project.show(task)["status"] == "succeeded", what="the task succeeding")
     stage = project.show(task)["stages"][0]

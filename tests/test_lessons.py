@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -178,14 +179,26 @@ def test_lesson4_each_provider_names_its_interpreter(project: Project) -> None:
                   return f"python {sys.version_info[0]} {x}"
               print(f(x=1))
     """)
-    project.tacx("run", "interp.yaml", "--no-ui")
-    stages = {s["name"]: s for s in project.show(1)["stages"]}
+    events = [json.loads(line) for line in project.tacx("run", "interp.yaml", "--no-ui", "--json").stdout.splitlines()]
+    shown = project.show(1)
+    stages = {s["name"]: s for s in shown["stages"]}
     assert stages["sh"]["daughters"][0]["argv"][0] == "/bin/sh"
     assert stages["sh"]["result"] == "/bin/sh"
     assert stages["bash"]["daughters"][0]["argv"][0].endswith("bash")
     assert stages["bash"]["result"].startswith("bash ")
     assert stages["py"]["daughters"][0]["argv"][0] == sys.executable
     assert stages["py"]["result"] == "python 3 1"
+    # What people read is the command the workflow asked for, never tacx's status wrapper
+    # (an EXIT trap, a python bootstrap), in the daughters' rows and daughter.started alike.
+    py_code = "import sys\ndef f(*, x: int) -> str:\n    return f\"python {sys.version_info[0]} {x}\"\nprint(f(x=1))\n"
+    asked = {"sh": ["/bin/sh", "-c", 'echo "$0"'],
+             "bash": [stages["bash"]["daughters"][0]["argv"][0], "-c", 'echo "bash $BASH_VERSION"'],
+             "py": [sys.executable, "-c", py_code]}
+    started = {e["stage"]: e["data"]["argv"] for e in events if e["kind"] == "daughter.started"}
+    assert started == asked
+    assert {name: s["daughters"][0]["argv"] for name, s in stages.items()} == asked
+    for said in (json.dumps(shown), json.dumps(events)):
+        assert "trap" not in said and "_tacx_status" not in said
 
 
 # -- 5. zombies, stragglers, orphans --------------------------------------------------------------

@@ -95,3 +95,22 @@ def test_the_status_wrapper_keeps_the_agents_exit_and_outlives_a_group_sigterm(t
     time.sleep(0.3)
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM
+
+
+@pytest.mark.parametrize("provider", ["shell", "bash", "python", "claude", "mock"])
+def test_the_workflow_command_is_the_real_argv_unwrapped(provider: str, tmp_path: Path) -> None:
+    """What people read is the command the workflow asked for; taken back off a real argv
+    (a daughter found by its marker after a crash) it is the same command."""
+    from tacx.agents.scripts import workflow_command
+
+    script = provider in ("shell", "bash", "python")
+    spec = StageSpec(name="build", provider=[provider], **({"run": "echo 'a b'\necho c"} if script else {"prompt": "p"}))
+    launch = configured_providers(None)[provider].launch(spec, ctx(tmp_path))
+    for path, text in launch.files.items():
+        path.write_text(text)
+    assert launch.command is not None and launch.command != launch.argv
+    assert "trap" not in " ".join(launch.command) and "tacx-agent" not in launch.command
+    if script:
+        assert launch.command[1:] == ["-c", "echo 'a b'\necho c"]
+    assert workflow_command(launch.argv) == launch.command
+    assert workflow_command(["python3", "build.py", "--fast"]) == ["python3", "build.py", "--fast"]  # not tacx's

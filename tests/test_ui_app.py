@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -21,7 +23,7 @@ from tacx.ui.app import TacxApp, make_app
 from tacx.ui.launch import LaunchScreen
 from tacx.ui.panels import DaughtersPanel, StagesPanel, TasksPanel
 from tacx.ui.logview import StageLog
-from tacx.ui.screens import LogScreen, QuitScreen
+from tacx.ui.screens import ConfirmScreen, LogScreen, QuitScreen
 from tests.conftest import Project
 
 SLEEPER = """\
@@ -275,20 +277,70 @@ async def test_quit_leaving_tasks_running_then_a_restart_readopts_them(dash: Pro
     assert not dash.marked_processes()
 
 
+def question_text(app: TacxApp) -> str:
+    """The words of the confirmation on screen, as rendered (markup taken as markup)."""
+    from textual.widgets import Static
+
+    return app.screen.query_one(Static).render().plain
+
+
+NAPPERS = {
+    "bash-nap": """\
+name: bash-nap
+inputs: {title: {required: true}}
+stages:
+  - {name: nap, provider: bash, run: 'sleep 30 & sleep 30 & wait # [b]not markup[/b]'}
+""",
+    "python-nap": """\
+name: python-nap
+inputs: {title: {required: true}}
+stages:
+  - {name: doze, provider: python, run: 'import time; time.sleep(30)'}
+""",
+}
+
+
 async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
-    task_id = dash.submit("sleeper", "-i", "title=to be killed")
+    """The daughters panel and the kill confirmation show the command the workflow asked
+    for (a bash script, a python one), never tacx's status wrapper around it."""
+    for name, text in NAPPERS.items():
+        (dash.root / "workflows" / f"{name}.yaml").write_text(text)
+    bash_task = dash.submit("bash-nap", "-i", "title=to be killed")
+    python_task = dash.submit("python-nap", "-i", "title=killed too")
+    python_command = f"{os.path.basename(sys.executable)} -c import time; time.sleep(30)"  # the panel names programs
     app = app_for(dash)
     async with app.run_test(size=(160, 40)) as pilot:
         panel = app.query_one(DaughtersPanel)
-        await until(lambda: panel._keys, 20, "the daughter on screen")
+        await until(lambda: len(panel._keys) == 2, 20, "both daughters known")
+        await until(lambda: "sleep 30 & s" in screen_text(app) and python_command[:12] in screen_text(app), 10,
+                    "both commands on screen, from their start")
+        assert "trap" not in screen_text(app)
+        by_command = {d.command[0]: pid for pid, d in app.coordinator.supervisor.daughters.items()}
+        bash_pid = next(pid for program, pid in by_command.items() if program.endswith("bash"))
+        python_pid = by_command[sys.executable]
+        commands = {key: cells[3] for key, cells in panel._cells.items()}  # the whole cell, not just what fits
+        assert commands == {str(bash_pid): "sleep 30 & sleep 30 & wait # [b]not markup[/b]",
+                            str(python_pid): python_command}
         panel.focus()
+        panel.move_cursor(row=panel._keys.index(str(bash_pid)))
         await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        asked = question_text(app)
+        assert f"Kill pid {bash_pid} (task {bash_task}, stage nap: sleep 30 & sleep 30 & wait # [b]not markup[/b])" in asked
+        assert "trap" not in asked
         await pilot.press("n")  # declined: still running
         await asyncio.sleep(0.3)
-        assert status_of(dash, task_id) == "running"
+        assert status_of(dash, bash_task) == "running"
         await pilot.press("d", "y")
-        await until(lambda: status_of(dash, task_id) == "failed", 20)
-        assert "killed from the dashboard" in dash.show(task_id)["stages"][0]["error"]
+        await until(lambda: status_of(dash, bash_task) == "failed", 20)
+        assert "killed from the dashboard" in dash.show(bash_task)["stages"][0]["error"]
+        await until(lambda: panel._keys == [str(python_pid)], 20, "only the python daughter left")
+        panel.move_cursor(row=0)
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmScreen))
+        assert f"Kill pid {python_pid} (task {python_task}, stage doze: {python_command})" in question_text(app)
+        await pilot.press("y")
+        await until(lambda: status_of(dash, python_task) == "failed", 20)
         assert not dash.marked_processes()
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)

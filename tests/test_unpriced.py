@@ -83,6 +83,8 @@ def test_unpriced_everywhere(mixed: Project) -> None:
     out = mixed.run_output  # type: ignore[attr-defined]
     assert "· local: succeeded" in out and "24.9k tokens · unpriced" in out
     assert "task 1 succeeded" in out and "tokens · $0.0090 + unpriced" in out
+    assert out.splitlines()[-1].startswith("summary: 1 task: 1 succeeded · tokens in ")  # the run's summary
+    assert " · $0.0090 + unpriced (o9-preview) · " in out.splitlines()[-1]
 
     # `tacx providers`: codex's cost is unpriced, and which model says so
     providers = {p["name"]: p for p in json.loads(mixed.tacx("providers", "--json").stdout)}

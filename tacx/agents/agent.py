@@ -33,6 +33,13 @@ def wrapped(argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", _STATUS_WRAPPER, "tacx-agent", *argv]
 
 
+def unwrapped(argv: list[str]) -> list[str] | None:
+    """The agent's own argv inside `wrapped(argv)`; None when argv is not so wrapped."""
+    if argv[:4] == ["/bin/sh", "-c", _STATUS_WRAPPER, "tacx-agent"]:
+        return argv[4:]
+    return None
+
+
 class AgentProvider(Provider):
     """An agent CLI found on PATH, whose stream a parser of ``parser_kind`` reads."""
 
@@ -82,7 +89,8 @@ class AgentProvider(Provider):
 
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         program = self._path() or self.executable
-        return Launch(argv=wrapped([program, *self.arguments(spec, ctx)]))
+        argv = [program, *self.arguments(spec, ctx)]
+        return Launch(argv=wrapped(argv), command=argv)
 
     def arguments(self, spec: StageSpec, ctx: StageContext) -> list[str]:
         raise NotImplementedError

@@ -36,11 +36,20 @@ class StageContext:
 
 @dataclass
 class Launch:
-    """A daughter to start: argv (never a shell string built from inputs) and extra env."""
+    """A daughter to start: argv (never a shell string built from inputs) and extra env.
+
+    `argv` is what runs, tacx's status wrapper included; `command` is what the workflow
+    asked for (the script, the agent's own argv): what people read in events, `tacx show`
+    and the dashboard. None: argv itself (nothing wraps it)."""
 
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     files: dict[Path, str] = field(default_factory=dict)  # written before the daughter starts
+    command: list[str] | None = None
+
+    @property
+    def shown(self) -> list[str]:
+        return list(self.command if self.command is not None else self.argv)
 
 
 @dataclass

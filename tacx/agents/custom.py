@@ -62,7 +62,8 @@ class CustomProvider(AgentProvider):
             ):
                 continue
             argv += rendered
-        return Launch(argv=wrapped(argv + list(spec.extra_args)), env=dict(self.extra_env))
+        argv += list(spec.extra_args)
+        return Launch(argv=wrapped(argv), env=dict(self.extra_env), command=argv)
 
 
 def check_custom_argv(argv: list[str | list[str]]) -> None:

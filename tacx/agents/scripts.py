@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
+from tacx.agents.agent import unwrapped
 from tacx.agents.base import Launch, Provider, StageContext
 from tacx.workflow.model import StageSpec
 
@@ -62,7 +64,8 @@ class ShellProvider(Provider):
 
     def launch(self, spec: StageSpec, ctx: StageContext) -> Launch:
         assert spec.run is not None
-        return Launch(argv=[self.interpreter, "-c", _STATUS_TRAP + spec.run])
+        return Launch(argv=[self.interpreter, "-c", _STATUS_TRAP + spec.run],
+                      command=[self.interpreter, "-c", spec.run])
 
 
 class BashProvider(ShellProvider):
@@ -90,4 +93,23 @@ class PythonProvider(Provider):
             argv=[sys.executable, "-c", _PYTHON_BOOT, str(ctx.script_path)],
             env={"PYTHONUNBUFFERED": "1"},
             files={ctx.script_path: spec.run},
+            command=[sys.executable, "-c", spec.run],
         )
+
+
+def workflow_command(argv: list[str]) -> list[str]:
+    """The command the workflow asked for, from a daughter's real argv (one found by its
+    marker after a crash, never recorded): tacx's status wrappers taken off exactly as
+    they were put on (`Launch.command` says the same at the start); any other argv as it
+    is. Reads a python stage's script from its file: call it off the event loop."""
+    agent = unwrapped(argv)
+    if agent is not None:
+        return agent
+    if len(argv) == 3 and argv[1] == "-c" and argv[2].startswith(_STATUS_TRAP):
+        return [argv[0], "-c", argv[2][len(_STATUS_TRAP):]]
+    if len(argv) == 4 and argv[1:3] == ["-c", _PYTHON_BOOT]:
+        try:
+            return [argv[0], "-c", Path(argv[3]).read_text(encoding="utf-8", errors="replace")]
+        except OSError:
+            return [argv[0], argv[3]]
+    return list(argv)

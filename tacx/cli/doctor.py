@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tacx.cli.colour import Palette
 from tacx.engine.local import cgroups
 from tacx.home import Home, coordinator_running, read_holder
 from tacx.engine.local.keeper_client import KEEPER_PATH, KeeperClient
@@ -126,6 +127,11 @@ def report(home: Home, settings: Settings) -> list[Check]:
             *_providers(settings, home.project_root)]
 
 
-def render(checks: list[Check]) -> str:
-    marks = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
-    return "\n".join(f"{marks[c['status']]}  {c['check']:<16} {c['detail']}" for c in checks)
+_MARKS = {"ok": ("ok  ", "succeeded"), "warn": ("warn", "queued"), "fail": ("FAIL", "failed")}  # word, state colour
+
+
+def render(checks: list[Check], palette: Palette | None = None) -> str:
+    """For people; the marks in the state colours when stdout is a terminal (tacx.cli.colour)."""
+    palette = palette or Palette.for_stream(sys.stdout)
+    return "\n".join(f"{palette.state(_MARKS[c['status']][1], _MARKS[c['status']][0])}  {c['check']:<16} {c['detail']}"
+                     for c in checks)

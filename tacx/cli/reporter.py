@@ -1,5 +1,6 @@
-"""Headless progress: one line per state change for people, one JSON event per line for
-machines, and a live progress line at the bottom when writing to a terminal."""
+"""Headless progress: one line per state change for people (state words in the dashboard's
+colours on a terminal), one JSON event per line for machines, a live progress line at the
+bottom when writing to a terminal, and a summary when the run ends."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from tacx.agents.prices import cost_text
+from tacx.cli.colour import PLAIN, Palette
+from tacx.cli.summary import summary_text
 from tacx.engine.events import EngineEvent
 from tacx.text import printable
 
 _QUIET_KINDS = {"daughter.sample", "daughter.started", "provider.chosen", "stage.usage", "agent.output"}
 _NOT_JSON_KINDS = {"agent.output"}  # what agents say stays in the logs (`tacx logs`)
+_TOUCHING_KINDS = {"task.started", "task.recovered", "task.interrupted", "task.succeeded", "task.failed",
+                   "task.timed_out", "task.cancelled"}
 
 
 class QuietOnClose:
@@ -71,6 +76,8 @@ class ConsoleReporter:
         self.json_mode = json_mode
         self.progress = (not json_mode and self.stream.isatty()) if progress is None else progress
         self.only_task = only_task
+        self.palette = PLAIN if json_mode else Palette.for_stream(self.stream)
+        self.touched: set[int] = set()  # the tasks this run started, resumed or ended (the summary's)
         self.counts = {"running": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
         self.queued = 0
         self.running: int | None = None  # from the store, with queued; None: counted from events
@@ -113,6 +120,8 @@ class ConsoleReporter:
 
     def _count(self, event: EngineEvent) -> None:
         kind = event.kind
+        if event.task_id is not None and kind in _TOUCHING_KINDS:
+            self.touched.add(event.task_id)
         if kind == "task.started" or kind == "task.recovered":
             self.counts["running"] += 1
             self._shift(queued=-1 if kind == "task.started" else 0, running=1)
@@ -137,17 +146,21 @@ class ConsoleReporter:
         d = event.data
         who = f"task {event.task_id}" if event.task_id is not None else "tacx"
         kind = event.kind
+        state: tuple[int, str, str] | None = None  # where the state word is, the word, its state's colour
         if kind == "task.waiting":
             text = f"{who} waits: {d.get('reason')}"
+            state = (len(who) + 1, "waits", "queued")
         elif kind == "stage.waiting":
             text = f"{who} · {event.stage} waits: {d.get('reason')}"
+            state = (len(f"{who} · {event.stage} "), "waits", "pending")
         elif kind == "task.started":
             text = f"{who} started: {d.get('title', '')} [{d.get('workflow', '')}]"
+            state = (len(who) + 1, "started", "running")
         elif kind == "task.recovered":
             text = f"{who} recovered after a restart: re-adopted {d.get('adopted') or 'nothing'}, running again {d.get('rerun') or 'nothing'}"
         elif kind.startswith("task."):
-            state = kind[5:].replace("_", " ")
-            text = f"{who} {state}"
+            text = f"{who} {kind[5:].replace('_', ' ')}"
+            state = (len(who) + 1, kind[5:].replace("_", " "), kind[5:])
             if kind in ("task.succeeded", "task.failed", "task.timed_out", "task.cancelled"):
                 unpriced = {key for key in self._unpriced if key[0] == event.task_id}
                 self._unpriced -= unpriced
@@ -157,10 +170,12 @@ class ConsoleReporter:
         elif kind == "stage.started":
             route = self._routing.pop((event.task_id, event.stage), d.get("provider", ""))
             text = f"{who} · {event.stage}: running (attempt {d.get('attempt')}, {route})"
+            state = (len(f"{who} · {event.stage}: "), "running", "running")
         elif kind in ("stage.retrying", "stage.loop"):
             text = f"{who} · {event.stage}: {d.get('reason')}"
         elif kind.startswith("stage."):
             text = f"{who} · {event.stage}: {kind[6:].replace('_', ' ')}"
+            state = (len(f"{who} · {event.stage}: "), kind[6:].replace("_", " "), kind[6:])
             if d.get("duration") is not None:
                 text += f" in {d['duration']:.2f}s"
             if kind in ("stage.succeeded", "stage.failed", "stage.timed_out", "stage.cancelled"):
@@ -195,7 +210,12 @@ class ConsoleReporter:
             text = f"source {d.get('source')}: {d.get('key')} not submitted: {d.get('error')}"
         else:
             return None
-        return f"{clock} {_indent(printable(text))}"
+        if state is None:
+            return f"{clock} {_indent(printable(text))}"
+        at, word, colour = state
+        end = at + len(word)
+        return (f"{clock} {_indent(printable(text[:at]))}{self.palette.state(colour, word)}"
+                f"{_indent(printable(text[end:]))}")
 
     # -- live status line (terminals only) -----------------------------------------------
 
@@ -218,9 +238,11 @@ class ConsoleReporter:
         width = 24
         filled = int(width * done / total) if total else 0
         bar = "█" * filled + "░" * (width - filled)
+        ok, failed = c["succeeded"], c["failed"] + c["timed_out"]
         self.stream.write(
             f"[{bar}] {done}/{total} done · {running} running · {self.queued} queued"
-            f" · {c['succeeded']} ok · {c['failed'] + c['timed_out']} failed"
+            f" · {self.palette.state('succeeded', f'{ok} ok') if ok else '0 ok'}"
+            f" · {self.palette.state('failed', f'{failed} failed') if failed else '0 failed'}"
         )
         self._status_shown = True
 
@@ -233,6 +255,17 @@ class ConsoleReporter:
             self._clear_status()
             self._draw_status(force=True)
             self.stream.flush()
+
+    def summary(self, figures: dict[str, Any]) -> None:
+        """The run's end (see tacx.cli.summary): one line for people, or a last JSON event
+        of kind `summary` (task_id and stage null, the figures as its data)."""
+        if self.json_mode:
+            event = {"kind": "summary", "task_id": None, "stage": None, "data": figures, "ts": time.time()}
+            self.stream.write(json.dumps(event) + "\n")
+        else:
+            self._clear_status()
+            self.stream.write(summary_text(figures, self.palette) + "\n")
+        self.stream.flush()
 
     def close(self) -> None:
         self._clear_status()

@@ -14,6 +14,7 @@ import time
 from tacx.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, project_provider_kinds, project_settings
 from tacx.agents.registry import configured_providers, never_starts
 from tacx.cli.reporter import ConsoleReporter
+from tacx.cli.summary import run_summary
 from tacx.engine.coordinator import Coordinator
 from tacx.engine.events import EngineEvent, EventBus
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running
@@ -133,8 +134,10 @@ async def _run_coordinator(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     progress = asyncio.create_task(_count_queued(store, reporter)) if reporter.progress else None
+    began = time.monotonic()
     try:
         await coordinator.run()
+        await _summarise(store, reporter, time.monotonic() - began)
     finally:
         if progress:
             progress.cancel()
@@ -153,6 +156,17 @@ async def _run_coordinator(
         conn.close()
         return EXIT_OK if status == "succeeded" else EXIT_FAILED
     return EXIT_FAILED if reporter.failures else EXIT_OK
+
+
+async def _summarise(store: Store, reporter: ConsoleReporter, wall_seconds: float) -> None:
+    """The run's summary, read from the store as the run ends (however it ends: idle,
+    interrupted, its one task over). A store that refuses the read is said by the caller."""
+    touched = set(reporter.touched)
+    try:
+        figures = await store.read(lambda c: run_summary(c, touched, wall_seconds))
+    except StoreError:
+        return
+    reporter.summary(figures)
 
 
 async def _count_queued(store: Store, reporter: ConsoleReporter) -> None:
@@ -193,6 +207,7 @@ def _follow(home: Home, task_id: int, json_mode: bool) -> int:
     reporter = ConsoleReporter(json_mode=json_mode, progress=False)
     conn = connect(home.db_path)
     last = 0
+    began = time.monotonic()
     try:
         while True:
             for row in conn.execute("SELECT * FROM events WHERE task_id = ? AND id > ? ORDER BY id", (task_id, last)):
@@ -200,6 +215,7 @@ def _follow(home: Home, task_id: int, json_mode: bool) -> int:
                 reporter(EngineEvent(row["kind"], row["task_id"], row["stage"], json.loads(row["data"]), row["ts"]))
             status = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
             if status in records.TERMINAL_TASK_STATES:
+                reporter.summary(run_summary(conn, {task_id}, time.monotonic() - began))
                 return EXIT_OK if status == "succeeded" else EXIT_FAILED
             time.sleep(0.25)
     finally:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from typing import Any
 
 from tacx.agents.prices import Unpriced, cost_text, models
+from tacx.cli.colour import Palette
 from tacx.cli.common import EXIT_OK, UsageError, reader
 from tacx.home import Home, coordinator_running
 from tacx.store import records
@@ -30,6 +33,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
         print("no tasks")
         return EXIT_OK
     running = coordinator_running(home)
+    palette = Palette.for_stream(sys.stdout)
     print(f"{'ID':>5}  {'STATUS':<10} {'PRI':>3}  {'WORKFLOW':<18} {'TIME':>7} {'TOKENS':>7} {'COST':>9}  TITLE")
     for t in tasks:
         note = ""
@@ -37,11 +41,15 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
             note = t["wait_reason"] if running and t["wait_reason"] else ("" if running else "no coordinator is running")
         elif t["status"] in ("failed", "timed_out") and t["error"]:
             note = _gist(t["error"])
-        print(printable(
-            f"{t['id']:>5}  {t['status']:<10} {t['priority']:>3}  {t['workflow'][:18]:<18} {_elapsed(t):>7}"
-            f" {_tokens_short(sum(t['tokens'].values())):>7} {_cost_short(t):>9}  "
-            f"{t['title'][:60]}" + (f"  — {note}" if note else "")
-        ))
+        # Each cell is padded, then painted: escape codes never count as width.
+        status = palette.state(t["status"], f"{t['status']:<10}")
+        cost = _cost_short(t)
+        cost = palette.paint(f"{cost:>9}", "yellow" if t.get("unpriced") else "")
+        print(
+            f"{t['id']:>5}  {status} {t['priority']:>3}  " + printable(f"{t['workflow'][:18]:<18}")
+            + f" {_elapsed(t):>7} {_tokens_short(sum(t['tokens'].values())):>7} {cost}  "
+            + printable(f"{t['title'][:60]}" + (f"  — {note}" if note else ""))
+        )
     return EXIT_OK
 
 
@@ -102,8 +110,9 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(task))
         return EXIT_OK
+    palette = Palette.for_stream(sys.stdout)
     print(printable(f"task {task['id']}: {task['title']}"))
-    print(f"  workflow {task['workflow']} · status {task['status']} · priority {task['priority']} · trace {task['trace_id']}")
+    print(f"  workflow {task['workflow']} · status {palette.state(task['status'])} · priority {task['priority']} · trace {task['trace_id']}")
     if task["status"] == "queued" and task["wait_reason"]:
         print(f"  waiting: {task['wait_reason']}")
     if task["error"]:
@@ -119,7 +128,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     print("  stages:")
     for s in task["stages"]:
         took = _duration(s["ended_at"] - s["started_at"]) if s["started_at"] and s["ended_at"] else ""
-        line = f"    {s['name']:<16} {s['status']:<10} attempt {s['attempt']}  {s['provider'] or '':<8} {took}"
+        line = printable(f"    {s['name']:<16} ") + palette.state(s["status"], f"{s['status']:<10}") + f" attempt {s['attempt']}  {s['provider'] or '':<8} {took}"
         if s["exit_code"] is not None:
             line += f"  exit {s['exit_code']}"
         if any(s["tokens"].values()) or s["cost_usd"]:
@@ -139,13 +148,23 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
             end = f"exit {d['exit_code']}" if d["exit_code"] is not None else (f"signal {d['signal']}" if d["signal"] else "running" if not d["ended_at"] else "ended")
             rss = f"{d['peak_rss'] / 2**20:.1f} MB" if d["peak_rss"] else "not sampled"
             cpu = f"{d['cpu_seconds']:.2f}s cpu" if d["cpu_seconds"] is not None else ""
-            print(f"      pid {d['pid']} (attempt {d['attempt']}): {end}, peak {rss}, {cpu}")
+            print(f"      pid {d['pid']} (attempt {d['attempt']}): {end}, peak {rss}, {cpu}".rstrip(", "))
+            print(printable(f"        {_command_line(d['argv'])}"))
     print("  events:")
     for e in task["events"][-20:]:
         clock = time.strftime("%H:%M:%S", time.localtime(e["ts"]))
         data = ", ".join(f"{k}={v}" for k, v in e["data"].items() if k != "error")
         print(f"    {clock} {e['kind']:<22} {e['stage'] or '':<12} {data}"[:160])
     return EXIT_OK
+
+
+def _command_line(argv: list[str], width: int = 150) -> str:
+    """A daughter's command (what the workflow asked for) on one line, as a shell would
+    read it; a script of several lines shows its first."""
+    line = shlex.join(argv)
+    if "\n" in line:
+        line = line.split("\n", 1)[0] + " …"
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _count(n: int) -> str:

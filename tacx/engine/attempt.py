@@ -210,7 +210,7 @@ class Attempts:
             env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
             env.update(launch.env)
             daughter = await self.executors.for_provider(provider_name).spawn(
-                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path,
+                launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path, command=launch.shown,
                 marker=marker(self.home.marker_prefix, run.id, name, attempt), mkdirs=mkdirs, files=launch.files,
             )
             run.folders_made = True
@@ -231,7 +231,7 @@ class Attempts:
             raise
         faults.point("after-spawn")  # tests: a crash between the daughter's start and its row
         self.store.write_soon(lambda c: insert_daughter(c, run.id, st.id, name, attempt, daughter))
-        self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.argv)
+        self.publish("daughter.started", run.id, name, pid=daughter.pid, argv=daughter.command)
         return await self.finish_attempt(run, name, spec, daughter, provider_name)
 
     async def prepare_worktree(self, run: TaskRun, path: Path) -> None:
@@ -430,9 +430,11 @@ class Reachability:
 
 
 def insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage: str, attempt: int, d: Daughter) -> None:
+    """The daughter's row; its argv is the command the workflow asked for, as people read it
+    (tacx's status wrapper is how it runs, not what it is)."""
     conn.execute(
         "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
         " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.argv),
+        (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.command),
          str(d.log_path), str(d.status_path), d.started_at),
     )

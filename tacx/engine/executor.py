@@ -42,6 +42,9 @@ class Daughter:
     marker: str
     started_at: float
     adopted: bool = False
+    # What the workflow asked for (argv may wrap it, e.g. in a status trap): what events, the
+    # store and the dashboard show. Empty: argv itself.
+    command: list[str] = field(default_factory=list)
     exited: asyncio.Future[ExitInfo] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     kill_reason: str | None = None
     ended_at: float = 0.0  # when its end was noticed (reaped, or found gone)
@@ -56,6 +59,10 @@ class Daughter:
     # Its whole log, when small and the executor read it as it saw the end, so the engine
     # need not read it again; None: the engine reads the log's end itself.
     tail: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not self.command:
+            self.command = list(self.argv)
 
     @property
     def done(self) -> bool:
@@ -91,8 +98,10 @@ class Executor(Protocol):
         marker: str,
         mkdirs: Iterable[Path] = (),
         files: dict[Path, str] | None = None,
+        command: list[str] | None = None,
     ) -> Daughter:
-        """Start a daughter; its end resolves `Daughter.exited`. OSError when it cannot start."""
+        """Start a daughter; its end resolves `Daughter.exited`. OSError when it cannot start.
+        `command`: what the workflow asked for, when argv wraps it (kept as `Daughter.command`)."""
         ...
 
     async def clean_after_exit(self, d: Daughter) -> None:
@@ -123,7 +132,8 @@ class Executor(Protocol):
         started_at: float,
         ended_at: float = 0.0,
     ) -> Daughter:
-        """Watch again a daughter an earlier tacx started (after a crash)."""
+        """Watch again a daughter an earlier tacx started (after a crash); argv as recorded
+        (the command the workflow asked for)."""
         ...
 
     async def find_unrecorded(

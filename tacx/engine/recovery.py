@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tacx.agents.scripts import workflow_command
 from tacx.engine.attempt import insert_daughter
 from tacx.engine.events import Publish
 from tacx.engine.executor import Daughter, Executor, Executors
@@ -179,5 +180,7 @@ class Recovery:
             self._marker(run.id, st.name, st.attempt), log_path, log_path.with_suffix(".status"), started_at or 0.0
         )
         if daughter is not None:
+            if daughter.argv:  # its command line, read from the process: the workflow's command shown
+                daughter.command = await asyncio.to_thread(workflow_command, daughter.argv)
             await self.store.write(lambda c: insert_daughter(c, run.id, st.id, st.name, st.attempt, daughter))
         return daughter

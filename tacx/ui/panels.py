@@ -13,19 +13,9 @@ from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable, Footer, Sparkline, Static
 
+from tacx.states import STATUS_STYLE
 from tacx.text import printable
 from tacx.ui.data import Overview, StageRow, TaskDetail, TaskRow
-
-STATUS_STYLE = {
-    "queued": "yellow",
-    "pending": "yellow",
-    "running": "bold cyan",
-    "succeeded": "green",
-    "failed": "bold red",
-    "timed_out": "bold red",
-    "cancelled": "magenta",
-    "skipped": "dim",
-}
 
 
 def fmt_tokens(n: int) -> str:
@@ -453,18 +443,20 @@ def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterV
         where = d.marker.removeprefix(home_prefix)
         task, _, rest = where.partition("/")
         stage = rest.rsplit("/", 1)[0]
-        argv = list(d.argv)
-        if argv[:2] == ["/bin/sh", "-c"] and len(argv) > 3 and argv[3] == "tacx-agent":
-            argv = argv[4:]  # the agent, not its status wrapper
-        elif argv[:2] == ["/bin/sh", "-c"]:
-            argv = ["sh", "-c", argv[2].split("; ", 1)[-1]]
-        if len(argv) > 1 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):
-            argv = argv[1:]  # the script says more than the interpreter
-        # Program and script paths by their names: the column is narrow.
-        command = " ".join(os.path.basename(a) if a.startswith("/") and "\n" not in a else a for a in argv)
+        command = command_text(d.command)
         views.append(DaughterView(d.pid, task, stage, one_line(command, 160), d.cpu_percent, d.rss, d.children,
                                   d.started_at, not d.done))
     return sorted(views, key=lambda v: v.started_at)
+
+
+def command_text(argv: list[str]) -> str:
+    """A daughter's command (what the workflow asked for, never tacx's wrapper) in the
+    narrow column: a shell stage by its script, programs and scripts by their names."""
+    if len(argv) == 3 and argv[1] == "-c" and os.path.basename(argv[0]) in ("sh", "bash"):
+        return argv[2]
+    if len(argv) > 1 and os.path.basename(argv[0]).startswith("python") and argv[1].endswith(".py"):
+        argv = argv[1:]  # the script says more than the interpreter
+    return " ".join(os.path.basename(a) if a.startswith("/") and "\n" not in a else a for a in argv)
 
 
 class DaughtersPanel(KeyedTable):

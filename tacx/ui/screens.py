@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -70,8 +71,8 @@ class ConfirmScreen(ModalScreen[bool]):
         self.question = question
 
     def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(self.question + "\n\n[b]y[/b] yes · [b]n[/b] no")
+        with Vertical():  # the question may quote a command: its brackets are text, not markup
+            yield Static(escape(self.question) + "\n\n[b]y[/b] yes · [b]n[/b] no")
 
     def action_answer(self, answer: bool) -> None:
         self.dismiss(answer)

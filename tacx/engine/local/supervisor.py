@@ -126,6 +126,7 @@ class LocalExecutor:
         marker: str,
         mkdirs: Iterable[Path] = (),
         files: dict[Path, str] | None = None,
+        command: list[str] | None = None,
     ) -> LocalDaughter:
         """Start a daughter appending to log_path (made here, with `mkdirs` and `files`).
         Raises OSError when it cannot start (missing program, missing cwd).
@@ -133,6 +134,7 @@ class LocalExecutor:
         Once asked for, a daughter is registered and watched even if the caller is
         cancelled meanwhile (its marker makes it findable in any case)."""
         env, mkdirs = {**env, MARKER_ENV: marker}, tuple(mkdirs)
+        command = list(command or argv)
         if self._keeper_starting is not None and not self._keeper_starting.done():
             await asyncio.shield(self._keeper_starting)
         keeper = self._keeper()
@@ -144,7 +146,7 @@ class LocalExecutor:
             }
             try:
                 started = keeper.spawn(
-                    request, lambda s: self._register_kept(keeper, s, argv, log_path, status_path, marker)
+                    request, lambda s: self._register_kept(keeper, s, argv, command, log_path, status_path, marker)
                 )
             except KeeperGone:
                 pass
@@ -155,6 +157,7 @@ class LocalExecutor:
                 except KeeperGone:  # it ended before answering: did it start the daughter?
                     found = await self.find_unrecorded(marker, log_path, status_path, asked_at)
                     if found is not None:
+                        found.command = command
                         return found
         job = asyncio.ensure_future(
             asyncio.to_thread(spawn_here, argv, env, cwd, log_path, mkdirs, dict(files or {}))
@@ -165,18 +168,19 @@ class LocalExecutor:
             # It starts all the same: watch it so it is reaped (its marker makes it findable).
             if not job.cancelled() and (not job.done() or job.exception() is None):
                 popen, started_at, start = await job
-                self._register(popen, argv, log_path, status_path, marker, started_at, start)
+                self._register(popen, argv, command, log_path, status_path, marker, started_at, start)
             raise
-        return self._register(popen, argv, log_path, status_path, marker, started_at, start)
+        return self._register(popen, argv, command, log_path, status_path, marker, started_at, start)
 
     def _register_kept(
-        self, keeper: KeeperClient, spawned: Spawned, argv: list[str], log_path: Path, status_path: Path, marker: str
+        self, keeper: KeeperClient, spawned: Spawned, argv: list[str], command: list[str], log_path: Path,
+        status_path: Path, marker: str,
     ) -> LocalDaughter:
         """Called as the keeper's answer is read, before any later message: its end
         can never arrive for a daughter not yet known."""
         now = time.time()
         d = LocalDaughter(
-            pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), log_path=log_path,
+            pid=spawned.pid, create_time=spawned.create_time, argv=list(argv), command=command, log_path=log_path,
             status_path=status_path, marker=marker, started_at=now, last_output_at=now,
             cgroup=spawned.cgroup, keeper_request=spawned.request_id, kept_by=keeper,
         )
@@ -187,6 +191,7 @@ class LocalExecutor:
         self,
         popen: subprocess.Popen[bytes],
         argv: list[str],
+        command: list[str],
         log_path: Path,
         status_path: Path,
         marker: str,
@@ -197,6 +202,7 @@ class LocalExecutor:
             pid=popen.pid,
             create_time=create_time,
             argv=list(argv),
+            command=command,
             log_path=log_path,
             status_path=status_path,
             marker=marker,
