@@ -233,6 +233,9 @@ async def test_cancel_retry_filter_and_search(dash: Project) -> None:
         await until(lambda: app.selected_task == alpha)
         await pilot.press("c")  # cancel alpha before quitting
         await until(lambda: status_of(dash, alpha) == "cancelled", 20)
+        # q asks first while the screen still counts a running task (the snapshot after the
+        # cancel can lag on a loaded machine): wait until the screen knows.
+        await until(lambda: app.snapshot and not app.snapshot.overview.counts.get("running"), 20, "none shown running")
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
 
