@@ -12,6 +12,7 @@ from typing import Any
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable, Sparkline, Static
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from tacx.text import printable
 from tacx.ui.data import Overview, StageRow, TaskDetail, TaskRow
@@ -148,14 +149,35 @@ class KeyedTable(DataTable):
             if chosen in keys:
                 self.move_cursor(row=keys.index(chosen), animate=False)
             return
+        changed: list[str] = []
         for key, cells in rows:
             old = self._cells.get(key)
             if old == cells:
                 continue
             for column, (before, after) in enumerate(zip(old or (), cells)):
                 if before != after:
-                    self.update_cell(key, self._columns[column], after)
+                    self._data[RowKey(key)][ColumnKey(self._columns[column])] = after
             self._cells[key] = cells
+            changed.append(key)
+        if changed:
+            self._repaint_rows(changed)
+
+    def _repaint_rows(self, keys: list[str]) -> None:
+        """Repaint only these rows. DataTable.update_cell counts an update, and every cached
+        cell and row of the table carries that count: one changed cell (a running task's
+        time, each second) made the next paint render every visible cell through Rich
+        again. Here only these rows' cached renders are dropped and only their lines repainted."""
+        rows = {RowKey(key) for key in keys}
+        indexes = {self._row_locations.get(row) for row in rows}
+        for cache, index in ((self._cell_render_cache, 0), (self._row_render_cache, 0)):
+            for stale in [k for k in cache.keys() if k[index] in rows]:
+                cache.discard(stale)
+        for stale in [k for k in self._row_renderable_cache.keys() if k[1] in indexes]:
+            self._row_renderable_cache.discard(stale)
+        self._line_cache.clear()  # lines are cut from the rows' cached renders: cheap to make again
+        for index in indexes:
+            if index is not None:
+                self.refresh_row(index)
 
 
 class QuietStatic(Static):
