@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widgets import DataTable, Sparkline, Static
@@ -181,14 +182,22 @@ class KeyedTable(DataTable):
 
 
 class QuietStatic(Static):
-    """A Static that does nothing when given the text it already shows."""
+    """A Static that does nothing when given the text it already shows, and asks for no
+    layout when the new text has lines of the same lengths (its size cannot change)."""
 
     _shown: Text | None = None
 
     def show_text(self, text: Text) -> None:
         if text != self._shown:
+            same_shape = self._shown is not None and _line_lengths(text) == _line_lengths(self._shown)
             self._shown = text
-            self.update(text)
+            # A layout reflows the whole screen and repaints what moved: the header's
+            # counts and the token figures change with every snapshot while agents run.
+            self.update(text, layout=not same_shape)
+
+
+def _line_lengths(text: Text) -> list[int]:
+    return [cell_len(line) for line in text.plain.split("\n")]
 
 
 class HeaderBar(QuietStatic):
