@@ -3,15 +3,21 @@ flood their logs (speed itself is measured by bench/ui.py, never asserted here).
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 
 from tacx.home import Home
 from tacx.settings import Settings
+from tacx.store.database import connect, transaction
 from tacx.ui.app import GIL_SLICE_SECONDS, make_app
-from tacx.ui.panels import KeyedTable
+from tacx.ui.data import TodayUsage, midnight
+from tacx.ui.panels import KeyedTable, QuietStatic
 from tests.conftest import Project
 
 
@@ -54,3 +60,61 @@ async def test_a_changed_cell_repaints_its_row_and_renders_no_other_row_again() 
         assert table.get_row("2") == ["2", "9s"]
         assert "9s" in table.render_line(3).text  # the header, then rows 0, 1, 2
         assert table.selected_key == "0"
+
+
+def _add_usage(conn: sqlite3.Connection, ts: float, stage_id: int, model: str | None, tokens: int, cost: float) -> None:
+    with transaction(conn):
+        conn.execute("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, cost_usd)"
+                     " VALUES (1, ?, 1, ?, ?, ?, ?, ?)", (stage_id, ts, f"m{ts}-{stage_id}", model, tokens, cost))
+
+
+def test_todays_usage_is_summed_from_the_rows_added_since_the_last_snapshot(tmp_path: Path) -> None:
+    conn = connect(tmp_path / "tacx.db")
+    day = midnight(time.time())
+    now = day + 3600
+    _add_usage(conn, day - 60, 1, "claude-sonnet-4-5", 1000, 0.5)  # yesterday: not today's
+    _add_usage(conn, day + 60, 1, "claude-sonnet-4-5", 100, 0.01)
+    today = TodayUsage()
+    today.update(conn, now)
+    assert (today.tokens, round(today.cost, 6), today.unpriced()) == (100, 0.01, ())
+
+    _add_usage(conn, day + 120, 2, "o9-preview", 50, 0.0)  # no price known
+    _add_usage(conn, day + 130, 3, None, 7, 0.0)
+    today.update(conn, now)
+    assert (today.tokens, round(today.cost, 6)) == (157, 0.01)
+    assert today.unpriced() == ("(model unknown)", "o9-preview")
+    read = conn.execute("SELECT COUNT(*) FROM usage WHERE id > ?", (today.last_id,)).fetchone()[0]
+    assert read == 0  # the next update reads nothing old again
+
+    tomorrow = day + 86400 + 60
+    _add_usage(conn, tomorrow - 30, 1, "claude-sonnet-4-5", 5, 0.002)
+    today.update(conn, tomorrow)  # a new day counts from its midnight
+    assert (today.tokens, round(today.cost, 6), today.unpriced()) == (5, 0.002, ())
+    conn.close()
+
+
+class _OneStatic(App[None]):
+    def compose(self) -> ComposeResult:
+        yield QuietStatic(id="static")
+
+
+async def test_a_text_of_the_same_shape_is_shown_without_a_layout_and_a_longer_one_with_one() -> None:
+    app = _OneStatic()
+    async with app.run_test(size=(40, 6)) as pilot:
+        static = app.query_one(QuietStatic)
+        static.show_text(Text("queued 1  running 8"))
+        await pilot.pause()
+        layouts: list[bool] = []
+        relayout = app.screen._refresh_layout
+
+        def counted(*args: Any, **kwargs: Any) -> None:
+            layouts.append(True)
+            relayout(*args, **kwargs)
+
+        app.screen._refresh_layout = counted  # type: ignore[method-assign]
+        static.show_text(Text("queued 2  running 7"))
+        await pilot.pause()
+        assert layouts == [] and "queued 2  running 7" in str(static.render())
+        static.show_text(Text("queued 2  running 7\nand a second line"))
+        await pilot.pause()
+        assert layouts and static.size.height == 2
