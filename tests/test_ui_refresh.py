@@ -3,6 +3,7 @@ flood their logs (speed itself is measured by bench/ui.py, never asserted here).
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import sys
 import time
@@ -15,20 +16,27 @@ from textual.app import App, ComposeResult
 from tacx.home import Home
 from tacx.settings import Settings
 from tacx.store.database import connect, transaction
-from tacx.ui.app import GIL_SLICE_SECONDS, make_app
+from tacx.ui.app import make_app
 from tacx.ui.data import TodayUsage, midnight
 from tacx.ui.panels import KeyedTable, QuietStatic
+from tacx.ui.tuning import GIL_SLICE_SECONDS, YOUNG_COLLECTION_ALLOCATIONS
 from tests.conftest import Project
 
 
-async def test_the_dashboard_hands_the_gil_over_finely_while_it_runs(project: Project) -> None:
-    before = sys.getswitchinterval()
+async def test_the_dashboard_tunes_the_gil_and_the_collector_while_it_runs_and_puts_them_back(
+    project: Project,
+) -> None:
+    slice_before, thresholds_before = sys.getswitchinterval(), gc.get_threshold()
     app = make_app(Home(project.home), Settings(), refresh_seconds=0.2)
     async with app.run_test(size=(100, 30)) as pilot:
-        await pilot.pause()
-        assert sys.getswitchinterval() == GIL_SLICE_SECONDS < before
+        for _ in range(100):  # the collector is tuned once the first snapshot is shown
+            await pilot.pause(0.05)
+            if gc.get_threshold() != thresholds_before:
+                break
+        assert sys.getswitchinterval() == GIL_SLICE_SECONDS < slice_before
+        assert gc.get_threshold()[0] == YOUNG_COLLECTION_ALLOCATIONS > thresholds_before[0]
         app.exit(0)
-    assert sys.getswitchinterval() == before
+    assert sys.getswitchinterval() == slice_before and gc.get_threshold() == thresholds_before
 
 
 class _OneTable(App[None]):

@@ -10,9 +10,7 @@ store and cancels, retries and pauses through it.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,14 +43,11 @@ from tacx.ui.panels import (
 )
 from tacx.ui.providers import ProvidersScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
+from tacx.ui.tuning import ProcessTuning
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.5
-# How long a thread may hold the GIL while another waits for it (Python's default: 5 ms).
-# The loop shares the process with threads that parse daughters' output, tail the log and
-# read snapshots; each time the loop comes back from select() it waits out one slice.
-GIL_SLICE_SECONDS = 0.001
 QUIET_KINDS = {"stage.usage", "stage.waiting", "daughter.sample", "agent.output"}
 
 
@@ -113,7 +108,7 @@ class TacxApp(App[int]):
         self._refresh_again = False
         self._refresh_timer: Any = None
         self._quitting = False
-        self._gil_slice_before: float | None = None
+        self.tuning = ProcessTuning()
         self.finished_notices = FinishedNotices(self.notify, self.set_timer)
         self.task_control = TaskControl(
             home, provider_kinds(self.providers), self.notify,
@@ -140,7 +135,7 @@ class TacxApp(App[int]):
         yield Footer()
 
     async def on_mount(self) -> None:
-        self._gil_slice_before = _share_the_gil_finely()
+        self.tuning.apply()
         self.query_one("#tasks").border_title = "tasks"
         self.query_one("#stages").border_title = "stages"
         self.query_one("#tokens").border_title = "tokens"
@@ -228,7 +223,7 @@ class TacxApp(App[int]):
     def _apply_snapshot(self, snap: Snapshot, asked: tuple[Any, ...] | None = None) -> None:
         self._refreshing = False
         if self.snapshot is None:
-            self.call_after_refresh(_freeze_startup_objects)
+            self.call_after_refresh(self.tuning.settle)
         if asked is not None and asked != self._asking() and self._refresh_again:
             self._rearm()  # read for a filter, page or selection that changed meanwhile: read again
             return
@@ -515,26 +510,7 @@ class TacxApp(App[int]):
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(self.data.close)
-        if self._gil_slice_before is not None:
-            sys.setswitchinterval(self._gil_slice_before)
-
-
-def _share_the_gil_finely() -> float:
-    """Hand the GIL over after GIL_SLICE_SECONDS rather than 5 ms, so a key press waits
-    less for the threads that parse and read (bench/ui.py, 8 daughters x 5 MB/s on a busy
-    2-core machine, two runs each: loaded select 2246/1464 -> 679/446 ms, filter 2470/2020
-    -> 543/433 ms at the median). Returns the previous interval, restored at unmount."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(GIL_SLICE_SECONDS)
-    return before
-
-
-def _freeze_startup_objects() -> None:
-    """Everything built to start the app lives as long as the app: leave it out of the
-    collector's full passes, which stop the whole process and otherwise walk it again
-    about once a second (bench/ui.py: loaded key press to screen 146 -> 101 ms median)."""
-    gc.collect()
-    gc.freeze()
+        self.tuning.restore()
 
 
 def make_app(home: Home, settings: Settings, **options: Any) -> TacxApp:
