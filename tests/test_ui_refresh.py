@@ -10,15 +10,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from rich.cells import cell_len
+from rich.console import Console
+from rich.padding import Padding
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.renderables.styled import Styled
 
 from tacx.home import Home
 from tacx.settings import Settings
 from tacx.store.database import connect, transaction
 from tacx.ui.app import make_app
 from tacx.ui.data import TodayUsage, midnight
-from tacx.ui.panels import KeyedTable, QuietStatic
+from tacx.ui.panels import KeyedTable, QuietStatic, one_line_cell
 from tacx.ui.tuning import GIL_SLICE_SECONDS, YOUNG_COLLECTION_ALLOCATIONS
 from tests.conftest import Project
 
@@ -126,3 +133,28 @@ async def test_a_text_of_the_same_shape_is_shown_without_a_layout_and_a_longer_o
         static.show_text(Text("queued 2  running 7\nand a second line"))
         await pilot.pause()
         assert layouts and static.size.height == 2
+
+
+def _styled_chars(segments: list[Segment]) -> list[tuple[str, Style]]:
+    return [(ch, segment.style or Style()) for segment in segments for ch in segment.text]
+
+
+@pytest.mark.parametrize("cell", [
+    Text("hello"), Text("x", style="bold cyan"), Text(""), Text.from_markup("[red]abc[/] d"), Text("wide 日本語"),
+    Text("●", style="green"), Text("failed", style="bold red"), Text.from_markup("[b]bo[/b]ld", style="italic"),
+    Text("a title much longer than its column"), Text("tab\there"), Text("right", justify="right"),
+])
+def test_a_fitting_text_cell_is_drawn_exactly_as_datatable_draws_it_through_rich(cell: Text) -> None:
+    console = Console(width=100)
+    cell.no_wrap, cell.end = True, ""
+    pre = Style(color="white", bgcolor="blue") + Style.from_meta({"row": 3, "column": 1})
+    for width in (1, 3, 8, 12, 40):
+        for pre_style, post_style in ((pre, Style(bold=True)), (Style(), Style()), (pre, Style(reverse=True))):
+            options = console.options.update_dimensions(width, 1).update(no_wrap=True)
+            (rich_line,) = console.render_lines(Styled(Padding(cell, (0, 1)), pre_style=pre_style,
+                                                       post_style=post_style), options)
+            fast = one_line_cell(cell, width, 1, pre_style, post_style, console)
+            fits = cell_len(cell.plain) + 2 <= width and "\t" not in cell.plain and cell.justify != "right"
+            assert (fast is not None) == fits
+            if fast is not None:
+                assert _styled_chars(fast) == _styled_chars(rich_line)
