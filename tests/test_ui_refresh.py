@@ -48,7 +48,7 @@ async def test_the_dashboard_tunes_the_gil_and_the_collector_while_it_runs_and_p
 
 class _OneTable(App[None]):
     def compose(self) -> ComposeResult:
-        yield KeyedTable([("id", 4), ("time", 6)], id="table")
+        yield KeyedTable([("id", 4), ("time", 30)], id="table")
 
 
 def _rows(times: list[str]) -> list[tuple[str, tuple[str, str]]]:
@@ -72,7 +72,7 @@ async def test_a_changed_cell_repaints_its_row_and_renders_no_other_row_again() 
         table.apply(_rows(["1s", "2s", "9s", "4s"]))
         await pilot.pause()
         assert set(rendered) == {2}
-        assert table.get_row("2") == ["2", "9s"]
+        assert [cell.plain for cell in table.get_row("2")] == ["2", "9s"]
         assert "9s" in table.render_line(3).text  # the header, then rows 0, 1, 2
         assert table.selected_key == "0"
 
@@ -158,3 +158,17 @@ def test_a_fitting_text_cell_is_drawn_exactly_as_datatable_draws_it_through_rich
             assert (fast is not None) == fits
             if fast is not None:
                 assert _styled_chars(fast) == _styled_chars(rich_line)
+
+
+async def test_cells_are_shown_as_written_never_read_as_markup() -> None:
+    app = _OneTable()
+    async with app.run_test(size=(80, 8)) as pilot:
+        table = app.query_one(KeyedTable)
+        table.apply([("1", ("1", "[bug] crash"))])
+        await pilot.pause()
+        table.apply([("1", ("1", "fix [/] and [bold]x[/bold]"))])
+        await pilot.pause()
+        assert "fix [/] and [bold]x[/bold]" in table.render_line(1).text
+        table.apply([("2", ("2", "[bug] crash"))])  # a new row
+        await pilot.pause()
+        assert "[bug] crash" in table.render_line(1).text

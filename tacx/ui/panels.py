@@ -147,7 +147,7 @@ class KeyedTable(DataTable):
             chosen = self.selected_key
             self.clear()
             for key, cells in rows:
-                self.add_row(*cells, key=key)
+                self.add_row(*map(_literal, cells), key=key)
             self._keys = keys
             self._cells = dict(rows)
             if chosen in keys:
@@ -160,7 +160,7 @@ class KeyedTable(DataTable):
                 continue
             for column, (before, after) in enumerate(zip(old or (), cells)):
                 if before != after:
-                    self._data[RowKey(key)][ColumnKey(self._columns[column])] = after
+                    self._data[RowKey(key)][ColumnKey(self._columns[column])] = _literal(after)
             self._cells[key] = cells
             changed.append(key)
         if changed:
@@ -209,6 +209,12 @@ class KeyedTable(DataTable):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         self._cell_render_cache[cache_key] = lines = [line]
         return lines
+
+
+def _literal(cell: Any) -> Any:
+    """A str cell as plain Text: DataTable reads a str as Rich markup, so a title such as
+    "[bug] crash" lost its "[bug]" and one holding "[/]" stopped the app (MarkupError)."""
+    return Text(cell, end="") if isinstance(cell, str) else cell
 
 
 def one_line_cell(cell: Any, width: int, padding: int, pre_style: Style, post_style: Style,
