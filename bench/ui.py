@@ -719,14 +719,15 @@ async def press_until(app: Any, probe: Probe, key: str, cond: Callable[[], bool]
     return Press((state or painted) - start, painted - start)
 
 
-async def until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+async def until(predicate: Callable[[], Any], timeout: float, what: str,
+                state: Callable[[], str] | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         await asyncio.sleep(0.02)
-    raise SystemExit(f"FAIL: timed out after {timeout:.0f}s waiting for {what}")
+    raise SystemExit(f"FAIL: timed out after {timeout:.0f}s waiting for {what}" + (f" {state()}" if state else ""))
 
 
 def first_page(db: Path, status: str | None) -> list[str]:
@@ -781,7 +782,9 @@ async def measure_filter(app: Any, probe: Probe, count: int, rng: random.Random)
     # Back to no filter (not measured).
     while app.status_filter is not None:
         app.action_filter()
-    await until(lambda: tasks._keys == pages[None] and not app._refreshing, 10, "the unfiltered tasks")
+    await until(lambda: tasks._keys == pages[None] and not app._refreshing, 30, "the unfiltered tasks",
+                lambda: f"(shown {tasks._keys[:3]}.. {len(tasks._keys)}, wanted {pages[None][:3]}.., "
+                        f"refreshing {app._refreshing}, filter {app.status_filter})")
     return out
 
 
@@ -872,11 +875,19 @@ async def run_keys(home: Home, settings: Settings, args: argparse.Namespace, flo
             tasks = app.query_one(TasksPanel)
             await until(lambda: len(tasks._keys) > 0 and app.coordinator is not None, 30, "the tasks listed")
 
+            def cursor_on_top() -> bool:
+                """The cursor follows its task when new tasks come above it: put it back on top."""
+                if tasks.cursor_row != 0:
+                    tasks.move_cursor(row=0)
+                return True
+
             async def select_top() -> None:
-                tasks.move_cursor(row=0)
-                await until(lambda: app.selected_task == int(tasks._keys[0]) and app.snapshot is not None
+                await until(lambda: cursor_on_top() and app.selected_task == int(tasks._keys[0]) and app.snapshot is not None
                             and app.snapshot.detail is not None and app.snapshot.detail.task.id == app.selected_task,
-                            10, "the top task selected")
+                            30, "the top task selected",
+                            lambda: f"(top {tasks._keys[:3]}, cursor {tasks.cursor_row}, selected {app.selected_task}, "
+                                    f"detail {app.snapshot.detail.task.id if app.snapshot and app.snapshot.detail else None}, "
+                                    f"refreshing {app._refreshing}, again {app._refresh_again})")
 
             async def one_phase(phase: Phase, kind: str, n: int, tag: str) -> None:
                 flood = None

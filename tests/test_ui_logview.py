@@ -253,3 +253,29 @@ async def test_a_reader_bug_is_shown_not_swallowed(tmp_path: Path, monkeypatch: 
         log = app.query_one(StageLog)
         log.show(path, None)
         assert await wait_for(pilot, lambda: any("reader failed" in line for line in log.lines))
+
+
+async def test_switching_between_logs_of_the_same_size_lays_out_nothing(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("".join(f"aaa {i:04d}\n" for i in range(300)))
+    b.write_text("".join(f"bbb {i:04d}\n" for i in range(300)))
+    app = Host()
+    async with app.run_test(size=(60, 20)) as pilot:
+        log = app.query_one(StageLog)
+        log.show(a, None, "a")
+        assert await wait_for(pilot, lambda: len(log.lines) == 300)
+        await pilot.pause()
+        layouts: list[bool] = []
+        relayout = app.screen._refresh_layout
+
+        def counted(*args: object, **kwargs: object) -> None:
+            layouts.append(True)
+            relayout(*args, **kwargs)  # type: ignore[arg-type]
+
+        app.screen._refresh_layout = counted  # type: ignore[method-assign]
+        log.show(b, None, "b")
+        assert log.lines == []  # the old lines are gone at once
+        assert await wait_for(pilot, lambda: len(log.lines) == 300 and log.lines[-1] == "bbb 0299")
+        await pilot.pause()
+        assert layouts == []
+        assert screen_rows(log)[-1].strip() == "bbb 0299"  # following the new log's end

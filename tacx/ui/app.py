@@ -10,7 +10,6 @@ store and cancels, retries and pauses through it.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from tacx.ui.panels import (
 from tacx.ui.providers import ProvidersScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 from tacx.ui.selection import StageSelection
+from tacx.ui.tuning import ProcessTuning
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class TacxApp(App[int]):
         self._refresh_again = False
         self._refresh_timer: Any = None
         self._quitting = False
+        self.tuning = ProcessTuning()
         self.finished_notices = FinishedNotices(self.notify, self.set_timer)
         self.task_control = TaskControl(
             home, provider_kinds(self.providers), self.notify,
@@ -138,6 +139,7 @@ class TacxApp(App[int]):
         yield FittingFooter()
 
     async def on_mount(self) -> None:
+        self.tuning.apply()
         self.query_one("#tasks").border_title = "tasks"
         self.query_one("#stages").border_title = "stages"
         self.query_one("#tokens").border_title = "tokens"
@@ -225,7 +227,7 @@ class TacxApp(App[int]):
     def _apply_snapshot(self, snap: Snapshot, asked: tuple[Any, ...] | None = None) -> None:
         self._refreshing = False
         if self.snapshot is None:
-            self.call_after_refresh(_freeze_startup_objects)
+            self.call_after_refresh(self.tuning.settle)
         if asked is not None and asked != self._asking() and self._refresh_again:
             self._rearm()  # read for a filter, page or selection that changed meanwhile: read again
             return
@@ -544,14 +546,7 @@ class TacxApp(App[int]):
                 break
             await asyncio.sleep(0.01)
         await asyncio.to_thread(self.data.close)
-
-
-def _freeze_startup_objects() -> None:
-    """Everything built to start the app lives as long as the app: leave it out of the
-    collector's full passes, which stop the whole process and otherwise walk it again
-    about once a second (bench/ui.py: loaded key press to screen 146 -> 101 ms median)."""
-    gc.collect()
-    gc.freeze()
+        self.tuning.restore()
 
 
 def make_app(home: Home, settings: Settings, **options: Any) -> TacxApp:

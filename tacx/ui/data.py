@@ -16,6 +16,7 @@ from typing import Any
 
 from tacx.agents.health import KIND_WORDS, ProviderHealth
 from tacx.agents.prices import Unpriced, models
+from tacx.agents.stream import UNKNOWN_MODEL
 from tacx.agents.spending import Cooldowns
 from tacx.settings import Settings
 from tacx.store import records
@@ -156,6 +157,52 @@ def midnight(now: float) -> float:
     return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
 
 
+class TodayUsage:
+    """Today's tokens, cost and unpriced models, kept up to date from the usage rows added
+    since the last snapshot. Usage rows are only ever inserted (INSERT OR IGNORE, one
+    writer: ids grow in commit order), so summing all of today's rows again at every
+    refresh (twice a second, over tens of thousands of rows on a busy day) is not needed."""
+
+    def __init__(self) -> None:
+        self.day: float | None = None
+        self._start_day(None)
+
+    def _start_day(self, day: float | None) -> None:
+        self.day = day
+        self.last_id = 0
+        self.tokens = 0
+        self.cost = 0.0
+        # (stage id, attempt, model) -> [tokens, cost, model as shown]: unpriced is per group
+        self._groups: dict[tuple[int, int, str | None], list[Any]] = {}
+
+    def update(self, conn: sqlite3.Connection, now: float) -> None:
+        day = midnight(now)
+        if day != self.day:
+            self._start_day(day)
+        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()[0]
+        if last <= self.last_id:
+            return
+        rows = conn.execute(
+            "SELECT stage_id, attempt, model, input_tokens + output_tokens + cache_read_tokens + cache_write_tokens,"
+            " cost_usd FROM usage WHERE id > ? AND id <= ? AND ts >= ?",
+            (self.last_id, last, day),
+        )
+        for stage_id, attempt, model, tokens, cost in rows:
+            self.tokens += tokens
+            self.cost += cost
+            group = self._groups.get((stage_id, attempt, model))
+            if group is None:
+                self._groups[(stage_id, attempt, model)] = [tokens, cost, model or UNKNOWN_MODEL]
+            else:
+                group[0] += tokens
+                group[1] += cost
+        self.last_id = last
+
+    def unpriced(self) -> tuple[str, ...]:
+        """The models of today's usage with tokens and no known cost (Unpriced.find's rule)."""
+        return tuple(sorted({g[2] for g in self._groups.values() if g[0] > 0 and abs(g[1]) < 1e-12}))
+
+
 class DashboardData:
     """Reads for the dashboard. One instance per thread: its connection is not shared."""
 
@@ -164,6 +211,7 @@ class DashboardData:
         self.default_budget = default_budget
         self._conn: sqlite3.Connection | None = None
         self._budgets: dict[int, dict[str, float]] = {}
+        self._today = TodayUsage()
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -226,14 +274,10 @@ class DashboardData:
         counts = {s: 0 for s in STATUSES}
         for state, n in conn.execute("SELECT status, COUNT(*) FROM tasks GROUP BY status"):
             counts[state] = n
-        tokens, cost = conn.execute(
-            "SELECT COALESCE(SUM(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0),"
-            " COALESCE(SUM(cost_usd), 0) FROM usage WHERE ts >= ?",
-            (midnight(now),),
-        ).fetchone()
-        unpriced = tuple(models(Unpriced.find(conn, "u.ts >= ?", (midnight(now),))))
-        return Overview(counts, int(tokens), float(cost), records.is_paused(conn), unpriced, provider_alerts(conn, now),
-                        source_alerts(conn, now))
+        today = self._today
+        today.update(conn, now)
+        return Overview(counts, int(today.tokens), float(today.cost), records.is_paused(conn), today.unpriced(),
+                        provider_alerts(conn, now), source_alerts(conn, now))
 
     def _detail(self, conn: sqlite3.Connection, task_id: int, now: float) -> TaskDetail | None:
         row = conn.execute(

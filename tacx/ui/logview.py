@@ -180,7 +180,9 @@ class StageLog(ScrollView, can_focus=True):
 
     def _restart(self) -> None:
         self._generation += 1
-        self._clear_lines()
+        # The new log's first batch comes within a poll and sets the size: keeping the old
+        # one meanwhile spares two layouts and scrollbar flips per switch (a key press).
+        self._clear_lines(keep_size=self._path is not None)
         self._file_size = None
         self._state = "opening" if self._path is not None else "none"
         self._update_header()
@@ -262,7 +264,7 @@ class StageLog(ScrollView, can_focus=True):
             if batch.generation != self._generation:
                 return  # from a log no longer shown
             if batch.reset:
-                self._clear_lines()
+                self._clear_lines(keep_size=bool(batch.lines))  # _append sets the new size
             self._state, self._file_size = batch.state, batch.size
             if batch.lines:
                 self._append(batch.lines, batch.width)
@@ -273,12 +275,15 @@ class StageLog(ScrollView, can_focus=True):
 
     # -- lines and drawing ----------------------------------------------------------------------
 
-    def _clear_lines(self) -> None:
+    def _clear_lines(self, *, keep_size: bool = False) -> None:
+        """Forget the lines; ``keep_size`` leaves the scrollable size (a change of it is a
+        layout of the whole screen) to the lines about to come."""
         self._lines.clear()
         self._first = 0
         self._width = 0
         self._cache.clear()
-        self.virtual_size = Size(0, 0)
+        if not keep_size:
+            self.virtual_size = Size(0, 0)
         self._follow = True
         if self._mounted:
             self.scroll_to(0, 0, animate=False, immediate=True)
