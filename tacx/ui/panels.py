@@ -233,7 +233,6 @@ class KeyedTable(DataTable):
             if index is not None:
                 self.refresh_row(index)
 
-
     def _render_cell(self, row_index: int, column_index: int, base_style: Style, width: int,
                      cursor: bool = False, hover: bool = False) -> Any:
         """A one-line text cell that fits its column is drawn here in a third of the time
