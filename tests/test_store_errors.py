@@ -11,6 +11,7 @@ import hashlib
 import os
 import select
 import signal
+import json
 import sqlite3
 import struct
 import subprocess
@@ -173,6 +174,34 @@ def test_a_newer_schema_names_the_file(project: Project) -> None:
     conn.close()
     said(tacx(project, "ls"), db, "newer", "upgrade tacx")
     said(tacx(project, "--no-ui", "--exit-when-idle"), db, "newer")
+
+
+def test_a_store_of_each_older_schema_is_brought_forward_with_its_tasks(project: Project) -> None:
+    """A home made by an earlier tacx (each schema version from 1 on) is migrated in place
+    by the first command and keeps its tasks; rm then finds the version 4 index."""
+    from tacx.store.schema import MIGRATIONS, SCHEMA_VERSION
+
+    for version in range(1, SCHEMA_VERSION):
+        project.home.mkdir(exist_ok=True)
+        db = project.home / "tacx.db"
+        db.unlink(missing_ok=True)
+        conn = sqlite3.connect(db)
+        for script in MIGRATIONS[:version]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("INSERT INTO tasks (id, trace_id, workflow, workflow_path, workflow_text, workflow_hash, title,"
+                     " inputs, status, project_root, created_at, ended_at)"
+                     " VALUES (1, 't', 'w', 'w.yaml', 'name: w', 'h', ?, '{}', 'succeeded', ?, 1, 1)",
+                     (f"from v{version}", str(project.root)))
+        conn.commit()
+        conn.close()
+        assert json.loads(tacx(project, "ls", "--json", check=0).stdout)[0]["title"] == f"from v{version}"
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        plan = conn.execute("EXPLAIN QUERY PLAN DELETE FROM daughters WHERE task_id IN (1)").fetchall()
+        conn.close()
+        assert "daughters_task" in str(plan), plan
+        assert "task 1: deleted" in tacx(project, "rm", "1", check=0).stdout
 
 
 # -- the home itself -------------------------------------------------------------------------------

@@ -132,8 +132,15 @@ ALTER TABLE tasks ADD COLUMN source_told REAL;
 CREATE INDEX tasks_source ON tasks(source) WHERE source IS NOT NULL;
 """
 
+# Version 4: daughters by task, for `tacx rm` and `prune`, which delete a task's rows from
+# every table (without it each task's delete read the whole daughters table: pruning
+# 9,267 tasks of 10,000 took 8.2 s, 1.5 s with it).
+_SCHEMA_V4 = """
+CREATE INDEX daughters_task ON daughters(task_id);
+"""
+
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
