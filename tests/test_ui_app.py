@@ -103,12 +103,7 @@ def app_for(project: Project, **options: Any) -> TacxApp:
 async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: Project) -> None:
     app = app_for(dash)
     async with app.run_test(size=(180, 50)) as pilot:
-        await until(lambda: app.workflow_choices, what="workflows loaded")
-        await pilot.press("n")
-        await until(lambda: isinstance(app.screen, LaunchScreen))
-        await pilot.press(*"demo", "enter")
-        await pilot.pause(0.2)
-        await pilot.press(*"Show me the demo", "enter")
+        await launch(app, pilot, "demo", "Show me the demo")
         task_id = await until(lambda: dash.query("SELECT id FROM tasks"), what="the task queued")
         task_id = task_id[0][0]
         await until(lambda: status_of(dash, task_id) == "succeeded", 60, "the demo task to succeed")
@@ -127,6 +122,16 @@ async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: P
         assert f"total {_fmt_tokens(sum(shown['tokens'].values()))} tokens" in text
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
+
+
+async def launch(app: Any, pilot: Any, workflow: str, title: str) -> None:
+    """`n`, the workflow picked by typing its name, the title typed: the launch form's way."""
+    await until(lambda: app.workflow_choices, what="workflows loaded")
+    await pilot.press("n")
+    await until(lambda: isinstance(app.screen, LaunchScreen))
+    await pilot.press(*workflow, "enter")
+    await pilot.pause(0.2)
+    await pilot.press(*title, "enter")
 
 
 def _fmt_tokens(n: int) -> str:
@@ -152,12 +157,7 @@ async def test_the_cursor_follows_a_launch_and_the_stages_cursor_and_the_log_sho
 
         await until(lambda: status_of(dash, done) == "succeeded" and dash.query(
             "SELECT 1 FROM stages WHERE task_id = ? AND name = 'tick' AND status = 'running'", ticking), 20)
-        await until(lambda: app.workflow_choices, what="workflows loaded")
-        await pilot.press("n")
-        await until(lambda: isinstance(app.screen, LaunchScreen))
-        await pilot.press(*"quick", "enter")
-        await pilot.pause(0.2)
-        await pilot.press(*"launched here", "enter")
+        await launch(app, pilot, "quick", "launched here")
         launched = (await until(lambda: dash.query("SELECT id FROM tasks WHERE title = 'launched here'"), 10))[0][0]
         await until(lambda: tasks.selected_key == str(launched) and agree(launched, "say"), 10, "the cursor on the launch")
         assert f"stages · task {launched}" in screen_text(app)
