@@ -3,6 +3,8 @@ style names; nothing here imports Textual)."""
 
 from __future__ import annotations
 
+TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+
 STATUS_STYLE = {
     "queued": "yellow",
     "pending": "yellow",

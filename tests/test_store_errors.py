@@ -452,7 +452,7 @@ async def test_a_write_the_disk_refuses_fails_with_its_cause_and_the_batch_goes_
 # -- the last resort -------------------------------------------------------------------------------
 
 
-BUG = "import tacx.cli.main as cli\ndef boom(home, args): raise RuntimeError('a bug in ls')\ncli._COMMANDS['ls'] = boom\n"
+BUG = "import tacx.cli.tasks as tasks\ndef boom(home, args): raise RuntimeError('a bug in ls')\ntasks.cmd_ls = boom\n"
 
 
 def test_a_bug_is_one_line_and_the_traceback_goes_to_crash_log(project: Project) -> None:
@@ -478,7 +478,7 @@ def test_a_bug_without_a_home_goes_to_the_temp_folder_and_makes_no_home(project:
 @pytest.mark.parametrize(("raised", "code"), [("KeyboardInterrupt()", 130), ("SystemExit(5)", 5)])
 def test_the_last_resort_hides_no_interrupt_and_no_exit(project: Project, raised: str, code: int) -> None:
     with_task(project)
-    prelude = f"import tacx.cli.main as cli\ndef stop(home, args): raise {raised}\ncli._COMMANDS['ls'] = stop\n"
+    prelude = f"import tacx.cli.tasks as tasks\ndef stop(home, args): raise {raised}\ntasks.cmd_ls = stop\n"
     ran = tacx(project, "ls", prelude=prelude, check=code)
     assert "internal error" not in ran.stderr
     assert not (project.home / "crash.log").exists()

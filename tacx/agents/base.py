@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tacx.agents.login import Login, Where
-from tacx.workflow.model import StageSpec
+
+if TYPE_CHECKING:  # the model is only named here; `tacx ls` (prices) need not build its schemas
+    from tacx.workflow.model import StageSpec
 
 ProviderKind = Literal["script", "agent"]
 

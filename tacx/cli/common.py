@@ -4,22 +4,25 @@ reader of its store."""
 from __future__ import annotations
 
 import sqlite3
+from typing import TYPE_CHECKING
 
-from tacx.agents.prices import PriceTable
-from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.home import Home
-from tacx.settings import Settings, SettingsError, load_settings
+from tacx.cli.codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError  # noqa: F401 - the commands import them from here
 from tacx.store.database import connect, connect_reader
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+if TYPE_CHECKING:
+    from tacx.settings import Settings
 
-class UsageError(Exception):
-    """Bad usage or invalid input: exit 2, nothing written."""
+# The settings, the prices and the agents are imported by the commands that read them, not
+# by every command: `tacx ls` starts in 0.2 s instead of 0.3.
 
 
 def project_settings(home: Home) -> Settings:
     """tacx.yaml, its price table checked too (a bad one is a usage error, not a crash later)."""
+    from tacx.agents.prices import PriceTable
+    from tacx.settings import SettingsError, load_settings
+
     settings = load_settings(home.project_root)
     try:
         PriceTable.load(settings.prices)
@@ -30,6 +33,8 @@ def project_settings(home: Home) -> Settings:
 
 def project_provider_kinds(home: Home) -> dict[str, str]:
     """Every provider a workflow here may name: built in, and defined in tacx.yaml."""
+    from tacx.agents.registry import configured_providers, provider_kinds
+
     return provider_kinds(configured_providers(project_settings(home)))
 
 

@@ -125,6 +125,14 @@ def _checked(fn: Any, conn: sqlite3.Connection, *args: Any) -> Any:
         raise UsageError(str(exc)) from None
 
 
+def cmd_pause(home: Home, args: argparse.Namespace) -> int:
+    return set_paused(home, True)
+
+
+def cmd_resume(home: Home, args: argparse.Namespace) -> int:
+    return set_paused(home, False)
+
+
 def set_paused(home: Home, paused: bool) -> int:
     conn = connect(home.db_path)
     try:

@@ -6,27 +6,17 @@ failed, 2 bad usage or invalid input (and nothing written) or an unusable store,
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tacx.cli import crash
-from tacx.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
-from tacx.cli.control import cmd_cancel, cmd_priority, cmd_retry, set_paused
+from tacx.cli.codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from tacx.cli.parser import build_parser
-from tacx.cli.removal import cmd_prune, cmd_rm
-from tacx.cli.project import cmd_clean, cmd_doctor, cmd_providers, cmd_schema, cmd_validate, cmd_workflows
-from tacx.cli.sources import cmd_sources
-from tacx.cli.running import cmd_demo, cmd_run, cmd_submit, headless, run_dashboard
-from tacx.cli.logs import cmd_logs
-from tacx.cli.tasks import cmd_ls, cmd_show
 from tacx.home import Home, LockHeld, resolve_home
-from tacx.settings import SettingsError
-from tacx.store.errors import StoreError
-from tacx.store.errors import explain, is_environmental
-from tacx.submission import SubmissionError
-from tacx.workflow.loader import WorkflowError
+from tacx.store.errors import StoreError, explain, is_environmental
 
 # -- entry point ------------------------------------------------------------------------------
 
@@ -44,14 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _WITHOUT_HOME[args.command](args)
         home = resolve_home(getattr(args, "home", None))
         crash.configure_logging(args.verbose, home)
-        if args.command is None:
-            return headless(home, args) if args.no_ui else run_dashboard(home, args)
         if args.command == "help":
             return _help(args)
-        handler = _COMMANDS[args.command]
-        return handler(home, args)
-    except (UsageError, SubmissionError, WorkflowError, SettingsError, LockHeld) as exc:
-        print(f"tacx: {exc}" if not isinstance(exc, WorkflowError) else str(exc), file=sys.stderr)
+        return _handler(args.command, args.no_ui)(home, args)
+    except (UsageError, LockHeld) as exc:
+        print(f"tacx: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except StoreError as exc:
         print(f"tacx: {exc}", file=sys.stderr)
@@ -67,7 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in crash.log
+        if _raised_from(exc, "tacx.workflow.loader", "WorkflowError"):
+            print(str(exc), file=sys.stderr)  # file:line:col, already said in full
+            return EXIT_USAGE
+        if _raised_from(exc, "tacx.submission", "SubmissionError") or _raised_from(exc, "tacx.settings", "SettingsError"):
+            print(f"tacx: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         return crash.report(exc, home)
+
+
+def _raised_from(exc: Exception, module: str, name: str) -> bool:
+    """``exc`` is ``module.name`` (or a subclass), asked without importing ``module``: had it
+    not been imported, nothing could have raised its error."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(exc, getattr(loaded, name))
 
 
 def _help(args: argparse.Namespace) -> int:
@@ -85,28 +85,37 @@ def _help(args: argparse.Namespace) -> int:
 # -- the commands, by name ------------------------------------------------------------------
 
 
+# Each command's module is imported when the command runs: `tacx ls` (from a script, a
+# shell's completion, the tests) does not import the engine, the agents or the dashboard.
 _COMMANDS = {
-    "doctor": cmd_doctor,
-    "providers": cmd_providers,
-    "sources": cmd_sources,
-    "demo": cmd_demo,
-    "clean": cmd_clean,
-    "run": cmd_run,
-    "submit": cmd_submit,
-    "ls": cmd_ls,
-    "show": cmd_show,
-    "logs": cmd_logs,
-    "cancel": cmd_cancel,
-    "retry": cmd_retry,
-    "priority": cmd_priority,
-    "rm": cmd_rm,
-    "prune": cmd_prune,
-    "pause": lambda home, args: set_paused(home, True),
-    "resume": lambda home, args: set_paused(home, False),
-    "validate": cmd_validate,
-    "schema": cmd_schema,
-    "workflows": cmd_workflows,
+    "doctor": "project:cmd_doctor",
+    "providers": "project:cmd_providers",
+    "sources": "sources:cmd_sources",
+    "demo": "running:cmd_demo",
+    "clean": "project:cmd_clean",
+    "run": "running:cmd_run",
+    "submit": "running:cmd_submit",
+    "ls": "tasks:cmd_ls",
+    "show": "tasks:cmd_show",
+    "logs": "logs:cmd_logs",
+    "cancel": "control:cmd_cancel",
+    "retry": "control:cmd_retry",
+    "priority": "control:cmd_priority",
+    "rm": "removal:cmd_rm",
+    "prune": "removal:cmd_prune",
+    "pause": "control:cmd_pause",
+    "resume": "control:cmd_resume",
+    "validate": "project:cmd_validate",
+    "schema": "project:cmd_schema",
+    "workflows": "project:cmd_workflows",
 }
+
+
+def _handler(command: str | None, no_ui: bool) -> Callable[[Home, argparse.Namespace], int]:
+    """The function that runs ``command`` (none: the dashboard, or the engine headless)."""
+    where = _COMMANDS[command] if command else "running:headless" if no_ui else "running:run_dashboard"
+    module, name = where.split(":")
+    return getattr(importlib.import_module(f"tacx.cli.{module}"), name)  # type: ignore[no-any-return]
 
 
 def _init(args: argparse.Namespace) -> int:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 
 from tacx import __version__, bounds
-from tacx.cli.running import DEMO_TITLES
-from tacx.store import records
-from tacx.workflow.model import parse_duration
+from tacx.states import TASK_STATES
+from tacx.durations import parse_duration
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -78,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", action="store_true", help="print the ids as JSON")
 
     ls = command("ls", "list tasks, newest first, and why queued ones wait")
-    ls.add_argument("--status", choices=records.TASK_STATES, help="only tasks in this state")
+    ls.add_argument("--status", choices=TASK_STATES, help="only tasks in this state")
     ls.add_argument("--workflow", type=bounds.text, help="only tasks of this workflow")
     ls.add_argument("--limit", type=positive, help="the newest N")
     ls.add_argument("--since", type=age, metavar="AGE", help="made in the last AGE (30m, 2h, 7d)")
@@ -131,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
-    demo.add_argument("--tasks", type=bounds.bounded_int(1, 10_000), default=len(DEMO_TITLES),
-                      help=f"how many (default {len(DEMO_TITLES)})")
+    demo.add_argument("--tasks", type=bounds.bounded_int(1, 10_000), metavar="N",
+                      help="how many (default: one per demo title, 4)")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.add_argument("--max-workers", type=positive, metavar="N", help="most daughters at once")
 

@@ -239,7 +239,7 @@ def cmd_demo(home: Home, args: argparse.Namespace) -> int:
         _need_terminal()  # before anything is queued: exit 2 writes nothing
     wf, path, text = load_named_workflow(home, "demo", lambda: project_provider_kinds(home))
     batches = []
-    for i in range(args.tasks):
+    for i in range(args.tasks or len(DEMO_TITLES)):
         title = DEMO_TITLES[i % len(DEMO_TITLES)] + (f" (#{i // len(DEMO_TITLES) + 1})" if i >= len(DEMO_TITLES) else "")
         inputs, _ = prepare_inputs(wf, {"title": title}, None)
         batches.append((inputs, title, None))

@@ -11,13 +11,15 @@ import json
 import sqlite3
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from tacx.workflow.model import Workflow
+from tacx.states import TASK_STATES  # noqa: F401 - with the states' colours: the parser reads it there
 
-TASK_STATES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
+if TYPE_CHECKING:  # only named here: reading tasks (`tacx ls`) does not build the workflow model
+    from tacx.workflow.model import Workflow
+
 TERMINAL_TASK_STATES = ("succeeded", "failed", "cancelled", "timed_out")
 STAGE_STATES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled", "timed_out")
 FINISHED_STAGE_STATES = ("succeeded", "failed", "skipped", "cancelled", "timed_out")

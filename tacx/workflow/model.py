@@ -8,7 +8,6 @@ their text; the provider tables below say which stages run scripts and which run
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from functools import cached_property
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from tacx import bounds
+from tacx.durations import parse_duration  # noqa: F401 - the model's duration fields, and its importers
 
 SCRIPT_LANGUAGES: dict[str, str] = {"shell": "sh", "bash": "sh", "python": "python"}
 """The language a script provider's run: is written in (a POSIX sh script also runs in bash).
@@ -38,39 +38,7 @@ IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """An input's name (it becomes part of an environment variable's name)."""
 
 
-# --- durations ---------------------------------------------------------------------------
-
-_UNIT_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-_UNIT_ORDER = list(_UNIT_SECONDS)
-_DURATION_TEXT = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|d|h|m|s))+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|d|h|m|s)")
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_DURATION_HINT = "use seconds (90) or a number with units: 500ms, 90s, 20m, 1h30m, 2d"
-
-
-def parse_duration(value: str | int | float) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"20m"``, ``"1h30m"``, ``"500ms"`` or ``"2d"``."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("-"):
-            raise ValueError(f"invalid duration {value!r}: a duration cannot be negative")
-        if _NUMBER.fullmatch(text):
-            return float(text)
-        if not _DURATION_TEXT.fullmatch(text):
-            raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
-        seconds, last = 0.0, -1
-        for number, unit in _DURATION_PART.findall(text):
-            if _UNIT_ORDER.index(unit) <= last:
-                raise ValueError(f"invalid duration {value!r}: give units largest first, once each")
-            last = _UNIT_ORDER.index(unit)
-            seconds += float(number) * _UNIT_SECONDS[unit]
-        return seconds
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"invalid duration {value!r}: a duration must be a finite number >= 0")
-    return float(value)
-
+# --- durations: tacx/durations.py ----------------------------------------------------------
 
 # --- field types -------------------------------------------------------------------------
 
