@@ -12,7 +12,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
-from tacx.cli import crash
+from tacx.cli import crash, interrupts
 from tacx.cli.codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError
 from tacx.cli.parser import build_parser
 from tacx.home import Home, LockHeld, resolve_home
@@ -31,12 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     home: Home | None = None
     try:
         if args.command in _WITHOUT_HOME:
+            interrupts.let_in()
             return _WITHOUT_HOME[args.command](args)
         home = resolve_home(getattr(args, "home", None))
         crash.configure_logging(args.verbose, home)
         if args.command == "help":
             return _help(args)
-        return _handler(args.command, args.no_ui)(home, args)
+        handler = _handler(args.command, args.no_ui)
+        interrupts.let_in()  # a ^C held while the command's modules were imported is raised here
+        return handler(home, args)
     except (UsageError, LockHeld) as exc:
         print(f"tacx: {exc}", file=sys.stderr)
         return EXIT_USAGE
