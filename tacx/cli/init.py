@@ -29,6 +29,9 @@ def cmd_init(args: argparse.Namespace) -> int:
         root / "workflows" / f"{STARTER}.yaml": _template("init-starter.yaml"),
     }
     there = [path for path in files if path.exists() or path.is_symlink()]
+    if folders := [p for p in there if p.is_dir() and not p.is_symlink()]:
+        names = ", ".join(str(p.relative_to(root)) for p in folders)
+        raise UsageError(f"{names}: a folder where tacx init writes a file; nothing written")
     if there and not args.force:
         names = ", ".join(str(p.relative_to(root)) for p in there)
         raise UsageError(f"{names} already exist{'s' if len(there) == 1 else ''}; nothing written (--force overwrites)")
@@ -37,6 +40,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise UsageError(f"{folder} is a file, not a folder; nothing written")
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():  # --force replaces the link, never the file it points to
+            path.unlink()
         path.write_text(text)
         print(f"wrote {path.relative_to(root)}")
     make_home_dir(home)
