@@ -3,9 +3,10 @@ each test here broke once."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
-from tests.conftest import Project
+from tests.conftest import Project, wait_for
 
 
 def test_init_force_refuses_a_folder_named_tacx_yaml_and_replaces_a_link_not_its_target(project: Project, tmp_path: Path) -> None:
@@ -22,3 +23,32 @@ def test_init_force_refuses_a_folder_named_tacx_yaml_and_replaces_a_link_not_its
     assert elsewhere.read_text() == "keep me\n"  # was overwritten through the link
     assert not (project.root / "tacx.yaml").is_symlink()
     assert "max_workers" in (project.root / "tacx.yaml").read_text()
+
+
+def test_followers_of_a_task_deleted_meanwhile_end_quietly(project: Project) -> None:
+    """`tacx run` handed to a running coordinator and `tacx logs -f` follow a task; it ends and
+    `tacx rm` deletes it before they look again (they are stopped meanwhile, so the order is
+    certain). Both read its row as if it were always there: exit 70, TypeError."""
+    nap = project.workflow("nap", """
+        name: nap
+        stages:
+          - {name: nap, provider: bash, run: 'echo started; sleep 60'}
+    """)
+    project.start("--no-ui")
+    wait_for(lambda: (project.home / "lock").exists() and (project.home / "lock").read_text(), what="lock")
+    runner = project.start("run", str(nap))
+    assert "handed to the running coordinator" in runner.stderr.readline()
+    task_id = 1
+    wait_for(lambda: project.query("SELECT 1 FROM stages WHERE task_id = ? AND status = 'running'", task_id))
+    follower = project.start("logs", str(task_id), "-f")
+    assert follower.stdout is not None and follower.stdout.readline().strip() == "started"
+    for proc in (runner, follower):
+        proc.send_signal(signal.SIGSTOP)
+    project.tacx("cancel", str(task_id))
+    wait_for(lambda: project.query("SELECT 1 FROM tasks WHERE id = ? AND status = 'cancelled'", task_id))
+    assert "deleted its records" in project.tacx("rm", str(task_id)).stdout
+    for proc in (runner, follower):
+        proc.send_signal(signal.SIGCONT)
+    runner_err, follower_err = runner.communicate(timeout=30)[1], follower.communicate(timeout=30)[1]
+    assert runner.returncode == 1 and "was deleted" in runner_err and "Traceback" not in runner_err, runner_err
+    assert follower.returncode == 0 and "was deleted" in follower_err, follower_err

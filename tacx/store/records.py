@@ -160,6 +160,13 @@ def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
     return "running"
 
 
+def task_status(conn: sqlite3.Connection, task_id: int) -> str | None:
+    """The task's status; None when there is no such task (`tacx rm` may delete an ended
+    task while a coordinator, `tacx run` or `tacx logs -f` still looks at it)."""
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def cancel_queued(conn: sqlite3.Connection, task_id: int) -> bool:
     """Cancel a task that is queued (never started, or interrupted). False if it is not queued."""
     return mark_cancelled(conn, task_id, "queued", {"while": "queued"})
