@@ -4,6 +4,12 @@ headless reporter and the dashboard, so neither imports the other."""
 from __future__ import annotations
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9, 10)} | {127: "\\x7f"}
+# C1 controls (0x9b is CSI: an escape sequence on terminals that read 8-bit controls) and the
+# bidirectional overrides and isolates (U+202E shows the rest of a line reversed, and moves
+# the columns after it on the dashboard), line and paragraph separators.
+_CONTROL |= {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
+_CONTROL |= {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),
+                                          0x2028, 0x2029)}
 
 
 def printable(text: str) -> str:

@@ -52,3 +52,33 @@ def test_followers_of_a_task_deleted_meanwhile_end_quietly(project: Project) -> 
     runner_err, follower_err = runner.communicate(timeout=30)[1], follower.communicate(timeout=30)[1]
     assert runner.returncode == 1 and "was deleted" in runner_err and "Traceback" not in runner_err, runner_err
     assert follower.returncode == 0 and "was deleted" in follower_err, follower_err
+
+
+_SNEAKY = "\u202eevil\u2066 \x9b31mred \u2028next"  # a bidi override and isolate, C1 CSI, a line separator
+
+
+def _sneaky_free(text: str) -> bool:
+    return not any(c in text for c in "\u202e\u2066\x9b\u2028")
+
+
+async def test_titles_with_bidi_overrides_and_c1_controls_reach_no_terminal(project: Project) -> None:
+    """printable() escaped C0 controls only: U+202E reversed the rest of a `tacx ls` line (and
+    shifted the dashboard's columns), and 0x9b is CSI on 8-bit terminals."""
+    from tacx.home import Home
+    from tacx.settings import Settings
+    from tacx.ui.app import make_app
+    from tests.test_ui_app import screen_text, until
+
+    quick = project.workflow("quick", """
+        name: quick
+        stages:
+          - {name: say, provider: shell, run: 'echo said'}
+    """)
+    task_id = project.submit(str(quick), "--title", _SNEAKY)
+    listed, shown = project.tacx("ls").stdout, project.tacx("show", str(task_id)).stdout
+    assert "\\u202eevil" in listed and "\\x9b31mred" in listed and _sneaky_free(listed), listed
+    assert "\\u202eevil" in shown and _sneaky_free(shown), shown
+    app = make_app(Home(project.home), Settings(), refresh_seconds=0.2)
+    async with app.run_test(size=(160, 40)):
+        text = await until(lambda: (t := screen_text(app)) and "evil" in t and t, what="the title on screen")
+        assert "\\u202eevil" in text and _sneaky_free(text), text
