@@ -82,3 +82,41 @@ async def test_titles_with_bidi_overrides_and_c1_controls_reach_no_terminal(proj
     async with app.run_test(size=(160, 40)):
         text = await until(lambda: (t := screen_text(app)) and "evil" in t and t, what="the title on screen")
         assert "\\u202eevil" in text and _sneaky_free(text), text
+
+
+def test_the_dashboards_today_forgets_usage_that_tacx_rm_deleted_and_counts_rows_that_reuse_its_ids(project: Project) -> None:
+    """TodayUsage summed only usage rows with ids above the last it read, sure rows were
+    never deleted. `tacx rm` deletes them: the deleted task's tokens stayed in today's
+    figures, and the next rows (usage has no AUTOINCREMENT: they reuse the freed ids) were
+    never counted."""
+    import time
+
+    from tacx.store.database import connect, transaction
+    from tacx.ui.data import TodayUsage
+
+    quick = project.workflow("quick", """
+        name: quick
+        stages:
+          - {name: say, provider: shell, run: 'echo said'}
+    """)
+    first, second = project.submit(str(quick)), project.submit(str(quick))
+    project.tacx("--no-ui", "--exit-when-idle")
+    conn = connect(project.home / "tacx.db")
+
+    def add_usage(task_id: int, tokens: int) -> None:
+        stage = conn.execute("SELECT id FROM stages WHERE task_id = ?", (task_id,)).fetchone()[0]
+        with transaction(conn):
+            conn.execute("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, cost_usd)"
+                         " VALUES (?, ?, 1, ?, ?, 'claude-sonnet-4-5', ?, 0.01)",
+                         (task_id, stage, time.time(), f"m{tokens}", tokens))
+
+    add_usage(first, 100)
+    add_usage(second, 20)
+    today = TodayUsage()
+    today.update(conn, time.time())
+    assert today.tokens == 120
+    project.tacx("rm", str(second))
+    add_usage(first, 3)  # takes the id the deleted row had
+    today.update(conn, time.time())
+    assert today.tokens == 103
+    conn.close()
