@@ -120,3 +120,16 @@ def test_the_dashboards_today_forgets_usage_that_tacx_rm_deleted_and_counts_rows
     today.update(conn, time.time())
     assert today.tokens == 103
     conn.close()
+
+
+def test_init_refuses_workflows_or_home_that_are_links_to_nothing_before_writing_anything(project: Project) -> None:
+    """A dangling `workflows` link made mkdir raise FileExistsError, a dangling `.tacx` one
+    FileNotFoundError: exit 70 each, after tacx.yaml (and the starter) had been written."""
+    project.env.pop("TACX_HOME")  # the home is ./.tacx, as for a person starting a project
+    for name in ("workflows", ".tacx"):
+        link = project.root / name
+        link.symlink_to(project.root / "nowhere" / name)
+        refused = project.tacx("init", check=2)
+        assert "link to nothing" in refused.stderr and name in refused.stderr, refused.stderr
+        assert not (project.root / "tacx.yaml").exists() and not (project.root / "nowhere").exists()
+        link.unlink()
