@@ -133,3 +133,35 @@ def test_init_refuses_workflows_or_home_that_are_links_to_nothing_before_writing
         assert "link to nothing" in refused.stderr and name in refused.stderr, refused.stderr
         assert not (project.root / "tacx.yaml").exists() and not (project.root / "nowhere").exists()
         link.unlink()
+
+
+def test_a_task_another_rm_deleted_meanwhile_is_reported_deleted_not_kept(project: Project) -> None:
+    """Two `tacx prune` at once: each listed the same tasks, and for every task the other got
+    to first it said "kept: could not delete ... No such file" or "it was queued again
+    meanwhile (tacx retry); kept", about a task that was gone (rm's exit said some were kept).
+    The rows one prune read are handed to the deleting step after a real `tacx rm` took them."""
+    import argparse
+    import time
+
+    from tacx.cli.removal import _remove
+    from tacx.home import Home
+    from tacx.store import removal
+    from tacx.store.database import connect
+
+    made = project.workflow("made", """
+        name: made
+        workspace: dir
+        stages:
+          - {name: make, provider: shell, run: 'echo made > out.txt'}
+    """)
+    for _ in range(2):
+        project.submit(str(made))
+    project.tacx("--no-ui", "--exit-when-idle")
+    conn = connect(project.home / "tacx.db")
+    stale = removal.ended_before(conn, time.time() + 60)
+    assert [r["id"] for r in stale] == [1, 2]
+    project.tacx("rm", "1", "2")  # the other prune, first
+    args = argparse.Namespace(force=False, dry_run=False, json=False)
+    results = _remove(Home(project.home), conn, stale, args)
+    conn.close()
+    assert [(r["deleted"], r["reason"]) for r in results] == [(True, "already deleted (by another tacx rm or prune meanwhile)")] * 2

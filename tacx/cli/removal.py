@@ -89,6 +89,11 @@ def _plan(home: Home, row: sqlite3.Row) -> dict[str, Any]:
     return {"would_delete": True, "reason": "would delete " + ", ".join(parts)}
 
 
+# Another `tacx rm` or `prune` deleted the task between our look and our delete: it is gone,
+# as asked (not "kept", nor "queued again").
+_GONE = {"deleted": True, "reason": "already deleted (by another tacx rm or prune meanwhile)"}
+
+
 def _delete(home: Home, conn: sqlite3.Connection, row: sqlite3.Row, force: bool) -> dict[str, Any]:
     """Workspace first (it may refuse), then the rows in one transaction, then the logs."""
     from tacx.workspace import cleanup
@@ -97,12 +102,16 @@ def _delete(home: Home, conn: sqlite3.Connection, row: sqlite3.Row, force: bool)
     workspace = cleanup.remove_workspace(home, row, force)
     if workspace is not None:
         if not workspace["removed"] or workspace["unsaved"]:
+            if records.task_status(conn, row["id"]) is None:
+                return _GONE
             hint = "; --force deletes it anyway" if workspace["unsaved"] else ""
             return {"reason": f"kept: {workspace['reason']}{hint}"}
         done.append(workspace["reason"])
     with transaction(conn):
         deleted = removal.delete_ended(conn, [row["id"]])
     if not deleted:
+        if records.task_status(conn, row["id"]) is None:
+            return _GONE
         return {"reason": "it was queued again meanwhile (tacx retry); kept"}
     logs = home.logs / str(row["id"])
     if logs.is_dir() and not logs.is_symlink():
