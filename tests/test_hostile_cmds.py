@@ -165,3 +165,28 @@ def test_a_task_another_rm_deleted_meanwhile_is_reported_deleted_not_kept(projec
     results = _remove(Home(project.home), conn, stale, args)
     conn.close()
     assert [(r["deleted"], r["reason"]) for r in results] == [(True, "already deleted (by another tacx rm or prune meanwhile)")] * 2
+
+
+def test_ls_keeps_its_columns_after_a_workflow_name_in_wide_characters(project: Project) -> None:
+    """The WORKFLOW column was padded with len(): 6 CJK characters (12 columns) got 12
+    spaces, and TIME, TOKENS and COST moved 6 columns right on that line."""
+    import unicodedata
+
+    wide = project.workflow("wide", """
+        name: 漢字漢字漢字漢字漢字漢字
+        stages:
+          - {name: s, provider: shell, run: 'echo x'}
+    """)
+    project.submit(str(wide))
+    project.submit(str(project.workflow("narrow", """
+        name: narrow
+        stages:
+          - {name: s, provider: shell, run: 'echo x'}
+    """)))
+
+    def columns(line: str) -> int:  # where TIME ends, in terminal columns
+        head = line[:line.index(" -") if " -" in line else len(line)]
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in head)
+
+    lines = project.tacx("ls").stdout.splitlines()
+    assert len({columns(line) for line in lines[1:]}) == 1, "\n".join(lines)
