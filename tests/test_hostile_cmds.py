@@ -190,3 +190,43 @@ def test_ls_keeps_its_columns_after_a_workflow_name_in_wide_characters(project: 
 
     lines = project.tacx("ls").stdout.splitlines()
     assert len({columns(line) for line in lines[1:]}) == 1, "\n".join(lines)
+
+
+def test_a_retry_while_rm_removes_the_workspace_is_refused(project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """rm removed the workspace first and checked the task was still ended after: a `tacx
+    retry` from another terminal in between queued it again with its workspace gone (the
+    succeeded stages' files lost) and rm said "kept". The retry runs, a real tacx, while rm
+    is removing the workspace."""
+    import argparse
+
+    from tacx.cli.removal import _remove
+    from tacx.home import Home
+    from tacx.store import removal
+    from tacx.store.database import connect
+    from tacx.workspace import cleanup
+
+    failing = project.workflow("failing", """
+        name: failing
+        workspace: dir
+        stages:
+          - {name: make, provider: shell, run: 'echo made > out.txt'}
+          - {name: check, provider: shell, run: 'exit 1'}
+    """)
+    task_id = project.submit(str(failing))
+    project.tacx("--no-ui", "--exit-when-idle", check=None)
+    retried = []
+    real = cleanup.remove_workspace
+
+    def remove_meanwhile(home, row, force=False):  # type: ignore[no-untyped-def]
+        retried.append(project.tacx("retry", str(task_id), check=None))
+        return real(home, row, force)
+
+    monkeypatch.setattr(cleanup, "remove_workspace", remove_meanwhile)
+    conn = connect(project.home / "tacx.db")
+    rows = removal.tasks_by_id(conn, [task_id])
+    results = _remove(Home(project.home), conn, [rows[task_id]], argparse.Namespace(force=False, dry_run=False, json=False))
+    conn.close()
+    assert retried[0].returncode == 2 and "being deleted" in retried[0].stderr, retried[0].stderr
+    assert results[0]["deleted"] and not project.query("SELECT 1 FROM tasks WHERE id = ?", task_id)
+    assert not project.query("SELECT 1 FROM meta WHERE key LIKE 'deleting:%'")
+    project.tacx("retry", str(task_id), check=2)  # no such task now

@@ -192,6 +192,12 @@ def mark_cancelled(conn: sqlite3.Connection, task_id: int, status: str, event: d
     return True
 
 
+def deleting_key(task_id: int) -> str:
+    """meta's mark that `tacx rm`/`prune` is removing the task's workspace: a retry meanwhile
+    would queue it again with its workspace half gone."""
+    return f"deleting:{task_id}"
+
+
 def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
     """Queue a finished, unsuccessful task again; stages that succeeded are kept."""
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -200,6 +206,8 @@ def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
     status = row[0]
     if status not in ("failed", "cancelled", "timed_out"):
         raise ValueError(f"task {task_id} is {status}: only failed, cancelled or timed-out tasks can be retried")
+    if conn.execute("SELECT 1 FROM meta WHERE key = ?", (deleting_key(task_id),)).fetchone():
+        raise ValueError(f"task {task_id} is being deleted (tacx rm or prune): its workspace is going")
     # Its budget counts from here: what it spent before the retry is spent.
     conn.execute(
         "UPDATE tasks SET status = 'queued', error = NULL, ended_at = NULL, wait_reason = NULL, source_told = NULL,"
