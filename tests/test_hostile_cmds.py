@@ -230,3 +230,22 @@ def test_a_retry_while_rm_removes_the_workspace_is_refused(project: Project, mon
     assert results[0]["deleted"] and not project.query("SELECT 1 FROM tasks WHERE id = ?", task_id)
     assert not project.query("SELECT 1 FROM meta WHERE key LIKE 'deleting:%'")
     project.tacx("retry", str(task_id), check=2)  # no such task now
+
+
+def test_a_mark_left_by_an_rm_killed_midway_does_not_block_retry(project: Project) -> None:
+    import subprocess
+    import sys
+
+    failing = project.workflow("failing", """
+        name: failing
+        stages:
+          - {name: check, provider: shell, run: 'exit 1'}
+    """)
+    task_id = project.submit(str(failing))
+    project.tacx("--no-ui", "--exit-when-idle", check=None)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    conn = project.db()
+    with conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"deleting:{task_id}", gone.stdout.strip()))
+    conn.close()
+    project.tacx("retry", str(task_id))  # the rm that marked it is dead (SIGTERM, SIGKILL)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -105,7 +106,7 @@ def _delete(home: Home, conn: sqlite3.Connection, row: sqlite3.Row, force: bool)
     with transaction(conn):  # no retry from here on (records.retry_task reads the mark)
         if records.task_status(conn, row["id"]) not in records.TERMINAL_TASK_STATES:
             return _GONE if records.task_status(conn, row["id"]) is None else _REQUEUED
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (mark, str(time.time())))
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (mark, str(os.getpid())))
     try:
         return _delete_marked(home, conn, row, force)
     finally:

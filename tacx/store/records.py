@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -194,8 +195,20 @@ def mark_cancelled(conn: sqlite3.Connection, task_id: int, status: str, event: d
 
 def deleting_key(task_id: int) -> str:
     """meta's mark that `tacx rm`/`prune` is removing the task's workspace: a retry meanwhile
-    would queue it again with its workspace half gone."""
+    would queue it again with its workspace half gone. Its value is the pid of that tacx."""
     return f"deleting:{task_id}"
+
+
+def _alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
@@ -206,7 +219,8 @@ def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
     status = row[0]
     if status not in ("failed", "cancelled", "timed_out"):
         raise ValueError(f"task {task_id} is {status}: only failed, cancelled or timed-out tasks can be retried")
-    if conn.execute("SELECT 1 FROM meta WHERE key = ?", (deleting_key(task_id),)).fetchone():
+    mark = conn.execute("SELECT value FROM meta WHERE key = ?", (deleting_key(task_id),)).fetchone()
+    if mark is not None and _alive(mark[0]):  # an rm killed midway leaves a mark of a dead pid
         raise ValueError(f"task {task_id} is being deleted (tacx rm or prune): its workspace is going")
     # Its budget counts from here: what it spent before the retry is spent.
     conn.execute(
