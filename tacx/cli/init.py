@@ -40,17 +40,20 @@ def cmd_init(args: argparse.Namespace) -> int:
             raise UsageError(f"{folder} is a file, not a folder; nothing written")
         if folder.is_symlink() and not folder.exists():
             raise UsageError(f"{folder} is a link to nothing ({os.readlink(folder)}); nothing written")
+    path = root
     try:
         for path, text in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():  # --force replaces the link, never the file it points to
                 path.unlink()
             path.write_text(text)
-            print(f"wrote {path.relative_to(root)}")
+        path = home
         make_home_dir(home)
         ignore = write_home_gitignore(home)
-    except OSError as exc:  # a folder tacx may not write in (read-only, not ours)
-        raise UsageError(f"cannot write {exc.filename or root}: {exc.strerror or exc}") from None
+    except OSError as exc:  # a folder tacx may not write in (read-only, not ours), a full disk
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
+    for path in files:
+        print(f"wrote {path.relative_to(root)}")
     print(f"made {_shown(home, root)}/ (its {ignore.name} keeps it out of git)")
     print(f"next: tacx run {STARTER} --no-ui    (then `tacx show 1`, `tacx logs 1`, or `tacx` for the dashboard)")
     return EXIT_OK
