@@ -249,3 +249,29 @@ def test_a_mark_left_by_an_rm_killed_midway_does_not_block_retry(project: Projec
         conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (f"deleting:{task_id}", gone.stdout.strip()))
     conn.close()
     project.tacx("retry", str(task_id))  # the rm that marked it is dead (SIGTERM, SIGKILL)
+
+
+def test_rm_force_deletes_a_worktree_whose_repository_was_deleted(project: Project, tmp_path: Path) -> None:
+    """The project's .git deleted by hand: git could neither judge nor remove the task's
+    worktree, so `tacx rm` kept the task ("no HEAD commit to compare with; kept everything"),
+    --force too, and `tacx prune` listed it as kept forever."""
+    import shutil
+
+    from tests.test_workspaces import init_repo, workflow
+
+    init_repo(project, tmp_path)
+    tree = workflow(tmp_path, "tree", """
+        name: tree
+        workspace: worktree
+        stages:
+          - {name: edit, provider: bash, run: 'echo draft > notes.txt'}
+    """)
+    task_id = project.submit(str(tree))
+    project.tacx("--no-ui", "--exit-when-idle")
+    folder = project.home / "trees" / str(task_id)
+    assert (folder / "notes.txt").exists()
+    shutil.rmtree(project.root / ".git")
+    kept = project.tacx("rm", str(task_id), check=2)
+    assert "repository is gone" in kept.stderr and "--force" in kept.stderr and folder.exists()
+    assert "deleted" in project.tacx("rm", "--force", str(task_id)).stdout
+    assert not folder.exists() and not project.query("SELECT 1 FROM tasks WHERE id = ?", task_id)
