@@ -29,18 +29,31 @@ def cmd_init(args: argparse.Namespace) -> int:
         root / "workflows" / f"{STARTER}.yaml": _template("init-starter.yaml"),
     }
     there = [path for path in files if path.exists() or path.is_symlink()]
+    if folders := [p for p in there if p.is_dir() and not p.is_symlink()]:
+        names = ", ".join(str(p.relative_to(root)) for p in folders)
+        raise UsageError(f"{names}: a folder where tacx init writes a file; nothing written")
     if there and not args.force:
         names = ", ".join(str(p.relative_to(root)) for p in there)
         raise UsageError(f"{names} already exist{'s' if len(there) == 1 else ''}; nothing written (--force overwrites)")
     for folder in (home, root / "workflows"):
         if folder.exists() and not folder.is_dir():
             raise UsageError(f"{folder} is a file, not a folder; nothing written")
-    for path, text in files.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        if folder.is_symlink() and not folder.exists():
+            raise UsageError(f"{folder} is a link to nothing ({os.readlink(folder)}); nothing written")
+    path = root
+    try:
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_symlink():  # --force replaces the link, never the file it points to
+                path.unlink()
+            path.write_text(text)
+        path = home
+        make_home_dir(home)
+        ignore = write_home_gitignore(home)
+    except OSError as exc:  # a folder tacx may not write in (read-only, not ours), a full disk
+        raise UsageError(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
+    for path in files:
         print(f"wrote {path.relative_to(root)}")
-    make_home_dir(home)
-    ignore = write_home_gitignore(home)
     print(f"made {_shown(home, root)}/ (its {ignore.name} keeps it out of git)")
     print(f"next: tacx run {STARTER} --no-ui    (then `tacx show 1`, `tacx logs 1`, or `tacx` for the dashboard)")
     return EXIT_OK

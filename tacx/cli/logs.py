@@ -144,6 +144,10 @@ def _follow(conn: sqlite3.Connection, home: Home, task_id: int, stage: sqlite3.R
         path = home.stage_log(task_id, current["name"], attempt)
         offset = writer.copy(path, offset)
         row = conn.execute("SELECT status, attempt FROM stages WHERE id = ?", (current["id"],)).fetchone()
+        if row is None:  # the task was deleted meanwhile (`tacx rm` from another terminal)
+            writer.end()
+            _deleted(task_id)
+            return
         if row["status"] == "running" and row["attempt"] == attempt:
             time.sleep(FOLLOW_SECONDS)
             continue
@@ -151,7 +155,10 @@ def _follow(conn: sqlite3.Connection, home: Home, task_id: int, stage: sqlite3.R
         writer.end()
         following = _next_attempt(conn, task_id, shown, current["name"] if only_stage else None)
         while following is None:
-            status = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+            status = records.task_status(conn, task_id)
+            if status is None:
+                _deleted(task_id)
+                return
             if status in records.TERMINAL_TASK_STATES or (only_stage and _stage_over(conn, current["id"])):
                 return
             time.sleep(FOLLOW_SECONDS)
@@ -175,5 +182,9 @@ def _next_attempt(conn: sqlite3.Connection, task_id: int, shown: dict[str, int],
 
 
 def _stage_over(conn: sqlite3.Connection, stage_id: int) -> bool:
-    status = conn.execute("SELECT status FROM stages WHERE id = ?", (stage_id,)).fetchone()[0]
-    return status in records.FINISHED_STAGE_STATES
+    row = conn.execute("SELECT status FROM stages WHERE id = ?", (stage_id,)).fetchone()
+    return row is None or row[0] in records.FINISHED_STAGE_STATES
+
+
+def _deleted(task_id: int) -> None:
+    print(f"tacx: task {task_id} was deleted (tacx rm) while it was followed", file=sys.stderr)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sqlite3
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, no_such_tasks, writer
@@ -89,21 +91,47 @@ def _plan(home: Home, row: sqlite3.Row) -> dict[str, Any]:
     return {"would_delete": True, "reason": "would delete " + ", ".join(parts)}
 
 
+# Another `tacx rm` or `prune` deleted the task between our look and our delete: it is gone,
+# as asked (not "kept", nor "queued again").
+_GONE = {"deleted": True, "reason": "already deleted (by another tacx rm or prune meanwhile)"}
+_REQUEUED = {"reason": "it was queued again meanwhile (tacx retry); kept"}
+
+
 def _delete(home: Home, conn: sqlite3.Connection, row: sqlite3.Row, force: bool) -> dict[str, Any]:
-    """Workspace first (it may refuse), then the rows in one transaction, then the logs."""
+    """Workspace first (it may refuse), then the rows in one transaction, then the logs. A
+    task with a workspace of its own is marked first, so no retry queues it meanwhile."""
+    if not (row["workspace"] and Path(row["workspace"]).resolve().is_relative_to(home.trees.resolve())):
+        return _delete_marked(home, conn, row, force)  # nothing to lose to a retry
+    mark = records.deleting_key(row["id"])
+    with transaction(conn):  # no retry from here on (records.retry_task reads the mark)
+        if records.task_status(conn, row["id"]) not in records.TERMINAL_TASK_STATES:
+            return _GONE if records.task_status(conn, row["id"]) is None else _REQUEUED
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (mark, str(os.getpid())))
+    try:
+        return _delete_marked(home, conn, row, force)
+    finally:
+        with transaction(conn):
+            conn.execute("DELETE FROM meta WHERE key = ?", (mark,))
+
+
+def _delete_marked(home: Home, conn: sqlite3.Connection, row: sqlite3.Row, force: bool) -> dict[str, Any]:
     from tacx.workspace import cleanup
 
     done = []
     workspace = cleanup.remove_workspace(home, row, force)
     if workspace is not None:
         if not workspace["removed"] or workspace["unsaved"]:
+            if records.task_status(conn, row["id"]) is None:
+                return _GONE
             hint = "; --force deletes it anyway" if workspace["unsaved"] else ""
             return {"reason": f"kept: {workspace['reason']}{hint}"}
         done.append(workspace["reason"])
     with transaction(conn):
         deleted = removal.delete_ended(conn, [row["id"]])
     if not deleted:
-        return {"reason": "it was queued again meanwhile (tacx retry); kept"}
+        if records.task_status(conn, row["id"]) is None:
+            return _GONE
+        return _REQUEUED
     logs = home.logs / str(row["id"])
     if logs.is_dir() and not logs.is_symlink():
         shutil.rmtree(logs, ignore_errors=True)

@@ -152,7 +152,7 @@ async def _run_coordinator(
         return EXIT_FAILED
     if only_task is not None:
         conn = connect(home.db_path)
-        status = conn.execute("SELECT status FROM tasks WHERE id = ?", (only_task,)).fetchone()[0]
+        status = records.task_status(conn, only_task)  # None: deleted meanwhile (tacx rm)
         conn.close()
         return EXIT_OK if status == "succeeded" else EXIT_FAILED
     return EXIT_FAILED if reporter.failures else EXIT_OK
@@ -213,7 +213,10 @@ def _follow(home: Home, task_id: int, json_mode: bool) -> int:
             for row in conn.execute("SELECT * FROM events WHERE task_id = ? AND id > ? ORDER BY id", (task_id, last)):
                 last = row["id"]
                 reporter(EngineEvent(row["kind"], row["task_id"], row["stage"], json.loads(row["data"]), row["ts"]))
-            status = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+            status = records.task_status(conn, task_id)
+            if status is None:  # ended, then deleted by `tacx rm` from another terminal
+                print(f"tacx: task {task_id} was deleted (tacx rm) before it was seen to end", file=sys.stderr)
+                return EXIT_FAILED
             if status in records.TERMINAL_TASK_STATES:
                 reporter.summary(run_summary(conn, {task_id}, time.monotonic() - began))
                 return EXIT_OK if status == "succeeded" else EXIT_FAILED

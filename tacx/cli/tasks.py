@@ -15,7 +15,7 @@ from tacx.cli.colour import Palette
 from tacx.cli.common import EXIT_OK, UsageError, reader
 from tacx.home import Home, coordinator_running
 from tacx.store import records
-from tacx.text import printable
+from tacx.text import fit, printable
 
 
 def cmd_ls(home: Home, args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
         cost = _cost_short(t)
         cost = palette.paint(f"{cost:>9}", "yellow" if t.get("unpriced") else "")
         print(
-            f"{t['id']:>5}  {status} {t['priority']:>3}  " + printable(f"{t['workflow'][:18]:<18}")
+            f"{t['id']:>5}  {status} {t['priority']:>3}  " + fit(t['workflow'], 18)
             + f" {_elapsed(t):>7} {_tokens_short(sum(t['tokens'].values())):>7} {cost}  "
             + printable(f"{t['title'][:60]}" + (f"  — {note}" if note else ""))
         )

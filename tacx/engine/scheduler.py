@@ -412,10 +412,8 @@ class Scheduler:
             return
         if self.only_task is not None:
             if self.only_task not in self.running and not self._queue:
-                status = await self.store.read(
-                    lambda c: c.execute("SELECT status FROM tasks WHERE id = ?", (self.only_task,)).fetchone()[0]
-                )
-                if status != "queued":
+                status = await self.store.read(lambda c: records.task_status(c, self.only_task))
+                if status != "queued":  # None: ended and deleted (tacx rm) meanwhile
                     self.lifecycle.done.set()
             return
         if not self.exit_when_idle or self.running or self.busy:

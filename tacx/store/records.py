@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -162,6 +163,13 @@ def request_cancel(conn: sqlite3.Connection, task_id: int) -> str:
     return "running"
 
 
+def task_status(conn: sqlite3.Connection, task_id: int) -> str | None:
+    """The task's status; None when there is no such task (`tacx rm` may delete an ended
+    task while a coordinator, `tacx run` or `tacx logs -f` still looks at it)."""
+    row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
 def cancel_queued(conn: sqlite3.Connection, task_id: int) -> bool:
     """Cancel a task that is queued (never started, or interrupted). False if it is not queued."""
     return mark_cancelled(conn, task_id, "queued", {"while": "queued"})
@@ -187,6 +195,24 @@ def mark_cancelled(conn: sqlite3.Connection, task_id: int, status: str, event: d
     return True
 
 
+def deleting_key(task_id: int) -> str:
+    """meta's mark that `tacx rm`/`prune` is removing the task's workspace: a retry meanwhile
+    would queue it again with its workspace half gone. Its value is the pid of that tacx."""
+    return f"deleting:{task_id}"
+
+
+def _alive(pid_text: str) -> bool:
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, OverflowError):
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
     """Queue a finished, unsuccessful task again; stages that succeeded are kept."""
     row = conn.execute("SELECT status FROM tasks WHERE id = ?", (task_id,)).fetchone()
@@ -195,6 +221,9 @@ def retry_task(conn: sqlite3.Connection, task_id: int) -> None:
     status = row[0]
     if status not in ("failed", "cancelled", "timed_out"):
         raise ValueError(f"task {task_id} is {status}: only failed, cancelled or timed-out tasks can be retried")
+    mark = conn.execute("SELECT value FROM meta WHERE key = ?", (deleting_key(task_id),)).fetchone()
+    if mark is not None and _alive(mark[0]):  # an rm killed midway leaves a mark of a dead pid
+        raise ValueError(f"task {task_id} is being deleted (tacx rm or prune): its workspace is going")
     # Its budget counts from here: what it spent before the retry is spent.
     conn.execute(
         "UPDATE tasks SET status = 'queued', error = NULL, ended_at = NULL, wait_reason = NULL, source_told = NULL,"

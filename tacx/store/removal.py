@@ -20,6 +20,8 @@ _COLUMNS = "id, status, title, ended_at, workspace, branch, base_commit, project
 
 _SLICE = 10_000
 
+USAGE_REMOVALS = "usage_removals"  # meta: how many times rm/prune deleted rows (usage among them)
+
 
 def _marks(values: Any) -> str:
     return ", ".join("?" for _ in values)
@@ -61,5 +63,11 @@ def delete_ended(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
             " SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
             (TASK_ID_FLOOR, max(gone)),
+        )
+        # Usage rows went too: a reader summing them incrementally (the dashboard's today)
+        # starts again (and usage ids, no AUTOINCREMENT, may now be given again).
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, '1') ON CONFLICT (key) DO UPDATE"
+            " SET value = CAST(value AS INTEGER) + 1", (USAGE_REMOVALS,),
         )
     return gone

@@ -21,6 +21,7 @@ from tacx.agents.spending import Cooldowns
 from tacx.settings import Settings
 from tacx.store import records
 from tacx.store.database import connect
+from tacx.store.removal import USAGE_REMOVALS
 
 PAGE_SIZE = 100
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out")
@@ -159,12 +160,15 @@ def midnight(now: float) -> float:
 
 class TodayUsage:
     """Today's tokens, cost and unpriced models, kept up to date from the usage rows added
-    since the last snapshot. Usage rows are only ever inserted (INSERT OR IGNORE, one
-    writer: ids grow in commit order), so summing all of today's rows again at every
-    refresh (twice a second, over tens of thousands of rows on a busy day) is not needed."""
+    since the last snapshot. Usage rows are inserted (INSERT OR IGNORE, one writer: ids
+    grow in commit order), so summing all of today's rows again at every refresh (twice a
+    second, over tens of thousands of rows on a busy day) is not needed. They are deleted
+    only by `tacx rm`/`prune`, which count their deletions in meta: a new count sums the
+    day again (the deleted rows leave the totals, and ids they freed may be given again)."""
 
     def __init__(self) -> None:
         self.day: float | None = None
+        self.removals: str | None = None
         self._start_day(None)
 
     def _start_day(self, day: float | None) -> None:
@@ -177,9 +181,12 @@ class TodayUsage:
 
     def update(self, conn: sqlite3.Connection, now: float) -> None:
         day = midnight(now)
-        if day != self.day:
+        last, removals = conn.execute(
+            "SELECT COALESCE(MAX(id), 0), (SELECT value FROM meta WHERE key = ?) FROM usage", (USAGE_REMOVALS,)
+        ).fetchone()
+        if day != self.day or removals != self.removals:
             self._start_day(day)
-        last = conn.execute("SELECT COALESCE(MAX(id), 0) FROM usage").fetchone()[0]
+            self.removals = removals
         if last <= self.last_id:
             return
         rows = conn.execute(

@@ -7,6 +7,7 @@ keeps one). A plain `dir` workspace of an ended task is removed.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,11 @@ def remove_workspace(home: Home, row: Any, force: bool = False) -> dict[str, Any
         if kind == "worktree" and row["branch"]:
             repo = worktree.git_root(Path(row["project_root"])) or Path(row["project_root"])
             outcome = worktree.cleanup_worktree(repo, path, row["branch"], row["base_commit"])
-            if outcome.unsaved and force:
+            if not outcome.removed and _orphaned(path):
+                outcome = _remove_orphan(path) if force else worktree.CleanupResult(
+                    path, False, False, f"{path}: its repository is gone ({outcome.reason}); what it holds is"
+                    " found nowhere else", unsaved=True)
+            elif outcome.unsaved and force:
                 outcome = worktree.discard_worktree(repo, path, row["branch"])
         elif kind == "worktree":  # git never made it: whatever is there is not tacx's
             outcome = worktree.CleanupResult(path, False, False, "the task's worktree was never made; left alone")
@@ -75,6 +80,28 @@ def remove_workspace(home: Home, row: Any, force: bool = False) -> dict[str, Any
     except worktree.WorkspaceError as exc:
         return {"task": row["id"], "path": str(path), "branch": row["branch"], "removed": False,
                 "branch_deleted": False, "reason": str(exc), "unsaved": False}
+
+
+def _orphaned(path: Path) -> bool:
+    """A worktree folder whose repository is gone (deleted, moved): its `.git` file names a
+    git dir that is not there, so git can neither judge it nor remove it; without this,
+    not even `tacx rm --force` could delete the task."""
+    marker = path / ".git"
+    if path.is_symlink() or not marker.is_file() or marker.is_symlink():
+        return False
+    try:
+        text = marker.read_text(errors="replace").strip()
+    except OSError:
+        return False
+    return text.startswith("gitdir:") and not Path(text[len("gitdir:"):].strip()).exists()
+
+
+def _remove_orphan(path: Path) -> worktree.CleanupResult:
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        return worktree.CleanupResult(path, False, False, f"could not delete {path}: {exc}")
+    return worktree.CleanupResult(path, True, False, f"deleted {path}, a worktree of a repository that is gone (--force)")
 
 
 def _workspace_kind(workflow_text: str) -> str:
