@@ -76,6 +76,8 @@ def bounded_int(low: int, high: int, what: str = "must be") -> Callable[[str], i
 
     def parse(arg: str) -> int:
         try:
+            if not arg.isascii():  # int() reads any script's digits: `tacx show ٣` meant no task 3
+                raise ValueError(arg)
             value = int(arg)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{arg[:40]!r} is not a whole number") from None

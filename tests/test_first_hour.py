@@ -128,3 +128,19 @@ def test_a_ctrl_c_while_tacx_imports_exits_130(project: Project) -> None:
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, (extra, proc.returncode, err[-500:])
         assert "Traceback" not in err
+
+
+def test_output_to_a_full_disk_is_said_and_other_scripts_digits_are_no_id(project: Project) -> None:
+    """`tacx ls > /dev/full` said "internal error (a bug in tacx)" (exit 70); it says the
+    output could not be written (exit 2). `tacx show ٣` showed task 3: int() reads any
+    script's digits; an id is written in ASCII digits."""
+    project.workflow("w", "name: w\nstages:\n  - {name: s, provider: shell, run: 'true'}\n")
+    project.submit("w.yaml")
+    for args in (["ls"], ["show", "1"], ["completion", "bash"]):
+        with open("/dev/full", "w") as full:
+            out = subprocess.run([sys.executable, "-m", "tacx", *args], cwd=project.root, env=project.env,
+                                 stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert out.returncode == 2 and "the output could not be written: No space left on device" in out.stderr, out.stderr
+        assert "bug" not in out.stderr
+    for arabic_three in ("\u0663", "\uff13"):  # ARABIC-INDIC DIGIT THREE, FULLWIDTH DIGIT THREE
+        assert "not a whole number" in project.tacx("show", arabic_three, check=2).stderr

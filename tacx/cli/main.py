@@ -6,6 +6,7 @@ failed, 2 bad usage or invalid input (and nothing written) or an unusable store,
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sqlite3
@@ -32,14 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command in _WITHOUT_HOME:
             interrupts.let_in()
-            return _WITHOUT_HOME[args.command](args)
+            return _flushed(_WITHOUT_HOME[args.command](args))
         home = resolve_home(getattr(args, "home", None))
         crash.configure_logging(args.verbose, home)
         if args.command == "help":
-            return _help(args)
+            return _flushed(_help(args))
         handler = _handler(args.command, args.no_ui)
         interrupts.let_in()  # a ^C held while the command's modules were imported is raised here
-        return handler(home, args)
+        return _flushed(handler(home, args))
     except (UsageError, LockHeld) as exc:
         print(f"tacx: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in crash.log
+        if isinstance(exc, OSError) and _output_refused(exc):  # `tacx ls > /dev/full`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            print(f"tacx: the output could not be written: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
         if _raised_from(exc, "tacx.workflow.loader", "WorkflowError"):
             print(str(exc), file=sys.stderr)  # file:line:col, already said in full
             return EXIT_USAGE
@@ -64,6 +69,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tacx: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return crash.report(exc, home)
+
+
+def _flushed(code: int) -> int:
+    """The command's output written out here, where a closed pipe or a full disk is met and
+    said, not at exit (where Python prints "Exception ignored" and exits 120)."""
+    sys.stdout.flush()
+    return code
+
+
+def _output_refused(exc: OSError) -> bool:
+    """Standard output itself cannot be written (a full disk, a device error), asked by
+    writing it one newline: after an error of that kind only, so the worst it costs a
+    working terminal is a blank line before the report of a bug."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return False
+    try:
+        os.write(sys.stdout.fileno(), b"\n")
+    except (OSError, ValueError):
+        return True
+    return False
 
 
 def _raised_from(exc: Exception, module: str, name: str) -> bool:
