@@ -223,6 +223,13 @@ def test_init_starts_a_project_whose_git_status_stays_clean(project: Project, tm
     assert sorted(_lines(git(project, project.root, "status", "--porcelain"))) == ["?? tacx.yaml", "?? workflows/"]
     assert (project.home / ".gitignore").read_text().splitlines()[-1] == "*"
     assert "already exist" in project.tacx("init", check=2).stderr
+    # In a subfolder of this project: its own home, and it says it is apart from the one above.
+    part = project.root / "part"
+    part.mkdir()
+    env = {k: v for k, v in project.env.items() if k != "TACX_HOME"}
+    said = subprocess.run([sys.executable, "-m", "tacx", "init"], cwd=part, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert said.returncode == 0 and f"note: {project.home} holds the tasks of {project.root}" in said.stdout, said
 
 
 def test_the_commented_examples_in_the_initial_tacx_yaml_load(project: Project, tmp_path: Path) -> None:

@@ -24,6 +24,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     root = Path.cwd()
     chosen = getattr(args, "home", None) or os.environ.get("TACX_HOME")
     home = Path(chosen).expanduser().resolve() if chosen else root / HOME_DIRNAME
+    # A project above this folder with a home of its own: from here on, this folder's tasks
+    # live apart from it. Said, not refused (a monorepo's parts may each want their own).
+    above = next((f / HOME_DIRNAME for f in root.resolve().parents if (f / HOME_DIRNAME).is_dir()), None)
     files = {
         root / "tacx.yaml": _template("init-tacx.yaml"),
         root / "workflows" / f"{STARTER}.yaml": _template("init-starter.yaml"),
@@ -55,6 +58,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     for path in files:
         print(f"wrote {path.relative_to(root)}")
     print(f"made {_shown(home, root)}/ (its {ignore.name} keeps it out of git)")
+    if above is not None and not chosen:
+        print(f"note: {above} holds the tasks of {above.parent}; tacx here now uses {_shown(home, root)}/, apart from it")
     print(f"next: tacx run {STARTER} --no-ui    (then `tacx show 1`, `tacx logs 1`, or `tacx` for the dashboard)")
     return EXIT_OK
 
