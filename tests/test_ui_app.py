@@ -124,6 +124,12 @@ async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: P
         await until(lambda: not app.is_running, 20)
 
 
+async def shown_idle(app: Any) -> None:
+    """Before q after a cancel: q asks first while the screen still counts a running task,
+    and the snapshot after the cancel can lag on a loaded machine."""
+    await until(lambda: app.snapshot and not app.snapshot.overview.counts.get("running"), 20, "none shown running")
+
+
 async def launch(app: Any, pilot: Any, workflow: str, title: str) -> None:
     """`n`, the workflow picked by typing its name, the title typed: the launch form's way."""
     await until(lambda: app.workflow_choices, what="workflows loaded")
@@ -190,6 +196,7 @@ async def test_the_cursor_follows_a_launch_and_the_stages_cursor_and_the_log_sho
         await until(lambda: not isinstance(app.screen, LogScreen))
         await pilot.press("c")
         await until(lambda: status_of(dash, ticking) == "cancelled", 20)
+        await shown_idle(app)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
 
@@ -233,9 +240,7 @@ async def test_cancel_retry_filter_and_search(dash: Project) -> None:
         await until(lambda: app.selected_task == alpha)
         await pilot.press("c")  # cancel alpha before quitting
         await until(lambda: status_of(dash, alpha) == "cancelled", 20)
-        # q asks first while the screen still counts a running task (the snapshot after the
-        # cancel can lag on a loaded machine): wait until the screen knows.
-        await until(lambda: app.snapshot and not app.snapshot.overview.counts.get("running"), 20, "none shown running")
+        await shown_idle(app)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
 
@@ -360,6 +365,7 @@ async def test_viewer_of_a_home_another_coordinator_runs(dash: Project) -> None:
         await until(lambda: app.selected_task == task_id)
         await pilot.press("c")  # through the store: the coordinator notices
         await until(lambda: status_of(dash, task_id) == "cancelled", 20)
+        await shown_idle(app)
         await pilot.press("q")
         await until(lambda: not app.is_running, 10)
     coordinator.send_signal(signal.SIGINT)
@@ -465,6 +471,7 @@ async def test_the_full_screen_log_takes_no_main_screen_keys_and_errors_do_not_k
         assert app.is_running and status_of(dash, task_id) == "running"
         await pilot.press("c")
         await until(lambda: status_of(dash, task_id) == "cancelled", 20)
+        await shown_idle(app)
         await pilot.press("q")
         await until(lambda: not app.is_running, 20)
 
