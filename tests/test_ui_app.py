@@ -516,3 +516,20 @@ async def test_a_table_selects_a_row_a_later_update_brings_and_posts_only_a_pers
         table.apply(rows(4, 3, 2, 1))
         await pilot.pause()
         assert table.selected_key == "1" and not table.wanting and app.highlighted == ["2", "1"]
+
+
+async def test_q_right_after_a_cancel_quits_without_asking(dash: Project) -> None:
+    """The quit dialog counted the tasks running by the last snapshot too, which lags a
+    cancel by up to a refresh: "1 task running" asked about a task already cancelled. Once
+    the engine has re-adopted what an earlier tacx left running, its own count decides. The
+    lag is made certain here: the snapshot still says one task runs."""
+    task_id = dash.submit("sleeper", "-i", "title=cancel then quit")
+    app = app_for(dash)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await until(lambda: status_of(dash, task_id) == "running" and app.selected_task == task_id, 20)
+        await pilot.press("c")
+        await until(lambda: status_of(dash, task_id) == "cancelled" and not app.coordinator.running, 20)
+        app.snapshot.overview.counts["running"] = 1  # the snapshot before the cancel's
+        await pilot.press("q")
+        await until(lambda: not app.is_running or isinstance(app.screen, QuitScreen), 20)
+        assert not isinstance(app.screen, QuitScreen)

@@ -82,6 +82,7 @@ class Coordinator:
         self.exit_when_idle = exit_when_idle
         self.only_task = only_task
         self.running: dict[int, TaskRun] = {}
+        self.recovered = False  # every task left running by an earlier tacx is in `running` (or ended)
         self.lifecycle = Lifecycle(self.publish)
         # Daughters being watched, by pid: the sampler ends idle ones, kill_daughter any.
         self._watched: dict[int, Watch] = {}
@@ -157,6 +158,7 @@ class Coordinator:
         await self.store.read(self.health.restore)
         if self.only_task is None:
             await self.recover()
+        self.recovered = True
         self.scheduler.explain_others()
         self._background = [
             asyncio.create_task(self.scheduler.pump_loop(), name="tacx-pump"),

@@ -505,8 +505,10 @@ class TacxApp(App[int]):
         if self.coordinator is None:
             self._finish()
             return
+        # The engine's own count once it has re-adopted what an earlier tacx left running
+        # (a snapshot can lag a cancel by half a second); until then the screen's too.
         shown = self.snapshot.overview.counts.get("running", 0) if self.snapshot and self.engine else 0
-        running = max(len(self.coordinator.running), shown)  # also those being re-adopted at startup
+        running = len(self.coordinator.running) if self.coordinator.recovered else max(len(self.coordinator.running), shown)
         if not running:
             await self._stop_engine("stop")
             return
