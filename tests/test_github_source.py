@@ -205,14 +205,22 @@ def test_the_config_is_checked_with_line_and_column(project: Project, github: Fa
     assert os.path.exists(project.root / "tacx.yaml")
 
 
-def test_kill_9_mid_task_then_restart_still_one_task_one_comment_one_pull(project: Project, github: FakeGitHub) -> None:
+def killed_while_building(project: Project, github: FakeGitHub, title: str, build: str) -> int:
+    """The fix workflow with `build` as its build step, an issue labelled, and a coordinator
+    killed -9 while it builds: the issue's number."""
     (project.root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX.replace(
-        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 2; printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md"))
-    number = github.add_issue("Survive a crash", labels=["tacx"])
+        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", build))
+    number = github.add_issue(title, labels=["tacx"])
     first = project.start("--no-ui")
     wait_for(lambda: building(project), 60, "the build stage to run")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
+    return number
+
+
+def test_kill_9_mid_task_then_restart_still_one_task_one_comment_one_pull(project: Project, github: FakeGitHub) -> None:
+    number = killed_while_building(project, github, "Survive a crash",
+                                   "sleep 2; printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md")
     second = project.start("--no-ui")
     try:
         wait_for(lambda: [t for t in project.ls() if t["status"] == "succeeded"], 90, "the task to succeed after restart")
@@ -296,13 +304,7 @@ def test_an_issue_no_task_can_be_made_for_is_told_so_on_the_issue(project: Proje
 def test_a_task_that_ended_while_no_coordinator_listened_is_told_at_the_next_start(
     project: Project, github: FakeGitHub
 ) -> None:
-    (project.root / ".tacx" / "workflows" / "fix.yaml").write_text(FIX.replace(
-        "printf '%s\\n' \"$TACX_INPUT_TITLE\" > FIX.md", "sleep 30"))
-    number = github.add_issue("Cancelled offline", labels=["tacx"])
-    first = project.start("--no-ui")
-    wait_for(lambda: building(project), 60, "the build stage to run")
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
+    number = killed_while_building(project, github, "Cancelled offline", "sleep 30")
     task = project.ls()[0]["id"]
     project.tacx("cancel", str(task))  # no coordinator runs: nobody tells the issue
     assert "tacx:working" in [lb["name"] for lb in github.issue(number)["labels"]]

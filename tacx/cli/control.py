@@ -10,11 +10,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, no_such_tasks, project_settings, writer
+from tacx.cli.common import EXIT_OK, EXIT_USAGE, UsageError, exit_for_refusals, known_tasks, project_settings, writer
 from tacx.engine.local import cgroups
 from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running
-from tacx.store import records, removal
+from tacx.store import records
 from tacx.store.database import connect, transaction
 
 
@@ -62,13 +62,7 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
 
 
 def _known(conn: sqlite3.Connection, ids: list[int]) -> list[int]:
-    """The ids in the order given, each once; an id with no task is bad input (nothing is done
-    for any of them)."""
-    ids = list(dict.fromkeys(ids))
-    found = removal.tasks_by_id(conn, ids)
-    if missing := [i for i in ids if i not in found]:
-        raise no_such_tasks(missing, "nothing was changed")
-    return ids
+    return [row["id"] for row in known_tasks(conn, ids, "nothing was changed")]
 
 
 def _each(ids: list[int], act: Callable[[int], str]) -> int:
@@ -82,9 +76,7 @@ def _each(ids: list[int], act: Callable[[int], str]) -> int:
         except (LookupError, ValueError) as exc:
             print(f"tacx: {exc}", file=sys.stderr, flush=True)
             refused += 1
-    if not refused:
-        return EXIT_OK
-    return EXIT_USAGE if refused == len(ids) else EXIT_FAILED
+    return exit_for_refusals(refused, len(ids))
 
 
 def cmd_retry(home: Home, args: argparse.Namespace) -> int:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import signal
 
 
-def hold() -> bool:
-    """Block SIGINT in this (main) thread; False where that cannot be done."""
+def hold() -> None:
+    """Block SIGINT in this (main) thread, where that can be done."""
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     except (AttributeError, OSError, ValueError):
-        return False
-    return True
+        pass
 
 
 def let_in() -> None:

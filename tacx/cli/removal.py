@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tacx.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, no_such_tasks, writer
+from tacx.cli.common import EXIT_OK, exit_for_refusals, known_tasks, writer
 from tacx.home import Home
 from tacx.store import records, removal
 from tacx.store.database import transaction
@@ -30,18 +30,12 @@ def cmd_rm(home: Home, args: argparse.Namespace) -> int:
     kept (each says why); 2 when an id names no task (nothing deleted) or every one was kept."""
     conn = writer(home)
     try:
-        ids = list(dict.fromkeys(args.ids))
-        rows = removal.tasks_by_id(conn, ids)
-        if missing := [i for i in ids if i not in rows]:
-            raise no_such_tasks(missing, "nothing was deleted")
-        results = _remove(home, conn, [rows[i] for i in ids], args)
+        results = _remove(home, conn, known_tasks(conn, args.ids, "nothing was deleted"), args)
     finally:
         conn.close()
     _report(results, args)
     kept = sum(1 for r in results if not (r["deleted"] or r.get("would_delete")))
-    if not kept:
-        return EXIT_OK
-    return EXIT_USAGE if kept == len(results) else EXIT_FAILED
+    return exit_for_refusals(kept, len(results))
 
 
 def cmd_prune(home: Home, args: argparse.Namespace) -> int:
