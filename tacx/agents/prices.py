@@ -158,12 +158,21 @@ class PriceTable:
 # brings its cost on the result row of the same model, so its usage is priced.
 
 UNPRICED = "unpriced"
+UNKNOWN_MODEL = "(model unknown)"  # the model named for usage that arrived with none
+
+# Unpriced: a group of usage rows (one stage attempt's, of one model) with tokens and no
+# cost. The SQL and the Python (the dashboard sums today's rows as they come) say the same.
 _UNPRICED_SQL = (
     "SELECT u.task_id, s.name, s.provider, u.model FROM usage u JOIN stages s ON s.id = u.stage_id"
     " WHERE {where} GROUP BY u.stage_id, u.attempt, u.model"
     " HAVING SUM(u.input_tokens + u.output_tokens + u.cache_read_tokens + u.cache_write_tokens) > 0"
     " AND ABS(SUM(u.cost_usd)) < 1e-12"
 )
+
+
+def is_unpriced(tokens: int, cost: float) -> bool:
+    """A usage group's totals: tokens spent and no cost known (``_UNPRICED_SQL``'s HAVING)."""
+    return tokens > 0 and abs(cost) < 1e-12
 
 
 @dataclass(frozen=True)
@@ -179,7 +188,7 @@ class Unpriced:
     def find(conn: Any, where: str = "1", params: tuple[Any, ...] = ()) -> list[Unpriced]:
         """The unpriced usage among the usage rows ``where`` picks (columns of ``usage u``)."""
         return [
-            Unpriced(task_id, stage, provider, model or "(model unknown)")
+            Unpriced(task_id, stage, provider, model or UNKNOWN_MODEL)
             for task_id, stage, provider, model in conn.execute(_UNPRICED_SQL.format(where=where), params)
         ]
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tacx.agents.prices import PriceTable
+from tacx.agents.prices import UNKNOWN_MODEL, PriceTable  # noqa: F401 - the parsers import UNKNOWN_MODEL from here
 from tacx.agents.base import (
     EVENT_TEXT_LIMIT,
     RESULT_LIMIT,
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 INPUT_SUMMARY_LIMIT = 200  # a tool call's input, summarised for display
 NO_RESULT = "the agent's stream ended without a result event"
-UNKNOWN_MODEL = "(model unknown)"  # unpriced_model when usage arrives and no model is known
 
 _loads = json.loads
 _EMPTY: dict[str, Any] = {}  # read-only stand-in for a missing object

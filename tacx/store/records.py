@@ -204,9 +204,7 @@ def deleting_key(task_id: int) -> str:
 def _alive(pid_text: str) -> bool:
     try:
         os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except (ValueError, OverflowError):
+    except (ProcessLookupError, ValueError, OverflowError):
         return False
     except PermissionError:  # someone else's process: alive
         return True

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tacx.agents.health import KIND_WORDS, ProviderHealth
-from tacx.agents.prices import Unpriced, models
-from tacx.agents.stream import UNKNOWN_MODEL
+from tacx.agents.prices import UNKNOWN_MODEL, Unpriced, is_unpriced, models
 from tacx.agents.spending import Cooldowns
 from tacx.settings import Settings
 from tacx.store import records
@@ -207,7 +206,7 @@ class TodayUsage:
 
     def unpriced(self) -> tuple[str, ...]:
         """The models of today's usage with tokens and no known cost (Unpriced.find's rule)."""
-        return tuple(sorted({g[2] for g in self._groups.values() if g[0] > 0 and abs(g[1]) < 1e-12}))
+        return tuple(sorted({g[2] for g in self._groups.values() if is_unpriced(g[0], g[1])}))
 
 
 class DashboardData:
