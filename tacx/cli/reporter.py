@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from tacx.agents.prices import cost_text
 from tacx.cli.colour import PLAIN, Palette
-from tacx.cli.summary import summary_text
+from tacx.cli.summary import summary_text, token_count
 from tacx.engine.events import EngineEvent
 from tacx.text import printable
 
@@ -278,8 +278,7 @@ def _spent(figures: tuple[int, float] | None, unpriced: bool = False) -> str:
     if not figures or not (figures[0] or figures[1]):
         return ""
     tokens, cost = figures
-    shown = f"{tokens / 1e6:.2f}M" if tokens >= 1e6 else f"{tokens / 1e3:.1f}k" if tokens >= 1e3 else str(tokens)
-    return f" · {shown} tokens · {cost_text(cost, unpriced)}"
+    return f" · {token_count(tokens)} tokens · {cost_text(cost, unpriced)}"
 
 
 def _indent(text: str) -> str:

@@ -57,9 +57,9 @@ def summary_text(figures: dict[str, Any], palette: Palette) -> str:
     parts = [f"summary: {n} task{'s' if n != 1 else ''}: {states}"]
     tokens = figures["tokens"]
     if any(tokens.values()):
-        said = f"tokens in {_count(tokens['input'])}, out {_count(tokens['output'])}"
+        said = f"tokens in {token_count(tokens['input'])}, out {token_count(tokens['output'])}"
         if tokens["cache_read"] or tokens["cache_write"]:
-            said += f", cache read {_count(tokens['cache_read'])}, write {_count(tokens['cache_write'])}"
+            said += f", cache read {token_count(tokens['cache_read'])}, write {token_count(tokens['cache_write'])}"
         parts.append(said)
     if figures["cost_usd"] or figures["unpriced"]:
         cost = cost_text(figures["cost_usd"], figures["unpriced"])
@@ -68,7 +68,8 @@ def summary_text(figures: dict[str, Any], palette: Palette) -> str:
     return " · ".join(parts)
 
 
-def _count(n: int) -> str:
+def token_count(n: int) -> str:
+    """Tokens for the headless output: 37, 71.9k, 1.25M."""
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
