@@ -172,3 +172,20 @@ async def test_cells_are_shown_as_written_never_read_as_markup() -> None:
         table.apply([("2", ("2", "[bug] crash"))])  # a new row
         await pilot.pause()
         assert "[bug] crash" in table.render_line(1).text
+
+
+def test_the_process_tuning_is_put_back_when_the_app_goes() -> None:
+    """The GIL slice, the collector's thresholds and what it froze are process-wide: an app
+    that unmounts leaves them as it found them (tests and embedders run several apps)."""
+    import gc
+    import sys
+
+    from tacx.ui.tuning import ProcessTuning
+
+    before = (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count())
+    tuning = ProcessTuning()
+    tuning.apply()
+    tuning.settle()
+    assert sys.getswitchinterval() != before[0] and gc.get_freeze_count() > before[2]
+    tuning.restore()
+    assert (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()) == before

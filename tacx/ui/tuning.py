@@ -24,6 +24,7 @@ class ProcessTuning:
     def __init__(self) -> None:
         self._slice: float | None = None
         self._thresholds: tuple[int, int, int] | None = None
+        self._frozen = False
 
     def apply(self) -> None:
         """Hand the GIL over after GIL_SLICE_SECONDS rather than 5 ms, so a key press waits
@@ -41,6 +42,7 @@ class ProcessTuning:
         then collect the young generation less often (see YOUNG_COLLECTION_ALLOCATIONS)."""
         gc.collect()
         gc.freeze()
+        self._frozen = True
         if self._thresholds is None:
             self._thresholds = gc.get_threshold()
         _, middle, old = self._thresholds
@@ -53,3 +55,6 @@ class ProcessTuning:
         if self._thresholds is not None:
             gc.set_threshold(*self._thresholds)
             self._thresholds = None
+        if self._frozen:  # what the app froze goes back to the collector (another app may follow)
+            gc.unfreeze()
+            self._frozen = False
