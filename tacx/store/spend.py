@@ -89,17 +89,15 @@ def cost_rows(conn: sqlite3.Connection, by: str, *, since: float | None = None,
     if by in TIME_GROUPS:
         rows.sort(key=lambda r: r["key"])  # 2026-11-30, 2026-W49 and 2026-11 sort as they follow
     else:
+        natural = (lambda key: int(key)) if by == "task" else (lambda key: key)
         rows.sort(key=lambda r: (-r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"],
-                                 _natural(r["key"])))
+                                 natural(r["key"])))
     return rows
 
 
 def _row(key: str, sums: Any, tasks: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key}
-    row.update({kind: int(value or 0) for kind, value in zip(TOKEN_KINDS, sums[:4])})
-    row["cost_usd"] = float(sums[4] or 0.0)
-    row["tasks"] = int(tasks or 0)
-    return row
+    return {"key": key, "input": int(sums[0] or 0), "output": int(sums[1] or 0), "cache_read": int(sums[2] or 0),
+            "cache_write": int(sums[3] or 0), "cost_usd": float(sums[4] or 0.0), "tasks": int(tasks or 0)}
 
 
 def _time_groups(conn: sqlite3.Connection, by: str, window: Window, edge_times: list[float]) -> dict[str, dict[str, Any]]:
@@ -282,10 +280,6 @@ def _unpriced(conn: sqlite3.Connection, by: str, window: Window, edges: list[dic
             for key in keys[group]:
                 found.setdefault(key, set()).add(group[2] or UNKNOWN_MODEL)
     return found
-
-
-def _natural(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (0, key)
 
 
 def _titles(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
