@@ -314,6 +314,9 @@ def test_report_cost_csv_table_and_windows(reporting: Project) -> None:
     assert [r["key"] for r in json.loads(reporting.tacx("report", "cost", "--since", "2026-11-30", "--json").stdout)] == [
         "2026-11-30"]
     assert json.loads(reporting.tacx("report", "cost", "--until", "2026-11-29", "--json").stdout) == DAYS[:1]
+    # An age past 1970, or a date before it: from the start.
+    for since in ("9999999999999999999d", "1900-01-01"):
+        assert json.loads(reporting.tacx("report", "cost", "--since", since, "--json").stdout) == DAYS
     edges = ["--since", "2026-11-29T10:05:00+01:00", "--until", "2026-11-29T23:35", "--json"]
     assert json.loads(reporting.tacx("report", "cost", *edges).stdout) == [row("2026-11-29", 2500, 250, 4000, 0, 0.625, 1)]
 
@@ -342,6 +345,7 @@ def test_report_stats_and_compare_commands(reporting: Project) -> None:
     (["cost", "--since", "2026-12-01", "--until", "2026-11-01"], "--since must be before --until"),
     (["cost", "--since", "yesterday"], "invalid time 'yesterday'"),
     (["stats", "--until", "2026-13-01"], "invalid time '2026-13-01'"),
+    (["cost", "--until", "9999-12-31"], "time out of range"),
     (["compare", "--providers", "claude", "gemini"], "no stage runs for provider 'gemini'"),
     (["compare", "--models", "sonnet", "sonnet"], "not 'sonnet' with itself"),
     (["compare", "--workflow", "fix"], "one of the arguments --workflows --providers --models is required"),
