@@ -242,6 +242,8 @@ def _unpriced(conn: sqlite3.Connection, by: str, window: Window, edges: list[dic
     no cost, here within the window. Costs are never negative, so that is an attempt's
     usage of a model with tokens and no row of a cost but 0: the rollup's partial index
     holds the rows of cost 0, and its group index says whether a priced row is beside them."""
+    if not edges:
+        return _unpriced_whole_buckets(conn, by, window)
     where, params = window.buckets("f.bucket")
     priced_where, priced_params = window.buckets("p.bucket")
     free = [
@@ -279,6 +281,37 @@ def _unpriced(conn: sqlite3.Connection, by: str, window: Window, edges: list[dic
         if spent > 0 and group not in priced:
             for key in keys[group]:
                 found.setdefault(key, set()).add(group[2] or UNKNOWN_MODEL)
+    return found
+
+
+_TOKENS_OF = "{t}.input_tokens + {t}.output_tokens + {t}.cache_read_tokens + {t}.cache_write_tokens"
+_KEY_OF_FREE = {"workflow": "f.workflow", "provider": "f.provider", "model": "f.model", "task": "f.task_id"}
+
+
+def _unpriced_whole_buckets(conn: sqlite3.Connection, by: str, window: Window) -> dict[str, set[str]]:
+    """``_unpriced`` for a window of whole buckets (no edge rows), all in SQL: each group's
+    key (a bucket for a time group) and model, once, where the usage rows of cost 0 beside
+    no priced row have tokens (that row's, or, rarely, another's of its attempt and model)."""
+    where, params = window.buckets("f.bucket")
+    priced_where, priced_params = window.buckets("p.bucket")
+    tokens_where, tokens_params = window.buckets("g.bucket")
+    key = "f.bucket" if by in TIME_GROUPS else _KEY_OF_FREE[by]
+    sql = (
+        f"SELECT DISTINCT {key}, f.model FROM usage_rollup f WHERE f.cost_usd = 0 AND {where}"
+        " AND NOT EXISTS (SELECT 1 FROM usage_rollup p WHERE p.stage_id = f.stage_id AND p.attempt = f.attempt"
+        f" AND p.model = f.model AND p.cost_usd != 0 AND {priced_where})"
+        f" AND ({_TOKENS_OF.format(t='f')} > 0 OR EXISTS (SELECT 1 FROM usage_rollup g WHERE g.stage_id = f.stage_id"
+        f" AND g.attempt = f.attempt AND g.model = f.model AND g.cost_usd = 0 AND {_TOKENS_OF.format(t='g')} > 0"
+        f" AND {tokens_where}))"
+    )
+    found: dict[str, set[str]] = {}
+    period_of: dict[int, str] = {}
+    for value, model in conn.execute(sql, [*params, *priced_params, *tokens_params]):
+        if by in TIME_GROUPS:
+            name = period_of.get(value) or period_of.setdefault(value, _key(by, value * BUCKET, 0, "", None, None))
+        else:
+            name = _key(by, 0.0, value, value, value, value)
+        found.setdefault(name, set()).add(model or UNKNOWN_MODEL)
     return found
 
 
