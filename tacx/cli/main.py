@@ -136,6 +136,7 @@ _COMMANDS = {
     "validate": "project:cmd_validate",
     "schema": "project:cmd_schema",
     "workflows": "project:cmd_workflows",
+    "token": "serving:cmd_token",
 }
 
 

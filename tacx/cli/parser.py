@@ -14,13 +14,14 @@ SHELLS = ("bash", "zsh", "fish")
 # The groups of `tacx --help`, in order; every command is in exactly one (a test checks).
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "Tasks": ("run", "submit", "ls", "show", "logs", "cancel", "retry", "priority", "rm", "prune", "clean"),
-    "Coordinator": ("pause", "resume", "demo", "sources"),
+    "Coordinator": ("pause", "resume", "demo", "sources", "token"),
     "Project": ("init", "workflows", "validate", "schema", "providers", "doctor", "completion", "help"),
 }
 
 _TOP_OPTIONS = """\
 Options: --home DIR  the tacx home (default: the nearest .tacx/, or $TACX_HOME)
   --no-ui [--exit-when-idle] [--max-workers N] [--json]  the engine, headless
+  --listen HOST:PORT  serve health, metrics and the JSON API (loopback; token: tacx token)
   -v  log what the engine does to stderr   -V  the version   -h  this help"""
 
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-idle", action="store_true", help="with --no-ui: exit once nothing is queued or running")
     p.add_argument("--max-workers", type=positive, metavar="N", help="most daughters at once (default: tacx.yaml, else 4)")
     p.add_argument("--json", action="store_true", help="with --no-ui: one JSON event per line")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="serve health, metrics and the JSON API here (PORT alone: 127.0.0.1; 0: a free port)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the engine does to stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
 
@@ -134,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how many (default: one per demo title, 4)")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.add_argument("--max-workers", type=positive, metavar="N", help="most daughters at once")
+
+    token = command("token", "print the HTTP API's bearer token (made on first use)")
+    token.add_argument("--rotate", action="store_true", help="make a new token; the old one stops working")
 
     doctor = command("doctor", "what this machine gives tacx: store, containment, providers")
     doctor.add_argument("--json", action="store_true", help="a JSON list")

@@ -10,7 +10,9 @@ import json
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
+from tacx.cli import serving
 from tacx.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, project_provider_kinds, project_settings
 from tacx.agents.registry import configured_providers, never_starts
 from tacx.cli.reporter import ConsoleReporter
@@ -24,6 +26,9 @@ from tacx.store.writer import Store
 from tacx.store.errors import StoreError
 from tacx.store.database import connect
 from tacx.submission import Prepared, load_named_workflow, prepare_inputs, prepare_tasks, submit_tasks
+
+if TYPE_CHECKING:
+    from tacx.server.address import Listener
 
 
 # -- submitting --------------------------------------------------------------------------------
@@ -56,10 +61,11 @@ def run_dashboard(home: Home, args: argparse.Namespace) -> int:
     try:
         lock.acquire()
     except LockHeld as held:
+        serving.refuse_in_viewer(held, args.listen)
         print(f"tacx: {held.describe()}; the dashboard opens as a viewer", file=sys.stderr)
         return _dashboard(home, args, None)
     try:
-        return _dashboard(home, args, lock)
+        return _dashboard(home, args, lock, serving.listener(home, args.listen))
     finally:
         lock.release()
 
@@ -69,13 +75,13 @@ def _need_terminal() -> None:
         raise UsageError("the dashboard needs a terminal: run `tacx --no-ui` for the headless coordinator")
 
 
-def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None) -> int:
+def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None, listener: Listener | None = None) -> int:
     _need_terminal()
     from tacx.ui.app import make_app  # Textual is imported only for the dashboard
 
     settings = project_settings(home)
     connect(home.db_path).close()  # a store that cannot be used is said here, before the screen is taken
-    app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None))
+    app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None), listener=listener)
     app.run()
     if app.crash is not None:  # Textual caught it: said in one line by main (crash.log for a bug)
         raise app.crash
@@ -92,8 +98,10 @@ def headless(home: Home, args: argparse.Namespace) -> int:
     lock = CoordinatorLock(home)
     lock.acquire()
     try:
+        listener = serving.listener(home, args.listen)  # a port in use: exit 2 before anything starts
         reporter = ConsoleReporter(json_mode=args.json)
-        return asyncio.run(_run_coordinator(home, settings, args, reporter, exit_when_idle=args.exit_when_idle))
+        return asyncio.run(_run_coordinator(home, settings, args, reporter, exit_when_idle=args.exit_when_idle,
+                                            listener=listener))
     finally:
         lock.release()
 
@@ -106,6 +114,7 @@ async def _run_coordinator(
     *,
     exit_when_idle: bool = False,
     only_task: int | None = None,
+    listener: Listener | None = None,
 ) -> int:
     store = await Store(home.db_path).open()
     bus = EventBus()
@@ -135,10 +144,16 @@ async def _run_coordinator(
         loop.add_signal_handler(sig, on_signal)
     progress = asyncio.create_task(_count_queued(store, reporter)) if reporter.progress else None
     began = time.monotonic()
+    server = None
     try:
+        server = await serving.serve(coordinator, listener, reporter)
         await coordinator.run()
         await _summarise(store, reporter, time.monotonic() - began)
     finally:
+        if server is not None:
+            await server.stop()
+        elif listener is not None:
+            listener.close()
         if progress:
             progress.cancel()
         reporter.close()

@@ -24,7 +24,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit,
                                source=args.source, since=since, newest_first=True) if conn else []
     if conn:
-        _note_unpriced(conn, tasks)
+        note_unpriced(conn, tasks)
         conn.close()
     if args.json:
         print(json.dumps(tasks))
@@ -53,7 +53,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _note_unpriced(conn: Any, tasks: list[dict[str, Any]]) -> None:
+def note_unpriced(conn: Any, tasks: list[dict[str, Any]]) -> None:
     """Each task (and each of its stages, when listed) gains ``unpriced``: the models whose
     usage has no price, so a cost of 0 is never shown as $0."""
     found = Unpriced.of_tasks(conn, [t["id"] for t in tasks])
@@ -103,7 +103,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     task = records.show_task(conn, args.id) if conn else None
     if conn:
         if task is not None:
-            _note_unpriced(conn, [task])
+            note_unpriced(conn, [task])
         conn.close()
     if task is None:
         raise UsageError(f"no task {args.id}")

@@ -86,8 +86,10 @@ class TacxApp(App[int]):
         max_workers: int | None = None,
         clock: Callable[[], float] = time.time,
         refresh_seconds: float = REFRESH_SECONDS,
+        listener: Any = None,  # a bound socket for the HTTP API (tacx.server.address.Listener)
     ) -> None:
         super().__init__()
+        self.listener, self.server = listener, None
         self.home = home
         self.settings = settings
         self.engine = engine
@@ -154,6 +156,14 @@ class TacxApp(App[int]):
             self.store.on_failure = self._store_refused
             self.task_control.coordinator = self.coordinator
             self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
+            if self.listener is not None:
+                from tacx.server.app import ApiServer, listening_line
+
+                self.server = ApiServer(self.coordinator, self.listener)
+                await self.server.start()
+                if warning := self.listener.warning():
+                    self.notify(warning, severity="warning", timeout=60)
+                self.notify(listening_line(self.server.url), timeout=10)
         self.load_workflows()
         self.request_refresh()
 
@@ -541,6 +551,8 @@ class TacxApp(App[int]):
             # start re-adopts the daughters, as after a crash.
             self.coordinator.stop("leave")
             await asyncio.gather(self.engine_task, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop()
         if self.store is not None:
             await self.store.close()
         for _ in range(200):  # the snapshot being read finishes before its connection closes

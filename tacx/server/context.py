@@ -1,0 +1,133 @@
+"""What every route is handed: the coordinator, the home, the reader, the limits; and the
+few helpers all routes share (a JSON error, a bounded query number, a JSON body read with
+its line and column when it is not JSON)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from aiohttp import web
+
+from tacx.engine.coordinator import Coordinator
+from tacx.home import Home
+from tacx.server.reads import StoreReader
+
+MAX_BODY = 1 << 20  # bytes of a request body: a workflow's text fits many times over
+MAX_LIST = 1000  # tasks in one GET /tasks page
+DEFAULT_LIST = 100
+MAX_LOG_RANGE = 1 << 20  # bytes of a log in one response (follow streams it in pieces of this)
+MAX_STREAMS = 16  # event streams and log follows open at once
+HEARTBEAT_SECONDS = 15.0
+FOLLOW_POLL_SECONDS = 0.2
+
+
+@dataclass
+class Limits:
+    body: int = MAX_BODY
+    list: int = MAX_LIST
+    log_range: int = MAX_LOG_RANGE
+    streams: int = MAX_STREAMS
+    heartbeat: float = HEARTBEAT_SECONDS
+    follow_poll: float = FOLLOW_POLL_SECONDS
+    events_behind: int = 1000  # events one client may fall behind before it is told it missed some
+
+
+@dataclass
+class Context:
+    coordinator: Coordinator
+    home: Home
+    reader: StoreReader
+    limits: Limits = field(default_factory=Limits)
+    streams: int = 0
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # the server stops: streams end
+
+    @contextmanager
+    def stream_slot(self) -> Iterator[None]:
+        """One of the few long-lived responses (429 when all are taken)."""
+        if self.streams >= self.limits.streams:
+            fail(429, f"{self.streams} streams are open, the most this server keeps; close one and try again")
+        self.streams += 1
+        try:
+            yield
+        finally:
+            self.streams -= 1
+
+
+CONTEXT = web.AppKey("tacx-context", Context)
+
+
+def context(request: web.Request) -> Context:
+    return request.app[CONTEXT]
+
+
+def error_response(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def fail(status: int, message: str) -> NoReturn:
+    """End the request with a JSON error (the middleware turns it into a response)."""
+    raise ApiError(status, message)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit() and not (text.startswith("-") and text[1:].isdigit()):
+        fail(400, f"{name} must be a whole number, got {text[:40]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        fail(400, f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def query_flag(request: web.Request, name: str, default: bool) -> bool:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    fail(400, f"{name} is 1 or 0, got {text[:40]!r}")
+
+
+def path_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 18:
+        fail(400, f"a task id is a positive whole number, got {text[:40]!r}")
+    return int(text)
+
+
+async def body_text(request: web.Request) -> str:
+    """The body as text (a body over the limit is a 413, from aiohttp's own check)."""
+    data = await request.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        fail(400, f"the body is not UTF-8 (byte {exc.start})")
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    text = await body_text(request)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(400, f"the body is not JSON: line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    except RecursionError:
+        fail(400, "the body is not JSON tacx reads: nested too deeply")
+    if not isinstance(value, dict):
+        fail(400, f"the body must be a JSON object, got {type(value).__name__}")
+    return value
