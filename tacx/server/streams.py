@@ -13,7 +13,6 @@ import json
 import sqlite3
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -22,6 +21,7 @@ from tacx.server.context import Context, context, fail, path_id, query_flag, que
 from tacx.store import records
 
 routes = web.RouteTableDef()
+GONE_CHECK_SECONDS = 1.0
 
 
 # -- logs ----------------------------------------------------------------------------------
@@ -97,13 +97,18 @@ async def stage_log(request: web.Request) -> web.StreamResponse:
                 while data := (await asyncio.to_thread(_read_range, path, offset, cap))[0]:  # all there is, in pieces
                     await response.write(data)
                     offset += len(data)
-                if not running or ctx.closing.is_set():  # read once more after the end: nothing is lost
+                if not running or ctx.closing.is_set() or _gone(request):  # read once more after the end
                     break
                 await _sleep_or_close(ctx, ctx.limits.follow_poll)
             await response.write_eof()
         except ConnectionError:  # the client went away
             pass
         return response
+
+
+def _gone(request: web.Request) -> bool:
+    """The client closed the connection (a stream learns it here, or at its next write)."""
+    return request.transport is None or request.transport.is_closing()
 
 
 async def _sleep_or_close(ctx: Context, seconds: float) -> None:
@@ -178,7 +183,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         try:
             await response.write(b": tacx events\n\n")
             while not ctx.closing.is_set():
-                await _next(ctx, feed)
+                await _next(ctx, feed, request)
+                if _gone(request):
+                    break
                 out: list[bytes] = []
                 if feed.missed:
                     out.append(f"event: missed\ndata: {json.dumps({'missed': feed.missed})}\n\n".encode())
@@ -193,14 +200,22 @@ async def events(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _next(ctx: Context, feed: Feed) -> Any:
-    """Until an event is queued, the server closes, or a heartbeat is due."""
+async def _next(ctx: Context, feed: Feed, request: web.Request) -> None:
+    """Until an event is queued, the server closes, a heartbeat is due or the client has
+    gone (looked at every second, so a closed stream soon gives its place back)."""
     if feed.queue:
         return
     feed.ready.clear()
     waiters = [asyncio.ensure_future(feed.ready.wait()), asyncio.ensure_future(ctx.closing.wait())]
+    deadline = asyncio.get_running_loop().time() + ctx.limits.heartbeat
     try:
-        await asyncio.wait(waiters, timeout=ctx.limits.heartbeat, return_when=asyncio.FIRST_COMPLETED)
+        while not _gone(request):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            done, _ = await asyncio.wait(waiters, timeout=min(left, GONE_CHECK_SECONDS), return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return
     finally:
         for waiter in waiters:
             waiter.cancel()
