@@ -104,8 +104,8 @@ class Counters:
 class StageSeen:
     provider: str | None = None
     model: str | None = None
-    attempt: int | None = None
-    last: Totals | None = None  # the stage's totals at the last usage event of `attempt`
+    attempt: int | None = None  # the attempt of the last usage event
+    last: Totals | None = None  # the stage's totals (all its attempts) at the last usage event
 
 
 @dataclass
@@ -201,12 +201,22 @@ class Tally:
         adopted = event.data.get("adopted") or []
         if adopted:
             self.counters.readoptions.inc(len(adopted))
+        # Recovery hands the task to its runner right after this event: then the engine
+        # says its workflow and the re-adopted daughters' providers (they get no stage.started).
+        asyncio.get_running_loop().call_soon(self._learn_recovered, event.task_id)
+
+    def _learn_recovered(self, task_id: int | None) -> None:
+        run = self.coordinator.running.get(task_id or 0)
+        if run is None:
+            return
+        seen = self._task(task_id)
+        seen.workflow = run.workflow.name
+        for stage, (_, provider) in run.adopted.items():
+            seen.stages.setdefault(stage, StageSeen()).provider = provider
 
     def _stage_started(self, event: EngineEvent) -> None:
         seen = self._stage(event)
         seen.provider = event.data.get("provider") or seen.provider
-        seen.attempt = event.data.get("attempt")
-        seen.last = None
 
     def _agent_output(self, event: EngineEvent) -> None:
         seen = self._stage(event)
@@ -221,11 +231,16 @@ class Tally:
         if now is None:
             return
         seen = self._stage(event)
-        if seen.last is None or seen.attempt != attempt:
-            # The stage's first usage of this attempt: its totals hold the earlier attempts
-            # too (counted already, or before this process): those are the baseline.
+        if seen.attempt != attempt or seen.last is None:
+            # The attempt's first usage: the stage's totals hold its earlier attempts too
+            # (counted already, or before this process): those are the baseline, from the
+            # engine when it runs the task, else as this tally last saw them.
             seen.attempt = attempt
-            seen.last = tuple(max(0.0, n - m) for n, m in zip(now, this)) if this else ZERO  # type: ignore[assignment]
+            if this is not None:
+                seen.last = tuple(max(0.0, n - m) for n, m in zip(now, this))  # type: ignore[assignment]
+            elif seen.last is None:
+                seen.last = ZERO
+        assert seen.last is not None
         increase = [max(0.0, n - last) for n, last in zip(now, seen.last)]  # a counter never goes down
         seen.last = now
         provider, model = self._provider(event), self._model(event, seen)
@@ -258,7 +273,6 @@ class Tally:
             self.counters.stage_duration.labels(workflow, provider).observe(duration)
         if outcome == "timed_out":
             self.counters.timeouts.labels(workflow, provider).inc()
-        self._stage(event).last = None
 
     def _retrying(self, event: EngineEvent) -> None:
         self.counters.retries.labels(self.workflows(self._workflow(event.task_id)), self._provider(event)).inc()
