@@ -1,0 +1,176 @@
+"""GET /metrics: the engine in Prometheus's text format, through the official client.
+
+Counters come from the engine's events since this process started (tacx/server/tally.py:
+attach before the coordinator runs to hear its recovery too). Gauges are read when scraped:
+tasks by state and the queue from the store, through this object's own read connection in a
+worker thread (never the engine's one writer, never on the loop), cached for CACHE_SECONDS
+so a scraper hammering /metrics costs one indexed count a second; workers, daughters and
+pause straight from the coordinator. Each instance has its own registry: several in one
+process (the tests) never share a series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Info, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import tacx
+from tacx.server.health import coordinator_running
+from tacx.server.tally import KINDS, Counters, Tally
+from tacx.states import TASK_STATES
+from tacx.store.database import connect
+
+if TYPE_CHECKING:
+    from tacx.engine.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+CACHE_SECONDS = 1.0  # how long the store's counts are believed
+
+
+class StoreCounts:
+    """Tasks by state, from the tasks_queue index (status first): one COUNT per state, each
+    a range of the index, on a connection of its own. Used from one thread at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._counts: dict[str, int] | None = None
+        self._at = 0.0
+        self.lock = threading.Lock()  # one worker thread at a time on the connection
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = connect(self.path, create=False, any_thread=True)
+        return self._conn
+
+    def counts(self) -> dict[str, int] | None:
+        """Every task state with its count (zeros too), at most CACHE_SECONDS old; None when
+        the store cannot be read (said in the log; the next scrape tries again)."""
+        now = time.monotonic()
+        if self._counts is not None and now - self._at < CACHE_SECONDS:
+            return self._counts
+        try:
+            conn = self._connection()
+            counts = {state: conn.execute("SELECT COUNT(*) FROM tasks WHERE status = ?", (state,)).fetchone()[0]
+                      for state in TASK_STATES}
+        except Exception as exc:  # noqa: BLE001 - a scrape never fails on the store: it shows no counts
+            log.warning("metrics could not count the tasks in %s: %s", self.path, exc)
+            self.close()  # the next scrape connects again
+            return None
+        self._counts, self._at = counts, now
+        return counts
+
+    def workflow_of(self, task_id: int) -> str | None:
+        conn = self._connection()
+        row = conn.execute("SELECT workflow FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+class _Gauges(Collector):
+    """The gauges, from the snapshot `EngineMetrics.exposition` took just before rendering."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, float] = {}
+        self.counts: dict[str, int] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.counts is not None:
+            tasks = GaugeMetricFamily("tacx_tasks", "Tasks in the store, by state.", labels=["state"])
+            for state in TASK_STATES:
+                tasks.add_metric([state], self.counts.get(state, 0))
+            yield tasks
+            yield GaugeMetricFamily("tacx_queue_depth", "Queued tasks.", value=self.counts.get("queued", 0))
+        for name, (doc, _) in LIVE.items():
+            if name in self.live:
+                yield GaugeMetricFamily(name, doc, value=self.live[name])
+
+
+# Gauges read from the coordinator on the loop (cheap attribute reads), at scrape time.
+LIVE: dict[str, tuple[str, Any]] = {
+    "tacx_up": ("1 while the coordinator runs (recovered, scheduling, not stopping).",
+                lambda c: float(coordinator_running(c))),
+    "tacx_paused": ("1 while the coordinator is paused (`tacx pause`).", lambda c: float(c.paused)),
+    "tacx_workers_busy": ("Workers running a stage now.", lambda c: float(c.busy)),
+    "tacx_workers_max": ("The worker limit (max_workers).", lambda c: float(c.max_workers)),
+    "tacx_running_daughters": ("Daughter processes the coordinator watches now.",
+                               lambda c: float(len(c.sampler.watched))),
+    "tacx_tasks_running_here": ("Tasks this coordinator is running now.", lambda c: float(len(c.running))),
+}
+
+
+class EngineMetrics:
+    """The Prometheus view of one coordinator: `attach()` to its bus, `exposition()` per scrape."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.counters = Counters(self.registry)
+        self._gauges = _Gauges()
+        self.registry.register(self._gauges)
+        Info("tacx_build", "tacx's version and the Python running it.", registry=self.registry).info(
+            {"version": tacx.__version__, "python": sys.version.split()[0]}
+        )
+        self.store_counts = StoreCounts(coordinator.store.path)
+        self.tally = Tally(coordinator, self.counters, self._workflow_of)
+        self._unsubscribe: Any = None
+
+    def attach(self) -> None:
+        """Hear the engine's events (idempotent)."""
+        if self._unsubscribe is None:
+            self._unsubscribe = self.coordinator.bus.subscribe(self.tally, kinds=KINDS)
+
+    def detach(self) -> None:
+        """Stop hearing events and let go of the read connection (the counters keep their values)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.tally.close()
+        if self.store_counts.lock.acquire(blocking=False):
+            try:
+                self.store_counts.close()
+            finally:
+                self.store_counts.lock.release()
+        else:  # a scrape is reading in its thread: it closes the connection when done
+            self._close_after = True
+
+    _close_after = False
+
+    async def exposition(self) -> bytes:
+        """The text format of every metric, rendered in a worker thread."""
+        live = {name: read(self.coordinator) for name, (_, read) in LIVE.items()}
+        return await asyncio.to_thread(self._render, live)
+
+    def _render(self, live: dict[str, float]) -> bytes:
+        with self.store_counts.lock:
+            self._gauges.live = live
+            self._gauges.counts = self.store_counts.counts()
+            try:
+                return generate_latest(self.registry)
+            finally:
+                if self._close_after:
+                    self.store_counts.close()
+
+    async def _workflow_of(self, task_id: int) -> str | None:
+        def read() -> str | None:
+            with self.store_counts.lock:
+                return self.store_counts.workflow_of(task_id)
+
+        return await asyncio.to_thread(read)
