@@ -415,3 +415,20 @@ def test_listen_refusals_start_nothing(project: Project) -> None:
         lock.release()
     assert viewer.stderr.startswith("tacx: --listen serves this home's coordinator, which runs elsewhere: another tacx coordinator holds")
     assert viewer.stderr.count("\n") == 1
+
+
+async def test_requests_take_turns_in_the_api_share_of_the_loop() -> None:
+    from tacx.server.context import ApiError, FairShare
+
+    share = FairShare(0.5, waiting=1)
+    async with share.turn():
+        pass
+    assert share._turn.locked()  # the next request waits out the engine's share of the time
+    second = asyncio.create_task(share.turn().__aenter__())
+    await asyncio.sleep(0)
+    assert share.waiting == 1 and not second.done()
+    with pytest.raises(ApiError) as refused:  # beyond the line's limit: refused, not queued
+        async with share.turn():
+            pass
+    assert refused.value.status == 503
+    await asyncio.wait_for(second, 5)  # then its turn comes

@@ -63,6 +63,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error_response(500, "tacx failed on this request (a bug: the coordinator's log has the details)")
 
 
+@web.middleware
+async def _share(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests (answered or refused) take their turn in the API's share of the loop;
+    streams do not (see FairShare)."""
+    share = request.app[CONTEXT].share
+    if request.path == "/events" or request.query.get("follow", "0") not in ("", "0", "false", "no"):
+        return await handler(request)
+    async with share.turn():
+        return await handler(request)
+
+
 def _auth(check: TokenCheck) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -93,7 +104,7 @@ class ApiServer:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.limits.body,
-                              middlewares=[_errors, _auth(TokenCheck(self.coordinator.home))])
+                              middlewares=[_errors, _share, _auth(TokenCheck(self.coordinator.home))])
         app[CONTEXT] = self.context
         app[streams.FANOUT] = self.fanout
         app[observe.METRICS] = self.metrics

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -35,6 +35,40 @@ class Limits:
     heartbeat: float = HEARTBEAT_SECONDS
     follow_poll: float = FOLLOW_POLL_SECONDS
     events_behind: int = 1000  # events one client may fall behind before it is told it missed some
+    share: float = 0.2  # the most of the loop's time requests may take (FairShare)
+    waiting: int = 64  # requests queued for their turn before more are refused (503)
+
+
+class FairShare:
+    """Requests take turns, and after each the next waits long enough that requests take at
+    most `share` of the time: a client asking as fast as it can gets answers at a bounded
+    rate, and the engine, in the same loop and process, keeps the rest. A single request
+    is answered at once (the wait is before the next one); a crowd waits in line, and
+    beyond `waiting` of them is refused. Streams are not counted: they are few (429) and
+    each does little work per event."""
+
+    def __init__(self, share: float, waiting: int) -> None:
+        self.share = share
+        self.limit = waiting
+        self.waiting = 0
+        self._turn = asyncio.Lock()
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        if self.waiting >= self.limit:
+            fail(503, f"{self.waiting} requests are waiting for this server; try again shortly")
+        self.waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:
+            self.waiting -= 1
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            yield
+        finally:
+            rest = (loop.time() - began) * (1 / self.share - 1)
+            loop.call_later(rest, self._turn.release)
 
 
 @dataclass
@@ -45,6 +79,10 @@ class Context:
     limits: Limits = field(default_factory=Limits)
     streams: int = 0
     closing: asyncio.Event = field(default_factory=asyncio.Event)  # the server stops: streams end
+    share: FairShare = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.share = FairShare(self.limits.share, self.limits.waiting)
 
     @contextmanager
     def stream_slot(self) -> Iterator[None]:
