@@ -432,3 +432,37 @@ async def test_requests_take_turns_in_the_api_share_of_the_loop() -> None:
             pass
     assert refused.value.status == 503
     await asyncio.wait_for(second, 5)  # then its turn comes
+
+
+async def test_the_dashboard_serves_beside_its_coordinator_and_stops_with_it(project: Project) -> None:
+    from tacx.settings import Settings
+    from tacx.ui.app import make_app
+
+    (project.root / "workflows").mkdir()
+    (project.root / "workflows" / "quick.yaml").write_text(QUICK)
+    home = Home(project.home)
+    token = ensure_token(home)
+    listener = listen("0.0.0.0:0")  # beyond loopback: the dashboard says so (traffic stays on loopback)
+    local = f"http://127.0.0.1:{listener.sock.getsockname()[1]}"
+    app = make_app(home, Settings(), refresh_seconds=0.2, listener=listener)
+    async with app.run_test(size=(160, 40)) as pilot:
+        assert app.server is not None and app.coordinator is not None
+        said = [str(n.message) for n in app._notifications]
+        assert any(m.startswith("WARNING: listening on http://0.0.0.0:") and "anyone who can reach" in m for m in said)
+        assert any(m.startswith("listening on http://0.0.0.0:") for m in said)
+        ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        app.coordinator.bus.subscribe(lambda e: ended.done() or ended.set_result(e.kind), kinds=["task.succeeded"])
+        async with aiohttp.ClientSession(local, headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.post("/tasks", json={"workflow": "quick"}) as r:
+                assert r.status == 201
+            assert await asyncio.wait_for(ended, 30) == "task.succeeded"
+            async with http.get("/tasks/1/logs/say") as r:
+                assert await r.read() == b"hello\n"
+        await pilot.press("q")
+        for _ in range(400):
+            if not app.is_running:
+                break
+            await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession(local) as http:
+        with pytest.raises(aiohttp.ClientConnectionError):  # the server ended with the dashboard
+            await http.get("/health")
