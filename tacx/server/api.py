@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tacx import bounds
 from tacx.cli.tasks import note_unpriced
 from tacx.server import submit
 from tacx.server.context import DEFAULT_LIST, context, fail, json_object, path_id, query_int
@@ -25,6 +26,8 @@ async def list_tasks(request: web.Request) -> web.Response:
     if status is not None and status not in TASK_STATES:
         fail(400, f"status is one of {', '.join(TASK_STATES)}, got {status[:40]!r}")
     workflow = request.query.get("workflow") or None
+    if workflow is not None and (problem := bounds.unusable_text(workflow)):
+        fail(400, f"workflow {problem}")
     limit = query_int(request, "limit", min(DEFAULT_LIST, ctx.limits.list), 1, ctx.limits.list)
     offset = query_int(request, "offset", 0, 0, 2**62)
 

@@ -24,6 +24,7 @@ MAX_LOG_RANGE = 1 << 20  # bytes of a log in one response (follow streams it in 
 MAX_STREAMS = 16  # event streams and log follows open at once
 HEARTBEAT_SECONDS = 15.0
 FOLLOW_POLL_SECONDS = 0.2
+MAX_REST = 0.5  # the longest the next request waits for its turn after one request
 
 
 @dataclass
@@ -67,7 +68,9 @@ class FairShare:
         try:
             yield
         finally:
-            rest = (loop.time() - began) * (1 / self.share - 1)
+            # Wall time stands for the request's cost; one that waited (a busy store) is not
+            # made to cost the next more than MAX_REST.
+            rest = min((loop.time() - began) * (1 / self.share - 1), MAX_REST)
             loop.call_later(rest, self._turn.release)
 
 
