@@ -21,8 +21,7 @@ COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
 _TOP_OPTIONS = """\
 Options: --home DIR  the tacx home (default: the nearest .tacx/, or $TACX_HOME)
   --no-ui [--exit-when-idle] [--max-workers N] [--json]  the engine, headless
-  --listen HOST:PORT  serve health, metrics and the JSON API (loopback; token: tacx token)
-  -v  log what the engine does to stderr   -V  the version   -h  this help"""
+  --listen HOST:PORT  the HTTP API (tacx token)  -v log  -V version  -h help"""
 
 
 class _TopParser(argparse.ArgumentParser):
@@ -35,7 +34,7 @@ class _TopParser(argparse.ArgumentParser):
         for group, names in COMMAND_GROUPS.items():
             lines.append(f"{group}:")
             lines += [f"  {name:<{width}}{commands[name]}" for name in names]
-        return "\n".join([*lines, "", _TOP_OPTIONS, ""])
+        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (no blank line: 32 rows)
 
     def _subcommands(self) -> dict[str, str]:
         for action in self._actions:
