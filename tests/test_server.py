@@ -466,3 +466,18 @@ async def test_the_dashboard_serves_beside_its_coordinator_and_stops_with_it(pro
     async with aiohttp.ClientSession(local) as http:
         with pytest.raises(aiohttp.ClientConnectionError):  # the server ended with the dashboard
             await http.get("/health")
+
+
+async def test_a_bug_is_a_json_500_with_a_sentence_never_a_traceback(served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tacx.store import records
+
+    def broken(conn: Any, task_id: int) -> None:
+        raise RuntimeError("a bug in show_task")
+
+    monkeypatch.setattr(records, "show_task", broken)
+    async with served.http.get("/tasks/1") as r:
+        body = await r.text()
+    assert r.status == 500 and json.loads(body) == {
+        "error": "tacx failed on this request (a bug; its traceback is in the home's crash.log)"}
+    async with served.http.get("/tasks") as r:  # the server goes on
+        assert r.status == 200

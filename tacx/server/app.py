@@ -60,7 +60,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception:
         log.exception("the API failed on %s %s", request.method, request.path)
-        return error_response(500, "tacx failed on this request (a bug: the coordinator's log has the details)")
+        return error_response(500, "tacx failed on this request (a bug; its traceback is in the home's crash.log)")
 
 
 @web.middleware
