@@ -44,6 +44,7 @@ from tacx.engine.events import EngineEvent  # noqa: E402
 from tacx.home import Home  # noqa: E402
 from tacx.server.address import listen  # noqa: E402
 from tacx.server.app import ApiServer  # noqa: E402
+from tacx.server.context import Limits  # noqa: E402
 from tacx.server.token import ensure_token  # noqa: E402
 from tacx.settings import Settings  # noqa: E402
 from tacx.store.writer import Store  # noqa: E402
@@ -109,11 +110,11 @@ async def client(url: str, token: str, seconds: float, connections: int) -> dict
 # -- the engine and its server (this process) --------------------------------------------------
 
 
-async def run_engine(home: Home, seconds: float, loaded: bool, connections: int) -> Run:
+async def run_engine(home: Home, seconds: float, loaded: bool, connections: int, share: float) -> Run:
     token = ensure_token(home)
     store = await Store(home.db_path).open()
     coordinator = Coordinator(home, store, Settings(), max_workers=WORKERS)
-    server = ApiServer(coordinator, listen("127.0.0.1:0"))
+    server = ApiServer(coordinator, listen("127.0.0.1:0"), limits=Limits(share=share))
     await server.start()
     finished = 0
 
@@ -152,10 +153,10 @@ async def run_engine(home: Home, seconds: float, loaded: bool, connections: int)
     return Run(loaded, took, done, report)
 
 
-def one_run(parent: str, seconds: float, loaded: bool, connections: int) -> Run:
+def one_run(parent: str, seconds: float, loaded: bool, connections: int, share: float) -> Run:
     home = Home(Path(tempfile.mkdtemp(prefix="tacx-bench-server-", dir=parent)) / ".tacx")
     queue_tasks(home, int(TASKS_PER_SECOND_CEILING * (seconds + WARMUP_SECONDS + 5)))
-    return asyncio.run(run_engine(home, seconds, loaded, connections))
+    return asyncio.run(run_engine(home, seconds, loaded, connections, share))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,20 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="the window of each run (default 20)")
     parser.add_argument("--rounds", type=int, default=1, help="runs of each kind, alternating (default 1)")
     parser.add_argument("--connections", type=int, default=4, help="the client's concurrent connections (default 4)")
+    parser.add_argument("--share", type=float, default=Limits().share,
+                        help=f"the API's share of the loop (default {Limits().share}; 1: no turns, to see what they buy)")
     parser.add_argument("--dir", default=str(DEFAULT_DIR), help="where the temporary homes go (default bench/.runs)")
     args = parser.parse_args(argv)
-    if not 1 <= args.seconds <= 600 or not 1 <= args.rounds <= 20 or not 1 <= args.connections <= 64:
-        parser.error("--seconds 1..600, --rounds 1..20, --connections 1..64")
+    if not 1 <= args.seconds <= 600 or not 1 <= args.rounds <= 20 or not 1 <= args.connections <= 64 \
+            or not 0.01 <= args.share <= 1:
+        parser.error("--seconds 1..600, --rounds 1..20, --connections 1..64, --share 0.01..1")
     logging.basicConfig(level=logging.WARNING, format="tacx: %(levelname)s %(name)s: %(message)s")
     Path(args.dir).mkdir(parents=True, exist_ok=True)
     session = tempfile.mkdtemp(prefix="server-", dir=args.dir)
     print(f"server: trivial tasks on {WORKERS} workers, {args.seconds:g} s windows, {args.rounds} round(s),"
-          f" client: {args.connections} connections on 127.0.0.1 (GET /tasks, GET /metrics)")
+          f" client: {args.connections} connections on 127.0.0.1 (GET /tasks, GET /metrics), API share {args.share:g}")
     runs: list[Run] = []
     try:
         for _ in range(args.rounds):
             for loaded in (False, True):
-                run = one_run(session, args.seconds, loaded, args.connections)
+                run = one_run(session, args.seconds, loaded, args.connections, args.share)
                 runs.append(run)
                 extra = ""
                 if run.client:
