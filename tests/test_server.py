@@ -405,6 +405,8 @@ def test_listen_refusals_start_nothing(project: Project) -> None:
         taken.close()
     assert refused.stderr == f"tacx: cannot listen on 127.0.0.1:{port}: the port is in use (another tacx? pick another port, or 0 for a free one)\n"
     assert not (project.home / "tacx.db").exists()  # no store opened, no coordinator started
+    with_command = project.tacx("--listen", "8080", "ls", check=2)
+    assert with_command.stderr == "tacx: --listen serves a coordinator: `tacx --no-ui --listen ...` or the dashboard, not `tacx ls`\n"
     bad = project.tacx("--no-ui", "--listen", "localhost:http", check=2)
     assert bad.stderr.count("\n") == 1 and "the port is a number from 0 to 65535" in bad.stderr
     lock = CoordinatorLock(Home(project.home))  # another coordinator holds the home: the viewer cannot serve

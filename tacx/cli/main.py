@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home: Home | None = None
     try:
+        if args.listen is not None and args.command is not None:
+            raise UsageError(f"--listen serves a coordinator: `tacx --no-ui --listen ...` or the dashboard, not `tacx {args.command}`")
         if args.command in _WITHOUT_HOME:
             interrupts.let_in()
             return _flushed(_WITHOUT_HOME[args.command](args))
