@@ -254,6 +254,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
             publish("stage.failed", task, "s", attempt=1, duration=2.0)
             publish("stage.retrying", task, "s", delay=0.1)
             publish("stage.started", task, "s", attempt=2, provider="mock")
+            publish("agent.output", task, "s", attempt=2, events=[("session", {"session_id": "y", "model": "m1"})])
             publish("stage.usage", task, "s", attempt=2, tokens={"input": 35, "output": 4}, cost_usd=1.0)
             publish("stage.succeeded", task, "s", attempt=2, duration=1.0)
             publish("task.succeeded", task, title=f"{TITLE}{task}")
@@ -296,4 +297,72 @@ async def test_a_scrape_survives_a_store_it_cannot_read(tmp_path: Path) -> None:
         got = parse(await metrics.exposition())
         assert series(got, "tacx_tasks") == {} and value(got, "tacx_workers_max") == 4
     finally:
+        await store.close()
+
+
+class Flaky:
+    """A source whose far side fails once, then answers with nothing to do."""
+
+    name, interval = "tracker", 60.0
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    async def poll(self) -> list[object]:
+        self.polls += 1
+        if self.polls == 1:
+            raise ConnectionError("tracker.example: connection refused")
+        return []
+
+    async def task_ended(self, end: object) -> None:
+        return None
+
+
+async def test_source_polls_and_errors_are_counted_and_health_says_each_state(tmp_path: Path) -> None:
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    try:
+        source = Flaky()
+        coordinator = Coordinator(home, store, sources=[source])
+        metrics = EngineMetrics(coordinator)
+        metrics.attach()
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["name"] == "tracker" and entry["state"] == "waiting"
+        await coordinator.sources.poll_once(source)
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["state"] == "failing" and entry["failures"] == 1
+        assert entry["last_error"] == "tracker.example: connection refused"
+        await coordinator.sources.poll_once(source)
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["state"] == "ok" and isinstance(entry["last_poll"], float)
+        got = parse(await metrics.exposition())
+        assert series(got, "tacx_source_polls_total") == {L(source="tracker"): 1}
+        assert series(got, "tacx_source_errors_total") == {L(source="tracker"): 1}
+    finally:
+        await store.close()
+
+
+async def test_a_writer_that_cannot_commit_is_not_writable(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Another connection holds the write lock: the heartbeat does not commit in time."""
+    from tacx.server import health
+
+    monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(health, "HEARTBEAT_TIMEOUT", 0.3)
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    holder = connect(home.db_path)
+    try:
+        coordinator = Coordinator(home, store)
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+        holder.execute("BEGIN IMMEDIATE")
+        status, body = await health_report(coordinator, store)
+        assert status == 503 and body["store"]["writable"] is False
+        assert "did not commit within 0.3s" in body["store"]["error"]
+        holder.execute("COMMIT")
+        await store.flush()  # the heartbeat left waiting commits now
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
         await store.close()

@@ -215,8 +215,11 @@ class Tally:
             seen.stages.setdefault(stage, StageSeen()).provider = provider
 
     def _stage_started(self, event: EngineEvent) -> None:
+        """A new attempt may run elsewhere (a failover to the next candidate): its provider
+        is this one, its model the one its agent names."""
         seen = self._stage(event)
         seen.provider = event.data.get("provider") or seen.provider
+        seen.model = None
 
     def _agent_output(self, event: EngineEvent) -> None:
         seen = self._stage(event)
