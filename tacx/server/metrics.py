@@ -131,6 +131,7 @@ class EngineMetrics:
         self.store_counts = StoreCounts(coordinator.store.path)
         self.tally = Tally(coordinator, self.counters, self._workflow_of)
         self._unsubscribe: Any = None
+        self._close_after = False  # detached while a scrape read: that scrape closes the connection
 
     def attach(self) -> None:
         """Hear the engine's events (idempotent)."""
@@ -150,8 +151,6 @@ class EngineMetrics:
                 self.store_counts.lock.release()
         else:  # a scrape is reading in its thread: it closes the connection when done
             self._close_after = True
-
-    _close_after = False
 
     async def exposition(self) -> bytes:
         """The text format of every metric, rendered in a worker thread."""
