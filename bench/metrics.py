@@ -2,10 +2,11 @@
 
 The store is seeded as bench/ui.py seeds it (tasks with stages, usage and events over 30
 days); the metrics hear the events of 2,000 tasks first (20 workflows, 4 providers, 3
-models), so the registry holds the series a busy server has. Then each scrape is timed, the
-store's counts read afresh each time (`uncached`, what a scrape costs at most) and within
-the 1 s cache (`cached`, what a scraper hammering /metrics costs); medians and the p95 are
-printed, and the goal: well under 50 ms. The machine may be shared: run it twice.
+models), so the registry holds the series a busy server has. Then each scrape is timed,
+rendered afresh (`uncached`: the store's counts read and the text made, what a scrape costs
+at most, once a second under a hammering client) and within the 1 s cache (`cached`: the
+last text served again); medians and the p95 are printed, and the goal: well under 50 ms.
+The machine may be shared: run it twice.
 
     python bench/metrics.py              # 100,000 tasks, 30 scrapes each way
     python bench/metrics.py --quick      # 10,000 tasks, 10 scrapes

@@ -70,12 +70,19 @@ def _beat(conn: sqlite3.Connection) -> None:
 
 async def _write_heartbeat(store: Store) -> str | None:
     try:
-        await asyncio.wait_for(asyncio.shield(store.write(_beat)), HEARTBEAT_TIMEOUT)
+        written = store.write(_beat)
+        written.add_done_callback(_heard)  # when it ends after the deadline, its outcome is not left unread
+        await asyncio.wait_for(asyncio.shield(written), HEARTBEAT_TIMEOUT)
     except TimeoutError:
         return f"the store's writer did not commit within {HEARTBEAT_TIMEOUT:g}s (a lock held too long, a stuck disk)"
     except (StoreError, sqlite3.Error, OSError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+def _heard(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _heartbeat(store: Store) -> str | None:
