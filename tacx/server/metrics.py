@@ -7,6 +7,11 @@ worker thread (never the engine's one writer, never on the loop); workers, daugh
 pause straight from the coordinator. The rendered text is kept CACHE_SECONDS, so a scraper
 hammering /metrics costs one render (a few indexed counts, a few ms) a second. Each instance has its own registry: several in one
 process (the tests) never share a series.
+
+Mounting it: `metrics = EngineMetrics(coordinator); metrics.attach()` before
+`coordinator.run()`, `metrics.detach()` after; a handler answers
+`web.Response(body=await metrics.exposition(), headers={"Content-Type": CONTENT_TYPE})`
+(aiohttp's `content_type=` refuses a value that carries a charset, as CONTENT_TYPE does).
 """
 
 from __future__ import annotations
