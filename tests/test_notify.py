@@ -1,0 +1,246 @@
+"""Notifications (tacx.yaml `notify:`): a webhook received by a real HTTP server on
+127.0.0.1, a command writing a file, the terminal's bytes, bursts summarised, tacx.yaml's
+mistakes located, and a hanging channel that never holds the engine up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from aiohttp import web
+
+from tacx.agents.registry import make_parser
+from tacx.agents.tailer import Batch
+from tacx.engine.coordinator import Coordinator
+from tacx.engine.events import EngineEvent, EventBus
+from tacx.home import Home
+from tacx.server.notify.command import CommandChannel
+from tacx.server.notify.message import Notice, message, sentence
+from tacx.server.notify.notifier import start_notifications
+from tacx.server.notify.rules import NotifyRule
+from tacx.server.notify.terminal import TerminalChannel, sequences
+from tacx.server.notify.waiting import waiting_reason
+from tacx.server.notify.webhook import WebhookChannel
+from tacx.settings import Settings, SettingsError, load_settings
+from tacx.store import records
+from tacx.store.database import connect, transaction
+from tacx.store.writer import Store
+from tacx.workflow.loader import load_workflow_text
+from tests.conftest import Project
+
+
+class Hook:
+    """A webhook receiver on 127.0.0.1 (a random port): answers each POST with the next of
+    ``answers`` (then 200); an answer of None hangs until `release` is set."""
+
+    def __init__(self, answers: list[int | None] | None = None, retry_after: str | None = None) -> None:
+        self.answers = list(answers or [])
+        self.retry_after = retry_after
+        self.bodies: dict[str, list[dict[str, Any]]] = {}
+        self.requests = 0
+        self.headers: list[dict[str, str]] = []
+        self.release = asyncio.Event()
+        self.arrived = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def _post(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        body = await request.json()
+        answer = self.answers.pop(0) if self.answers else 200
+        if answer is None:
+            self.arrived.set()
+            await self.release.wait()
+            answer = 200
+        if answer == 200:
+            self.bodies.setdefault(request.path, []).append(body)
+            self.headers.append(dict(request.headers))
+        self.arrived.set()
+        headers = {"Retry-After": self.retry_after} if self.retry_after and answer == 429 else {}
+        return web.Response(status=answer, headers=headers)
+
+    async def __aenter__(self) -> Hook:
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._post)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release.set()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def received(self, path: str, count: int = 1) -> list[dict[str, Any]]:
+        async with asyncio.timeout(20):
+            while len(self.bodies.get(path, [])) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.bodies[path]
+
+
+def queue(home: Home, text: str, titles: list[str], providers: dict[str, str] | None = None) -> list[int]:
+    """Tasks straight into the store, as `tacx submit` would queue them."""
+    wf = load_workflow_text(textwrap.dedent(text), "test.yaml", providers)
+    conn = connect(home.db_path)
+    with transaction(conn):
+        ids = records.queue_workflow(conn, wf, path="test.yaml", text=textwrap.dedent(text),
+                                     project_root=str(home.project_root), inputs=[{}] * len(titles), titles=titles)
+    conn.close()
+    return ids
+
+
+def rule(**fields: Any) -> NotifyRule:
+    return NotifyRule.model_validate(fields)
+
+
+def ended(kind: str, task_id: int, title: str, error: str | None = None) -> EngineEvent:
+    return EngineEvent(f"task.{kind}", task_id, data={"title": title, "error": error})
+
+
+# -- a real run, headless: the wiring, the facts, the flush at shutdown, waiting ----------------
+
+ASKER = """\
+import json
+for line in [
+    {"type": "system", "subtype": "init", "session_id": "s-ask", "model": "claude-sonnet-4-5"},
+    {"type": "assistant", "message": {"id": "m1", "model": "claude-sonnet-4-5", "content": [
+        {"type": "tool_use", "id": "toolu_1", "name": "AskUserQuestion",
+         "input": {"questions": [{"question": "Which database?", "options": []}]}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5}}},
+    {"type": "result", "subtype": "success", "is_error": False, "num_turns": 1, "session_id": "s-ask",
+     "result": "I need to know which database to use.", "total_cost_usd": 0.25,
+     "usage": {"input_tokens": 10, "output_tokens": 5},
+     "permission_denials": [{"tool_name": "AskUserQuestion", "tool_use_id": "toolu_1", "tool_input": {}}]},
+]:
+    print(json.dumps(line), flush=True)
+"""
+
+
+async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_waiting_for_a_person(project: Project) -> None:
+    (project.root / "asker.py").write_text(ASKER)
+    async with Hook() as hook:
+        (project.root / "tacx.yaml").write_text(textwrap.dedent(f"""\
+            providers:
+              asker: {{argv: [{sys.executable}, asker.py, '{{{{ prompt }}}}'], parser: claude-stream-json}}
+            notify:
+              - on: [succeeded, failed]
+                webhook: {hook.url}/ends
+                headers: {{X-Tacx-Test: hello}}
+                burst: 1m
+              - on: [waiting]
+                webhook: {hook.url}/waiting
+                burst: 1m
+        """))
+        home = Home(project.home)
+        queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["Fix the off-by-one"])
+        queue(home, "name: broken\nstages:\n  - {name: go, provider: shell, run: exit 3}\n", ["Break the build"])
+        queue(home, "name: ask\nstages:\n  - {name: think, provider: asker, prompt: go}\n", ["Pick a database"],
+              {"asker": "agent", "shell": "script"})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tacx", "--no-ui", "--exit-when-idle", "--max-workers", "1",
+            cwd=project.root, env=project.env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 1, err.decode()  # two tasks failed
+        # The window is a minute: both messages went out as the coordinator stopped.
+        ((ends,),) = [await hook.received("/ends")]
+        ((waiting,),) = [await hook.received("/waiting")]
+        assert "hello" in [h.get("X-Tacx-Test") for h in hook.headers]
+    assert ends["event"] == "burst" and ends["count"] == 3
+    assert ends["text"] == (
+        "3 tasks ended: 1 succeeded, 2 failed — #2 Break the build (failed: stage go failed: exited with code 3),"
+        " #3 Pick a database (failed: stage think failed: exited 0, but the agent was refused 1 tool call(s):"
+        " AskUserQuestion (allow them with the stage's permission_mode, or extra_args such as --allowedTools);"
+        " last output:), #1 Fix the off-by-one (succeeded)")
+    first = ends["events"][0]
+    assert {k: first[k] for k in ("event", "kind", "task_id", "title", "workflow", "status", "error", "cost_usd", "url")} == {
+        "event": "succeeded", "kind": "task.succeeded", "task_id": 1, "title": "Fix the off-by-one", "workflow": "quick",
+        "status": "succeeded", "error": None, "cost_usd": 0.0, "url": None}
+    assert first["duration_s"] >= 0
+    assert [(e["task_id"], e["status"], e["workflow"]) for e in ends["events"]] == [
+        (1, "succeeded", "quick"), (2, "failed", "broken"), (3, "failed", "ask")]
+    assert ends["tacx"]["home"] == str(project.home) and ends["tacx"]["version"]
+    assert waiting["event"] == "waiting" and waiting["count"] == 1  # the tool call and the denial: one notice
+    assert waiting["text"] == "task 3 needs you at stage think: Pick a database (ask, $0.25) — the agent asks a question (AskUserQuestion)"
+    assert waiting["events"][0]["stage"] == "think"
+
+
+# -- the webhook: retries, refusals, a bound ----------------------------------------------------
+
+
+async def test_the_webhook_retries_a_5xx_and_a_429_refuses_to_retry_a_4xx_and_gives_up_within_its_bound() -> None:
+    said: list[str] = []
+    msg = message([Notice("failed", "task.failed", 4, title="t4", status="failed", error="exit code 1")], {"failed": 1})
+    async with Hook([500, 429], retry_after="0") as hook:
+        channel = WebhookChannel(hook.url + "/a", {}, 10, "/h", "webhook", said.append, first_delay=0.01)
+        assert await channel.deliver(msg)
+        await channel.close()
+        assert hook.requests == 3 and len(hook.bodies["/a"]) == 1 and said == []
+        assert hook.bodies["/a"][0]["text"] == "task 4 failed: t4 — exit code 1"
+    async with Hook([400]) as hook:
+        channel = WebhookChannel(hook.url + "/b", {}, 10, "/h", "webhook x", said.append, first_delay=0.01)
+        assert not await channel.deliver(msg)
+        await channel.close()
+        assert hook.requests == 1 and said == ["notify: webhook x gave up after 1 try: HTTP 400 (the message was: task 4 failed: t4 — exit code 1)"]
+    said.clear()
+    async with Hook([None, None, None]) as hook:  # never answers
+        channel = WebhookChannel(hook.url + "/c", {}, 0.3, "/h", "webhook y", said.append, first_delay=0.01)
+        assert not await asyncio.wait_for(channel.deliver(msg), 10)
+        await channel.close()
+        assert said == ["notify: webhook y gave up after 1 try: no answer in time (the message was: task 4 failed: t4 — exit code 1)"]
+    # Nothing listens at all: connection refused, retried, given up.
+    said.clear()
+    channel = WebhookChannel(hook.url + "/d", {}, 5, "/h", "webhook z", said.append, tries=2, first_delay=0.01)
+    assert not await channel.deliver(msg)
+    await channel.close()
+    assert said[0].startswith("notify: webhook z gave up after 2 tries: ClientConnectorError")
+
+
+async def test_a_burst_of_task_ends_is_one_message_with_the_right_counts(tmp_path: Path) -> None:
+    home = Home(tmp_path / ".tacx")
+    connect(home.db_path).close()
+    bus = EventBus()
+    async with Hook() as hook:
+        notifier = start_notifications(home, [rule(on=["succeeded", "failed"], webhook=hook.url + "/n", burst="300ms")],
+                                       bus, None, terminal=None)
+        assert notifier is not None
+        for i in range(1, 11):
+            bus.publish(ended("succeeded", i, f"t{i}"))
+        bus.publish(ended("failed", 11, "fix pagination", "exit code 1"))
+        bus.publish(ended("failed", 12, "t12", "stage go failed: exit code 2\nmore lines"))
+        bus.publish(EngineEvent("task.started", 13, data={"title": "not asked for"}))
+        (body,) = await hook.received("/n")
+        assert body["count"] == 12 and len(body["events"]) == 12
+        assert body["text"] == ("12 tasks ended: 10 succeeded, 2 failed — #11 fix pagination (failed: exit code 1),"
+                                " #12 t12 (failed: stage go failed: exit code 2), #1 t1 (succeeded), #2 t2 (succeeded),"
+                                " #3 t3 (succeeded), and 7 more")
+        bus.publish(ended("cancelled", 14, "not asked for either"))
+        bus.publish(ended("succeeded", 15, "later"))  # after the window: a message of its own
+        second = (await hook.received("/n", 2))[1]
+        await bus.drain(5)
+        await notifier.close()
+    assert second["count"] == 1 and second["event"] == "succeeded"
+    assert second["text"] == "task 15 succeeded: later"
+
+
+def test_one_event_reads_as_a_sentence() -> None:
+    done = Notice("succeeded", "task.succeeded", 12, title="Fix the off-by-one", workflow="plan-build-review",
+                  status="succeeded", cost_usd=0.42, duration_s=192.4)
+    assert sentence(done) == "task 12 succeeded: Fix the off-by-one (plan-build-review, $0.42, 3m12s)"
+    budget = Notice("budget", "task.budget_exceeded", 3, title="Big", workflow="w", cost_usd=1.2345,
+                    error="budget exceeded: cost $1.2345 passed the budget of $1.00 by $0.2345")
+    assert sentence(budget) == "task 3 stopped by its budget: Big (w, $1.23) — budget exceeded: cost $1.2345 passed the budget of $1.00 by $0.2345"
+    source = Notice("source_error", "source.failed", source="github:octo/widgets", error="HTTP 502 from GitHub")
+    assert sentence(source) == "source github:octo/widgets failed to poll: HTTP 502 from GitHub"
