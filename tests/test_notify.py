@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
@@ -244,3 +243,174 @@ def test_one_event_reads_as_a_sentence() -> None:
     assert sentence(budget) == "task 3 stopped by its budget: Big (w, $1.23) — budget exceeded: cost $1.2345 passed the budget of $1.00 by $0.2345"
     source = Notice("source_error", "source.failed", source="github:octo/widgets", error="HTTP 502 from GitHub")
     assert sentence(source) == "source github:octo/widgets failed to poll: HTTP 502 from GitHub"
+
+
+# -- a hanging channel never holds the engine up --------------------------------------------------
+
+
+async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> None:
+    home = Home(project.home)
+    ids = queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [f"t{i}" for i in range(6)])
+    async with Hook([None] * 100) as hook:  # every POST hangs until the test ends
+        settings = Settings(sample_interval=0.2, notify=[rule(on=["all"], webhook=hook.url + "/stuck", burst=0)])
+        store = await Store(home.db_path).open()
+        try:
+            coordinator = Coordinator(home, store, settings, exit_when_idle=True)
+            notifier = start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done, terminal=None)
+            assert notifier is not None
+            for i in range(2000):  # the publishes return at once: the rule's queue takes them
+                coordinator.publish("task.failed", 10_000 + i, title="x", error="boom")
+            await asyncio.wait_for(coordinator.run(), 60)  # its drain gives up on the stuck channel
+            await notifier.close()
+        finally:
+            await store.close()
+        # Every task ended while the one POST in flight was still unanswered.
+        assert not hook.release.is_set() and hook.requests == 1 and hook.bodies == {}
+    assert [t["status"] for t in project.ls()] == ["succeeded"] * len(ids)
+
+
+# -- the command channel -------------------------------------------------------------------------
+
+HOSTILE = "\x1b]0;pwned\x07 $(touch pwned) `touch pwned2`; Fix\x9b31m it\nnow"
+CLEAN = "]0,pwned $(touch pwned) `touch pwned2`, Fix 31m it now"  # after plain() and OSC's ; -> ,
+
+
+async def test_a_command_gets_the_facts_in_its_environment_never_in_argv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "env.json"
+    monkeypatch.setenv("OUT", str(out))
+    monkeypatch.chdir(tmp_path)
+    argv = [sys.executable, "-c", "import os, json; json.dump({k: v for k, v in os.environ.items() if k.startswith('TACX_')},"
+            " open(os.environ['OUT'], 'w'))"]
+    said: list[str] = []
+    notices = [Notice("failed", "task.failed", 41, title=HOSTILE, workflow="fix", status="failed", error="exit code 1\nat line 3",
+                      cost_usd=0.5, url="https://github.com/o/r/issues/41"),
+               Notice("succeeded", "task.succeeded", 42, title="ok", workflow="fix", status="succeeded", cost_usd=0.25)]
+    assert await CommandChannel(argv, 10, said.append).deliver(message(notices, {"failed": 1, "succeeded": 1}))
+    env = json.loads(out.read_text())
+    events = json.loads(env.pop("TACX_EVENTS_JSON"))
+    assert env == {
+        "TACX_EVENT": "burst", "TACX_COUNT": "2", "TACX_TASK_ID": "41", "TACX_TASK_STATUS": "failed",
+        "TACX_TASK_TITLE": "]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now", "TACX_WORKFLOW": "fix",
+        "TACX_ERROR": "exit code 1 at line 3", "TACX_URL": "https://github.com/o/r/issues/41", "TACX_COST_USD": "0.500000",
+        "TACX_MESSAGE": "2 tasks ended: 1 failed, 1 succeeded — #41 ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now"
+                        " (failed: exit code 1), #42 ok (succeeded)",
+    }
+    assert [(e["task_id"], e["title"]) for e in events] == [(41, HOSTILE), (42, "ok")]
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists() and said == []
+    # A failing command is said in one line with its stderr.
+    assert not await CommandChannel([sys.executable, "-c", "import sys; sys.exit('no display')"], 10, said.append).deliver(
+        message(notices[1:], {"succeeded": 1}))
+    assert said == [f"notify: command {sys.executable} exited 1: no display"]
+
+
+async def test_a_command_that_overruns_is_killed_with_what_it_started(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    said: list[str] = []
+    channel = CommandChannel(["sh", "-c", 'sleep 60 & echo $! > "$1"; wait', "sh", str(pid_file)], 0.5, said.append)
+    one = message([Notice("succeeded", "task.succeeded", 1, title="t")], {"succeeded": 1})
+    assert not await asyncio.wait_for(channel.deliver(one), 20)
+    assert said == ["notify: command sh was killed after 0.5s"]
+    child = int(pid_file.read_text())
+    async with asyncio.timeout(10):
+        while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+            await asyncio.sleep(0.02)
+
+
+# -- the terminal ----------------------------------------------------------------------------------
+
+
+async def test_the_terminal_gets_a_bell_and_osc_9_and_777_without_a_hostile_titles_escapes() -> None:
+    written: list[str] = []
+    bells: list[int] = []
+    toasts: list[str] = []
+    channel = TerminalChannel(written.append, lambda: bells.append(1), toasts.append)
+    msg = message([Notice("failed", "task.failed", 7, title=HOSTILE, status="failed", error="boom\x07")], {"failed": 1})
+    assert await channel.deliver(msg)
+    text = f"task 7 failed: {CLEAN} — boom"
+    assert written == [f"\x1b]9;tacx: {text}\x07\x1b]777;notify;tacx;{text}\x07"] and bells == [1]
+    assert toasts == ["task 7 failed: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now — boom"]
+    # Exactly two ESCs and two BELs: the sequences' own; none from the title.
+    assert written[0].count("\x1b") == 2 and written[0].count("\x07") == 2 and "\x9b" not in written[0]
+    assert sequences("a\nb\x1b[2Jc") == "\x1b]9;tacx: a b [2Jc\x07\x1b]777;notify;tacx;a b [2Jc\x07"
+
+
+# -- waiting for input, on real agent streams --------------------------------------------------------
+
+
+def output_event(kind: str, lines: list[dict[str, Any]]) -> EngineEvent:
+    """What attempt.py publishes for a batch of a parser's events."""
+    parser = make_parser(kind)
+    batch = Batch()
+    for line in lines:
+        batch.add(parser.feed(json.dumps(line).encode()))
+    return EngineEvent("agent.output", 1, "build", {"attempt": 1, "events": [(e.kind, e.data) for e in batch.shown]})
+
+
+def test_waiting_is_seen_in_claude_codex_and_gemini_streams() -> None:
+    denied = output_event("claude-stream-json", [
+        {"type": "system", "subtype": "init", "session_id": "s1", "model": "claude-sonnet-4-5"},
+        {"type": "result", "subtype": "success", "is_error": False, "result": "I could not write the file.",
+         "session_id": "s1", "num_turns": 2, "usage": {"input_tokens": 1, "output_tokens": 2},
+         "permission_denials": [{"tool_name": "Write", "tool_use_id": "t", "tool_input": {"file_path": "src/app.py"}}]},
+    ])
+    assert waiting_reason(denied.data["events"]) == (
+        "the agent was refused 1 tool call(s): Write (src/app.py) (allow them with the stage's permission_mode,"
+        " or extra_args such as --allowedTools)")
+    codex = output_event("codex-json", [
+        {"type": "thread.started", "thread_id": "th"},
+        {"type": "item.completed", "item": {"id": "i1", "type": "agent_message",
+                                            "text": "Two ways fit.\nShould I keep the old API or break it?"}},
+        {"type": "turn.completed", "usage": {"input_tokens": 10, "cached_input_tokens": 0, "output_tokens": 3}},
+    ])
+    assert waiting_reason(codex.data["events"]) == "the agent ended with a question: Should I keep the old API or break it?"
+    gemini_done = output_event("gemini-stream-json", [
+        {"type": "init", "session_id": "g", "model": "gemini-2.5-pro"},
+        {"type": "message", "role": "assistant", "content": "All 3 tests pass."},
+        {"type": "result", "status": "success", "stats": {"total_tokens": 3, "input_tokens": 2, "output_tokens": 1}},
+    ])
+    assert waiting_reason(gemini_done.data["events"]) is None
+
+
+# -- tacx.yaml -----------------------------------------------------------------------------------------
+
+BAD = """\
+max_workers: 2
+notify:
+  - on: [succeeded, faild]
+    webhook: https://hooks.example/tacx
+  - on: [budget]
+    webhook: ftp://hooks.example/tacx
+  - on: all
+    command: notify-send tacx
+  - on: [waiting]
+    terminal: true
+    command: [notify-send, tacx]
+"""
+
+
+def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: Project) -> None:
+    (project.root / "tacx.yaml").write_text(BAD)
+    path = project.root / "tacx.yaml"
+    result = project.tacx("--no-ui", "--exit-when-idle", check=2)
+    assert result.stderr.splitlines() == [
+        f"tacx: {path}:3:5: notify[0].on: unknown event 'faild' (did you mean 'failed'?); known: succeeded, failed,"
+        " cancelled, timed_out, budget, waiting, source_error, all",
+        f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got 'ftp://hooks.example/tacx'",
+        f"{path}:8:14: notify[2].command: command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"
+        " (the facts come in TACX_* environment variables)",
+        f"{path}:9:5: notify[3]: a rule has exactly one channel, webhook: URL, command: [argv] or terminal: true;"
+        " this one has command and terminal",
+    ]
+    assert not (project.home / "tacx.db").exists()  # nothing written
+
+
+def test_a_good_notify_section_reads_with_yamls_bare_on(tmp_path: Path) -> None:
+    (tmp_path / "tacx.yaml").write_text("notify:\n  - on: [succeeded, budget]\n    command: [notify-send, tacx]\n"
+                                        "    workflows: [fix]\n    burst: 10s\n  - {on: all, terminal: true}\n")
+    first, every = load_settings(tmp_path).notify
+    assert first.on == ["succeeded", "budget"] and first.command == ["notify-send", "tacx"] and first.burst == 10.0
+    assert first.kinds == ["task.budget_exceeded", "task.succeeded"] and first.delivery_timeout == 10.0
+    assert every.channel == "terminal" and len(every.kinds) == 8
+    (tmp_path / "tacx.yaml").write_text("notify:\n  - on: [failed]\n    webhook: https://h.example/x\n    burst: 2h\n")
+    with pytest.raises(SettingsError, match=r"tacx.yaml:4:12: notify\[0\].burst: a burst window is at most 3600s"):
+        load_settings(tmp_path)
