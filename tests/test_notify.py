@@ -414,3 +414,24 @@ def test_a_good_notify_section_reads_with_yamls_bare_on(tmp_path: Path) -> None:
     (tmp_path / "tacx.yaml").write_text("notify:\n  - on: [failed]\n    webhook: https://h.example/x\n    burst: 2h\n")
     with pytest.raises(SettingsError, match=r"tacx.yaml:4:12: notify\[0\].burst: a burst window is at most 3600s"):
         load_settings(tmp_path)
+
+
+async def test_the_dashboard_shows_a_terminal_rules_message_as_a_toast(project: Project) -> None:
+    from tacx.ui.app import make_app
+
+    home = Home(project.home)
+    queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [HOSTILE])
+    settings = Settings(notify=[rule(on=["succeeded"], terminal=True, burst=0)])
+    app = make_app(home, settings, refresh_seconds=0.2)
+    async with app.run_test(size=(160, 40)) as pilot:
+        async with asyncio.timeout(20):
+            while not any(n.title == "tacx notify" for n in app._notifications):
+                await asyncio.sleep(0.05)
+        (toast,) = [n for n in app._notifications if n.title == "tacx notify"]
+        assert toast.message.startswith("task 1 succeeded: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now (quick, $0.00, ")
+        assert "\x1b" not in toast.message and "\x07" not in toast.message
+        await pilot.press("q")
+        async with asyncio.timeout(20):
+            while app.is_running:
+                await asyncio.sleep(0.05)
+    assert app.notifier is not None and app.notifier.senders[0].delivered == 1
