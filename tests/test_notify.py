@@ -5,6 +5,7 @@ mistakes located, and a hanging channel that never holds the engine up."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import tacx
 import pytest
 from aiohttp import web
 
@@ -24,7 +26,7 @@ from tacx.server.notify.command import CommandChannel
 from tacx.server.notify.message import Notice, message, sentence
 from tacx.server.notify.notifier import start_notifications
 from tacx.server.notify.rules import NotifyRule
-from tacx.server.notify.terminal import TerminalChannel, sequences
+from tacx.server.notify.terminal import TerminalChannel, sequences, stderr_terminal
 from tacx.server.notify.waiting import waiting_reason
 from tacx.server.notify.webhook import WebhookChannel
 from tacx.settings import Settings, SettingsError, load_settings
@@ -334,6 +336,20 @@ async def test_the_terminal_gets_a_bell_and_osc_9_and_777_without_a_hostile_titl
     assert sequences("a\nb\x1b[2Jc") == "\x1b]9;tacx: a b [2Jc\x07\x1b]777;notify;tacx;a b [2Jc\x07"
 
 
+async def test_headless_the_terminal_channel_writes_to_stderr_only_when_it_is_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert stderr_terminal() is None  # a file or a pipe would only collect escape sequences
+    monkeypatch.setattr(sys, "stderr", Tty())
+    channel = stderr_terminal()
+    assert channel is not None
+    assert await channel.deliver(message([Notice("succeeded", "task.succeeded", 2, title="ok")], {"succeeded": 1}))
+    assert sys.stderr.getvalue() == "\a\x1b]9;tacx: task 2 succeeded: ok\x07\x1b]777;notify;tacx;task 2 succeeded: ok\x07"
+
+
 # -- waiting for input, on real agent streams --------------------------------------------------------
 
 
@@ -435,3 +451,31 @@ async def test_the_dashboard_shows_a_terminal_rules_message_as_a_toast(project: 
             while app.is_running:
                 await asyncio.sleep(0.05)
     assert app.notifier is not None and app.notifier.senders[0].delivered == 1
+
+
+async def test_notify_test_sends_through_each_channel_and_says_what_happened(project: Project) -> None:
+    out = project.root / "command.out"
+    async with Hook([200, 400]) as hook:
+        (project.root / "tacx.yaml").write_text(textwrap.dedent(f"""\
+            notify:
+              - {{on: [failed], webhook: "{hook.url}/ok"}}
+              - {{on: [failed], webhook: "{hook.url}/refused"}}
+              - on: [failed]
+                command: [sh, -c, 'printf "%s|%s|%s" "$TACX_EVENT" "$TACX_COUNT" "$TACX_MESSAGE" > "$1"', sh, {out}]
+              - {{on: all, terminal: true}}
+        """))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tacx", "notify", "test", cwd=project.root, env=project.env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    said = f"tacx test notification from {project.home}: notify works"
+    assert proc.returncode == 1, stderr.decode()
+    assert stdout.decode().splitlines() == [
+        f"notify[0] webhook {hook.url}/…: delivered",
+        f"notify[1] webhook {hook.url}/…: failed: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: {said})",
+        "notify[2] command sh: delivered",
+        "notify[3] terminal: skipped (stderr is not a terminal)",
+    ]
+    assert hook.bodies["/ok"][0] == {"event": "test", "text": said, "count": 1, "events": [],
+                                      "tacx": {"home": str(project.home), "version": tacx.__version__}}
+    assert out.read_text() == f"test|1|{said}"
