@@ -34,7 +34,7 @@ class _TopParser(argparse.ArgumentParser):
         for group, names in COMMAND_GROUPS.items():
             lines.append(f"{group}:")
             lines += [f"  {name:<{width}}{commands[name]}" for name in names]
-        return "\n".join([*lines, "", _TOP_OPTIONS, ""])
+        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (no blank line: 32 rows)
 
     def _subcommands(self) -> dict[str, str]:
         for action in self._actions:
