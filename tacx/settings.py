@@ -10,7 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tacx.agents.custom import check_custom_argv
 from tacx.agents.registry import PARSER_KINDS
-from tacx.server.notify.rules import NotifyRule
+from tacx.server.notify.rules import NotifyRule, place_on_keys
 from tacx.sources.config import GitHubSourceSettings
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow.model import Budget, parse_duration
@@ -163,6 +163,7 @@ def _located(text: str, path: Path, exc: ValidationError) -> str:
     doc = Document(text, str(path))
     doc.load()
     doc.issues.clear()  # the text parsed above: only the validation's findings are wanted
+    place_on_keys(doc)
     doc.keys_allowed = _settings_keys
     doc.add_validation_errors(exc)
     return "\n".join(str(issue) for issue in doc.issues) or str(exc)

@@ -409,7 +409,7 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
     path = project.root / "tacx.yaml"
     result = project.tacx("--no-ui", "--exit-when-idle", check=2)
     assert result.stderr.splitlines() == [
-        f"tacx: {path}:3:5: notify[0].on: unknown event 'faild' (did you mean 'failed'?); known: succeeded, failed,"
+        f"tacx: {path}:3:21: notify[0].on[1]: unknown event 'faild' (did you mean 'failed'?); known: succeeded, failed,"
         " cancelled, timed_out, budget, waiting, source_error, all",
         f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got 'ftp://hooks.example/tacx'",
         f"{path}:8:14: notify[2].command: command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"

@@ -8,10 +8,10 @@ import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from tacx.durations import parse_duration
-from tacx.workflow.document import suggest
+from tacx.workflow.document import Document, suggest
 
 # The names a rule's `on` may hold, and the engine events each one hears.
 TASK_ENDS = ("succeeded", "failed", "cancelled", "timed_out")
@@ -39,12 +39,21 @@ def _duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(_duration)]
 
 
+def _event_name(name: str) -> str:
+    if name not in EVENT_NAMES:
+        raise ValueError(f"unknown event '{name}'{suggest(name, EVENT_NAMES)}; known: {', '.join(EVENT_NAMES)}")
+    return name
+
+
+EventName = Annotated[str, AfterValidator(_event_name)]  # checked one by one: an error names its item
+
+
 class NotifyRule(BaseModel):
     """Events of ``on`` (optionally only of ``workflows``) reach one channel; those within
     ``burst`` of the first are summarised in one message."""
 
     model_config = ConfigDict(extra="forbid")
-    on: list[str] = Field(description=f"the events: {', '.join(EVENT_NAMES)}")
+    on: list[EventName] = Field(description=f"the events: {', '.join(EVENT_NAMES)}")
     webhook: str | None = Field(default=None, description="an http(s) URL: a JSON POST of each message")
     headers: dict[str, str] = Field(default_factory=dict, description="the webhook's extra HTTP headers")
     command: list[str] | None = Field(default=None, description="argv run with the facts in TACX_* variables")
@@ -68,12 +77,9 @@ class NotifyRule(BaseModel):
 
     @field_validator("on")
     @classmethod
-    def _known_events(cls, names: list[str]) -> list[str]:
+    def _some_events(cls, names: list[str]) -> list[str]:
         if not names:
             raise ValueError(f"name at least one event: {', '.join(EVENT_NAMES)}")
-        for name in names:
-            if name not in EVENT_NAMES:
-                raise ValueError(f"unknown event '{name}'{suggest(name, EVENT_NAMES)}; known: {', '.join(EVENT_NAMES)}")
         return names
 
     @field_validator("webhook")
@@ -169,3 +175,20 @@ class NotifyRule(BaseModel):
         if self.command is not None:
             return f"command {self.command[0]}"
         return "terminal"
+
+
+def place_on_keys(doc: Document) -> None:
+    """YAML 1.1 reads a bare `on:` key as true, so the document does not know where a rule's
+    `on` sits; tell it, so that `notify[0].on[1]` is located at that item."""
+    import yaml
+
+    for where, node in list(doc.values.items()):
+        if len(where) != 2 or where[0] != "notify" or not isinstance(node, yaml.MappingNode):
+            continue
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value in ("on", "On", "ON") and key.tag.endswith(":bool"):
+                path = (*where, "on")
+                doc.keys[path], doc.values[path] = key, value
+                if isinstance(value, yaml.SequenceNode):
+                    for i, item in enumerate(value.value):
+                        doc.values[path + (i,)] = item
