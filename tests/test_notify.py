@@ -479,3 +479,31 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
     assert hook.bodies["/ok"][0] == {"event": "test", "text": said, "count": 1, "events": [],
                                       "tacx": {"home": str(project.home), "version": tacx.__version__}}
     assert out.read_text() == f"test|1|{said}"
+
+
+async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is_said(tmp_path: Path) -> None:
+    home = Home(tmp_path / ".tacx")
+    quick = queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["q1", "q2"])
+    other = queue(home, "name: other\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["o1"])
+    bus = EventBus()
+    said: list[str] = []
+    async with Hook([200, 400]) as hook:
+        rules = [rule(on=["succeeded", "source_error"], workflows=["quick"], webhook=hook.url + "/quick", burst="200ms"),
+                 rule(on=["budget"], webhook=hook.url + "/budget", burst=0)]
+        notifier = start_notifications(home, rules, bus, None, terminal=None, say=said.append)
+        assert notifier is not None
+        for task_id in (quick[0], other[0], quick[1]):
+            bus.publish(ended("succeeded", task_id, ""))
+        bus.publish(EngineEvent("source.failed", data={"source": "github:o/r", "error": "gh: not logged in", "failures": 1}))
+        (body,) = await hook.received("/quick")
+        bus.publish(EngineEvent("task.budget_exceeded", other[0], data={"error": "budget exceeded", "cost_usd": 2.5}))
+        async with asyncio.timeout(20):
+            while not said:
+                await asyncio.sleep(0.02)
+        await bus.drain(5)
+        await notifier.close()
+    assert [(e["task_id"], e["title"], e["workflow"]) for e in body["events"]] == [(1, "q1", "quick"), (2, "q2", "quick"), (None, None, None)]
+    assert body["text"] == ("3 notifications: 2 succeeded, 1 source error — github:o/r (gh: not logged in), #1 q1 (succeeded),"
+                            " #2 q2 (succeeded)")
+    assert said == [f"notify: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: task 3 stopped by its budget:"
+                    " o1 (other, $2.50) — budget exceeded)"]
