@@ -299,6 +299,11 @@ async def test_a_command_gets_the_facts_in_its_environment_never_in_argv(tmp_pat
     }
     assert [(e["task_id"], e["title"]) for e in events] == [(41, HOSTILE), (42, "ok")]
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists() and said == []
+    # A fact the message lacks is absent, not inherited from tacx's own environment.
+    monkeypatch.setenv("TACX_URL", "https://stale.example")
+    assert await CommandChannel(argv, 10, said.append).deliver(message(notices[1:], {"succeeded": 1}))
+    second = json.loads(out.read_text())
+    assert "TACX_URL" not in second and "TACX_ERROR" not in second and second["TACX_TASK_ID"] == "42"
     # A failing command is said in one line with its stderr.
     assert not await CommandChannel([sys.executable, "-c", "import sys; sys.exit('no display')"], 10, said.append).deliver(
         message(notices[1:], {"succeeded": 1}))

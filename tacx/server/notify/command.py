@@ -40,6 +40,16 @@ def facts_env(msg: Message) -> dict[str, str]:
     return env
 
 
+FACT_NAMES = ("TACX_EVENT", "TACX_MESSAGE", "TACX_COUNT", "TACX_TASK_ID", "TACX_TASK_STATUS", "TACX_TASK_TITLE",
+              "TACX_WORKFLOW", "TACX_COST_USD", "TACX_ERROR", "TACX_URL", "TACX_EVENTS_JSON")
+
+
+def _environment(msg: Message) -> dict[str, str]:
+    """tacx's environment with this message's facts; a fact the message lacks is absent,
+    never one inherited from whoever started tacx."""
+    return {**{k: v for k, v in os.environ.items() if k not in FACT_NAMES}, **facts_env(msg)}
+
+
 class CommandChannel:
     def __init__(self, argv: list[str], timeout: float, report: Callable[[str], None]) -> None:
         self.argv = argv
@@ -50,7 +60,7 @@ class CommandChannel:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, env={**os.environ, **facts_env(msg)}, start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, env=_environment(msg), start_new_session=True,
             )
         except OSError as exc:
             self.report(f"notify: command {self.argv[0]} could not start: {exc.strerror or exc}")
