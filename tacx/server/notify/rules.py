@@ -5,13 +5,15 @@ before anything runs."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from tacx.durations import parse_duration
-from tacx.workflow.document import Document, suggest
+
+if TYPE_CHECKING:
+    from tacx.workflow.document import Document
 
 # The names a rule's `on` may hold, and the engine events each one hears.
 TASK_ENDS = ("succeeded", "failed", "cancelled", "timed_out")
@@ -41,6 +43,8 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 
 def _event_name(name: str) -> str:
     if name not in EVENT_NAMES:
+        from tacx.workflow.document import suggest  # the YAML reader: loaded when a mistake is said
+
         raise ValueError(f"unknown event '{name}'{suggest(name, EVENT_NAMES)}; known: {', '.join(EVENT_NAMES)}")
     return name
 
