@@ -14,7 +14,7 @@ SHELLS = ("bash", "zsh", "fish")
 # The groups of `tacx --help`, in order; every command is in exactly one (a test checks).
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "Tasks": ("run", "submit", "ls", "show", "logs", "cancel", "retry", "priority", "rm", "prune", "clean"),
-    "Coordinator": ("pause", "resume", "demo", "sources"),
+    "Coordinator": ("pause", "resume", "demo", "sources", "notify"),
     "Project": ("init", "workflows", "validate", "schema", "providers", "doctor", "completion", "help"),
 }
 
@@ -34,7 +34,7 @@ class _TopParser(argparse.ArgumentParser):
         for group, names in COMMAND_GROUPS.items():
             lines.append(f"{group}:")
             lines += [f"  {name:<{width}}{commands[name]}" for name in names]
-        return "\n".join([*lines, "", _TOP_OPTIONS, ""])
+        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (no blank line: 32 rows)
 
     def _subcommands(self) -> dict[str, str]:
         for action in self._actions:
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sources = command("sources", "GitHub repositories whose labelled issues become tasks")
     sources.add_argument("--json", action="store_true", help="a JSON list")
+
+    notify = command("notify", "send a test message through each channel of tacx.yaml's notify:")
+    notify.add_argument("action", choices=["test"], help="test: send one and say what each channel did")
 
     demo = command("demo", "queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
