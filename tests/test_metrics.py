@@ -234,7 +234,7 @@ async def test_a_daughter_readopted_after_a_restart_is_counted_with_its_provider
 
 async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """60,000 events of 5,000 tasks through the real bus: every task's entries go at its
-    end, a label takes at most MAX_LABEL_VALUES values, and tasks whose end is never
+    end, a label takes at most its bound of values, and tasks whose end is never
     heard are forgotten past MAX_TASKS."""
     home = Home(tmp_path / ".tacx")
     store = await Store(home.db_path).open()
@@ -244,7 +244,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
         metrics.attach()
         publish = coordinator.publish
         for task in range(1, 5001):
-            workflow = f"wf{task % 150}"  # 150 names: 100 kept, the rest "other"
+            workflow = f"wf{task % 150}"  # 150 names: 50 kept, the rest "other"
             publish("task.started", task, title=f"{TITLE}{task}", workflow=workflow)
             publish("stage.started", task, "s", attempt=1, provider="mock")
             publish("agent.output", task, "s", attempt=1, events=[("session", {"session_id": "x", "model": "m1"})])
@@ -254,6 +254,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
             publish("stage.failed", task, "s", attempt=1, duration=2.0)
             publish("stage.retrying", task, "s", delay=0.1)
             publish("stage.started", task, "s", attempt=2, provider="mock")
+            publish("agent.output", task, "s", attempt=2, events=[("session", {"session_id": "y", "model": "m1"})])
             publish("stage.usage", task, "s", attempt=2, tokens={"input": 35, "output": 4}, cost_usd=1.0)
             publish("stage.succeeded", task, "s", attempt=2, duration=1.0)
             publish("task.succeeded", task, title=f"{TITLE}{task}")
@@ -264,13 +265,13 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
         assert series(got, "tacx_tokens_total") == {L(provider="mock", model="m1", kind="input"): 5000 * 35,
                                                     L(provider="mock", model="m1", kind="output"): 5000 * 4}
         assert value(got, "tacx_cost_usd_total", provider="mock", model="m1") == 5000 * 1.0
-        # Tasks 1-100 name wf1-wf100 first: those are kept. wf0 (tasks 150, ..., 4950) and
-        # wf101-wf149 (tasks r, r+150, ..., up to 5000) are "other": 50 names of 33 tasks each.
-        # wf1 is tasks 1, 151, ..., 4951: 34; wf51 is 51, ..., 4851: 33.
+        # Tasks 1-50 name wf1-wf50 first: those are kept (wf1 is tasks 1, 151, ..., 4951: 34;
+        # so is wf50: 50, ..., 4850). wf0 (150, ..., 4950) and wf51-wf149 (r, r+150, ..., up
+        # to 5000) are "other": 100 names of 33 tasks each.
         ended = series(got, "tacx_tasks_ended_total")
-        assert len(ended) == 101 and ended[L(workflow="other", state="succeeded")] == 1650
-        assert ended[L(workflow="wf1", state="succeeded")] == 34 and ended[L(workflow="wf51", state="succeeded")] == 33
-        assert L(workflow="wf0", state="succeeded") not in ended
+        assert len(ended) == 51 and ended[L(workflow="other", state="succeeded")] == 3300
+        assert ended[L(workflow="wf1", state="succeeded")] == 34 and ended[L(workflow="wf50", state="succeeded")] == 34
+        assert L(workflow="wf0", state="succeeded") not in ended and L(workflow="wf51", state="succeeded") not in ended
         assert value(got, "tacx_stage_duration_seconds_count", workflow="wf1", provider="mock") == 68
         labels = {v for (_, ls) in got for _, v in ls}
         assert not [v for v in labels if TITLE in v or v.isdigit()]
@@ -296,4 +297,72 @@ async def test_a_scrape_survives_a_store_it_cannot_read(tmp_path: Path) -> None:
         got = parse(await metrics.exposition())
         assert series(got, "tacx_tasks") == {} and value(got, "tacx_workers_max") == 4
     finally:
+        await store.close()
+
+
+class Flaky:
+    """A source whose far side fails once, then answers with nothing to do."""
+
+    name, interval = "tracker", 60.0
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    async def poll(self) -> list[object]:
+        self.polls += 1
+        if self.polls == 1:
+            raise ConnectionError("tracker.example: connection refused")
+        return []
+
+    async def task_ended(self, end: object) -> None:
+        return None
+
+
+async def test_source_polls_and_errors_are_counted_and_health_says_each_state(tmp_path: Path) -> None:
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    try:
+        source = Flaky()
+        coordinator = Coordinator(home, store, sources=[source])
+        metrics = EngineMetrics(coordinator)
+        metrics.attach()
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["name"] == "tracker" and entry["state"] == "waiting"
+        await coordinator.sources.poll_once(source)
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["state"] == "failing" and entry["failures"] == 1
+        assert entry["last_error"] == "tracker.example: connection refused"
+        await coordinator.sources.poll_once(source)
+        (entry,) = (await health_report(coordinator, store))[1]["sources"]
+        assert entry["state"] == "ok" and isinstance(entry["last_poll"], float)
+        got = parse(await metrics.exposition())
+        assert series(got, "tacx_source_polls_total") == {L(source="tracker"): 1}
+        assert series(got, "tacx_source_errors_total") == {L(source="tracker"): 1}
+    finally:
+        await store.close()
+
+
+async def test_a_writer_that_cannot_commit_is_not_writable(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Another connection holds the write lock: the heartbeat does not commit in time."""
+    from tacx.server import health
+
+    monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 0.0)
+    monkeypatch.setattr(health, "HEARTBEAT_TIMEOUT", 0.3)
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    holder = connect(home.db_path)
+    try:
+        coordinator = Coordinator(home, store)
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+        holder.execute("BEGIN IMMEDIATE")
+        status, body = await health_report(coordinator, store)
+        assert status == 503 and body["store"]["writable"] is False
+        assert "did not commit within 0.3s" in body["store"]["error"]
+        holder.execute("COMMIT")
+        await store.flush()  # the heartbeat left waiting commits now
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+    finally:
+        if holder.in_transaction:
+            holder.execute("ROLLBACK")
+        holder.close()
         await store.close()

@@ -121,6 +121,7 @@ _COMMANDS = {
     "doctor": "project:cmd_doctor",
     "providers": "project:cmd_providers",
     "sources": "sources:cmd_sources",
+    "notify": "notify:cmd_notify",
     "demo": "running:cmd_demo",
     "clean": "project:cmd_clean",
     "run": "running:cmd_run",

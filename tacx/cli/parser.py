@@ -14,14 +14,13 @@ SHELLS = ("bash", "zsh", "fish")
 # The groups of `tacx --help`, in order; every command is in exactly one (a test checks).
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "Tasks": ("run", "submit", "ls", "show", "logs", "cancel", "retry", "priority", "rm", "prune", "clean"),
-    "Coordinator": ("pause", "resume", "demo", "sources", "token"),
+    "Coordinator": ("pause", "resume", "demo", "sources", "notify", "token"),
     "Project": ("init", "workflows", "validate", "schema", "providers", "doctor", "completion", "help"),
 }
 
 _TOP_OPTIONS = """\
-Options: --home DIR  the tacx home (default: the nearest .tacx/, or $TACX_HOME)
-  --no-ui [--exit-when-idle] [--max-workers N] [--json]  the engine, headless
-  --listen HOST:PORT  the HTTP API (tacx token)  -v log  -V version  -h help"""
+Options: --home DIR  the tacx home (nearest .tacx/, $TACX_HOME)  -v log  -V  -h
+  --no-ui [--exit-when-idle] [--max-workers N] [--json] [--listen HOST:PORT]"""
 
 
 class _TopParser(argparse.ArgumentParser):
@@ -129,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sources = command("sources", "GitHub repositories whose labelled issues become tasks")
     sources.add_argument("--json", action="store_true", help="a JSON list")
+
+    notify = command("notify", "send a test message through each channel of tacx.yaml's notify:")
+    notify.add_argument("action", choices=["test"], help="test: send one and say what each channel did")
 
     demo = command("demo", "queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")

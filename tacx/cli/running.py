@@ -29,6 +29,7 @@ from tacx.submission import Prepared, load_named_workflow, prepare_inputs, prepa
 
 if TYPE_CHECKING:
     from tacx.server.address import Listener
+    from tacx.server.notify.notifier import Notifier
 
 
 # -- submitting --------------------------------------------------------------------------------
@@ -133,6 +134,7 @@ async def _run_coordinator(
         await store.close()
         raise
     store.on_failure = lambda error: coordinator.stop("stop")  # exits 2 with the sentence, below
+    notifier = _notifications(home, settings, coordinator)
     interrupted = asyncio.Event()
 
     def on_signal() -> None:
@@ -156,6 +158,8 @@ async def _run_coordinator(
             listener.close()
         if progress:
             progress.cancel()
+        if notifier is not None:
+            await notifier.close()
         reporter.close()
         await store.close()
     if interrupted.is_set():
@@ -171,6 +175,18 @@ async def _run_coordinator(
         conn.close()
         return EXIT_OK if status == "succeeded" else EXIT_FAILED
     return EXIT_FAILED if reporter.failures else EXIT_OK
+
+
+def _notifications(home: Home, settings: Settings, coordinator: Coordinator) -> Notifier | None:
+    """tacx.yaml's `notify:` rules on the coordinator's bus (nothing is loaded without them);
+    a channel that gives up says so on stderr."""
+    if not settings.notify:
+        return None
+    from tacx.server.notify.notifier import start_notifications
+    from tacx.server.notify.terminal import stderr_terminal
+
+    return start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done,
+                               terminal=stderr_terminal(), say=lambda line: print(f"tacx: {line}", file=sys.stderr))
 
 
 async def _summarise(store: Store, reporter: ConsoleReporter, wall_seconds: float) -> None:

@@ -36,7 +36,7 @@ HEARTBEAT_SECONDS = 10.0  # at most one heartbeat write this often
 HEARTBEAT_TIMEOUT = 2.0  # a heartbeat not committed by then: the store is not writable
 HEARTBEAT_KEY = "health:heartbeat"
 MIN_FREE_BYTES = 16 * 1024 * 1024  # under this free on the home's disk the next writes may fail
-ERROR_CHARS = 300  # how much of an error the body carries
+ERROR_CHARS = 300  # how much of an error (or any text) the body carries
 
 
 def coordinator_running(coordinator: Coordinator) -> bool:
@@ -70,12 +70,19 @@ def _beat(conn: sqlite3.Connection) -> None:
 
 async def _write_heartbeat(store: Store) -> str | None:
     try:
-        await asyncio.wait_for(asyncio.shield(store.write(_beat)), HEARTBEAT_TIMEOUT)
+        written = store.write(_beat)
+        written.add_done_callback(_heard)  # when it ends after the deadline, its outcome is not left unread
+        await asyncio.wait_for(asyncio.shield(written), HEARTBEAT_TIMEOUT)
     except TimeoutError:
         return f"the store's writer did not commit within {HEARTBEAT_TIMEOUT:g}s (a lock held too long, a stuck disk)"
     except (StoreError, sqlite3.Error, OSError) as exc:
         return str(exc) or type(exc).__name__
     return None
+
+
+def _heard(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 async def _heartbeat(store: Store) -> str | None:
@@ -128,10 +135,8 @@ def sources_report(coordinator: Coordinator) -> list[dict[str, Any]]:
     now = time.time()
     found = []
     for status in coordinator.sources.snapshot():
-        entry = {key: value for key, value in status.items() if isinstance(value, (str, int, float, bool, type(None)))}
-        error = entry.get("last_error")
-        if isinstance(error, str):
-            entry["last_error"] = error[:ERROR_CHARS]
+        entry = {key: value[:ERROR_CHARS] if isinstance(value, str) else value for key, value in status.items()
+                 if isinstance(value, (str, int, float, bool, type(None)))}
         entry["state"] = source_state(status, now)
         found.append(entry)
     return found

@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"  # a label value nobody could tell
 OTHER = "other"  # a label value past the bound
-MAX_LABEL_VALUES = 100  # distinct values one label takes; later ones count as "other"
+# Distinct values a label takes; later ones count as "other". Worst case, the histogram has
+# 50 workflows x 20 providers x 19 lines: bounded, whatever agents and workflows are named.
+MAX_WORKFLOWS, MAX_PROVIDERS, MAX_MODELS, MAX_SOURCES = 50, 20, 30, 20
 MAX_LABEL_CHARS = 100
 MAX_TASKS = 20_000  # tasks remembered at once: past this (ends never heard), the oldest go
 STAGE_OUTCOMES = ("succeeded", "failed", "timed_out", "cancelled", "interrupted")
@@ -51,10 +53,10 @@ def _figures(usage: Usage) -> Totals:
 
 
 class Bounded:
-    """One label's values: the first MAX_LABEL_VALUES distinct ones as they are (cut to
+    """One label's values: the first `limit` distinct ones as they are (cut to
     MAX_LABEL_CHARS), then "other": a misbehaving agent or workflow cannot grow the series."""
 
-    def __init__(self, limit: int = MAX_LABEL_VALUES) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
         self._seen: set[str] = set()
 
@@ -123,7 +125,8 @@ class Tally:
         self.lookup_workflow = lookup_workflow
         self.tasks: dict[int, TaskSeen] = {}
         self.lookups: set[asyncio.Task[None]] = set()
-        self.workflows, self.providers, self.models, self.sources = Bounded(), Bounded(), Bounded(), Bounded()
+        self.workflows, self.providers = Bounded(MAX_WORKFLOWS), Bounded(MAX_PROVIDERS)
+        self.models, self.sources = Bounded(MAX_MODELS), Bounded(MAX_SOURCES)
         self._handlers: dict[str, Callable[[EngineEvent], None]] = {
             "task.started": self._task_started,
             "stage.started": self._stage_started,
@@ -215,8 +218,11 @@ class Tally:
             seen.stages.setdefault(stage, StageSeen()).provider = provider
 
     def _stage_started(self, event: EngineEvent) -> None:
+        """A new attempt may run elsewhere (a failover to the next candidate): its provider
+        is this one, its model the one its agent names."""
         seen = self._stage(event)
         seen.provider = event.data.get("provider") or seen.provider
+        seen.model = None
 
     def _agent_output(self, event: EngineEvent) -> None:
         seen = self._stage(event)

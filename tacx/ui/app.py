@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -37,6 +37,7 @@ from tacx.ui.data import STATUSES, DashboardData, Snapshot, StageRow, TaskDetail
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
 from tacx.ui.notices import FINISHED_KINDS, FinishedNotices
+from tacx.ui.notifying import dashboard_notifier
 from tacx.ui.palette import WorkflowCommands
 from tacx.ui.panels import (
     DaughtersPanel, FittingFooter, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border,
@@ -46,6 +47,9 @@ from tacx.ui.providers import ProvidersScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 from tacx.ui.selection import StageSelection
 from tacx.ui.tuning import ProcessTuning
+
+if TYPE_CHECKING:
+    from tacx.server.notify.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,7 @@ class TacxApp(App[int]):
         self.bus = EventBus()
         self.store: Store | None = None
         self.coordinator: Coordinator | None = None
+        self.notifier: Notifier | None = None
         self.engine_task: asyncio.Task[None] | None = None
         self.workflow_choices: list[WorkflowChoice] = []
         self.snapshot: Snapshot | None = None
@@ -155,6 +160,7 @@ class TacxApp(App[int]):
                                            providers=self.providers, max_workers=self.max_workers)
             self.store.on_failure = self._store_refused
             self.task_control.coordinator = self.coordinator
+            self.notifier = dashboard_notifier(self, self.home, self.settings, self.coordinator)
             self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
             if self.listener is not None:
                 from tacx.server.app import ApiServer, listening_line
@@ -174,6 +180,8 @@ class TacxApp(App[int]):
         except Exception as exc:  # the engine failed: say so, keep the dashboard readable
             log.exception("the coordinator failed")
             self.notify(f"the coordinator stopped: {exc!r}", severity="error", timeout=30)
+        if self.notifier is not None:
+            await self.notifier.close()
         if not self._quitting:
             self.engine_stopped = True
             self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
