@@ -68,7 +68,7 @@ async def _share(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Requests (answered or refused) take their turn in the API's share of the loop;
     streams do not (see FairShare)."""
     share = request.app[CONTEXT].share
-    if request.path == "/events" or request.query.get("follow", "0") not in ("", "0", "false", "no"):
+    if request.path == "/events" or request.query.get("follow", "0").lower() not in ("", "0", "false", "no"):
         return await handler(request)
     async with share.turn():
         return await handler(request)

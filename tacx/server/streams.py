@@ -94,7 +94,7 @@ async def stage_log(request: web.Request) -> web.StreamResponse:
         try:
             while True:
                 running = await ctx.reader.read(lambda c: _running(c, task_id, name, attempt))
-                while data := (await asyncio.to_thread(_read_range, path, offset, cap))[0]:  # all there is, in pieces
+                while not ctx.closing.is_set() and (data := (await asyncio.to_thread(_read_range, path, offset, cap))[0]):
                     await response.write(data)
                     offset += len(data)
                 if not running or ctx.closing.is_set() or _gone(request):  # read once more after the end
