@@ -261,6 +261,9 @@ async def test_every_route_but_health_needs_the_token(served: Served) -> None:
         async with anonymous.get("/metrics", headers={"Authorization": f"Bearer {new}"}) as r:
             assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
             assert "tacx_build_info{" in await r.text()
+        token_path(served.home).chmod(0o644)  # loosened while the server runs: nobody gets in
+        async with anonymous.get("/tasks", headers={"Authorization": f"Bearer {new}"}) as r:
+            assert r.status == 401
 
 
 async def _refused(http: aiohttp.ClientSession, method: str, path: str, status: int, **kwargs: Any) -> str:

@@ -96,11 +96,11 @@ def rotate_token(home: Home) -> str:
 
 class TokenCheck:
     """Compares a request's bearer token with the home's, in constant time. The file is
-    read again only when it changed (a rotate), asked with a stat per request."""
+    read again only when it changed (a rotate, a chmod), asked with a stat per request."""
 
     def __init__(self, home: Home) -> None:
         self.home = home
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, ...] | None = None
         self._token = b""
 
     def current(self) -> bytes:
@@ -108,7 +108,7 @@ class TokenCheck:
             info = os.stat(token_path(self.home))
         except OSError:
             return b""  # gone: nobody gets in until a token is made again
-        key = (info.st_ino, info.st_mtime_ns)
+        key = (info.st_ino, info.st_mtime_ns, info.st_ctime_ns, info.st_mode, info.st_uid)  # a chmod changes ctime
         if key != self._seen:
             try:
                 self._token = read_token(self.home).encode()
