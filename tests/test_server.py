@@ -321,8 +321,11 @@ async def test_streams_beyond_the_limit_are_refused(served: Served) -> None:
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(released(), 10)
-    async with served.http.get("/events") as again:  # closed ones give their place back
+    async with served.http.get("/events", params={"kinds": "nothing.at.all"}) as again:  # closed ones give their place back
         assert again.status == 200
+        assert await again.content.readline() == b": tacx events\n"
+        assert await again.content.readline() == b"\n"
+        assert await again.content.readline() == b": keepalive\n"  # an idle stream hears a heartbeat
 
 
 # -- the token and the command line ---------------------------------------------------------------
