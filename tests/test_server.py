@@ -125,6 +125,10 @@ async def test_tasks_submitted_listed_and_shown_in_the_cli_shapes(served: Served
         assert [t["id"] for t in await r.json()] == [2]
     async with served.http.get("/tasks", params={"status": "queued"}) as r:
         assert await r.json() == []
+    async with served.http.get("/tasks", params={"since": "1h", "workflow": "quick"}) as r:
+        assert [t["id"] for t in await r.json()] == [3, 2, 1]
+    async with served.http.get("/tasks", params={"source": "any"}) as r:
+        assert await r.json() == []  # none came from a source
     async with served.http.get("/tasks/2") as r:
         shown = await r.json()
     cli = await asyncio.to_thread(_tacx, served.root, "show", "2", "--json")
@@ -300,6 +304,7 @@ async def test_bad_requests_are_refused_with_a_sentence(served: Served, tmp_path
     assert "positive whole number" in await _refused(http, "GET", "/tasks/seven", 400)
     assert "limit must be from 1 to 1000" in await _refused(http, "GET", "/tasks", 400, params={"limit": "1001"})
     assert "status is one of" in await _refused(http, "GET", "/tasks", 400, params={"status": "done"})
+    assert "since is an age" in await _refused(http, "GET", "/tasks", 400, params={"since": "soon"})
     assert "no route /tasks/1/nothing" in await _refused(http, "GET", "/tasks/1/nothing", 404)
     assert "does not take DELETE" in await _refused(http, "DELETE", "/tasks/1", 405)
     assert await served.coordinator.store.read(lambda c: c.execute("SELECT COUNT(*) FROM tasks").fetchone()[0]) == 0

@@ -5,12 +5,14 @@ verbs, as the dashboard does)."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 from aiohttp import web
 
 from tacx import bounds
 from tacx.cli.tasks import note_unpriced
+from tacx.durations import parse_duration
 from tacx.server import submit
 from tacx.server.context import DEFAULT_LIST, context, fail, json_object, path_id, query_int
 from tacx.states import TASK_STATES
@@ -21,6 +23,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
+    """`tacx ls --json`, newest first: ?status= &workflow= &source= &since=AGE &limit= &offset="""
     ctx = context(request)
     status = request.query.get("status") or None
     if status is not None and status not in TASK_STATES:
@@ -28,11 +31,21 @@ async def list_tasks(request: web.Request) -> web.Response:
     workflow = request.query.get("workflow") or None
     if workflow is not None and (problem := bounds.unusable_text(workflow)):
         fail(400, f"workflow {problem}")
+    source = request.query.get("source") or None  # a source's name, or "any"
+    if source is not None and (problem := bounds.unusable_text(source)):
+        fail(400, f"source {problem}")
+    since = None
+    if age := request.query.get("since"):
+        try:
+            since = time.time() - parse_duration(age)
+        except ValueError as exc:
+            fail(400, f"since is an age such as 30m, 2h or 7d: {exc}")
     limit = query_int(request, "limit", min(DEFAULT_LIST, ctx.limits.list), 1, ctx.limits.list)
     offset = query_int(request, "offset", 0, 0, 2**62)
 
     def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        tasks = records.list_tasks(conn, status=status, workflow=workflow, limit=limit, offset=offset, newest_first=True)
+        tasks = records.list_tasks(conn, status=status, workflow=workflow, source=source, since=since, limit=limit,
+                                   offset=offset, newest_first=True)
         note_unpriced(conn, tasks)
         return tasks
 
