@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from tacx import bounds
-from tacx.cli.tasks import note_unpriced
+from tacx.agents.prices import note_unpriced
 from tacx.durations import parse_duration
 from tacx.server import submit
 from tacx.server.context import DEFAULT_LIST, context, fail, json_object, path_id, query_int
