@@ -368,13 +368,6 @@ def test_listen_addresses() -> None:
     for bad in ("", "host:", "host:http", "1:2:3", "[::1]", "[nope]:1", "70000", "a b:1"):
         with pytest.raises(ListenError):
             parse_listen(bad)
-    if socket.has_ipv6:
-        try:
-            found = listen("[::1]:0")
-        except ListenError:
-            pytest.skip("this machine has no IPv6 loopback")
-        assert found.url.startswith("http://[::1]:")
-        found.close()
 
 
 def test_no_ui_listens_says_where_and_warns_beyond_loopback(project: Project) -> None:
@@ -494,3 +487,19 @@ async def test_a_bug_is_a_json_500_with_a_sentence_never_a_traceback(served: Ser
         "error": "tacx failed on this request (a bug; its traceback is in the home's crash.log)"}
     async with served.http.get("/tasks") as r:  # the server goes on
         assert r.status == 200
+
+
+async def test_ipv6_loopback_serves(served: Served) -> None:
+    try:
+        found = listen("[::1]:0")
+    except ListenError:
+        pytest.skip("this machine has no IPv6 loopback")
+    assert not found.address.exposed and found.warning() is None
+    second = ApiServer(served.coordinator, found)
+    await second.start()
+    try:
+        async with aiohttp.ClientSession(second.url, headers={"Authorization": f"Bearer {served.token}"}) as http:
+            async with http.get("/tasks") as r:
+                assert second.url.startswith("http://[::1]:") and r.status == 200 and await r.json() == []
+    finally:
+        await second.stop()
