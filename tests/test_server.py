@@ -233,13 +233,20 @@ def test_a_slow_client_loses_the_oldest_events_and_is_told_how_many() -> None:
 
 
 async def test_a_followed_log_streams_the_stage_to_its_end(served: Served, tmp_path: Path) -> None:
-    async with served.http.get("/events", params={"kinds": "stage.started"}) as events:
-        task_id = await served.submit({"workflow": "gated"})
-        await _sse(events, until="stage.started")
+    await served.coordinator.set_paused(True)
+    task_id = await served.submit({"workflow": "gated"})
     async with served.http.get(f"/tasks/{task_id}/logs/wait", params={"follow": "1"}) as log:
+        assert log.status == 200  # asked before the stage began: the stream waits for it
+        await served.coordinator.set_paused(False)
         assert await log.content.readline() == b"first\n"  # streamed while the stage runs
         (tmp_path / "gate").touch()
         assert await log.content.read() == b"second\n"  # then to the stage's end, and the stream ends
+    await served.coordinator.set_paused(True)
+    never = await served.submit({"workflow": "gated"})
+    async with served.http.get(f"/tasks/{never}/logs/wait", params={"follow": "1"}) as log:
+        async with served.http.post(f"/tasks/{never}/cancel") as r:
+            assert (await r.json())["status"] == "cancelled"  # cancelled while queued: the stage never starts
+        assert await log.content.read() == b""
 
 
 # -- refusals --------------------------------------------------------------------------------

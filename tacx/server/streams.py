@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tacx.engine.events import EngineEvent
-from tacx.server.context import Context, context, fail, path_id, query_flag, query_int
+from tacx.server.context import ApiError, Context, context, fail, path_id, query_flag, query_int
 from tacx.store import records
 
 routes = web.RouteTableDef()
@@ -27,8 +27,10 @@ GONE_CHECK_SECONDS = 1.0
 # -- logs ----------------------------------------------------------------------------------
 
 
-def _stage_log(conn: sqlite3.Connection, ctx: Context, task_id: int, name: str, attempt: int | None) -> tuple[Path, int, str]:
-    """(the recorded log of the attempt, the attempt, the provider)."""
+def _stage_log(conn: sqlite3.Connection, ctx: Context, task_id: int, name: str, attempt: int | None,
+               wait: bool = False) -> tuple[Path, int] | None:
+    """(the recorded log of the attempt, the attempt); None when the stage has not started
+    and the caller `wait`s for it (a follow asked before the stage began)."""
     if records.task_status(conn, task_id) is None:
         fail(404, f"no task {task_id}")
     stage = conn.execute("SELECT id, name, attempt, provider, log_path FROM stages WHERE task_id = ? AND name = ?",
@@ -37,6 +39,8 @@ def _stage_log(conn: sqlite3.Connection, ctx: Context, task_id: int, name: str, 
         names = [r[0] for r in conn.execute("SELECT name FROM stages WHERE task_id = ? ORDER BY position", (task_id,))]
         fail(404, f"task {task_id} has no stage {name[:100]!r}; stages: {', '.join(names)}")
     if stage["attempt"] == 0:
+        if wait and (attempt or 1) == 1:
+            return None
         fail(404, f"stage {stage['name']} of task {task_id} has not started yet")
     attempt = attempt or stage["attempt"]
     if attempt > stage["attempt"]:
@@ -47,7 +51,16 @@ def _stage_log(conn: sqlite3.Connection, ctx: Context, task_id: int, name: str, 
     path = Path(recorded) if recorded else ctx.home.stage_log(task_id, stage["name"], attempt)
     if not path.resolve().is_relative_to(ctx.home.logs.resolve()):
         fail(404, f"the log of stage {stage['name']} is not in this home's logs folder")
-    return path, attempt, stage["provider"] or ""
+    return path, attempt
+
+
+def _never_starts(conn: sqlite3.Connection, task_id: int, name: str) -> bool:
+    """A stage not started that will not start now: its task ended (or is gone), or it
+    was skipped or cancelled before it ran."""
+    if records.task_status(conn, task_id) in (None, *records.TERMINAL_TASK_STATES):
+        return True
+    row = conn.execute("SELECT status, attempt FROM stages WHERE task_id = ? AND name = ?", (task_id, name)).fetchone()
+    return row is None or (row["attempt"] == 0 and row["status"] in records.FINISHED_STAGE_STATES)
 
 
 def _read_range(path: Path, offset: int, limit: int) -> tuple[bytes, int]:
@@ -69,7 +82,8 @@ def _running(conn: sqlite3.Connection, task_id: int, name: str, attempt: int) ->
 @routes.get("/tasks/{id}/logs/{stage}")
 async def stage_log(request: web.Request) -> web.StreamResponse:
     """?attempt=N (default the latest) &offset=BYTES &limit=BYTES (at most the range limit)
-    &follow=1 (stream as it grows until the attempt ends). Bytes as the daughter wrote them."""
+    &follow=1 (stream as it grows until the attempt ends; asked before the stage began, it
+    waits for the first attempt, or ends empty if none comes). Bytes as the daughter wrote them."""
     ctx = context(request)
     task_id = path_id(request)
     name = request.match_info["stage"]
@@ -82,16 +96,24 @@ async def stage_log(request: web.Request) -> web.StreamResponse:
     if not query_flag(request, "raw", True):
         fail(400, "the API serves logs as written (raw=1); `tacx logs` shows an agent's stream for people")
     follow = query_flag(request, "follow", False)
-    path, attempt, _ = await ctx.reader.read(lambda c: _stage_log(c, ctx, task_id, name, attempt_asked))
-    headers = {"Content-Type": "application/octet-stream", "X-Tacx-Attempt": str(attempt)}
+    found = await ctx.reader.read(lambda c: _stage_log(c, ctx, task_id, name, attempt_asked, wait=follow))
     if not follow:
+        assert found is not None
+        path, attempt = found
         data, size = await asyncio.to_thread(_read_range, path, offset, limit)
-        headers |= {"X-Tacx-Log-Size": str(size), "X-Tacx-Next-Offset": str(offset + len(data))}
-        return web.Response(body=data, headers=headers)
+        return web.Response(body=data, headers={"Content-Type": "application/octet-stream", "X-Tacx-Attempt": str(attempt),
+                                                "X-Tacx-Log-Size": str(size), "X-Tacx-Next-Offset": str(offset + len(data))})
     with ctx.stream_slot():
-        response = web.StreamResponse(headers=headers)
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         await response.prepare(request)
         try:
+            while found is None:  # asked before the stage began: wait for its first attempt
+                if ctx.closing.is_set() or _gone(request) or await ctx.reader.read(lambda c: _never_starts(c, task_id, name)):
+                    await response.write_eof()
+                    return response
+                await _sleep_or_close(ctx, ctx.limits.follow_poll)
+                found = await ctx.reader.read(lambda c: _stage_log(c, ctx, task_id, name, attempt_asked, wait=True))
+            path, attempt = found
             while True:
                 running = await ctx.reader.read(lambda c: _running(c, task_id, name, attempt))
                 while not ctx.closing.is_set() and (data := (await asyncio.to_thread(_read_range, path, offset, cap))[0]):
@@ -103,6 +125,8 @@ async def stage_log(request: web.Request) -> web.StreamResponse:
             await response.write_eof()
         except ConnectionError:  # the client went away
             pass
+        except ApiError:  # the task was deleted (tacx rm) while it was followed: the stream ends
+            await response.write_eof()
         return response
 
 
