@@ -441,15 +441,18 @@ async def test_the_dashboard_shows_a_terminal_rules_message_as_a_toast(project: 
     from tacx.ui.app import make_app
 
     home = Home(project.home)
-    queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [HOSTILE])
+    # Square brackets are Textual markup: "[/x]" closes no tag, and a toast read as markup
+    # would raise MarkupError as it is drawn (notifications=True draws the toasts).
+    queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [HOSTILE + " [/x] [b]"])
     settings = Settings(notify=[rule(on=["succeeded"], terminal=True, burst=0)])
     app = make_app(home, settings, refresh_seconds=0.2)
-    async with app.run_test(size=(160, 40)) as pilot:
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
         async with asyncio.timeout(20):
             while not any(n.title == "tacx notify" for n in app._notifications):
                 await asyncio.sleep(0.05)
         (toast,) = [n for n in app._notifications if n.title == "tacx notify"]
-        assert toast.message.startswith("task 1 succeeded: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now (quick, $0.00, ")
+        assert toast.message.startswith("task 1 succeeded: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now [/x] [b] (quick, $0.00, ")
+        await pilot.pause()  # the toast is drawn: as text, not markup
         assert "\x1b" not in toast.message and "\x07" not in toast.message
         await pilot.press("q")
         async with asyncio.timeout(20):
