@@ -515,3 +515,20 @@ async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is
                             " #2 q2 (succeeded)")
     assert said == [f"notify: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: task 3 stopped by its budget:"
                     " o1 (other, $2.50) — budget exceeded)"]
+
+
+async def test_the_dashboards_own_finished_toast_draws_a_title_with_square_brackets_as_text() -> None:
+    """tacx/ui/notices.py announces each finished task with its title: an issue title is not
+    Textual markup ("[/x]" closes no tag and raised MarkupError as the toast was drawn)."""
+    from textual.app import App
+
+    from tacx.ui.notices import FinishedNotices
+
+    app = App()
+    async with app.run_test(size=(100, 20), notifications=True) as pilot:
+        notices = FinishedNotices(app.notify, app.set_timer)
+        notices.add(EngineEvent("task.failed", 3, data={"title": "Fix [/x] [@click=app.quit]this[/]", "error": "[b"}))
+        notices._announce()
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == ["task 3 failed: Fix [/x] [@click=app.quit]this[/]\n[b"]
+        assert app.is_running
