@@ -532,3 +532,29 @@ async def test_the_dashboards_own_finished_toast_draws_a_title_with_square_brack
         await pilot.pause()
         assert [n.message for n in app._notifications] == ["task 3 failed: Fix [/x] [@click=app.quit]this[/]\n[b"]
         assert app.is_running
+
+
+async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surrogate_reaches_a_command(tmp_path: Path) -> None:
+    """A megabyte error on each of 10,000 ends: the message, the webhook body and the
+    command's TACX_EVENTS_JSON stay small. A title with a lone surrogate (JSON's "\\ud800")
+    cannot be encoded in UTF-8: the command's environment says "?" instead of raising."""
+    from tacx.server.notify.command import facts_env
+    from tacx.server.notify.notifier import Burst
+    from tacx.server.notify.webhook import payload
+
+    burst = Burst(0.0)
+    huge = "boom " * 200_000
+    for i in range(1, 10_001):
+        burst.add(Notice("failed", "task.failed", i, title="T\ud800" + "x" * 100_000, status="failed", error=huge))
+    msg = message(burst.notices, burst.tally)
+    assert msg.count == 10_000 and len(msg.notices) == 100 and len(msg.text) < 2000
+    body = json.dumps(payload(msg, "/h"))
+    assert len(body) < 100 * 5000 and json.loads(body)["events"][99]["error"] == huge[:2000]
+    env = facts_env(msg)
+    assert len(env["TACX_EVENTS_JSON"]) <= 100_000 and json.loads(env["TACX_EVENTS_JSON"])[0]["task_id"] == 1
+    out = tmp_path / "title"
+    argv = [sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(os.environ['TACX_TASK_TITLE'][:3])"]
+    one = message([Notice("failed", "task.failed", 1, title="T\ud800!")], {"failed": 1})
+    said: list[str] = []
+    assert await CommandChannel(argv, 10, said.append).deliver(one) and said == []
+    assert out.read_text() == "T?!"

@@ -13,6 +13,7 @@ from tacx.server.notify.rules import TASK_ENDS
 
 TITLE_LIMIT = 120
 ERROR_LIMIT = 200
+FIELD_LIMIT = 2000  # characters of one text in a notice's JSON (webhook body, TACX_EVENTS_JSON)
 LISTED = 5  # the items a burst's message names; the others are counted
 # C0 (tab and newline too), DEL, C1 (0x9b is CSI on 8-bit terminals), bidi overrides and
 # isolates, line and paragraph separators: each becomes a space.
@@ -22,10 +23,14 @@ _SPACES = re.compile(r"\s{2,}")
 
 
 def plain(text: Any, limit: int = 1000) -> str:
-    """One line without control characters, at most ``limit`` characters."""
+    """One line without control characters, at most ``limit`` characters. A lone surrogate
+    (JSON's "\\ud800", undecodable bytes) becomes "?": UTF-8 cannot encode it, and the command
+    channel's environment would raise as it is built."""
     if text is None:
         return ""
     line = _SPACES.sub(" ", str(text).translate(_STRIP)).strip()
+    if not line.isascii():
+        line = line.encode("utf-8", "replace").decode("utf-8")
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -48,7 +53,9 @@ class Notice:
     ts: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, a text cut to FIELD_LIMIT: an agent's error can be megabytes, and a
+        burst's webhook body and TACX_EVENTS_JSON carry up to a hundred notices."""
+        return {k: v[:FIELD_LIMIT] if isinstance(v, str) else v for k, v in asdict(self).items()}
 
 
 def notice_from(event_name: str, event: EngineEvent, reason: str | None = None) -> Notice:
