@@ -406,6 +406,11 @@ notify:
   - on: [waiting]
     terminal: true
     command: [notify-send, tacx]
+  - on: [failed]
+    webhook: https://user:secret@hooks.example:99999/x
+  - on: [failed]
+    command: [true]
+    workflows: []
 """
 
 
@@ -421,6 +426,10 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
         " (the facts come in TACX_* environment variables)",
         f"{path}:9:5: notify[3]: a rule has exactly one channel, webhook: URL, command: [argv] or terminal: true;"
         " this one has command and terminal",
+        f"{path}:13:14: notify[4].webhook: a webhook URL's port is a number from 1 to 65535",
+        f"{path}:15:14: notify[5].command: YAML reads a bare true, false, yes, no, on or off as a boolean: quote the"
+        ' program, e.g. ["true"]',
+        f"{path}:16:16: notify[5].workflows: name at least one workflow, or leave workflows out for every workflow",
     ]
     assert not (project.home / "tacx.db").exists()  # nothing written
 
@@ -558,3 +567,17 @@ async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surro
     said: list[str] = []
     assert await CommandChannel(argv, 10, said.append).deliver(one) and said == []
     assert out.read_text() == "T?!"
+
+
+async def test_a_webhook_url_aiohttp_refuses_is_said_without_its_secrets_and_not_retried() -> None:
+    """aiohttp's InvalidURL says the whole URL (a password, Slack's secret path): the report
+    names the channel instead, and a URL that cannot work is not tried again."""
+    url = "http://user:hunter2@127.0.0.1:x/services/T0/B0/SECRETPATH"
+    said: list[str] = []
+    channel = WebhookChannel(url, {}, 30, "/h", "webhook http://127.0.0.1:x/…", said.append)
+    try:
+        assert not await channel.deliver(message([Notice("failed", "task.failed", 1, title="t")], {"failed": 1}))
+    finally:
+        await channel.close()
+    assert said == ["notify: webhook http://127.0.0.1:x/… gave up after 1 try: aiohttp cannot post to this URL"
+                    " (the message was: task 1 failed: t)"]

@@ -92,6 +92,12 @@ class NotifyRule(BaseModel):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"a webhook is an http:// or https:// URL with a host, got {url!r}")
+        try:
+            port = parts.port  # urlsplit reads the port only when asked: a bad one would fail every post
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("a webhook URL's port is a number from 1 to 65535")
         if any(ord(c) < 33 or ord(c) == 127 for c in url):
             raise ValueError("a webhook URL has no spaces or control characters")
         return url
@@ -112,11 +118,21 @@ class NotifyRule(BaseModel):
         if isinstance(value, str):
             raise ValueError("command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"
                              " (the facts come in TACX_* environment variables)")
+        if isinstance(value, list) and value and isinstance(value[0], bool):
+            raise ValueError("YAML reads a bare true, false, yes, no, on or off as a boolean: quote the program,"
+                             " e.g. [\"true\"]")
         if isinstance(value, list) and (not value or not isinstance(value[0], str) or not value[0].strip()):
             raise ValueError("command starts with the program to run, e.g. [notify-send, tacx]")
         if isinstance(value, list) and any(isinstance(a, str) and "\0" in a for a in value):
             raise ValueError("command arguments cannot hold a NUL character")
         return value
+
+    @field_validator("workflows")
+    @classmethod
+    def _some_workflows(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and not names:
+            raise ValueError("name at least one workflow, or leave workflows out for every workflow")
+        return names
 
     @field_validator("terminal")
     @classmethod

@@ -75,8 +75,12 @@ class WebhookChannel:
             try:
                 async with asyncio.timeout(left):
                     status, wait = await self._post(body)
+            except aiohttp.InvalidURL:  # its text is the URL, whose credentials or path may be secret
+                why = "aiohttp cannot post to this URL"
+                break
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                why = "no answer in time" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                why = "no answer in time" if isinstance(exc, TimeoutError) else \
+                    f"{type(exc).__name__}: {exc}".replace(self.url, self.describe)
             else:
                 if 200 <= status < 300:
                     return True
