@@ -366,3 +366,25 @@ async def test_a_writer_that_cannot_commit_is_not_writable(tmp_path: Path, monke
             holder.execute("ROLLBACK")
         holder.close()
         await store.close()
+
+
+async def test_a_stale_usage_total_is_not_counted_again(tmp_path: Path) -> None:
+    """Cumulative totals of one attempt heard as 30, then a stale 10, then 30: 30 tokens and
+    $3 in all, not 50 and $5 (the stale total must not become the baseline)."""
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    try:
+        coordinator = Coordinator(home, store)
+        metrics = EngineMetrics(coordinator)
+        metrics.attach()
+        coordinator.publish("task.started", 1, workflow="w")
+        coordinator.publish("stage.started", 1, "s", attempt=1, provider="mock")
+        coordinator.publish("agent.output", 1, "s", attempt=1, events=[("session", {"model": "m1"})])
+        for total in (30, 10, 30):
+            coordinator.publish("stage.usage", 1, "s", attempt=1, tokens={"input": total}, cost_usd=total / 10)
+        got = parse(await metrics.exposition())
+        assert series(got, "tacx_tokens_total") == {L(provider="mock", model="m1", kind="input"): 30}
+        assert value(got, "tacx_cost_usd_total", provider="mock", model="m1") == 3.0
+        metrics.detach()
+    finally:
+        await store.close()

@@ -248,7 +248,9 @@ class Tally:
                 seen.last = ZERO
         assert seen.last is not None
         increase = [max(0.0, n - last) for n, last in zip(now, seen.last)]  # a counter never goes down
-        seen.last = now
+        # A stale total (an event older than the last one heard) lowers nothing: were it kept
+        # as the baseline, the next event would count again what was counted already.
+        seen.last = tuple(max(n, last) for n, last in zip(now, seen.last))  # type: ignore[assignment]
         provider, model = self._provider(event), self._model(event, seen)
         for kind, amount in zip(TOKEN_KINDS, increase):
             if amount:
