@@ -323,6 +323,20 @@ async def test_a_command_that_overruns_is_killed_with_what_it_started(tmp_path: 
             await asyncio.sleep(0.02)
 
 
+async def test_a_command_that_exits_leaving_a_child_behind_is_judged_by_its_own_exit(tmp_path: Path) -> None:
+    """`cmd &` leaves a child holding the command's stderr: its exit (3, and what it said)
+    is reported at once, not "killed after 5s" when the bound runs out."""
+    pid_file = tmp_path / "child.pid"
+    said: list[str] = []
+    channel = CommandChannel(["sh", "-c", 'sleep 60 & echo $! > "$1"; echo no display >&2; exit 3', "sh", str(pid_file)],
+                             5, said.append)
+    try:
+        assert not await channel.deliver(message([Notice("succeeded", "task.succeeded", 1, title="t")], {"succeeded": 1}))
+        assert said == ["notify: command sh exited 3: no display"]
+    finally:
+        psutil.Process(int(pid_file.read_text())).kill()
+
+
 # -- the terminal ----------------------------------------------------------------------------------
 
 
