@@ -184,7 +184,8 @@ async def test_health_while_running_paused_and_after_the_store_refuses(tmp_path:
         assert value(got, "tacx_queue_depth") == 1 and value(got, "tacx_tasks", state="queued") == 1
         # Cancelled while queued: never seen running, its workflow is read once from the store.
         assert await coordinator.cancel_task(task) == "cancelled"
-        await asyncio.gather(*metrics.tally.lookups)
+        assert metrics.tally.reader is not None
+        await metrics.tally.reader
         got = parse(await metrics.exposition())
         assert series(got, "tacx_tasks_ended_total") == {L(workflow="later", state="cancelled"): 1}
         assert value(got, "tacx_tasks", state="cancelled") == 1 and value(got, "tacx_queue_depth") == 0
@@ -385,6 +386,30 @@ async def test_a_stale_usage_total_is_not_counted_again(tmp_path: Path) -> None:
         got = parse(await metrics.exposition())
         assert series(got, "tacx_tokens_total") == {L(provider="mock", model="m1", kind="input"): 30}
         assert value(got, "tacx_cost_usd_total", provider="mock", model="m1") == 3.0
+        metrics.detach()
+    finally:
+        await store.close()
+
+
+async def test_many_ends_of_tasks_never_seen_running_are_read_in_batches(tmp_path: Path) -> None:
+    """3,000 queued tasks cancelled at once (as `tacx cancel` does): their workflows are read
+    by one reader in a few batches, not by a task and a thread hop per end (at 100,000 that
+    was 500 MB and seconds of the engine's loop); every end is counted under its workflow."""
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    try:
+        ids = queue(home, "name: bulk\nstages:\n  - {name: a, provider: shell, run: 'true'}\n", count=3000)
+        coordinator = Coordinator(home, store)
+        metrics = EngineMetrics(coordinator)
+        metrics.attach()
+        before = len(asyncio.all_tasks())
+        for task_id in ids:
+            coordinator.publish("task.cancelled", task_id)
+        assert len(asyncio.all_tasks()) - before == 1
+        assert metrics.tally.reader is not None
+        await metrics.tally.reader
+        got = parse(await metrics.exposition())
+        assert series(got, "tacx_tasks_ended_total") == {L(workflow="bulk", state="cancelled"): 3000}
         metrics.detach()
     finally:
         await store.close()
