@@ -201,6 +201,13 @@ async def test_the_webhook_retries_a_5xx_and_a_429_refuses_to_retry_a_4xx_and_gi
         assert not await asyncio.wait_for(channel.deliver(msg), 10)
         await channel.close()
         assert said == ["notify: webhook y gave up after 1 try: no answer in time (the message was: task 4 failed: t4 — exit code 1)"]
+    # A hook that hangs once is tried again when one try's share of the bound has passed.
+    said.clear()
+    async with Hook([None]) as hook:
+        channel = WebhookChannel(hook.url + "/e", {}, 10, "/h", "webhook w", said.append, first_delay=0.01, try_timeout=0.3)
+        assert await asyncio.wait_for(channel.deliver(msg), 10)
+        await channel.close()
+        assert hook.requests == 2 and len(hook.bodies["/e"]) == 1 and said == []
     # Nothing listens at all: connection refused, retried, given up.
     said.clear()
     channel = WebhookChannel(hook.url + "/d", {}, 5, "/h", "webhook z", said.append, tries=2, first_delay=0.01)
