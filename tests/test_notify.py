@@ -432,6 +432,8 @@ notify:
   - on: [failed]
     command: [true]
     workflows: []
+  - on: [failed]
+    webhook: http://a..b/x
 """
 
 
@@ -451,6 +453,7 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
         f"{path}:15:14: notify[5].command: YAML reads a bare true, false, yes, no, on or off as a boolean: quote the"
         ' program, e.g. ["true"]',
         f"{path}:16:16: notify[5].workflows: name at least one workflow, or leave workflows out for every workflow",
+        f"{path}:18:14: notify[6].webhook: 'a..b' is not a host name",
     ]
     assert not (project.home / "tacx.db").exists()  # nothing written
 
@@ -590,7 +593,7 @@ async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surro
     assert out.read_text() == "T?!"
 
 
-async def test_a_webhook_url_aiohttp_refuses_is_said_without_its_secrets_and_not_retried() -> None:
+async def test_a_webhook_url_that_cannot_be_posted_to_is_said_without_its_secrets_and_not_retried() -> None:
     """aiohttp's InvalidURL says the whole URL (a password, Slack's secret path): the report
     names the channel instead, and a URL that cannot work is not tried again."""
     url = "http://user:hunter2@127.0.0.1:x/services/T0/B0/SECRETPATH"
@@ -600,5 +603,13 @@ async def test_a_webhook_url_aiohttp_refuses_is_said_without_its_secrets_and_not
         assert not await channel.deliver(message([Notice("failed", "task.failed", 1, title="t")], {"failed": 1}))
     finally:
         await channel.close()
-    assert said == ["notify: webhook http://127.0.0.1:x/… gave up after 1 try: aiohttp cannot post to this URL"
+    # A host IDNA refuses (an empty label) raised UnicodeError out of the channel.
+    channel = WebhookChannel("http://a..b/x", {}, 30, "/h", "webhook http://a..b/…", said.append)
+    try:
+        assert not await channel.deliver(message([Notice("failed", "task.failed", 1, title="t")], {"failed": 1}))
+    finally:
+        await channel.close()
+    assert said == ["notify: webhook http://127.0.0.1:x/… gave up after 1 try: the URL cannot be posted to"
+                    " (InvalidUrlClientError) (the message was: task 1 failed: t)",
+                    "notify: webhook http://a..b/… gave up after 1 try: the URL cannot be posted to (UnicodeError)"
                     " (the message was: task 1 failed: t)"]

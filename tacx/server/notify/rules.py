@@ -98,6 +98,10 @@ class NotifyRule(BaseModel):
             port = 0
         if port == 0:
             raise ValueError("a webhook URL's port is a number from 1 to 65535")
+        try:
+            parts.hostname.encode("idna")  # an empty or over-long label fails every post
+        except UnicodeError:
+            raise ValueError(f"{parts.hostname!r} is not a host name") from None
         if any(ord(c) < 33 or ord(c) == 127 for c in url):
             raise ValueError("a webhook URL has no spaces or control characters")
         return url

@@ -77,8 +77,8 @@ class WebhookChannel:
             try:
                 async with asyncio.timeout(min(left, self.try_timeout)):
                     status, wait = await self._post(body)
-            except aiohttp.InvalidURL:  # its text is the URL, whose credentials or path may be secret
-                why = "aiohttp cannot post to this URL"
+            except ValueError as exc:  # InvalidURL, a host IDNA refuses: it would fail again; its text may hold secrets
+                why = f"the URL cannot be posted to ({type(exc).__name__})"
                 break
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 why = "no answer in time" if isinstance(exc, TimeoutError) else \
