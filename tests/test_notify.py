@@ -143,6 +143,9 @@ async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_wait
               - on: [waiting]
                 webhook: {hook.url}/waiting
                 burst: 1m
+              - on: [failed]
+                command: [sh, -c, "echo no display >&2; exit 4"]
+                burst: 1m
         """))
         home = Home(project.home)
         queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["Fix the off-by-one"])
@@ -159,6 +162,8 @@ async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_wait
         ((ends,),) = [await hook.received("/ends")]
         ((waiting,),) = [await hook.received("/waiting")]
         assert "hello" in [h.get("X-Tacx-Test") for h in hook.headers]
+        # A channel that gives up is said once on stderr (it was also logged there as a WARNING).
+        assert [line for line in err.decode().splitlines() if "notify" in line] == ["tacx: notify: command sh exited 4: no display"]
     assert ends["event"] == "burst" and ends["count"] == 3
     assert ends["text"] == (
         "3 tasks ended: 1 succeeded, 2 failed — #2 Break the build (failed: stage go failed: exited with code 3),"

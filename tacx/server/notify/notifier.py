@@ -165,9 +165,13 @@ def start_notifications(
         return None
 
     def report(line: str) -> None:
-        log.warning("%s", line)
-        if say is not None:
-            say(line)
+        """Said once: to ``say`` when given (headless, its stderr, where the log's console
+        handler would print it a second time), else to the log."""
+        if say is None:
+            log.warning("%s", line)
+            return
+        log.info("%s", line)
+        say(line)
 
     facts = TaskFacts(home.db_path)
     senders = []
