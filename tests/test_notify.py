@@ -588,6 +588,7 @@ async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surro
     assert msg.count == 10_000 and len(msg.notices) == 100 and len(msg.text) < 2000
     body = json.dumps(payload(msg, "/h"))
     assert len(body) < 100 * 5000 and json.loads(body)["events"][99]["error"] == huge[:2000]
+    assert "\\ud800" not in body and json.loads(body)["events"][0]["title"].startswith("T?xxx")
     env = facts_env(msg)
     assert len(env["TACX_EVENTS_JSON"]) <= 100_000 and json.loads(env["TACX_EVENTS_JSON"])[0]["task_id"] == 1
     out = tmp_path / "title"

@@ -22,15 +22,17 @@ _STRIP = {c: " " for c in (*range(32), 127, *range(0x80, 0xA0), 0x061C, 0x200E, 
 _SPACES = re.compile(r"\s{2,}")
 
 
+def _utf8(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def plain(text: Any, limit: int = 1000) -> str:
     """One line without control characters, at most ``limit`` characters. A lone surrogate
     (JSON's "\\ud800", undecodable bytes) becomes "?": UTF-8 cannot encode it, and the command
     channel's environment would raise as it is built."""
     if text is None:
         return ""
-    line = _SPACES.sub(" ", str(text).translate(_STRIP)).strip()
-    if not line.isascii():
-        line = line.encode("utf-8", "replace").decode("utf-8")
+    line = _utf8(_SPACES.sub(" ", str(text).translate(_STRIP)).strip())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -53,9 +55,10 @@ class Notice:
     ts: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
-        """Every field, a text cut to FIELD_LIMIT: an agent's error can be megabytes, and a
-        burst's webhook body and TACX_EVENTS_JSON carry up to a hundred notices."""
-        return {k: v[:FIELD_LIMIT] if isinstance(v, str) else v for k, v in asdict(self).items()}
+        """Every field, a text cut to FIELD_LIMIT (an agent's error can be megabytes, and a
+        burst's webhook body and TACX_EVENTS_JSON carry up to a hundred notices) and valid
+        UTF-8 (a lone surrogate would be written as "\\ud800", which strict JSON readers refuse)."""
+        return {k: _utf8(v[:FIELD_LIMIT]) if isinstance(v, str) else v for k, v in asdict(self).items()}
 
 
 def notice_from(event_name: str, event: EngineEvent, reason: str | None = None) -> Notice:
