@@ -255,12 +255,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
     """60,000 events of 5,000 tasks through the real bus: every task's entries go at its
     end, a label takes at most its bound of values, and tasks whose end is never
     heard are forgotten past MAX_TASKS."""
-    home = Home(tmp_path / ".tacx")
-    store = await Store(home.db_path).open()
-    try:
-        coordinator = Coordinator(home, store)
-        metrics = EngineMetrics(coordinator)
-        metrics.attach()
+    async with attached(tmp_path) as (_, coordinator, metrics):
         publish = coordinator.publish
         for task in range(1, 5001):
             workflow = f"wf{task % 150}"  # 150 names: 50 kept, the rest "other"
@@ -302,8 +297,6 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
         metrics.detach()
         publish("task.succeeded", 10_300)
         assert metrics.tally.tasks  # detached: it hears nothing more
-    finally:
-        await store.close()
 
 
 async def test_a_scrape_survives_a_store_it_cannot_read(tmp_path: Path) -> None:
