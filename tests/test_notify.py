@@ -270,7 +270,9 @@ async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> N
         store = await Store(home.db_path).open()
         try:
             coordinator = Coordinator(home, store, settings, exit_when_idle=True)
-            notifier = start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done, terminal=None)
+            said: list[str] = []
+            notifier = start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done,
+                                           terminal=None, say=said.append)
             assert notifier is not None
             for i in range(2000):  # the publishes return at once: the rule's queue takes them
                 coordinator.publish("task.failed", 10_000 + i, title="x", error="boom")
@@ -281,6 +283,8 @@ async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> N
         # Every task ended while the one POST in flight was still unanswered.
         assert not hook.release.is_set() and hook.requests == 1 and hook.bodies == {}
     assert [t["status"] for t in project.ls()] == ["succeeded"] * len(ids)
+    # The message in flight when the drain's bound ran out is said lost, not lost in silence.
+    assert said == [f"notify: webhook {hook.url}/… had not delivered when tacx stopped: task 10000 failed: x — boom"]
 
 
 # -- the command channel -------------------------------------------------------------------------

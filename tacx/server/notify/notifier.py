@@ -49,10 +49,12 @@ class Burst:
 class RuleSender:
     """Hears one rule's kinds, gathers a burst, and delivers it through the rule's channel."""
 
-    def __init__(self, rule: NotifyRule, channel: Channel, facts: TaskFacts) -> None:
+    def __init__(self, rule: NotifyRule, channel: Channel, facts: TaskFacts,
+                 report: Callable[[str], None] = log.warning) -> None:
         self.rule = rule
         self.channel = channel
         self.facts = facts
+        self.report = report
         self.queued: QueuedConsumer | None = None  # set when subscribed
         self.stopping = False
         self.delivered = 0  # messages the channel took
@@ -112,7 +114,13 @@ class RuleSender:
         self.stop_timer()
         assert burst is not None
         await self.facts.fill([n for n in burst.notices if n.workflow is None])
-        if await self.channel.deliver(message(burst.notices, burst.tally)):
+        msg = message(burst.notices, burst.tally)
+        try:
+            delivered = await self.channel.deliver(msg)
+        except asyncio.CancelledError:  # shutdown's bound ran out: the message is lost, and said so
+            self.report(f"notify: {self.rule.describe()} had not delivered when tacx stopped: {msg.text[:200]}")
+            raise
+        if delivered:
             self.delivered += 1
 
 
@@ -180,7 +188,7 @@ def start_notifications(
         if channel is None:
             log.info("notify: a terminal rule, and no terminal to write to: it is left out")
             continue
-        senders.append(RuleSender(rule, channel, facts))
+        senders.append(RuleSender(rule, channel, facts, report))
     notifier = Notifier(senders)
     notifier.attach(bus, stopping)
     return notifier
