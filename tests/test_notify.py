@@ -287,6 +287,28 @@ async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> N
     assert said == [f"notify: webhook {hook.url}/… had not delivered when tacx stopped: task 10000 failed: x — boom"]
 
 
+async def test_agents_chatter_does_not_push_task_ends_out_of_a_held_up_rules_queue(tmp_path: Path) -> None:
+    """An `all` rule hears every agent.output (for `waiting`): while its webhook hangs, 12,000
+    of them that show no waiting must not fill its queue (10,000) and drop a task's end."""
+    home = Home(tmp_path / ".tacx")
+    connect(home.db_path).close()
+    bus = EventBus()
+    async with Hook([None]) as hook:
+        notifier = start_notifications(home, [rule(on=["all"], webhook=hook.url + "/all", burst=0)], bus, None, terminal=None)
+        assert notifier is not None
+        bus.publish(ended("failed", 1, "first"))
+        await hook.arrived.wait()  # its POST hangs
+        bus.publish(ended("failed", 2, "second"))
+        chatter = [("text", {"text": "working on it"})]
+        for _ in range(12_000):
+            bus.publish(EngineEvent("agent.output", 3, "think", data={"attempt": 1, "events": chatter}))
+        hook.release.set()
+        (second,) = (await hook.received("/all", 2))[1:]
+        await bus.drain(5)
+        await notifier.close()
+    assert second["text"] == "task 2 failed: second" and notifier.senders[0].queued.dropped == 0
+
+
 # -- the command channel -------------------------------------------------------------------------
 
 HOSTILE = "\x1b]0;pwned\x07 $(touch pwned) `touch pwned2`; Fix\x9b31m it\nnow"

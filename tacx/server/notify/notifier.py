@@ -24,6 +24,7 @@ from tacx.server.notify.webhook import WebhookChannel
 log = logging.getLogger(__name__)
 
 TICK = "notify.tick"  # handed to a rule's own queue: its burst window may have ended
+NOTICE = "notify.notice"  # handed to a rule's own queue: an event it wants, as a notice (data["notice"])
 KEPT = 100  # notices a message carries in full; the rest of a burst is counted
 SEEN_LIMIT = 10_000  # stages remembered as already announced waiting
 
@@ -66,15 +67,23 @@ class RuleSender:
         if self.queued is not None:
             self.queued(EngineEvent(TICK))
 
+    def offer(self, event: EngineEvent) -> None:
+        """On the bus, synchronously: only what this rule wants enters its queue. Every
+        agent.output of every agent comes here for `waiting`; queued as they came, they
+        pushed task ends out of a queue held up by a slow channel (the oldest are dropped)."""
+        notice = self._notice(event)
+        if notice is not None and self.queued is not None:
+            self.queued(EngineEvent(NOTICE, event.task_id, event.stage, {"notice": notice}))
+
     def stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     async def handle(self, event: EngineEvent) -> None:
-        if event.kind != TICK:
-            notice = self._notice(event)
-            if notice is not None and await self._wanted(notice):
+        if event.kind == NOTICE:
+            notice: Notice = event.data["notice"]
+            if await self._wanted(notice):
                 self._add(notice)
         burst = self._burst
         if burst is None:
@@ -142,7 +151,9 @@ class Notifier:
 
     def attach(self, bus: EventBus, stopping: asyncio.Event | None = None) -> None:
         for sender in self.senders:
-            sender.queued = bus.subscribe_async(sender, kinds=sender.rule.kinds)
+            # Its own queue (drained at shutdown) hears nothing from the bus itself: offer feeds it.
+            sender.queued = bus.subscribe_async(sender, kinds=())
+            bus.subscribe(sender.offer, kinds=sender.rule.kinds)
         if stopping is not None:
             self._watch = asyncio.get_running_loop().create_task(self._flush_on(stopping), name="tacx-notify-stop")
 
