@@ -373,6 +373,16 @@ async def test_a_writer_that_cannot_commit_is_not_writable(tmp_path: Path, monke
         holder.execute("COMMIT")
         await store.flush()  # the heartbeat left waiting commits now
         assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+        # Heartbeats an hour apart: one that commits late clears its error at once, not an
+        # hour later (a busy writer is not a failing store; a probe would restart tacx).
+        monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 3600.0)
+        health._beats.clear()
+        holder.execute("BEGIN IMMEDIATE")
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is False
+        holder.execute("COMMIT")
+        await store.flush()
+        status, body = await health_report(coordinator, store)
+        assert body["store"]["writable"] is True and body["store"]["error"] is None
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
