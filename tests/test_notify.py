@@ -465,6 +465,8 @@ notify:
     workflows: []
   - on: [failed]
     webhook: http://a..b/x
+  - off: [failed]
+    terminal: true
 """
 
 
@@ -485,6 +487,7 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
         ' program, e.g. ["true"]',
         f"{path}:16:16: notify[5].workflows: name at least one workflow, or leave workflows out for every workflow",
         f"{path}:18:14: notify[6].webhook: 'a..b' is not a host name",
+        f"{path}:19:5: notify[7]: a key YAML reads as false (off, no, false): the events key is on:",
     ]
     assert not (project.home / "tacx.db").exists()  # nothing written
 

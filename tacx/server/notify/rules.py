@@ -69,8 +69,16 @@ class NotifyRule(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _on_key(cls, data: Any) -> Any:
-        """YAML 1.1 reads a bare `on:` key as true: it is this rule's `on`."""
-        if isinstance(data, dict) and True in data and "on" not in data:
+        """YAML 1.1 reads a bare `on:` key as true: it is this rule's `on`. Other keys YAML
+        reads as booleans (`off:`, `yes:`; `on:` beside a quoted "on":) are said in words,
+        not as pydantic's "Keys should be strings"."""
+        if not isinstance(data, dict):
+            return data
+        if True in data and "on" in data:
+            raise ValueError('on: is given twice (YAML reads a bare on, On, yes or true as the same key)')
+        if False in data:
+            raise ValueError("a key YAML reads as false (off, no, false): the events key is on:")
+        if True in data:
             data = {("on" if key is True else key): value for key, value in data.items()}
         return data
 
