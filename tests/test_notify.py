@@ -452,7 +452,7 @@ notify:
   - on: [succeeded, faild]
     webhook: https://hooks.example/tacx
   - on: [budget]
-    webhook: ftp://hooks.example/tacx
+    webhook: ftp://user:pw@hooks.example/tacx/SECRET
   - on: all
     command: notify-send tacx
   - on: [waiting]
@@ -477,7 +477,7 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
     assert result.stderr.splitlines() == [
         f"tacx: {path}:3:21: notify[0].on[1]: unknown event 'faild' (did you mean 'failed'?); known: succeeded, failed,"
         " cancelled, timed_out, budget, waiting, source_error, all",
-        f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got 'ftp://hooks.example/tacx'",
+        f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got ftp://hooks.example/…",
         f"{path}:8:14: notify[2].command: command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"
         " (the facts come in TACX_* environment variables)",
         f"{path}:9:5: notify[3]: a rule has exactly one channel, webhook: URL, command: [argv] or terminal: true;"

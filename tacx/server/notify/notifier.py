@@ -1,7 +1,8 @@
 """The notifier: per rule, a quick filter on the bus that turns the events it wants into
 notices, and an async consumer with its own queue of them (the bus's QueuedConsumer), so a
-hanging webhook delays only its own rule and never the engine. A rule's events within its burst window of the first become one message; when the
-coordinator stops, what is gathered goes out at once, within the bus's drain bound."""
+hanging webhook delays only its own rule and never the engine. A rule's events within its
+burst window of the first become one message; when the coordinator stops, what is gathered
+goes out at once, within the bus's drain bound."""
 
 from __future__ import annotations
 

@@ -99,7 +99,8 @@ class NotifyRule(BaseModel):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"a webhook is an http:// or https:// URL with a host, got {url!r}")
+            shown = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/…" if parts.scheme else "a URL without a scheme"
+            raise ValueError(f"a webhook is an http:// or https:// URL with a host, got {shown}")  # its path may be a secret
         try:
             port = parts.port  # urlsplit reads the port only when asked: a bad one would fail every post
         except ValueError:
