@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -346,6 +347,10 @@ async def test_a_command_gets_the_facts_in_its_environment_never_in_argv(tmp_pat
     assert not await CommandChannel([sys.executable, "-c", "import sys; sys.exit('no display')"], 10, said.append).deliver(
         message(notices[1:], {"succeeded": 1}))
     assert said == [f"notify: command {sys.executable} exited 1: no display"]
+    # No temporary file for its stderr (the temp folder full or gone): said, not raised.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    assert not await CommandChannel(argv, 10, said.append).deliver(message(notices[1:], {"succeeded": 1}))
+    assert said[-1] == f"notify: command {sys.executable} could not start: no temporary file for its stderr: No such file or directory"
 
 
 async def test_a_command_that_overruns_is_killed_with_what_it_started(tmp_path: Path) -> None:

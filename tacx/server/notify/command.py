@@ -62,7 +62,13 @@ class CommandChannel:
         """Its stderr goes to a file, not a pipe: a child the command leaves running (`cmd &`)
         keeps a pipe open, so tacx waited out the bound and said the command was killed,
         and a child in a session of its own kept the pipe past the loop's end (a traceback)."""
-        with tempfile.TemporaryFile() as stderr:
+        try:
+            stderr = tempfile.TemporaryFile()
+        except OSError as exc:  # the temp folder is full, read-only or gone
+            self.report(f"notify: command {self.argv[0]} could not start: no temporary file for its stderr:"
+                        f" {exc.strerror or exc}")
+            return False
+        with stderr:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
