@@ -310,6 +310,27 @@ async def test_agents_chatter_does_not_push_task_ends_out_of_a_held_up_rules_que
     assert second["text"] == "task 2 failed: second" and notifier.senders[0].queued.dropped == 0
 
 
+async def test_events_a_held_up_rules_queue_drops_are_said(tmp_path: Path) -> None:
+    """10,025 ends behind a hanging POST: the queue keeps 10,000, and the 25 it dropped are
+    said with the next delivery."""
+    home = Home(tmp_path / ".tacx")
+    bus = EventBus()
+    said: list[str] = []
+    async with Hook([None]) as hook:
+        notifier = start_notifications(home, [rule(on=["failed"], webhook=hook.url + "/f", burst=0)], bus, None,
+                                       terminal=None, say=said.append)
+        assert notifier is not None
+        bus.publish(ended("failed", 1, "first"))
+        await hook.arrived.wait()  # its POST hangs; the queue holds 10,000
+        for task_id in range(2, 10_027):
+            bus.publish(ended("failed", task_id, "later"))
+        hook.release.set()
+        await hook.received("/f", 2)
+        await bus.drain(0.1)
+        await notifier.close()
+    assert said[0] == f"notify: webhook {hook.url}/… fell behind: 25 events were dropped (the oldest waiting)"
+
+
 # -- the command channel -------------------------------------------------------------------------
 
 HOSTILE = "\x1b]0;pwned\x07 $(touch pwned) `touch pwned2`; Fix\x9b31m it\nnow"

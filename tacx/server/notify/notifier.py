@@ -60,6 +60,7 @@ class RuleSender:
         self.queued: QueuedConsumer | None = None  # set when subscribed
         self.stopping = False
         self.delivered = 0  # messages the channel took
+        self.dropped_said = 0  # of the queue's dropped events, those already said
         self._burst: Burst | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_seen: set[tuple[int | None, str | None, object]] = set()
@@ -123,6 +124,11 @@ class RuleSender:
         burst, self._burst = self._burst, None
         self.stop_timer()
         assert burst is not None
+        dropped = self.queued.dropped if self.queued is not None else 0
+        if dropped > self.dropped_said:  # the channel was too slow for its queue: not in silence
+            self.report(f"notify: {self.rule.describe()} fell behind: {dropped - self.dropped_said} events were dropped"
+                        " (the oldest waiting)")
+            self.dropped_said = dropped
         await self.facts.fill([n for n in burst.notices if n.workflow is None])
         msg = message(burst.notices, burst.tally)
         try:
