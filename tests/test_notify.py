@@ -595,7 +595,9 @@ async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is
         assert notifier is not None
         for task_id in (quick[0], other[0], quick[1]):
             bus.publish(ended("succeeded", task_id, ""))
-        bus.publish(EngineEvent("source.failed", data={"source": "github:o/r", "error": "gh: not logged in", "failures": 1}))
+        for failures in range(1, 7):  # a source failing again and again: its 1st, 2nd and 4th failure are said
+            bus.publish(EngineEvent("source.failed", data={"source": "github:o/r", "error": "gh: not logged in",
+                                                          "failures": failures}))
         (body,) = await hook.received("/quick")
         bus.publish(EngineEvent("task.budget_exceeded", other[0], data={"error": "budget exceeded", "cost_usd": 2.5}))
         async with asyncio.timeout(20):
@@ -603,8 +605,10 @@ async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is
                 await asyncio.sleep(0.02)
         await bus.drain(5)
         await notifier.close()
-    assert [(e["task_id"], e["title"], e["workflow"]) for e in body["events"]] == [(1, "q1", "quick"), (2, "q2", "quick"), (None, None, None)]
-    assert body["text"] == ("3 notifications: 2 succeeded, 1 source error — github:o/r (gh: not logged in), #1 q1 (succeeded),"
+    assert [(e["task_id"], e["title"], e["workflow"]) for e in body["events"]] == [
+        (1, "q1", "quick"), (2, "q2", "quick"), (None, None, None), (None, None, None), (None, None, None)]
+    assert body["text"] == ("5 notifications: 2 succeeded, 3 source errors — github:o/r (gh: not logged in),"
+                            " github:o/r (gh: not logged in), github:o/r (gh: not logged in), #1 q1 (succeeded),"
                             " #2 q2 (succeeded)")
     assert said == [f"notify: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: task 3 stopped by its budget:"
                     " o1 (other, $2.50) — budget exceeded)"]

@@ -96,6 +96,8 @@ class RuleSender:
 
     def _notice(self, event: EngineEvent) -> Notice | None:
         name = self.rule.event_name(event.kind)
+        if name == "source_error" and not _reminder(event.data.get("failures")):
+            return None
         if name != "waiting":
             return notice_from(name, event) if name is not None else None
         reason = waiting_reason(event.data.get("events") or ())
@@ -138,6 +140,13 @@ class RuleSender:
             raise
         if delivered:
             self.delivered += 1
+
+
+def _reminder(failures: object) -> bool:
+    """A source that keeps failing is polled every 15 minutes at most, each poll a
+    source.failed: its 1st, 2nd, 4th, 8th, ... failure in a row are said (minutes, then
+    hours apart), not each of the 96 a day a source down overnight would send."""
+    return not isinstance(failures, int) or failures < 1 or failures & (failures - 1) == 0
 
 
 def build_channel(rule: NotifyRule, home: Home, report: Callable[[str], None],
