@@ -294,6 +294,7 @@ async def test_agents_chatter_does_not_push_task_ends_out_of_a_held_up_rules_que
     home = Home(tmp_path / ".tacx")
     connect(home.db_path).close()
     bus = EventBus()
+    subscribed = len(bus._subscribers)
     async with Hook([None]) as hook:
         notifier = start_notifications(home, [rule(on=["all"], webhook=hook.url + "/all", burst=0)], bus, None, terminal=None)
         assert notifier is not None
@@ -308,6 +309,7 @@ async def test_agents_chatter_does_not_push_task_ends_out_of_a_held_up_rules_que
         await bus.drain(5)
         await notifier.close()
     assert second["text"] == "task 2 failed: second" and notifier.senders[0].queued.dropped == 0
+    assert len(bus._subscribers) == subscribed + 1  # closed: its filters are off the bus (its drained queue stays)
 
 
 async def test_events_a_held_up_rules_queue_drops_are_said(tmp_path: Path) -> None:

@@ -164,12 +164,13 @@ class Notifier:
     def __init__(self, senders: list[RuleSender]) -> None:
         self.senders = senders
         self._watch: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     def attach(self, bus: EventBus, stopping: asyncio.Event | None = None) -> None:
         for sender in self.senders:
             # Its own queue (drained at shutdown) hears nothing from the bus itself: offer feeds it.
             sender.queued = bus.subscribe_async(sender, kinds=())
-            bus.subscribe(sender.offer, kinds=sender.rule.kinds)
+            self._unsubscribe.append(bus.subscribe(sender.offer, kinds=sender.rule.kinds))
         if stopping is not None:
             self._watch = asyncio.get_running_loop().create_task(self._flush_on(stopping), name="tacx-notify-stop")
 
@@ -182,6 +183,9 @@ class Notifier:
             sender.wake()
 
     async def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
