@@ -680,3 +680,20 @@ async def test_a_webhook_url_that_cannot_be_posted_to_is_said_without_its_secret
                     " (InvalidUrlClientError) (the message was: task 1 failed: t)",
                     "notify: webhook http://a..b/… gave up after 1 try: the URL cannot be posted to (UnicodeError)"
                     " (the message was: task 1 failed: t)"]
+
+
+async def test_a_tasks_unpriced_usage_is_said_unpriced_never_as_zero_dollars(tmp_path: Path) -> None:
+    """As ls and show: usage of a model without a price is not "$0.00"."""
+    from tacx.server.notify.facts import TaskFacts
+
+    home = Home(tmp_path / ".tacx")
+    (task,) = queue(home, "name: wf\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["house work"])
+    conn = connect(home.db_path)
+    with transaction(conn):
+        (stage,) = conn.execute("SELECT id FROM stages WHERE task_id = ?", (task,)).fetchone()
+        conn.execute("INSERT INTO usage (task_id, stage_id, ts, model, input_tokens) VALUES (?, ?, 0, 'house-1', 10)",
+                     (task, stage))
+    conn.close()
+    notice = Notice("failed", "task.failed", task, status="failed")
+    await TaskFacts(home.db_path).fill([notice])
+    assert sentence(notice) == "task 1 failed: house work (wf, unpriced (house-1))" and notice.unpriced == ["house-1"]

@@ -5,9 +5,10 @@ made plain here, before any channel sees it: no escape sequence reaches a termin
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tacx.agents.prices import cost_text
 from tacx.engine.events import EngineEvent
 from tacx.server.notify.rules import TASK_ENDS
 
@@ -53,6 +54,7 @@ class Notice:
     url: str | None = None
     source: str | None = None
     ts: float = 0.0
+    unpriced: list[str] = field(default_factory=list)  # models of its usage whose price is not known
 
     def as_json(self) -> dict[str, Any]:
         """Every field, a text cut to FIELD_LIMIT (an agent's error can be megabytes, and a
@@ -86,7 +88,7 @@ def _facts(n: Notice) -> str:
     """(workflow, $0.42, 3m12s) from what is known."""
     parts = [plain(n.workflow, 60)] if n.workflow else []
     if n.cost_usd is not None:
-        parts.append(f"${n.cost_usd:.2f}")
+        parts.append(cost_text(n.cost_usd, n.unpriced, digits=2))
     if n.duration_s is not None and n.event in TASK_ENDS:
         parts.append(duration_text(n.duration_s))
     return f" ({', '.join(parts)})" if parts else ""
