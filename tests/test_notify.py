@@ -202,6 +202,13 @@ async def test_the_webhook_retries_a_5xx_and_a_429_refuses_to_retry_a_4xx_and_gi
         await channel.close()
         assert hook.requests == 1 and said == ["notify: webhook x gave up after 1 try: HTTP 400 (the message was: task 4 failed: t4 — exit code 1)"]
     said.clear()
+    async with Hook([308]) as hook:  # http:// moved to https://, say: a POST is not followed (its body could go elsewhere)
+        channel = WebhookChannel(hook.url + "/r", {}, 10, "/h", "webhook r", said.append, first_delay=0.01)
+        assert not await channel.deliver(msg)
+        await channel.close()
+        assert hook.requests == 1 and said == ["notify: webhook r gave up after 1 try: HTTP 308 (a redirect, not followed:"
+                                               " write the URL it points to) (the message was: task 4 failed: t4 — exit code 1)"]
+    said.clear()
     async with Hook([None, None, None]) as hook:  # never answers
         channel = WebhookChannel(hook.url + "/c", {}, 0.3, "/h", "webhook y", said.append, first_delay=0.01)
         assert not await asyncio.wait_for(channel.deliver(msg), 10)

@@ -86,7 +86,7 @@ class WebhookChannel:
             else:
                 if 200 <= status < 300:
                     return True
-                why = f"HTTP {status}"
+                why = f"HTTP {status}" + (" (a redirect, not followed: write the URL it points to)" if 300 <= status < 400 else "")
                 if status != 429 and status < 500:  # the hook refused this message: again would not help
                     break
             delay = wait if wait is not None else self.first_delay * 2 ** (tried - 1)
