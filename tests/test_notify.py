@@ -571,11 +571,15 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
               - {{on: [failed], webhook: "{hook.url}/ok"}}
               - {{on: [failed], webhook: "{hook.url}/refused"}}
               - on: [failed]
-                command: [sh, -c, 'printf "%s|%s|%s" "$TACX_EVENT" "$TACX_COUNT" "$TACX_MESSAGE" > "$1"', sh, {out}]
+                command: [./notify.sh, {out}]  # the project's script, run from a subfolder too
               - {{on: all, terminal: true}}
         """))
+        script = project.root / "notify.sh"
+        script.write_text('#!/bin/sh\nprintf "%s|%s|%s" "$TACX_EVENT" "$TACX_COUNT" "$TACX_MESSAGE" > "$1"\n')
+        script.chmod(0o755)
+        (project.root / "sub").mkdir()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tacx", "notify", "test", cwd=project.root, env=project.env,
+            sys.executable, "-m", "tacx", "notify", "test", cwd=project.root / "sub", env=project.env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     said = f"tacx test notification from {project.home}: notify works"
@@ -583,7 +587,7 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
     assert stdout.decode().splitlines() == [
         f"notify[0] webhook {hook.url}/…: delivered",
         f"notify[1] webhook {hook.url}/…: failed: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: {said})",
-        "notify[2] command sh: delivered",
+        "notify[2] command ./notify.sh: delivered",
         "notify[3] terminal: skipped (stderr is not a terminal)",
     ]
     assert hook.bodies["/ok"][0] == {"event": "test", "text": said, "count": 1, "events": [],

@@ -12,6 +12,7 @@ import os
 import signal
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from tacx.server.notify.message import Message, plain
 
@@ -53,10 +54,14 @@ def _environment(msg: Message) -> dict[str, str]:
 
 
 class CommandChannel:
-    def __init__(self, argv: list[str], timeout: float, report: Callable[[str], None]) -> None:
+    """Run in ``cwd``, the project's folder, where tacx.yaml is: `command: [./notify.sh]`
+    means the project's script wherever tacx was started (a subfolder finds the home too)."""
+
+    def __init__(self, argv: list[str], timeout: float, report: Callable[[str], None], cwd: Path | None = None) -> None:
         self.argv = argv
         self.timeout = timeout
         self.report = report
+        self.cwd = cwd
 
     async def deliver(self, msg: Message) -> bool:
         """Its stderr goes to a file, not a pipe: a child the command leaves running (`cmd &`)
@@ -72,7 +77,7 @@ class CommandChannel:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                    stderr=stderr, env=_environment(msg), start_new_session=True,
+                    stderr=stderr, env=_environment(msg), start_new_session=True, cwd=self.cwd,
                 )
             except OSError as exc:
                 self.report(f"notify: command {self.argv[0]} could not start: {exc.strerror or exc}")
