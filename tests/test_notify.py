@@ -658,6 +658,15 @@ async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surro
         burst.add(Notice("failed", "task.failed", i, title="T\ud800" + "x" * 100_000, status="failed", error=huge))
     msg = message(burst.notices, burst.tally)
     assert msg.count == 10_000 and len(msg.notices) == 100 and len(msg.text) < 2000
+    # 150 successes, then a failure: the message names the failure, not five successes.
+    burst = Burst(0.0)
+    for i in range(1, 151):
+        burst.add(Notice("succeeded", "task.succeeded", i, title=f"t{i}", status="succeeded"))
+    burst.add(Notice("failed", "task.failed", 151, title="broke", status="failed", error="exit code 2"))
+    assert len(burst.notices) == 100 and burst.notices[-1].task_id == 151 and burst.notices[-2].task_id == 99
+    assert message(burst.notices, burst.tally).text == ("151 tasks ended: 150 succeeded, 1 failed — #151 broke (failed:"
+                                                         " exit code 2), #1 t1 (succeeded), #2 t2 (succeeded), #3 t3"
+                                                         " (succeeded), #4 t4 (succeeded), and 146 more")
     body = json.dumps(payload(msg, "/h"))
     assert len(body) < 100 * 5000 and json.loads(body)["events"][99]["error"] == huge[:2000]
     assert "\\ud800" not in body and json.loads(body)["events"][0]["title"].startswith("T?xxx")

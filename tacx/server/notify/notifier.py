@@ -43,9 +43,17 @@ class Burst:
     tally: dict[str, int] = field(default_factory=dict)
 
     def add(self, notice: Notice) -> None:
+        """Keeps the first KEPT in full, but what needs a look (a failure, a budget stop, an
+        agent waiting) takes the place of a success: 500 successes and then one failure
+        are a message that names the failure."""
+        self.tally[notice.event] = self.tally.get(notice.event, 0) + 1
         if len(self.notices) < KEPT:
             self.notices.append(notice)
-        self.tally[notice.event] = self.tally.get(notice.event, 0) + 1
+        elif notice.event != "succeeded":
+            success = next((i for i in range(len(self.notices) - 1, -1, -1) if self.notices[i].event == "succeeded"), None)
+            if success is not None:
+                del self.notices[success]
+                self.notices.append(notice)
 
 
 class RuleSender:
