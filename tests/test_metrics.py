@@ -5,6 +5,8 @@ library's own parser and checked against figures worked out by hand."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,22 @@ async def until(predicate, what: str, limit: float = 20.0) -> None:  # type: ign
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"never happened: {what}")
+
+
+@contextlib.asynccontextmanager
+async def attached(tmp_path: Path) -> AsyncIterator[tuple[Home, Coordinator, EngineMetrics]]:
+    """A coordinator on a new store (not running: its events are published by hand) and
+    metrics attached to it."""
+    home = Home(tmp_path / ".tacx")
+    store = await Store(home.db_path).open()
+    try:
+        coordinator = Coordinator(home, store)
+        metrics = EngineMetrics(coordinator)
+        metrics.attach()
+        yield home, coordinator, metrics
+        metrics.detach()
+    finally:
+        await store.close()
 
 
 async def test_real_tasks_are_counted_by_hand_and_no_label_names_a_task(tmp_path: Path) -> None:
@@ -184,7 +202,8 @@ async def test_health_while_running_paused_and_after_the_store_refuses(tmp_path:
         assert value(got, "tacx_queue_depth") == 1 and value(got, "tacx_tasks", state="queued") == 1
         # Cancelled while queued: never seen running, its workflow is read once from the store.
         assert await coordinator.cancel_task(task) == "cancelled"
-        await asyncio.gather(*metrics.tally.lookups)
+        assert metrics.tally.reader is not None
+        await metrics.tally.reader
         got = parse(await metrics.exposition())
         assert series(got, "tacx_tasks_ended_total") == {L(workflow="later", state="cancelled"): 1}
         assert value(got, "tacx_tasks", state="cancelled") == 1 and value(got, "tacx_queue_depth") == 0
@@ -236,12 +255,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
     """60,000 events of 5,000 tasks through the real bus: every task's entries go at its
     end, a label takes at most its bound of values, and tasks whose end is never
     heard are forgotten past MAX_TASKS."""
-    home = Home(tmp_path / ".tacx")
-    store = await Store(home.db_path).open()
-    try:
-        coordinator = Coordinator(home, store)
-        metrics = EngineMetrics(coordinator)
-        metrics.attach()
+    async with attached(tmp_path) as (_, coordinator, metrics):
         publish = coordinator.publish
         for task in range(1, 5001):
             workflow = f"wf{task % 150}"  # 150 names: 50 kept, the rest "other"
@@ -283,8 +297,6 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
         metrics.detach()
         publish("task.succeeded", 10_300)
         assert metrics.tally.tasks  # detached: it hears nothing more
-    finally:
-        await store.close()
 
 
 async def test_a_scrape_survives_a_store_it_cannot_read(tmp_path: Path) -> None:
@@ -361,8 +373,48 @@ async def test_a_writer_that_cannot_commit_is_not_writable(tmp_path: Path, monke
         holder.execute("COMMIT")
         await store.flush()  # the heartbeat left waiting commits now
         assert (await health_report(coordinator, store))[1]["store"]["writable"] is True
+        # Heartbeats an hour apart: one that commits late clears its error at once, not an
+        # hour later (a busy writer is not a failing store; a probe would restart tacx).
+        monkeypatch.setattr(health, "HEARTBEAT_SECONDS", 3600.0)
+        health._beats.clear()
+        holder.execute("BEGIN IMMEDIATE")
+        assert (await health_report(coordinator, store))[1]["store"]["writable"] is False
+        holder.execute("COMMIT")
+        await store.flush()
+        status, body = await health_report(coordinator, store)
+        assert body["store"]["writable"] is True and body["store"]["error"] is None
     finally:
         if holder.in_transaction:
             holder.execute("ROLLBACK")
         holder.close()
         await store.close()
+
+
+async def test_a_stale_usage_total_is_not_counted_again(tmp_path: Path) -> None:
+    """Cumulative totals of one attempt heard as 30, then a stale 10, then 30: 30 tokens and
+    $3 in all, not 50 and $5 (the stale total must not become the baseline)."""
+    async with attached(tmp_path) as (_, coordinator, metrics):
+        coordinator.publish("task.started", 1, workflow="w")
+        coordinator.publish("stage.started", 1, "s", attempt=1, provider="mock")
+        coordinator.publish("agent.output", 1, "s", attempt=1, events=[("session", {"model": "m1"})])
+        for total in (30, 10, 30):
+            coordinator.publish("stage.usage", 1, "s", attempt=1, tokens={"input": total}, cost_usd=total / 10)
+        got = parse(await metrics.exposition())
+    assert series(got, "tacx_tokens_total") == {L(provider="mock", model="m1", kind="input"): 30}
+    assert value(got, "tacx_cost_usd_total", provider="mock", model="m1") == 3.0
+
+
+async def test_many_ends_of_tasks_never_seen_running_are_read_in_batches(tmp_path: Path) -> None:
+    """3,000 queued tasks cancelled at once (as `tacx cancel` does): their workflows are read
+    by one reader in a few batches, not by a task and a thread hop per end (at 100,000 that
+    was 500 MB and seconds of the engine's loop); every end is counted under its workflow."""
+    async with attached(tmp_path) as (home, coordinator, metrics):
+        ids = queue(home, "name: bulk\nstages:\n  - {name: a, provider: shell, run: 'true'}\n", count=3000)
+        before = len(asyncio.all_tasks())
+        for task_id in ids:
+            coordinator.publish("task.cancelled", task_id)
+        assert len(asyncio.all_tasks()) - before == 1
+        assert metrics.tally.reader is not None
+        await metrics.tally.reader
+        got = parse(await metrics.exposition())
+    assert series(got, "tacx_tasks_ended_total") == {L(workflow="bulk", state="cancelled"): 3000}

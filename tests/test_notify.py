@@ -8,6 +8,7 @@ import asyncio
 import io
 import json
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,9 @@ async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_wait
               - on: [waiting]
                 webhook: {hook.url}/waiting
                 burst: 1m
+              - on: [failed]
+                command: [sh, -c, "echo no display >&2; exit 4"]
+                burst: 1m
         """))
         home = Home(project.home)
         queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["Fix the off-by-one"])
@@ -159,6 +163,8 @@ async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_wait
         ((ends,),) = [await hook.received("/ends")]
         ((waiting,),) = [await hook.received("/waiting")]
         assert "hello" in [h.get("X-Tacx-Test") for h in hook.headers]
+        # A channel that gives up is said once on stderr (it was also logged there as a WARNING).
+        assert [line for line in err.decode().splitlines() if "notify" in line] == ["tacx: notify: command sh exited 4: no display"]
     assert ends["event"] == "burst" and ends["count"] == 3
     assert ends["text"] == (
         "3 tasks ended: 1 succeeded, 2 failed — #2 Break the build (failed: stage go failed: exited with code 3),"
@@ -196,11 +202,25 @@ async def test_the_webhook_retries_a_5xx_and_a_429_refuses_to_retry_a_4xx_and_gi
         await channel.close()
         assert hook.requests == 1 and said == ["notify: webhook x gave up after 1 try: HTTP 400 (the message was: task 4 failed: t4 — exit code 1)"]
     said.clear()
+    async with Hook([308]) as hook:  # http:// moved to https://, say: a POST is not followed (its body could go elsewhere)
+        channel = WebhookChannel(hook.url + "/r", {}, 10, "/h", "webhook r", said.append, first_delay=0.01)
+        assert not await channel.deliver(msg)
+        await channel.close()
+        assert hook.requests == 1 and said == ["notify: webhook r gave up after 1 try: HTTP 308 (a redirect, not followed:"
+                                               " write the URL it points to) (the message was: task 4 failed: t4 — exit code 1)"]
+    said.clear()
     async with Hook([None, None, None]) as hook:  # never answers
         channel = WebhookChannel(hook.url + "/c", {}, 0.3, "/h", "webhook y", said.append, first_delay=0.01)
         assert not await asyncio.wait_for(channel.deliver(msg), 10)
         await channel.close()
         assert said == ["notify: webhook y gave up after 1 try: no answer in time (the message was: task 4 failed: t4 — exit code 1)"]
+    # A hook that hangs once is tried again when one try's share of the bound has passed.
+    said.clear()
+    async with Hook([None]) as hook:
+        channel = WebhookChannel(hook.url + "/e", {}, 10, "/h", "webhook w", said.append, first_delay=0.01, try_timeout=0.3)
+        assert await asyncio.wait_for(channel.deliver(msg), 10)
+        await channel.close()
+        assert hook.requests == 2 and len(hook.bodies["/e"]) == 1 and said == []
     # Nothing listens at all: connection refused, retried, given up.
     said.clear()
     channel = WebhookChannel(hook.url + "/d", {}, 5, "/h", "webhook z", said.append, tries=2, first_delay=0.01)
@@ -258,7 +278,9 @@ async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> N
         store = await Store(home.db_path).open()
         try:
             coordinator = Coordinator(home, store, settings, exit_when_idle=True)
-            notifier = start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done, terminal=None)
+            said: list[str] = []
+            notifier = start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done,
+                                           terminal=None, say=said.append)
             assert notifier is not None
             for i in range(2000):  # the publishes return at once: the rule's queue takes them
                 coordinator.publish("task.failed", 10_000 + i, title="x", error="boom")
@@ -269,6 +291,53 @@ async def test_a_hanging_webhook_does_not_slow_the_engine(project: Project) -> N
         # Every task ended while the one POST in flight was still unanswered.
         assert not hook.release.is_set() and hook.requests == 1 and hook.bodies == {}
     assert [t["status"] for t in project.ls()] == ["succeeded"] * len(ids)
+    # The message in flight when the drain's bound ran out is said lost, not lost in silence.
+    assert said == [f"notify: webhook {hook.url}/… had not delivered when tacx stopped: task 10000 failed: x — boom"]
+
+
+async def test_agents_chatter_does_not_push_task_ends_out_of_a_held_up_rules_queue(tmp_path: Path) -> None:
+    """An `all` rule hears every agent.output (for `waiting`): while its webhook hangs, 12,000
+    of them that show no waiting must not fill its queue (10,000) and drop a task's end."""
+    home = Home(tmp_path / ".tacx")
+    connect(home.db_path).close()
+    bus = EventBus()
+    subscribed = len(bus._subscribers)
+    async with Hook([None]) as hook:
+        notifier = start_notifications(home, [rule(on=["all"], webhook=hook.url + "/all", burst=0)], bus, None, terminal=None)
+        assert notifier is not None
+        bus.publish(ended("failed", 1, "first"))
+        await hook.arrived.wait()  # its POST hangs
+        bus.publish(ended("failed", 2, "second"))
+        chatter = [("text", {"text": "working on it"})]
+        for _ in range(12_000):
+            bus.publish(EngineEvent("agent.output", 3, "think", data={"attempt": 1, "events": chatter}))
+        hook.release.set()
+        (second,) = (await hook.received("/all", 2))[1:]
+        await bus.drain(5)
+        await notifier.close()
+    assert second["text"] == "task 2 failed: second" and notifier.senders[0].queued.dropped == 0
+    assert len(bus._subscribers) == subscribed + 1  # closed: its filters are off the bus (its drained queue stays)
+
+
+async def test_events_a_held_up_rules_queue_drops_are_said(tmp_path: Path) -> None:
+    """10,025 ends behind a hanging POST: the queue keeps 10,000, and the 25 it dropped are
+    said with the next delivery."""
+    home = Home(tmp_path / ".tacx")
+    bus = EventBus()
+    said: list[str] = []
+    async with Hook([None]) as hook:
+        notifier = start_notifications(home, [rule(on=["failed"], webhook=hook.url + "/f", burst=0)], bus, None,
+                                       terminal=None, say=said.append)
+        assert notifier is not None
+        bus.publish(ended("failed", 1, "first"))
+        await hook.arrived.wait()  # its POST hangs; the queue holds 10,000
+        for task_id in range(2, 10_027):
+            bus.publish(ended("failed", task_id, "later"))
+        hook.release.set()
+        await hook.received("/f", 2)
+        await bus.drain(0.1)
+        await notifier.close()
+    assert said[0] == f"notify: webhook {hook.url}/… fell behind: 25 events were dropped (the oldest waiting)"
 
 
 # -- the command channel -------------------------------------------------------------------------
@@ -308,6 +377,10 @@ async def test_a_command_gets_the_facts_in_its_environment_never_in_argv(tmp_pat
     assert not await CommandChannel([sys.executable, "-c", "import sys; sys.exit('no display')"], 10, said.append).deliver(
         message(notices[1:], {"succeeded": 1}))
     assert said == [f"notify: command {sys.executable} exited 1: no display"]
+    # No temporary file for its stderr (the temp folder full or gone): said, not raised.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    assert not await CommandChannel(argv, 10, said.append).deliver(message(notices[1:], {"succeeded": 1}))
+    assert said[-1] == f"notify: command {sys.executable} could not start: no temporary file for its stderr: No such file or directory"
 
 
 async def test_a_command_that_overruns_is_killed_with_what_it_started(tmp_path: Path) -> None:
@@ -321,6 +394,20 @@ async def test_a_command_that_overruns_is_killed_with_what_it_started(tmp_path: 
     async with asyncio.timeout(10):
         while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
             await asyncio.sleep(0.02)
+
+
+async def test_a_command_that_exits_leaving_a_child_behind_is_judged_by_its_own_exit(tmp_path: Path) -> None:
+    """`cmd &` leaves a child holding the command's stderr: its exit (3, and what it said)
+    is reported at once, not "killed after 5s" when the bound runs out."""
+    pid_file = tmp_path / "child.pid"
+    said: list[str] = []
+    channel = CommandChannel(["sh", "-c", 'sleep 60 & echo $! > "$1"; echo no display >&2; exit 3', "sh", str(pid_file)],
+                             5, said.append)
+    try:
+        assert not await channel.deliver(message([Notice("succeeded", "task.succeeded", 1, title="t")], {"succeeded": 1}))
+        assert said == ["notify: command sh exited 3: no display"]
+    finally:
+        psutil.Process(int(pid_file.read_text())).kill()
 
 
 # -- the terminal ----------------------------------------------------------------------------------
@@ -400,12 +487,21 @@ notify:
   - on: [succeeded, faild]
     webhook: https://hooks.example/tacx
   - on: [budget]
-    webhook: ftp://hooks.example/tacx
+    webhook: ftp://user:pw@hooks.example/tacx/SECRET
   - on: all
     command: notify-send tacx
   - on: [waiting]
     terminal: true
     command: [notify-send, tacx]
+  - on: [failed]
+    webhook: https://user:secret@hooks.example:99999/x
+  - on: [failed]
+    command: [true]
+    workflows: []
+  - on: [failed]
+    webhook: http://a..b/x
+  - off: [failed]
+    terminal: true
 """
 
 
@@ -416,11 +512,17 @@ def test_notify_mistakes_in_tacx_yaml_are_located_and_the_cli_exits_2(project: P
     assert result.stderr.splitlines() == [
         f"tacx: {path}:3:21: notify[0].on[1]: unknown event 'faild' (did you mean 'failed'?); known: succeeded, failed,"
         " cancelled, timed_out, budget, waiting, source_error, all",
-        f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got 'ftp://hooks.example/tacx'",
+        f"{path}:6:14: notify[1].webhook: a webhook is an http:// or https:// URL with a host, got ftp://hooks.example/…",
         f"{path}:8:14: notify[2].command: command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"
         " (the facts come in TACX_* environment variables)",
         f"{path}:9:5: notify[3]: a rule has exactly one channel, webhook: URL, command: [argv] or terminal: true;"
         " this one has command and terminal",
+        f"{path}:13:14: notify[4].webhook: a webhook URL's port is a number from 1 to 65535",
+        f"{path}:15:14: notify[5].command: YAML reads a bare true, false, yes, no, on or off as a boolean: quote the"
+        ' program, e.g. ["true"]',
+        f"{path}:16:16: notify[5].workflows: name at least one workflow, or leave workflows out for every workflow",
+        f"{path}:18:14: notify[6].webhook: 'a..b' is not a host name",
+        f"{path}:19:5: notify[7]: a key YAML reads as false (off, no, false): the events key is on:",
     ]
     assert not (project.home / "tacx.db").exists()  # nothing written
 
@@ -441,15 +543,18 @@ async def test_the_dashboard_shows_a_terminal_rules_message_as_a_toast(project: 
     from tacx.ui.app import make_app
 
     home = Home(project.home)
-    queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [HOSTILE])
+    # Square brackets are Textual markup: "[/x]" closes no tag, and a toast read as markup
+    # would raise MarkupError as it is drawn (notifications=True draws the toasts).
+    queue(home, "name: quick\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", [HOSTILE + " [/x] [b]"])
     settings = Settings(notify=[rule(on=["succeeded"], terminal=True, burst=0)])
     app = make_app(home, settings, refresh_seconds=0.2)
-    async with app.run_test(size=(160, 40)) as pilot:
+    async with app.run_test(size=(160, 40), notifications=True) as pilot:
         async with asyncio.timeout(20):
             while not any(n.title == "tacx notify" for n in app._notifications):
                 await asyncio.sleep(0.05)
         (toast,) = [n for n in app._notifications if n.title == "tacx notify"]
-        assert toast.message.startswith("task 1 succeeded: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now (quick, $0.00, ")
+        assert toast.message.startswith("task 1 succeeded: ]0;pwned $(touch pwned) `touch pwned2`; Fix 31m it now [/x] [b] (quick, $0.00, ")
+        await pilot.pause()  # the toast is drawn: as text, not markup
         assert "\x1b" not in toast.message and "\x07" not in toast.message
         await pilot.press("q")
         async with asyncio.timeout(20):
@@ -466,11 +571,15 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
               - {{on: [failed], webhook: "{hook.url}/ok"}}
               - {{on: [failed], webhook: "{hook.url}/refused"}}
               - on: [failed]
-                command: [sh, -c, 'printf "%s|%s|%s" "$TACX_EVENT" "$TACX_COUNT" "$TACX_MESSAGE" > "$1"', sh, {out}]
+                command: [./notify.sh, {out}]  # the project's script, run from a subfolder too
               - {{on: all, terminal: true}}
         """))
+        script = project.root / "notify.sh"
+        script.write_text('#!/bin/sh\nprintf "%s|%s|%s" "$TACX_EVENT" "$TACX_COUNT" "$TACX_MESSAGE" > "$1"\n')
+        script.chmod(0o755)
+        (project.root / "sub").mkdir()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tacx", "notify", "test", cwd=project.root, env=project.env,
+            sys.executable, "-m", "tacx", "notify", "test", cwd=project.root / "sub", env=project.env,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     said = f"tacx test notification from {project.home}: notify works"
@@ -478,7 +587,7 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
     assert stdout.decode().splitlines() == [
         f"notify[0] webhook {hook.url}/…: delivered",
         f"notify[1] webhook {hook.url}/…: failed: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: {said})",
-        "notify[2] command sh: delivered",
+        "notify[2] command ./notify.sh: delivered",
         "notify[3] terminal: skipped (stderr is not a terminal)",
     ]
     assert hook.bodies["/ok"][0] == {"event": "test", "text": said, "count": 1, "events": [],
@@ -499,7 +608,9 @@ async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is
         assert notifier is not None
         for task_id in (quick[0], other[0], quick[1]):
             bus.publish(ended("succeeded", task_id, ""))
-        bus.publish(EngineEvent("source.failed", data={"source": "github:o/r", "error": "gh: not logged in", "failures": 1}))
+        for failures in range(1, 7):  # a source failing again and again: its 1st, 2nd and 4th failure are said
+            bus.publish(EngineEvent("source.failed", data={"source": "github:o/r", "error": "gh: not logged in",
+                                                          "failures": failures}))
         (body,) = await hook.received("/quick")
         bus.publish(EngineEvent("task.budget_exceeded", other[0], data={"error": "budget exceeded", "cost_usd": 2.5}))
         async with asyncio.timeout(20):
@@ -507,8 +618,102 @@ async def test_a_rule_for_some_workflows_hears_only_their_tasks_and_a_refusal_is
                 await asyncio.sleep(0.02)
         await bus.drain(5)
         await notifier.close()
-    assert [(e["task_id"], e["title"], e["workflow"]) for e in body["events"]] == [(1, "q1", "quick"), (2, "q2", "quick"), (None, None, None)]
-    assert body["text"] == ("3 notifications: 2 succeeded, 1 source error — github:o/r (gh: not logged in), #1 q1 (succeeded),"
+    assert [(e["task_id"], e["title"], e["workflow"]) for e in body["events"]] == [
+        (1, "q1", "quick"), (2, "q2", "quick"), (None, None, None), (None, None, None), (None, None, None)]
+    assert body["text"] == ("5 notifications: 2 succeeded, 3 source errors — github:o/r (gh: not logged in),"
+                            " github:o/r (gh: not logged in), github:o/r (gh: not logged in), #1 q1 (succeeded),"
                             " #2 q2 (succeeded)")
     assert said == [f"notify: webhook {hook.url}/… gave up after 1 try: HTTP 400 (the message was: task 3 stopped by its budget:"
                     " o1 (other, $2.50) — budget exceeded)"]
+
+
+async def test_the_dashboards_own_finished_toast_draws_a_title_with_square_brackets_as_text() -> None:
+    """tacx/ui/notices.py announces each finished task with its title: an issue title is not
+    Textual markup ("[/x]" closes no tag and raised MarkupError as the toast was drawn)."""
+    from textual.app import App
+
+    from tacx.ui.notices import FinishedNotices
+
+    app = App()
+    async with app.run_test(size=(100, 20), notifications=True) as pilot:
+        notices = FinishedNotices(app.notify, app.set_timer)
+        notices.add(EngineEvent("task.failed", 3, data={"title": "Fix [/x] [@click=app.quit]this[/]", "error": "[b"}))
+        notices._announce()
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == ["task 3 failed: Fix [/x] [@click=app.quit]this[/]\n[b"]
+        assert app.is_running
+
+
+async def test_a_burst_of_10000_huge_hostile_ends_stays_bounded_and_a_lone_surrogate_reaches_a_command(tmp_path: Path) -> None:
+    """A megabyte error on each of 10,000 ends: the message, the webhook body and the
+    command's TACX_EVENTS_JSON stay small. A title with a lone surrogate (JSON's "\\ud800")
+    cannot be encoded in UTF-8: the command's environment says "?" instead of raising."""
+    from tacx.server.notify.command import facts_env
+    from tacx.server.notify.notifier import Burst
+    from tacx.server.notify.webhook import payload
+
+    burst = Burst(0.0)
+    huge = "boom " * 200_000
+    for i in range(1, 10_001):
+        burst.add(Notice("failed", "task.failed", i, title="T\ud800" + "x" * 100_000, status="failed", error=huge))
+    msg = message(burst.notices, burst.tally)
+    assert msg.count == 10_000 and len(msg.notices) == 100 and len(msg.text) < 2000
+    # 150 successes, then a failure: the message names the failure, not five successes.
+    burst = Burst(0.0)
+    for i in range(1, 151):
+        burst.add(Notice("succeeded", "task.succeeded", i, title=f"t{i}", status="succeeded"))
+    burst.add(Notice("failed", "task.failed", 151, title="broke", status="failed", error="exit code 2"))
+    assert len(burst.notices) == 100 and burst.notices[-1].task_id == 151 and burst.notices[-2].task_id == 99
+    assert message(burst.notices, burst.tally).text == ("151 tasks ended: 150 succeeded, 1 failed — #151 broke (failed:"
+                                                         " exit code 2), #1 t1 (succeeded), #2 t2 (succeeded), #3 t3"
+                                                         " (succeeded), #4 t4 (succeeded), and 146 more")
+    body = json.dumps(payload(msg, "/h"))
+    assert len(body) < 100 * 5000 and json.loads(body)["events"][99]["error"] == huge[:2000]
+    assert "\\ud800" not in body and json.loads(body)["events"][0]["title"].startswith("T?xxx")
+    env = facts_env(msg)
+    assert len(env["TACX_EVENTS_JSON"]) <= 100_000 and json.loads(env["TACX_EVENTS_JSON"])[0]["task_id"] == 1
+    out = tmp_path / "title"
+    argv = [sys.executable, "-c", f"import os; open({str(out)!r}, 'w').write(os.environ['TACX_TASK_TITLE'][:3])"]
+    one = message([Notice("failed", "task.failed", 1, title="T\ud800!")], {"failed": 1})
+    said: list[str] = []
+    assert await CommandChannel(argv, 10, said.append).deliver(one) and said == []
+    assert out.read_text() == "T?!"
+
+
+async def test_a_webhook_url_that_cannot_be_posted_to_is_said_without_its_secrets_and_not_retried() -> None:
+    """aiohttp's InvalidURL says the whole URL (a password, Slack's secret path): the report
+    names the channel instead, and a URL that cannot work is not tried again."""
+    url = "http://user:hunter2@127.0.0.1:x/services/T0/B0/SECRETPATH"
+    said: list[str] = []
+    channel = WebhookChannel(url, {}, 30, "/h", "webhook http://127.0.0.1:x/…", said.append)
+    try:
+        assert not await channel.deliver(message([Notice("failed", "task.failed", 1, title="t")], {"failed": 1}))
+    finally:
+        await channel.close()
+    # A host IDNA refuses (an empty label) raised UnicodeError out of the channel.
+    channel = WebhookChannel("http://a..b/x", {}, 30, "/h", "webhook http://a..b/…", said.append)
+    try:
+        assert not await channel.deliver(message([Notice("failed", "task.failed", 1, title="t")], {"failed": 1}))
+    finally:
+        await channel.close()
+    assert said == ["notify: webhook http://127.0.0.1:x/… gave up after 1 try: the URL cannot be posted to"
+                    " (InvalidUrlClientError) (the message was: task 1 failed: t)",
+                    "notify: webhook http://a..b/… gave up after 1 try: the URL cannot be posted to (UnicodeError)"
+                    " (the message was: task 1 failed: t)"]
+
+
+async def test_a_tasks_unpriced_usage_is_said_unpriced_never_as_zero_dollars(tmp_path: Path) -> None:
+    """As ls and show: usage of a model without a price is not "$0.00"."""
+    from tacx.server.notify.facts import TaskFacts
+
+    home = Home(tmp_path / ".tacx")
+    (task,) = queue(home, "name: wf\nstages:\n  - {name: go, provider: shell, run: echo ok}\n", ["house work"])
+    conn = connect(home.db_path)
+    with transaction(conn):
+        (stage,) = conn.execute("SELECT id FROM stages WHERE task_id = ?", (task,)).fetchone()
+        conn.execute("INSERT INTO usage (task_id, stage_id, ts, model, input_tokens) VALUES (?, ?, 0, 'house-1', 10)",
+                     (task, stage))
+    conn.close()
+    notice = Notice("failed", "task.failed", task, status="failed")
+    await TaskFacts(home.db_path).fill([notice])
+    assert sentence(notice) == "task 1 failed: house work (wf, unpriced (house-1))" and notice.unpriced == ["house-1"]

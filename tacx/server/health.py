@@ -37,6 +37,7 @@ HEARTBEAT_TIMEOUT = 2.0  # a heartbeat not committed by then: the store is not w
 HEARTBEAT_KEY = "health:heartbeat"
 MIN_FREE_BYTES = 16 * 1024 * 1024  # under this free on the home's disk the next writes may fail
 ERROR_CHARS = 300  # how much of an error (or any text) the body carries
+LATE = "the store's writer did not commit within"
 
 
 def coordinator_running(coordinator: Coordinator) -> bool:
@@ -55,6 +56,8 @@ class _Heartbeat:
 
     at: float = 0.0
     error: str | None = None
+    started: float = 0.0  # when the last heartbeat was queued (monotonic)
+    committed: float = -1.0  # when a heartbeat last committed, a late one too
     flight: asyncio.Task[str | None] | None = None
 
 
@@ -68,33 +71,39 @@ def _beat(conn: sqlite3.Connection) -> None:
     )
 
 
-async def _write_heartbeat(store: Store) -> str | None:
+async def _write_heartbeat(store: Store, beat: _Heartbeat) -> str | None:
     try:
         written = store.write(_beat)
-        written.add_done_callback(_heard)  # when it ends after the deadline, its outcome is not left unread
+        written.add_done_callback(lambda future: _heard(future, beat))
         await asyncio.wait_for(asyncio.shield(written), HEARTBEAT_TIMEOUT)
     except TimeoutError:
-        return f"the store's writer did not commit within {HEARTBEAT_TIMEOUT:g}s (a lock held too long, a stuck disk)"
+        return f"{LATE} {HEARTBEAT_TIMEOUT:g}s (a lock held too long, a stuck disk)"
     except (StoreError, sqlite3.Error, OSError) as exc:
         return str(exc) or type(exc).__name__
     return None
 
 
-def _heard(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _heard(future: asyncio.Future[Any], beat: _Heartbeat) -> None:
+    """The write's outcome is read (never left unread), and when it commits, said."""
+    if not future.cancelled() and future.exception() is None:
+        beat.committed = time.monotonic()
 
 
 async def _heartbeat(store: Store) -> str | None:
     """The last heartbeat's error, writing a new one when the last is older than HEARTBEAT_SECONDS."""
     beat = _beats.setdefault(store, _Heartbeat())
     if beat.flight is None and time.monotonic() - beat.at >= HEARTBEAT_SECONDS:
-        beat.flight = asyncio.get_running_loop().create_task(_write_heartbeat(store), name="tacx-health-heartbeat")
+        beat.started = time.monotonic()
+        beat.flight = asyncio.get_running_loop().create_task(_write_heartbeat(store, beat), name="tacx-health-heartbeat")
     if beat.flight is not None:
         flight = beat.flight
         error = await asyncio.shield(flight)
         if beat.flight is flight:
             beat.at, beat.error, beat.flight = time.monotonic(), error, None
+    if beat.error is not None and beat.error.startswith(LATE) and beat.committed >= beat.started:
+        # It committed after all: a writer busy for a moment (a large batch) is writable,
+        # not failing until the next heartbeat, HEARTBEAT_SECONDS later.
+        beat.error = None
     return beat.error
 
 

@@ -71,10 +71,10 @@ class StoreCounts:
             self.close()  # the next scrape connects again
             return None
 
-    def workflow_of(self, task_id: int) -> str | None:
-        conn = self._connection()
-        row = conn.execute("SELECT workflow FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return str(row[0]) if row else None
+    def workflows_of(self, task_ids: list[int]) -> dict[int, str]:
+        marks = ", ".join("?" * len(task_ids))
+        rows = self._connection().execute(f"SELECT id, workflow FROM tasks WHERE id IN ({marks})", task_ids)
+        return {int(task_id): str(workflow) for task_id, workflow in rows}
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -127,7 +127,7 @@ class EngineMetrics:
             {"version": tacx.__version__, "python": sys.version.split()[0]}
         )
         self.store_counts = StoreCounts(coordinator.store.path)
-        self.tally = Tally(coordinator, self.counters, self._workflow_of)
+        self.tally = Tally(coordinator, self.counters, self._workflows_of)
         self._unsubscribe: Any = None
         self._close_after = False  # detached while a scrape read: that scrape closes the connection
         self._text: tuple[bytes, float] = (b"", 0.0)  # the last rendered text, and when (monotonic)
@@ -176,9 +176,9 @@ class EngineMetrics:
             self._text = (text, time.monotonic())
             return text
 
-    async def _workflow_of(self, task_id: int) -> str | None:
-        def read() -> str | None:
+    async def _workflows_of(self, task_ids: list[int]) -> dict[int, str]:
+        def read() -> dict[int, str]:
             with self.store_counts.lock:
-                return self.store_counts.workflow_of(task_id)
+                return self.store_counts.workflows_of(task_ids)
 
         return await asyncio.to_thread(read)

@@ -2,7 +2,7 @@
 
 Events name a task by id; labels may not (ids and titles would make a series per task).
 So a few small maps say what the labels need: a task's workflow (from `task.started`, or
-the engine's running task, or one store read for a task never seen running), a stage's
+the engine's running task, or a batched store read for tasks never seen running), a stage's
 provider (`stage.started`; a re-adopted daughter's from the engine's running task) and
 model (the agent's `session` event in `agent.output`, else the stage's own `model:`), and
 the stage's token totals at its last `stage.usage` event, whose totals are cumulative over
@@ -13,6 +13,7 @@ goes back to the queue), so memory follows the running tasks, never the events.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,9 @@ KINDS = ("task.", "stage.", "agent.output", "source.polled", "source.failed", "s
 
 Totals = tuple[float, float, float, float, float]  # input, output, cache_read, cache_write, USD
 ZERO: Totals = (0, 0, 0, 0, 0.0)
-LookupWorkflow = Callable[[int], Awaitable[str | None]]
+LookupWorkflows = Callable[[list[int]], Awaitable[dict[int, str]]]  # task ids -> their workflows
+LOOKUP_BATCH = 500  # ended tasks whose workflows one store read finds
+MAX_UNLABELLED = 100_000  # ends waiting for that read (~20 MB); past it they count as "unknown"
 
 
 def _figures(usage: Usage) -> Totals:
@@ -119,12 +122,16 @@ class TaskSeen:
 class Tally:
     """The bus consumer: quick, synchronous, its maps bounded by the running tasks."""
 
-    def __init__(self, coordinator: Coordinator, counters: Counters, lookup_workflow: LookupWorkflow) -> None:
+    def __init__(self, coordinator: Coordinator, counters: Counters, lookup_workflows: LookupWorkflows) -> None:
         self.coordinator = coordinator
         self.counters = counters
-        self.lookup_workflow = lookup_workflow
+        self.lookup_workflows = lookup_workflows
         self.tasks: dict[int, TaskSeen] = {}
-        self.lookups: set[asyncio.Task[None]] = set()
+        # Ends of tasks never seen running (their end states, by task), counted once one
+        # read in batches says their workflows: one reader, however many end at once (a
+        # `tacx cancel` of 100,000 queued tasks made a task and a thread hop each: 500 MB).
+        self.unlabelled: dict[int, list[str]] = {}
+        self.reader: asyncio.Task[None] | None = None
         self.workflows, self.providers = Bounded(MAX_WORKFLOWS), Bounded(MAX_PROVIDERS)
         self.models, self.sources = Bounded(MAX_MODELS), Bounded(MAX_SOURCES)
         self._handlers: dict[str, Callable[[EngineEvent], None]] = {
@@ -151,8 +158,8 @@ class Tally:
             handler(event)
 
     def close(self) -> None:
-        for task in self.lookups:
-            task.cancel()
+        if self.reader is not None:
+            self.reader.cancel()
 
     # -- what the labels need ------------------------------------------------------------
 
@@ -248,7 +255,9 @@ class Tally:
                 seen.last = ZERO
         assert seen.last is not None
         increase = [max(0.0, n - last) for n, last in zip(now, seen.last)]  # a counter never goes down
-        seen.last = now
+        # A stale total (an event older than the last one heard) lowers nothing: were it kept
+        # as the baseline, the next event would count again what was counted already.
+        seen.last = tuple(max(n, last) for n, last in zip(now, seen.last))  # type: ignore[assignment]
         provider, model = self._provider(event), self._model(event, seen)
         for kind, amount in zip(TOKEN_KINDS, increase):
             if amount:
@@ -293,18 +302,27 @@ class Tally:
         if workflow is not None or event.task_id is None:
             self.counters.tasks_ended.labels(self.workflows(workflow), state).inc()
             return
-        # Never seen running (cancelled while queued, a workflow that no longer loads): one read.
-        task = asyncio.get_running_loop().create_task(self._count_end_later(event.task_id, state))
-        self.lookups.add(task)
-        task.add_done_callback(self.lookups.discard)
+        # Never seen running (cancelled while queued, a workflow that no longer loads): read.
+        if len(self.unlabelled) >= MAX_UNLABELLED and event.task_id not in self.unlabelled:
+            self.counters.tasks_ended.labels(UNKNOWN, state).inc()  # the store is far behind: unlabelled
+            return
+        self.unlabelled.setdefault(event.task_id, []).append(state)
+        if self.reader is None or self.reader.done():
+            self.reader = asyncio.get_running_loop().create_task(self._count_ends_later(), name="tacx-metrics-ends")
 
-    async def _count_end_later(self, task_id: int, state: str) -> None:
-        try:
-            workflow = await self.lookup_workflow(task_id)
-        except Exception as exc:  # noqa: BLE001 - the count goes on, unlabelled
-            log.warning("metrics could not read task %s's workflow: %s", task_id, exc)
-            workflow = None
-        self.counters.tasks_ended.labels(self.workflows(workflow), state).inc()
+    async def _count_ends_later(self) -> None:
+        while self.unlabelled:
+            batch = dict(itertools.islice(self.unlabelled.items(), LOOKUP_BATCH))
+            for task_id in batch:
+                del self.unlabelled[task_id]
+            try:
+                workflows = await self.lookup_workflows(list(batch))
+            except Exception as exc:  # noqa: BLE001 - the counts go on, unlabelled
+                log.warning("metrics could not read %d ended tasks' workflows: %s", len(batch), exc)
+                workflows = {}
+            for task_id, states in batch.items():
+                for state in states:
+                    self.counters.tasks_ended.labels(self.workflows(workflows.get(task_id)), state).inc()
 
     def _forget(self, event: EngineEvent) -> None:
         self.tasks.pop(event.task_id or 0, None)

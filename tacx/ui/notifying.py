@@ -1,6 +1,7 @@
 """tacx.yaml's `notify:` rules in the dashboard: the terminal channel rings and writes its
 desktop-notification sequences through Textual's driver (never around it: the screen is
-Textual's), and shows a toast; a channel that gives up says so in a toast."""
+Textual's), and shows a toast; a channel that gives up says so in a toast. Toasts are
+never read as markup: an issue title such as "Fix [/x]" would raise as it is drawn."""
 
 from __future__ import annotations
 
@@ -29,6 +30,6 @@ def dashboard_notifier(app: App, home: Home, settings: Settings, coordinator: Co
         if not app.is_headless and driver is not None:
             driver.write(sequence)
 
-    terminal = TerminalChannel(write, app.bell, lambda text: app.notify(text, title="tacx notify", timeout=10))
+    terminal = TerminalChannel(write, app.bell, lambda text: app.notify(text, title="tacx notify", timeout=10, markup=False))
     return start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done, terminal=terminal,
-                               say=lambda line: app.notify(line, severity="warning", timeout=15))
+                               say=lambda line: app.notify(line, severity="warning", timeout=15, markup=False))

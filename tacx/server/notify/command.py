@@ -1,6 +1,7 @@
 """The command channel: the rule's argv run as given (no shell, stdin closed), the message's
 facts in TACX_* environment variables, never in argv: titles come from GitHub issues. Bounded
-in time: a command that overruns is killed with all it started."""
+in time: a command that overruns is killed with all it started; what a command that has
+exited leaves running is its own."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import json
 import logging
 import os
 import signal
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 from tacx.server.notify.message import Message, plain
 
@@ -51,48 +54,55 @@ def _environment(msg: Message) -> dict[str, str]:
 
 
 class CommandChannel:
-    def __init__(self, argv: list[str], timeout: float, report: Callable[[str], None]) -> None:
+    """Run in ``cwd``, the project's folder, where tacx.yaml is: `command: [./notify.sh]`
+    means the project's script wherever tacx was started (a subfolder finds the home too)."""
+
+    def __init__(self, argv: list[str], timeout: float, report: Callable[[str], None], cwd: Path | None = None) -> None:
         self.argv = argv
         self.timeout = timeout
         self.report = report
+        self.cwd = cwd
 
     async def deliver(self, msg: Message) -> bool:
+        """Its stderr goes to a file, not a pipe: a child the command leaves running (`cmd &`)
+        keeps a pipe open, so tacx waited out the bound and said the command was killed,
+        and a child in a session of its own kept the pipe past the loop's end (a traceback)."""
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, env=_environment(msg), start_new_session=True,
-            )
-        except OSError as exc:
-            self.report(f"notify: command {self.argv[0]} could not start: {exc.strerror or exc}")
+            stderr = tempfile.TemporaryFile()
+        except OSError as exc:  # the temp folder is full, read-only or gone
+            self.report(f"notify: command {self.argv[0]} could not start: no temporary file for its stderr:"
+                        f" {exc.strerror or exc}")
             return False
-        try:
-            async with asyncio.timeout(self.timeout):
-                said = await _head(proc.stderr)
-                code = await proc.wait()
-        except TimeoutError:
-            _kill(proc)
-            await proc.wait()
-            self.report(f"notify: command {self.argv[0]} was killed after {self.timeout:g}s")
-            return False
-        except asyncio.CancelledError:
-            _kill(proc)
-            raise
-        if code != 0:
-            detail = plain(said.decode("utf-8", "replace"), 300)
-            self.report(f"notify: command {self.argv[0]} exited {code}" + (f": {detail}" if detail else ""))
-            return False
-        return True
+        with stderr:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                    stderr=stderr, env=_environment(msg), start_new_session=True, cwd=self.cwd,
+                )
+            except OSError as exc:
+                self.report(f"notify: command {self.argv[0]} could not start: {exc.strerror or exc}")
+                return False
+            try:
+                async with asyncio.timeout(self.timeout):
+                    code = await proc.wait()
+            except TimeoutError:
+                _kill(proc)
+                await proc.wait()
+                self.report(f"notify: command {self.argv[0]} was killed after {self.timeout:g}s")
+                return False
+            except asyncio.CancelledError:
+                _kill(proc)
+                raise
+            if code == 0:
+                return True
+            stderr.seek(0)
+            said = stderr.read(STDERR_KEPT)
+        detail = plain(said.decode("utf-8", "replace"), 300)
+        self.report(f"notify: command {self.argv[0]} exited {code}" + (f": {detail}" if detail else ""))
+        return False
 
     async def close(self) -> None:
         return None
-
-
-async def _head(stream: asyncio.StreamReader | None) -> bytes:
-    """The first STDERR_KEPT bytes; the rest is read and dropped (a full pipe would block it)."""
-    kept = b""
-    while stream is not None and (chunk := await stream.read(65536)):
-        kept += chunk[: max(0, STDERR_KEPT - len(kept))]
-    return kept
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import logging
 from pathlib import Path
 
+from tacx.agents.prices import Unpriced, models
 from tacx.server.notify.message import Notice
 from tacx.store.database import connect
 from tacx.store.records import show_task
@@ -41,6 +42,7 @@ class TaskFacts:
             n.error = n.error or task["error"]
             if n.cost_usd is None:
                 n.cost_usd = task["cost_usd"]
+            n.unpriced = task["unpriced"]
             if task["started_at"] and task["ended_at"]:
                 n.duration_s = task["ended_at"] - task["started_at"]
             n.url = (task["source"] or {}).get("url")
@@ -49,6 +51,10 @@ class TaskFacts:
     def _read(self, ids: list[int]) -> dict[int, dict]:
         conn = connect(self.db_path, create=False)
         try:
-            return {task_id: task for task_id in ids if (task := show_task(conn, task_id, events_limit=0)) is not None}
+            tasks = {task_id: task for task_id in ids if (task := show_task(conn, task_id, events_limit=0)) is not None}
+            found = Unpriced.of_tasks(conn, list(tasks))  # a cost of 0 is never said as $0.00 (as ls and show)
+            for task_id, task in tasks.items():
+                task["unpriced"] = models([u for u in found if u.task_id == task_id])
+            return tasks
         finally:
             conn.close()

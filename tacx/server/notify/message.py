@@ -5,14 +5,16 @@ made plain here, before any channel sees it: no escape sequence reaches a termin
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tacx.agents.prices import cost_text
 from tacx.engine.events import EngineEvent
 from tacx.server.notify.rules import TASK_ENDS
 
 TITLE_LIMIT = 120
 ERROR_LIMIT = 200
+FIELD_LIMIT = 2000  # characters of one text in a notice's JSON (webhook body, TACX_EVENTS_JSON)
 LISTED = 5  # the items a burst's message names; the others are counted
 # C0 (tab and newline too), DEL, C1 (0x9b is CSI on 8-bit terminals), bidi overrides and
 # isolates, line and paragraph separators: each becomes a space.
@@ -21,11 +23,17 @@ _STRIP = {c: " " for c in (*range(32), 127, *range(0x80, 0xA0), 0x061C, 0x200E, 
 _SPACES = re.compile(r"\s{2,}")
 
 
+def _utf8(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def plain(text: Any, limit: int = 1000) -> str:
-    """One line without control characters, at most ``limit`` characters."""
+    """One line without control characters, at most ``limit`` characters. A lone surrogate
+    (JSON's "\\ud800", undecodable bytes) becomes "?": UTF-8 cannot encode it, and the command
+    channel's environment would raise as it is built."""
     if text is None:
         return ""
-    line = _SPACES.sub(" ", str(text).translate(_STRIP)).strip()
+    line = _utf8(_SPACES.sub(" ", str(text).translate(_STRIP)).strip())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
@@ -46,9 +54,13 @@ class Notice:
     url: str | None = None
     source: str | None = None
     ts: float = 0.0
+    unpriced: list[str] = field(default_factory=list)  # models of its usage whose price is not known
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Every field, a text cut to FIELD_LIMIT (an agent's error can be megabytes, and a
+        burst's webhook body and TACX_EVENTS_JSON carry up to a hundred notices) and valid
+        UTF-8 (a lone surrogate would be written as "\\ud800", which strict JSON readers refuse)."""
+        return {k: _utf8(v[:FIELD_LIMIT]) if isinstance(v, str) else v for k, v in asdict(self).items()}
 
 
 def notice_from(event_name: str, event: EngineEvent, reason: str | None = None) -> Notice:
@@ -76,7 +88,7 @@ def _facts(n: Notice) -> str:
     """(workflow, $0.42, 3m12s) from what is known."""
     parts = [plain(n.workflow, 60)] if n.workflow else []
     if n.cost_usd is not None:
-        parts.append(f"${n.cost_usd:.2f}")
+        parts.append(cost_text(n.cost_usd, n.unpriced, digits=2))
     if n.duration_s is not None and n.event in TASK_ENDS:
         parts.append(duration_text(n.duration_s))
     return f" ({', '.join(parts)})" if parts else ""

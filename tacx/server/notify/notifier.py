@@ -1,7 +1,8 @@
-"""The notifier: one async consumer of the engine's events per rule, each with its own queue
-(the bus's QueuedConsumer), so a hanging webhook delays only its own rule and never the
-engine. A rule's events within its burst window of the first become one message; when the
-coordinator stops, what is gathered goes out at once, within the bus's drain bound."""
+"""The notifier: per rule, a quick filter on the bus that turns the events it wants into
+notices, and an async consumer with its own queue of them (the bus's QueuedConsumer), so a
+hanging webhook delays only its own rule and never the engine. A rule's events within its
+burst window of the first become one message; when the coordinator stops, what is gathered
+goes out at once, within the bus's drain bound."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tacx.server.notify.webhook import WebhookChannel
 log = logging.getLogger(__name__)
 
 TICK = "notify.tick"  # handed to a rule's own queue: its burst window may have ended
+NOTICE = "notify.notice"  # handed to a rule's own queue: an event it wants, as a notice (data["notice"])
 KEPT = 100  # notices a message carries in full; the rest of a burst is counted
 SEEN_LIMIT = 10_000  # stages remembered as already announced waiting
 
@@ -41,21 +43,32 @@ class Burst:
     tally: dict[str, int] = field(default_factory=dict)
 
     def add(self, notice: Notice) -> None:
+        """Keeps the first KEPT in full, but what needs a look (a failure, a budget stop, an
+        agent waiting) takes the place of a success: 500 successes and then one failure
+        are a message that names the failure."""
+        self.tally[notice.event] = self.tally.get(notice.event, 0) + 1
         if len(self.notices) < KEPT:
             self.notices.append(notice)
-        self.tally[notice.event] = self.tally.get(notice.event, 0) + 1
+        elif notice.event != "succeeded":
+            success = next((i for i in range(len(self.notices) - 1, -1, -1) if self.notices[i].event == "succeeded"), None)
+            if success is not None:
+                del self.notices[success]
+                self.notices.append(notice)
 
 
 class RuleSender:
     """Hears one rule's kinds, gathers a burst, and delivers it through the rule's channel."""
 
-    def __init__(self, rule: NotifyRule, channel: Channel, facts: TaskFacts) -> None:
+    def __init__(self, rule: NotifyRule, channel: Channel, facts: TaskFacts,
+                 report: Callable[[str], None] = log.warning) -> None:
         self.rule = rule
         self.channel = channel
         self.facts = facts
+        self.report = report
         self.queued: QueuedConsumer | None = None  # set when subscribed
         self.stopping = False
         self.delivered = 0  # messages the channel took
+        self.dropped_said = 0  # of the queue's dropped events, those already said
         self._burst: Burst | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._waiting_seen: set[tuple[int | None, str | None, object]] = set()
@@ -64,15 +77,23 @@ class RuleSender:
         if self.queued is not None:
             self.queued(EngineEvent(TICK))
 
+    def offer(self, event: EngineEvent) -> None:
+        """On the bus, synchronously: only what this rule wants enters its queue. Every
+        agent.output of every agent comes here for `waiting`; queued as they came, they
+        pushed task ends out of a queue held up by a slow channel (the oldest are dropped)."""
+        notice = self._notice(event)
+        if notice is not None and self.queued is not None:
+            self.queued(EngineEvent(NOTICE, event.task_id, event.stage, {"notice": notice}))
+
     def stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     async def handle(self, event: EngineEvent) -> None:
-        if event.kind != TICK:
-            notice = self._notice(event)
-            if notice is not None and await self._wanted(notice):
+        if event.kind == NOTICE:
+            notice: Notice = event.data["notice"]
+            if await self._wanted(notice):
                 self._add(notice)
         burst = self._burst
         if burst is None:
@@ -83,6 +104,8 @@ class RuleSender:
 
     def _notice(self, event: EngineEvent) -> Notice | None:
         name = self.rule.event_name(event.kind)
+        if name == "source_error" and not _reminder(event.data.get("failures")):
+            return None
         if name != "waiting":
             return notice_from(name, event) if name is not None else None
         reason = waiting_reason(event.data.get("events") or ())
@@ -111,9 +134,27 @@ class RuleSender:
         burst, self._burst = self._burst, None
         self.stop_timer()
         assert burst is not None
+        dropped = self.queued.dropped if self.queued is not None else 0
+        if dropped > self.dropped_said:  # the channel was too slow for its queue: not in silence
+            self.report(f"notify: {self.rule.describe()} fell behind: {dropped - self.dropped_said} events were dropped"
+                        " (the oldest waiting)")
+            self.dropped_said = dropped
         await self.facts.fill([n for n in burst.notices if n.workflow is None])
-        if await self.channel.deliver(message(burst.notices, burst.tally)):
+        msg = message(burst.notices, burst.tally)
+        try:
+            delivered = await self.channel.deliver(msg)
+        except asyncio.CancelledError:  # shutdown's bound ran out: the message is lost, and said so
+            self.report(f"notify: {self.rule.describe()} had not delivered when tacx stopped: {msg.text[:200]}")
+            raise
+        if delivered:
             self.delivered += 1
+
+
+def _reminder(failures: object) -> bool:
+    """A source that keeps failing is polled every 15 minutes at most, each poll a
+    source.failed: its 1st, 2nd, 4th, 8th, ... failure in a row are said (minutes, then
+    hours apart), not each of the 96 a day a source down overnight would send."""
+    return not isinstance(failures, int) or failures < 1 or failures & (failures - 1) == 0
 
 
 def build_channel(rule: NotifyRule, home: Home, report: Callable[[str], None],
@@ -121,7 +162,7 @@ def build_channel(rule: NotifyRule, home: Home, report: Callable[[str], None],
     if rule.webhook is not None:
         return WebhookChannel(rule.webhook, rule.headers, rule.delivery_timeout, str(home.root), rule.describe(), report)
     if rule.command is not None:
-        return CommandChannel(rule.command, rule.delivery_timeout, report)
+        return CommandChannel(rule.command, rule.delivery_timeout, report, home.project_root)
     return terminal  # None: no terminal to write to (headless with stderr redirected)
 
 
@@ -131,10 +172,13 @@ class Notifier:
     def __init__(self, senders: list[RuleSender]) -> None:
         self.senders = senders
         self._watch: asyncio.Task[None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     def attach(self, bus: EventBus, stopping: asyncio.Event | None = None) -> None:
         for sender in self.senders:
-            sender.queued = bus.subscribe_async(sender, kinds=sender.rule.kinds)
+            # Its own queue (drained at shutdown) hears nothing from the bus itself: offer feeds it.
+            sender.queued = bus.subscribe_async(sender, kinds=())
+            self._unsubscribe.append(bus.subscribe(sender.offer, kinds=sender.rule.kinds))
         if stopping is not None:
             self._watch = asyncio.get_running_loop().create_task(self._flush_on(stopping), name="tacx-notify-stop")
 
@@ -147,6 +191,9 @@ class Notifier:
             sender.wake()
 
     async def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
@@ -165,9 +212,13 @@ def start_notifications(
         return None
 
     def report(line: str) -> None:
-        log.warning("%s", line)
-        if say is not None:
-            say(line)
+        """Said once: to ``say`` when given (headless, its stderr, where the log's console
+        handler would print it a second time), else to the log."""
+        if say is None:
+            log.warning("%s", line)
+            return
+        log.info("%s", line)
+        say(line)
 
     facts = TaskFacts(home.db_path)
     senders = []
@@ -176,7 +227,7 @@ def start_notifications(
         if channel is None:
             log.info("notify: a terminal rule, and no terminal to write to: it is left out")
             continue
-        senders.append(RuleSender(rule, channel, facts))
+        senders.append(RuleSender(rule, channel, facts, report))
     notifier = Notifier(senders)
     notifier.attach(bus, stopping)
     return notifier

@@ -69,8 +69,16 @@ class NotifyRule(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _on_key(cls, data: Any) -> Any:
-        """YAML 1.1 reads a bare `on:` key as true: it is this rule's `on`."""
-        if isinstance(data, dict) and True in data and "on" not in data:
+        """YAML 1.1 reads a bare `on:` key as true: it is this rule's `on`. Other keys YAML
+        reads as booleans (`off:`, `yes:`; `on:` beside a quoted "on":) are said in words,
+        not as pydantic's "Keys should be strings"."""
+        if not isinstance(data, dict):
+            return data
+        if True in data and "on" in data:
+            raise ValueError('on: is given twice (YAML reads a bare on, On, yes or true as the same key)')
+        if False in data:
+            raise ValueError("a key YAML reads as false (off, no, false): the events key is on:")
+        if True in data:
             data = {("on" if key is True else key): value for key, value in data.items()}
         return data
 
@@ -91,7 +99,18 @@ class NotifyRule(BaseModel):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"a webhook is an http:// or https:// URL with a host, got {url!r}")
+            shown = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}/…" if parts.scheme else "a URL without a scheme"
+            raise ValueError(f"a webhook is an http:// or https:// URL with a host, got {shown}")  # its path may be a secret
+        try:
+            port = parts.port  # urlsplit reads the port only when asked: a bad one would fail every post
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("a webhook URL's port is a number from 1 to 65535")
+        try:
+            parts.hostname.encode("idna")  # an empty or over-long label fails every post
+        except UnicodeError:
+            raise ValueError(f"{parts.hostname!r} is not a host name") from None
         if any(ord(c) < 33 or ord(c) == 127 for c in url):
             raise ValueError("a webhook URL has no spaces or control characters")
         return url
@@ -112,11 +131,21 @@ class NotifyRule(BaseModel):
         if isinstance(value, str):
             raise ValueError("command is a list of arguments, never a shell string: e.g. [notify-send, tacx]"
                              " (the facts come in TACX_* environment variables)")
+        if isinstance(value, list) and value and isinstance(value[0], bool):
+            raise ValueError("YAML reads a bare true, false, yes, no, on or off as a boolean: quote the program,"
+                             " e.g. [\"true\"]")
         if isinstance(value, list) and (not value or not isinstance(value[0], str) or not value[0].strip()):
             raise ValueError("command starts with the program to run, e.g. [notify-send, tacx]")
         if isinstance(value, list) and any(isinstance(a, str) and "\0" in a for a in value):
             raise ValueError("command arguments cannot hold a NUL character")
         return value
+
+    @field_validator("workflows")
+    @classmethod
+    def _some_workflows(cls, names: list[str] | None) -> list[str] | None:
+        if names is not None and not names:
+            raise ValueError("name at least one workflow, or leave workflows out for every workflow")
+        return names
 
     @field_validator("terminal")
     @classmethod

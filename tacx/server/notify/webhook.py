@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 TRIES = 3
 FIRST_DELAY = 1.0  # then 2 s, 4 s, ...
-MAX_RESPONSE_WAIT = 10.0  # one try's share when the bound is larger
+MAX_RESPONSE_WAIT = 10.0  # one try's share when the bound is larger: a hung hook is tried again
 
 
 def payload(msg: Message, home: str) -> dict[str, Any]:
@@ -52,6 +52,7 @@ class WebhookChannel:
     def __init__(
         self, url: str, headers: dict[str, str], timeout: float, home: str, describe: str,
         report: Callable[[str], None], *, tries: int = TRIES, first_delay: float = FIRST_DELAY,
+        try_timeout: float = MAX_RESPONSE_WAIT,
     ) -> None:
         self.url = url
         self.headers = headers
@@ -61,6 +62,7 @@ class WebhookChannel:
         self.report = report
         self.tries = tries
         self.first_delay = first_delay
+        self.try_timeout = try_timeout
         self._session: aiohttp.ClientSession | None = None
 
     async def deliver(self, msg: Message) -> bool:
@@ -73,14 +75,18 @@ class WebhookChannel:
             tried += 1
             wait: float | None = None
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(min(left, self.try_timeout)):
                     status, wait = await self._post(body)
+            except ValueError as exc:  # InvalidURL, a host IDNA refuses: it would fail again; its text may hold secrets
+                why = f"the URL cannot be posted to ({type(exc).__name__})"
+                break
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                why = "no answer in time" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+                why = "no answer in time" if isinstance(exc, TimeoutError) else \
+                    f"{type(exc).__name__}: {exc}".replace(self.url, self.describe)
             else:
                 if 200 <= status < 300:
                     return True
-                why = f"HTTP {status}"
+                why = f"HTTP {status}" + (" (a redirect, not followed: write the URL it points to)" if 300 <= status < 400 else "")
                 if status != 429 and status < 500:  # the hook refused this message: again would not help
                     break
             delay = wait if wait is not None else self.first_delay * 2 ** (tried - 1)
