@@ -258,7 +258,7 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
     async with attached(tmp_path) as (_, coordinator, metrics):
         publish = coordinator.publish
         for task in range(1, 5001):
-            workflow = f"wf{task % 150}"  # 150 names: 50 kept, the rest "other"
+            workflow = f"wf{task % 150}"  # 150 names: 30 kept, the rest "other"
             publish("task.started", task, title=f"{TITLE}{task}", workflow=workflow)
             publish("stage.started", task, "s", attempt=1, provider="mock")
             publish("agent.output", task, "s", attempt=1, events=[("session", {"session_id": "x", "model": "m1"})])
@@ -279,13 +279,13 @@ async def test_memory_stays_bounded_over_many_events_and_labels_stay_few(tmp_pat
         assert series(got, "tacx_tokens_total") == {L(provider="mock", model="m1", kind="input"): 5000 * 35,
                                                     L(provider="mock", model="m1", kind="output"): 5000 * 4}
         assert value(got, "tacx_cost_usd_total", provider="mock", model="m1") == 5000 * 1.0
-        # Tasks 1-50 name wf1-wf50 first: those are kept (wf1 is tasks 1, 151, ..., 4951: 34;
-        # so is wf50: 50, ..., 4850). wf0 (150, ..., 4950) and wf51-wf149 (r, r+150, ..., up
-        # to 5000) are "other": 100 names of 33 tasks each.
+        # Tasks 1-30 name wf1-wf30 first: those are kept (wf1 is tasks 1, 151, ..., 4951: 34;
+        # so is wf30: 30, ..., 4980). wf0 (150, ..., 4950) and wf31-wf149 are "other":
+        # 5000 - 30 * 34 = 3980 tasks.
         ended = series(got, "tacx_tasks_ended_total")
-        assert len(ended) == 51 and ended[L(workflow="other", state="succeeded")] == 3300
-        assert ended[L(workflow="wf1", state="succeeded")] == 34 and ended[L(workflow="wf50", state="succeeded")] == 34
-        assert L(workflow="wf0", state="succeeded") not in ended and L(workflow="wf51", state="succeeded") not in ended
+        assert len(ended) == 31 and ended[L(workflow="other", state="succeeded")] == 3980
+        assert ended[L(workflow="wf1", state="succeeded")] == 34 and ended[L(workflow="wf30", state="succeeded")] == 34
+        assert L(workflow="wf0", state="succeeded") not in ended and L(workflow="wf31", state="succeeded") not in ended
         assert value(got, "tacx_stage_duration_seconds_count", workflow="wf1", provider="mock") == 68
         labels = {v for (_, ls) in got for _, v in ls}
         assert not [v for v in labels if TITLE in v or v.isdigit()]

@@ -178,7 +178,7 @@ async def test_a_headless_run_posts_its_task_ends_in_one_burst_and_an_agent_wait
     assert first["duration_s"] >= 0
     assert [(e["task_id"], e["status"], e["workflow"]) for e in ends["events"]] == [
         (1, "succeeded", "quick"), (2, "failed", "broken"), (3, "failed", "ask")]
-    assert ends["tacx"]["home"] == str(project.home) and ends["tacx"]["version"]
+    assert ends["tacx"]["project"] == project.root.name and ends["tacx"]["version"]
     assert waiting["event"] == "waiting" and waiting["count"] == 1  # the tool call and the denial: one notice
     assert waiting["text"] == "task 3 needs you at stage think: Pick a database (ask, $0.25) — the agent asks a question (AskUserQuestion)"
     assert waiting["events"][0]["stage"] == "think"
@@ -591,7 +591,7 @@ async def test_notify_test_sends_through_each_channel_and_says_what_happened(pro
         "notify[3] terminal: skipped (stderr is not a terminal)",
     ]
     assert hook.bodies["/ok"][0] == {"event": "test", "text": said, "count": 1, "events": [],
-                                      "tacx": {"home": str(project.home), "version": tacx.__version__}}
+                                      "tacx": {"project": project.root.name, "version": tacx.__version__}}
     assert out.read_text() == f"test|1|{said}"
 
 

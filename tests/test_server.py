@@ -256,6 +256,13 @@ async def test_every_route_but_health_needs_the_token(served: Served) -> None:
     async with aiohttp.ClientSession(base_url=served.server.url) as anonymous:
         async with anonymous.get("/health") as r:  # 503 until the coordinator has recovered: not a 401
             assert r.status in (200, 503) and r.headers["Content-Type"].startswith("application/json")
+            public = await r.json()  # the verdict and each part's state; no names, errors or figures
+            assert set(public) == {"status", "coordinator", "store", "sources"}
+            assert set(public["coordinator"]) == {"running", "paused"} and set(public["store"]) == {"writable"}
+        async with anonymous.get("/health", headers={"Authorization": f"Bearer {served.token}"}) as r:
+            told = await r.json()  # with the token: everything (version, workers, the store's free bytes...)
+            assert {"version", "python"} <= set(told) and "max_workers" in told["coordinator"]
+            assert "free_bytes" in told["store"]
         for method, path in (("GET", "/tasks"), ("GET", "/metrics"), ("POST", "/tasks"), ("GET", "/events"),
                              ("GET", "/nowhere")):
             async with anonymous.request(method, path) as r:

@@ -16,7 +16,7 @@ from aiohttp import web
 from tacx.engine.coordinator import Coordinator
 from tacx.server import api, catalog, observe, streams
 from tacx.server.address import Listener
-from tacx.server.context import CONTEXT, ApiError, Context, Limits, error_response
+from tacx.server.context import AUTHORIZED, CONTEXT, ApiError, Context, Limits, error_response
 from tacx.server.metrics import EngineMetrics
 from tacx.server.reads import StoreReader
 from tacx.server.token import TokenCheck
@@ -77,7 +77,8 @@ async def _share(request: web.Request, handler: Handler) -> web.StreamResponse:
 def _auth(check: TokenCheck) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_ROUTES or check.allows(request.headers.get("Authorization")):
+        request[AUTHORIZED] = check.allows(request.headers.get("Authorization"))
+        if request[AUTHORIZED] or request.path in OPEN_ROUTES:
             return await handler(request)
         given = "Authorization" in request.headers
         return error_response(

@@ -100,6 +100,7 @@ class Context:
 
 
 CONTEXT = web.AppKey("tacx-context", Context)
+AUTHORIZED = web.RequestKey("tacx-authorized", bool)  # its bearer token is the home's (set by the auth middleware)
 
 
 def context(request: web.Request) -> Context:

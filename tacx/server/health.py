@@ -172,3 +172,14 @@ async def health_report(coordinator: Coordinator, store: Store) -> tuple[int, di
         "python": sys.version.split()[0],
     }
     return (200 if ok else 503), body
+
+
+def public_view(body: dict[str, Any]) -> dict[str, Any]:
+    """What /health tells a caller without the token: the verdict and each part's state,
+    never a source's name (a private repository) or an error's text (paths, GitHub's words)."""
+    return {
+        "status": body["status"],
+        "coordinator": {key: body["coordinator"][key] for key in ("running", "paused")},
+        "store": {"writable": body["store"]["writable"]},
+        "sources": [{"state": source["state"]} for source in body["sources"]],
+    }

@@ -1,12 +1,13 @@
-"""GET /health (no token: a load balancer or a supervisor asks it) and GET /metrics
+"""GET /health (no token: a load balancer or a supervisor asks it, and is told the verdict
+and each part's state, not the sources' names or any error text, which the token shows) and GET /metrics
 (Prometheus text), mounted from the metrics wing's own modules."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from tacx.server.context import context
-from tacx.server.health import health_report
+from tacx.server.context import AUTHORIZED, context
+from tacx.server.health import health_report, public_view
 from tacx.server.metrics import CONTENT_TYPE, EngineMetrics
 
 routes = web.RouteTableDef()
@@ -17,7 +18,7 @@ METRICS = web.AppKey("tacx-metrics", EngineMetrics)
 async def health(request: web.Request) -> web.Response:
     coordinator = context(request).coordinator
     status, body = await health_report(coordinator, coordinator.store)
-    return web.json_response(body, status=status)
+    return web.json_response(body if request[AUTHORIZED] else public_view(body), status=status)
 
 
 @routes.get("/metrics")

@@ -160,7 +160,7 @@ def _reminder(failures: object) -> bool:
 def build_channel(rule: NotifyRule, home: Home, report: Callable[[str], None],
                   terminal: TerminalChannel | None) -> Channel | None:
     if rule.webhook is not None:
-        return WebhookChannel(rule.webhook, rule.headers, rule.delivery_timeout, str(home.root), rule.describe(), report)
+        return WebhookChannel(rule.webhook, rule.headers, rule.delivery_timeout, home.project_root.name, rule.describe(), report)
     if rule.command is not None:
         return CommandChannel(rule.command, rule.delivery_timeout, report, home.project_root)
     return terminal  # None: no terminal to write to (headless with stderr redirected)

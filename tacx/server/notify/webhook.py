@@ -23,14 +23,16 @@ FIRST_DELAY = 1.0  # then 2 s, 4 s, ...
 MAX_RESPONSE_WAIT = 10.0  # one try's share when the bound is larger: a hung hook is tried again
 
 
-def payload(msg: Message, home: str) -> dict[str, Any]:
-    """The JSON body; "text" is what Slack, Mattermost and Discord-compatible hooks show."""
+def payload(msg: Message, project: str) -> dict[str, Any]:
+    """The JSON body; "text" is what Slack, Mattermost and Discord-compatible hooks show. The
+    project is named by its folder's name only: the body goes to a third party, and a full path
+    tells it a user name and a machine's layout."""
     return {
         "event": msg.event,
         "text": msg.text,
         "count": msg.count,
         "events": [n.as_json() for n in msg.notices],
-        "tacx": {"home": home, "version": __version__},
+        "tacx": {"project": project, "version": __version__},
     }
 
 
@@ -50,14 +52,14 @@ def retry_after(value: str | None, now: float) -> float | None:
 
 class WebhookChannel:
     def __init__(
-        self, url: str, headers: dict[str, str], timeout: float, home: str, describe: str,
+        self, url: str, headers: dict[str, str], timeout: float, project: str, describe: str,
         report: Callable[[str], None], *, tries: int = TRIES, first_delay: float = FIRST_DELAY,
         try_timeout: float = MAX_RESPONSE_WAIT,
     ) -> None:
         self.url = url
         self.headers = headers
         self.timeout = timeout
-        self.home = home
+        self.project = project
         self.describe = describe
         self.report = report
         self.tries = tries
@@ -68,7 +70,7 @@ class WebhookChannel:
     async def deliver(self, msg: Message) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        body = payload(msg, self.home)
+        body = payload(msg, self.project)
         why = "no try fitted in the time"
         tried = 0
         while tried < self.tries and (left := deadline - loop.time()) > 0:
