@@ -72,21 +72,13 @@ def workflow_outcomes(conn: sqlite3.Connection, *, since: float | None = None,
 _RAN = "(s.attempt > 0 OR s.status = 'skipped')"
 _ENDED = "s.status IN ('succeeded', 'failed', 'timed_out') AND s.started_at IS NOT NULL AND s.ended_at IS NOT NULL"
 _STAGE_STATES = ("succeeded", "failed", "timed_out", "cancelled", "skipped", "running")
-# Attempts that ended badly, as the engine records them (engine/outcome.py end_stage); the
-# partial index events_attempt_ends finds them (it is used only when this text is the same).
-_BAD_ENDS = "e.kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled')"
-# An error's words before the output tacx appends to it ("; last output:\n..."): the reason
-# is in them, and grouped by them a hundred thousand errors are a few dozen texts.
-_ERROR = "json_extract(e.data, '$.error')"
-_ERROR_HEAD = (f"substr(CASE WHEN instr({_ERROR}, '; last output:') > 0 THEN substr({_ERROR}, 1,"
-               f" instr({_ERROR}, '; last output:') - 1) ELSE {_ERROR} END, 1, 200)")
 
 
 def _stage_where(since: float | None, until: float | None, workflow: str | None,
                  alias: str = "s") -> tuple[str, list[Any]]:
-    """The stages (``s``: their copies of the task's workflow and creation time, schema 5)
-    or events joined with their tasks (``t``) of the tasks created in the window."""
-    where, params = _task_window(since, until, f"{alias}.task_created_at" if alias == "s" else f"{alias}.created_at")
+    """The stages (``s``) or attempt ends (``a``) of the tasks created in the window, by
+    their copies of the task's workflow and creation time (schema 5)."""
+    where, params = _task_window(since, until, f"{alias}.task_created_at")
     if workflow is not None:
         where += f" AND {alias}.workflow = ?"
         params = [*params, workflow]
@@ -219,12 +211,13 @@ def stage_stats(conn: sqlite3.Connection, *, since: float | None = None, until: 
     for key, percentiles in _percentiles(conn, "s.workflow", where, params).items():
         if key in found:
             found[key]["percentiles"] = percentiles
-    where, params = _stage_where(since, until, workflow, "t")
+    # Attempts that ended badly, with the words of their error before the output tacx
+    # appends to it: kept as the engine records them (schema 5: attempt_ends), in this order.
+    where, params = _stage_where(since, until, workflow, "a")
     bad: dict[tuple[str, str], dict[str, int]] = {}
     for wf, stage, kind, error, n in conn.execute(
-        f"SELECT t.workflow, e.stage, e.kind, {_ERROR_HEAD}, COUNT(*)"
-        f" FROM events e JOIN tasks t ON t.id = e.task_id WHERE {_BAD_ENDS} AND {where} GROUP BY 1, 2, 3, 4",
-        params,
+        f"SELECT a.workflow, a.stage, a.kind, a.reason, COUNT(*) FROM attempt_ends a WHERE {where}"
+        " GROUP BY a.workflow, a.stage, a.kind, a.reason", params,
     ):
         reasons = bad.setdefault((wf, stage), {})
         reason = failure_reason(kind, error)

@@ -224,8 +224,25 @@ CREATE INDEX stages_provider_durations ON stages(provider, name, CAST(ended_at -
 CREATE INDEX stages_model_durations ON stages(model, name, CAST(ended_at - started_at AS INTEGER),
     task_created_at, workflow, status, started_at, ended_at)
     WHERE status IN ('succeeded', 'failed', 'timed_out') AND started_at IS NOT NULL AND ended_at IS NOT NULL;
-CREATE INDEX events_attempt_ends ON events(task_id, kind)
-    WHERE kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
+CREATE TABLE attempt_ends (
+    task_id         INTEGER NOT NULL,
+    event_id        INTEGER NOT NULL,
+    workflow        TEXT NOT NULL,
+    task_created_at REAL NOT NULL,
+    stage           TEXT,
+    kind            TEXT NOT NULL,
+    reason          TEXT,
+    PRIMARY KEY (task_id, event_id)
+) WITHOUT ROWID;
+CREATE INDEX attempt_ends_reasons ON attempt_ends(workflow, stage, kind, reason, task_created_at);
+INSERT INTO attempt_ends
+    SELECT e.task_id, e.id, t.workflow, t.created_at, e.stage, e.kind, substr(json_extract(e.data, '$.error'), 1, MIN(200, instr(json_extract(e.data, '$.error') || '; last output:', '; last output:') - 1)) FROM events e JOIN tasks t ON t.id = e.task_id
+    WHERE e.kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
+CREATE TRIGGER attempt_ends_add AFTER INSERT ON events
+    WHEN NEW.kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled') BEGIN
+    INSERT INTO attempt_ends SELECT NEW.task_id, NEW.id, t.workflow, t.created_at, NEW.stage, NEW.kind, substr(json_extract(NEW.data, '$.error'), 1, MIN(200, instr(json_extract(NEW.data, '$.error') || '; last output:', '; last output:') - 1))
+    FROM tasks t WHERE t.id = NEW.task_id;
+END;
 """
 
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
