@@ -62,14 +62,19 @@ class Window:
 
 
 def cost_rows(conn: sqlite3.Connection, by: str, *, since: float | None = None,
-              until: float | None = None) -> list[dict[str, Any]]:
+              until: float | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Spending per ``by`` group (one of GROUPS): key, the four token kinds, cost_usd, tasks
     (distinct tasks that spent in it), unpriced (models whose usage there has no price), and
-    for tasks their title. Time groups ascending, the others by cost, highest first."""
+    for tasks their title. Time groups ascending, the others by cost, highest first; with
+    ``limit`` (not for time groups), only the first ``limit`` of those (0 or None: all)."""
     if by not in GROUPS:
         raise ValueError(f"unknown group {by!r}: one of {', '.join(GROUPS)}")
+    if limit and by in TIME_GROUPS:
+        raise ValueError(f"a limit is for the groups by cost, not by {by}")
     window = Window(since, until)
     edges = _edge_rows(conn, window)
+    if by == "task" and not edges:
+        return _tasks_by_cost(conn, window, limit) if limit else _every_task_by_cost(conn, window)
     if by in TIME_GROUPS:
         found = _time_groups(conn, by, window, [e["ts"] for e in edges])
     else:
@@ -89,9 +94,65 @@ def cost_rows(conn: sqlite3.Connection, by: str, *, since: float | None = None,
     if by in TIME_GROUPS:
         rows.sort(key=lambda r: r["key"])  # 2026-11-30, 2026-W49 and 2026-11 sort as they follow
     else:
-        natural = (lambda key: int(key)) if by == "task" else (lambda key: key)
-        rows.sort(key=lambda r: (-r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"],
-                                 natural(r["key"])))
+        rows.sort(key=_by_cost_task if by == "task" else _by_cost)
+    return rows[:limit] if limit else rows
+
+
+def _by_cost(r: dict[str, Any]) -> tuple[float, int, str]:
+    return -r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"], r["key"]
+
+
+def _by_cost_task(r: dict[str, Any]) -> tuple[float, int, int]:
+    return -r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"], int(r["key"])
+
+
+def _tasks_by_cost(conn: sqlite3.Connection, window: Window, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of ``cost_rows`` by task for a window of whole buckets: the
+    tasks picked in SQL by their cost and tokens alone (every task's five sums, made rows
+    and sorted here, took 0.9 s at 100,000 tasks; this 0.1 s), then only their sums,
+    titles and unpriced models read."""
+    where, params = window.buckets()
+    tokens = "SUM(r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens)"
+    ids = [task_id for (task_id,) in conn.execute(
+        f"SELECT r.task_id FROM usage_rollup r WHERE {where} GROUP BY r.task_id"
+        f" ORDER BY ROUND(SUM(r.cost_usd), 6) DESC, {tokens} DESC, r.task_id LIMIT ?", [*params, limit],
+    )]
+    if not ids:
+        return []
+    marks = ", ".join("?" * len(ids))
+    titles = _titles(conn, ids)
+    unpriced = _unpriced_whole_buckets(conn, "task", window, ids if len(ids) <= 500 else None)
+    rows = []
+    for task_id, *sums in conn.execute(
+        f"SELECT r.task_id, {_SUMS} FROM usage_rollup r WHERE r.task_id IN ({marks}) AND {where} GROUP BY r.task_id",
+        [*ids, *params],
+    ):
+        row = _row(str(task_id), sums, 1)
+        row["title"] = titles.get(task_id, "")
+        row["cost_usd"] = round(row["cost_usd"], 6)
+        models = unpriced.get(row["key"])
+        row["unpriced"] = sorted(models) if models else []
+        rows.append(row)
+    rows.sort(key=_by_cost_task)  # as cost_rows orders them (SQLite's rounding aside)
+    return rows
+
+
+def _every_task_by_cost(conn: sqlite3.Connection, window: Window) -> list[dict[str, Any]]:
+    """Every row of ``cost_rows`` by task for a window of whole buckets, ordered in SQL as
+    cost_rows orders them (half the time of sorting 100,000 rows here)."""
+    where, params = window.buckets()
+    tokens = "SUM(r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_write_tokens)"
+    unpriced = _unpriced_whole_buckets(conn, "task", window)
+    rows = []
+    for task_id, i, o, cr, cw, cost, title in conn.execute(
+        f"SELECT r.task_id, {_SUMS}, (SELECT title FROM tasks WHERE id = r.task_id) FROM usage_rollup r"
+        f" WHERE {where} GROUP BY r.task_id ORDER BY ROUND(SUM(r.cost_usd), 6) DESC, {tokens} DESC, r.task_id", params,
+    ):
+        key = str(task_id)
+        models = unpriced.get(key)
+        rows.append({"key": key, "input": i, "output": o, "cache_read": cr, "cache_write": cw,
+                     "cost_usd": round(cost, 6), "tasks": 1, "title": title or "",
+                     "unpriced": sorted(models) if models else []})
     return rows
 
 
@@ -288,11 +349,16 @@ _TOKENS_OF = "{t}.input_tokens + {t}.output_tokens + {t}.cache_read_tokens + {t}
 _KEY_OF_FREE = {"workflow": "f.workflow", "provider": "f.provider", "model": "f.model", "task": "f.task_id"}
 
 
-def _unpriced_whole_buckets(conn: sqlite3.Connection, by: str, window: Window) -> dict[str, set[str]]:
+def _unpriced_whole_buckets(conn: sqlite3.Connection, by: str, window: Window,
+                            tasks: list[int] | None = None) -> dict[str, set[str]]:
     """``_unpriced`` for a window of whole buckets (no edge rows), all in SQL: each group's
     key (a bucket for a time group) and model, once, where the usage rows of cost 0 beside
-    no priced row have tokens (that row's, or, rarely, another's of its attempt and model)."""
+    no priced row have tokens (that row's, or, rarely, another's of its attempt and model);
+    of these ``tasks`` only when given."""
     where, params = window.buckets("f.bucket")
+    if tasks is not None:
+        where += f" AND f.task_id IN ({', '.join('?' * len(tasks))})"
+        params = [*params, *tasks]
     priced_where, priced_params = window.buckets("p.bucket")
     tokens_where, tokens_params = window.buckets("g.bucket")
     key = "f.bucket" if by in TIME_GROUPS else _KEY_OF_FREE[by]
