@@ -177,6 +177,8 @@ def test_cost_by_each_group_hand_computed(store: sqlite3.Connection) -> None:
         ("1", "task 1", 0.875, 1), ("2", "task 2", 0.75, 1), ("3", "task 3", 0.0625, 1),
         ("4", "task 4", 0.045, 1), ("6", "task 6", 0.0078, 1),
     ]
+    assert reports.cost_rows(store, "task", limit=3) == by_task[:3]
+    assert reports.cost_rows(store, "provider", limit=1) == reports.cost_rows(store, "provider")[:1]
 
 
 def test_cost_windows_cut_quarter_hours_exactly(store: sqlite3.Connection) -> None:
@@ -195,6 +197,13 @@ def test_cost_windows_cut_quarter_hours_exactly(store: sqlite3.Connection) -> No
         {**row("4", 600, 60, 1000, 0, 0.045, 1), "title": "task 4"},
         {**row("6", 10, 1, 0, 0, 0.0078, 1), "title": "task 6"},
     ]
+    assert reports.cost_rows(store, "task", since=at(30, 0, 0), limit=2) == [
+        {**row("2", 1000, 0, 0, 0, 0.25, 1), "title": "task 2"},
+        {**row("3", 150, 15, 0, 0, 0.0625, 1, ("mystery",)), "title": "task 3"},
+    ]
+    # A cut quarter hour: task 1 spent 0.5 + 0.125 from 10:05 on, task 2 0.5 + 0.25.
+    assert [(r["key"], r["cost_usd"]) for r in reports.cost_rows(store, "task", since=at(29, 10, 5), limit=1)] == [
+        ("2", 0.75)]
     assert reports.cost_rows(store, "day", since=at(1, 0, 0) + 40 * 86400) == []
 
 
@@ -321,6 +330,31 @@ def test_report_cost_csv_table_and_windows(reporting: Project) -> None:
     assert json.loads(reporting.tacx("report", "cost", *edges).stdout) == [row("2026-11-29", 2500, 250, 4000, 0, 0.625, 1)]
 
 
+def test_report_cost_by_task_shows_the_costliest_and_all_on_asking(reporting: Project) -> None:
+    """On a terminal `--by task` lists the tasks that cost most (--limit N, 50 by default)
+    and its TOTAL says whose total it is; --limit 0, and --json or --csv by default, give
+    every task, and those rows add up to the tasks' own totals."""
+    table = reporting.tacx("report", "cost", "--by", "task", "--limit", "2").stdout.splitlines()
+    assert [line.split() for line in table[1:]] == [
+        ["1", "1", "3,500", "350", "4,000", "0", "$0.8750", "task", "1"],
+        ["2", "1", "4,000", "300", "0", "1,000", "$0.7500", "task", "2"],
+        ["TOTAL", "7,500", "650", "4,000", "1,000", "$1.6250", "(the", "2", "tasks", "that", "cost", "most;",
+         "--limit", "0", "for", "all)"],
+    ]
+    default = reporting.tacx("report", "cost", "--by", "task").stdout.splitlines()
+    assert [line.split()[0] for line in default[1:]] == ["1", "2", "3", "4", "6", "TOTAL"]
+    assert "--limit" not in default[-1]  # five tasks: none left out
+    for args in (["--json"], ["--limit", "0", "--json"]):
+        every = json.loads(reporting.tacx("report", "cost", "--by", "task", *args).stdout)
+        assert [r["key"] for r in every] == ["1", "2", "3", "4", "6"]
+        tasks = reporting.ls()
+        for kind in ("input", "output", "cache_read", "cache_write"):
+            assert sum(r[kind] for r in every) == sum(t["tokens"][kind] for t in tasks) == TOTAL[kind]
+        assert round(sum(r["cost_usd"] for r in every), 6) == TOTAL["cost_usd"]
+    two = json.loads(reporting.tacx("report", "cost", "--by", "task", "--limit", "2", "--json").stdout)
+    assert two == every[:2] and two[0]["title"] == "task 1"
+
+
 def test_report_stats_and_compare_commands(reporting: Project) -> None:
     stats = list(csv.DictReader(io.StringIO(reporting.tacx("report", "stats", "--csv").stdout)))
     assert [(r["workflow"], r["stage"], r["runs"], r["p95_seconds"], r["failures"]) for r in stats] == [
@@ -349,6 +383,8 @@ def test_report_stats_and_compare_commands(reporting: Project) -> None:
     (["compare", "--providers", "claude", "gemini"], "no stage runs for provider 'gemini'"),
     (["compare", "--models", "sonnet", "sonnet"], "not 'sonnet' with itself"),
     (["compare", "--workflow", "fix"], "one of the arguments --workflows --providers --models is required"),
+    (["cost", "--by", "week", "--limit", "3"], "--limit is for the groups by cost"),
+    (["cost", "--by", "task", "--limit", "-1"], "invalid limit '-1'"),
 ])
 def test_report_refuses_bad_input_in_one_line(reporting: Project, args: list[str], said: str) -> None:
     proc = reporting.tacx("report", *args, check=2)

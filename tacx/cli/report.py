@@ -14,6 +14,7 @@ from typing import Any
 from tacx.agents.prices import cost_text
 from tacx.cli.colour import Palette
 from tacx.cli.common import EXIT_OK, UsageError, reader
+from tacx.cli.report_args import TASK_ROWS
 from tacx.home import Home
 from tacx.store import reports
 from tacx.text import fit, printable
@@ -25,8 +26,9 @@ def cmd_report(home: Home, args: argparse.Namespace) -> int:
     conn = reader(home)
     try:
         if args.report == "cost":
-            rows = reports.cost_rows(conn, args.by, since=args.since, until=args.until) if conn else []
-            _cost_out(rows, args)
+            limit = _cost_limit(args)
+            rows = reports.cost_rows(conn, args.by, since=args.since, until=args.until, limit=limit) if conn else []
+            _cost_out(rows, args, limit)
         elif args.report == "stats":
             rows = reports.stage_stats(conn, since=args.since, until=args.until,
                                        workflow=args.workflow) if conn else []
@@ -37,6 +39,15 @@ def cmd_report(home: Home, args: argparse.Namespace) -> int:
         if conn is not None:
             conn.close()
     return EXIT_OK
+
+
+def _cost_limit(args: argparse.Namespace) -> int:
+    """How many groups to show, 0 for all: by task on a terminal, the costliest 50."""
+    if args.limit is None:
+        return TASK_ROWS if args.by == "task" and not (args.json or args.csv) else 0
+    if args.limit and args.by in reports.TIME_GROUPS:
+        raise UsageError(f"--limit is for the groups by cost (workflow, provider, model, task), not --by {args.by}")
+    return int(args.limit)
 
 
 def _compared(conn: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def _reasons(failures: dict[str, int]) -> str:
 _COST_FIELDS = ["input", "output", "cache_read", "cache_write", "cost_usd", "tasks"]
 
 
-def _cost_out(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+def _cost_out(rows: list[dict[str, Any]], args: argparse.Namespace, limit: int) -> None:
     if args.json:
         print(json.dumps(rows))
         return
@@ -114,7 +125,11 @@ def _cost_out(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     total = {f: sum(r[f] for r in rows) for f in _COST_FIELDS}
     total["cost_usd"] = round(total["cost_usd"], 6)
     unpriced = sorted({m for r in rows for m in r["unpriced"]})
-    print(palette.paint(line("TOTAL", total, "", unpriced), "bold"))
+    shown = ""
+    if limit and len(rows) >= limit:  # there may be more: say whose total this is
+        noun = "tasks" if by_task else f"{args.by}s"
+        shown = f"  (the {limit} {noun} that cost most; --limit 0 for all)"
+    print(palette.paint(line("TOTAL", total, "", unpriced), "bold") + shown)
 
 
 # -- stats -------------------------------------------------------------------------------------

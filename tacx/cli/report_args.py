@@ -56,6 +56,19 @@ def _moment(text: str, end_of_day: bool) -> float:
     return time.time() - seconds
 
 
+TASK_ROWS = 50  # `report cost --by task` on a terminal: the tasks that cost most, not 100,000 lines
+
+
+def limit_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid limit {text!r}: a whole number, 0 for all")
+    return value
+
+
 def since_type(text: str) -> float:
     return when(text)
 
@@ -86,6 +99,9 @@ def add_parser(command: Callable[[str, str], argparse.ArgumentParser], text_type
     cost = kind("cost", "tokens and USD by day, week, month, workflow, provider, model or task"
                         " (spending counts when it happened: a task past midnight splits across days)")
     cost.add_argument("--by", choices=GROUPS, default="day", help="the groups (default: day)")
+    cost.add_argument("--limit", type=limit_type, metavar="N",
+                      help=f"only the N groups that cost most, not for a time (default with --by task: {TASK_ROWS}"
+                           " on a terminal, all with --json or --csv; 0: all)")
     window(cost, "spending")
 
     stats = kind("stats", "per workflow and stage: runs, success rate, p50/p95 duration, retries, timeouts,"
