@@ -65,7 +65,9 @@ ERRORS = [
     ("stage.timed_out", "no output for 5m (idle_timeout)"),
 ]
 ERROR_WEIGHTS = [6, 2, 2, 1, 2, 2, 1]
-NEW_INDEXES = ("tasks_created", "tasks_outcomes", "events_attempt_ends", "stages_runs", "stages_durations")
+NEW_INDEXES = ("tasks_created", "tasks_outcomes", "stages_runs", "stages_durations", "stages_provider_durations",
+               "stages_model_durations")
+TASK_ROWS = 50  # `tacx report cost --by task` on a terminal
 
 
 def build(path: Path, count: int, seed: int = 13) -> dict[str, int]:
@@ -160,6 +162,8 @@ def without_new_indexes(source: Path, target: Path) -> None:
     conn = sqlite3.connect(target)
     conn.execute("DROP TRIGGER usage_rollup_add")
     conn.execute("DROP TABLE usage_rollup")  # its indexes go with it
+    conn.execute("DROP TRIGGER attempt_ends_add")
+    conn.execute("DROP TABLE attempt_ends")
     for name in NEW_INDEXES:
         conn.execute(f"DROP INDEX {name}")
     conn.execute("ANALYZE")
@@ -193,12 +197,23 @@ def cost_from_usage(conn: sqlite3.Connection, by: str, since: float | None) -> l
     return conn.execute(f"SELECT {column}, {_SUMS} FROM usage u {join} WHERE {window} GROUP BY 1", params).fetchall()
 
 
+def costliest(rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+    """The first ``limit`` of cost_from_usage's rows by task, in cost_rows' order."""
+    return sorted(rows, key=lambda r: (-round(r[5], 6), -sum(r[1:5]), r[0]))[:limit]
+
+
 def queries(since: float | None) -> dict[str, tuple[Callable[[sqlite3.Connection], Any], ...]]:
     """name -> (the query with the new schema, the same without it)."""
     found: dict[str, tuple[Callable[[sqlite3.Connection], Any], ...]] = {}
     for by in reports.GROUPS:
         found[f"cost --by {by}"] = (lambda c, by=by: reports.cost_rows(c, by, since=since),
                                     lambda c, by=by: cost_from_usage(c, by, since))
+    # By task the terminal shows the 50 that cost most (--limit 0: every task, as above).
+    found["cost --by task"], found["cost --by task -l 0"] = (
+        (lambda c: reports.cost_rows(c, "task", since=since, limit=TASK_ROWS),
+         lambda c: costliest(cost_from_usage(c, "task", since), TASK_ROWS)),
+        found["cost --by task"],
+    )
     pairs = {
         "workflow_outcomes": (lambda c: reports.workflow_outcomes(c, since=since),
                               lambda c: baseline.workflow_outcomes(c, since=since)),
@@ -239,21 +254,47 @@ def comparable(found: Any) -> Any:
     return round(found, 4) if isinstance(found, float) else found
 
 
-def insert_cost(path: Path, rows: int = 20_000) -> float:
-    """Microseconds per usage row inserted (in one transaction, rolled back): what the
-    rollup's trigger adds to the engine's writes."""
+def write_costs(path: Path, rows: int = 20_000) -> dict[str, float]:
+    """Microseconds per write the engine makes on its hot path (each kind in a transaction
+    of its own, rolled back; the best of 3): what schema 5's triggers and indexes add."""
     conn = sqlite3.connect(path, isolation_level=None)
     stage_id, task_id = conn.execute("SELECT id, task_id FROM stages WHERE attempt > 0 LIMIT 1").fetchone()
-    conn.execute("BEGIN")
-    started = time.perf_counter()
-    conn.executemany(
-        "INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, output_tokens,"
-        " cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?, ?, 9, ?, ?, 'm', 10, 5, 100, 0, 0.001)",
-        [(task_id, stage_id, time.time() + n, f"bench-{n}") for n in range(rows)])
-    took = time.perf_counter() - started
-    conn.execute("ROLLBACK")
+    ended = [r[0] for r in conn.execute("SELECT id FROM stages WHERE status = 'succeeded' LIMIT ?", (rows // 4,))]
+    now = time.time()
+    writes: dict[str, tuple[str, list[tuple[Any, ...]]]] = {
+        "usage row": ("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, output_tokens,"
+                      " cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?, ?, 9, ?, ?, 'm', 10, 5, 100, 0, 0.001)",
+                      [(task_id, stage_id, now + n, f"bench-{n}") for n in range(rows)]),
+        "event": ("INSERT INTO events (task_id, stage, ts, kind, data) VALUES (?, 'plan', ?, 'agent.tool', '{}')",
+                  [(task_id, now + n) for n in range(rows)]),
+        "failed attempt event": (
+            "INSERT INTO events (task_id, stage, ts, kind, data) VALUES (?, 'plan', ?, 'stage.failed', ?)",
+            [(task_id, now + n, json.dumps({"attempt": 1, "exit_code": 1, "error": "exited with code 1; last output:"
+                                                                                   "\nboom"})) for n in range(rows)]),
+        # spending.py after each round of an agent's output (of a running stage: made so first)
+        "stage's totals": ("UPDATE stages SET (input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
+                           " cost_usd) = (input_tokens + 1, output_tokens + 1, cache_read_tokens, cache_write_tokens,"
+                           " cost_usd + 0.001), model = COALESCE(?, model), turns = turns + 1 WHERE id = ?",
+                           [("m", stage_id)] * rows),
+        # attempt.py starts an attempt, outcome.py ends it: out of the durations indexes and back
+        "stage start + end": ("UPDATE stages SET status = ?, ended_at = ?, started_at = ? WHERE id = ?",
+                              [args for sid in ended for args in (("running", None, now, sid),
+                                                                  ("succeeded", now + 60, now, sid))]),
+    }
+    found = {}
+    for name, (sql, params) in writes.items():
+        best = float("inf")
+        for _ in range(3):
+            conn.execute("BEGIN")
+            if name == "stage's totals":
+                conn.execute("UPDATE stages SET status = 'running', ended_at = NULL WHERE id = ?", (stage_id,))
+            started = time.perf_counter()
+            conn.executemany(sql, params)
+            best = min(best, time.perf_counter() - started)
+            conn.execute("ROLLBACK")
+        found[name] = best / len(params) * 1e6 * (2 if name == "stage start + end" else 1)
     conn.close()
-    return took / rows * 1e6
+    return found
 
 
 def main() -> None:
@@ -296,8 +337,9 @@ def main() -> None:
             conn.close()
         print(f"  load average at the end: {' '.join(f'{n:.2f}' for n in os.getloadavg())}")
         print(f"  slowest with schema 5: {worst:.1f} ms (goal < {GOAL_MS:.0f} ms)")
-        print(f"  a usage row inserted: {insert_cost(indexed):.1f} us with the rollup's trigger,"
-              f" {insert_cost(bare):.1f} us without")
+        dear, cheap = write_costs(indexed), write_costs(bare)
+        for name in dear:
+            print(f"  write, {name}: {dear[name]:.1f} us with schema 5, {cheap[name]:.1f} us without")
         print("  both sides give the same figures" if not disagree else f"  DIFFERENT figures: {', '.join(disagree)}")
 
 

@@ -100,8 +100,8 @@ def add_parser(command: Callable[[str, str], argparse.ArgumentParser], text_type
                         " (spending counts when it happened: a task past midnight splits across days)")
     cost.add_argument("--by", choices=GROUPS, default="day", help="the groups (default: day)")
     cost.add_argument("--limit", type=limit_type, metavar="N",
-                      help=f"only the N groups that cost most, not for a time (default with --by task: {TASK_ROWS}"
-                           " on a terminal, all with --json or --csv; 0: all)")
+                      help=f"only the N groups that cost most, not by day, week or month (default with --by task:"
+                           f" {TASK_ROWS} on a terminal, every task with --json or --csv; 0: all)")
     window(cost, "spending")
 
     stats = kind("stats", "per workflow and stage: runs, success rate, p50/p95 duration, retries, timeouts,"

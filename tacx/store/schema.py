@@ -216,7 +216,7 @@ CREATE INDEX stages_runs ON stages(workflow, name, status, task_created_at, atte
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)
     WHERE attempt > 0 OR status = 'skipped';
 CREATE INDEX stages_durations ON stages(workflow, name, CAST(ended_at - started_at AS INTEGER), task_created_at,
-    provider, model, status, started_at, ended_at)
+    status, started_at, ended_at)
     WHERE status IN ('succeeded', 'failed', 'timed_out') AND started_at IS NOT NULL AND ended_at IS NOT NULL;
 CREATE INDEX stages_provider_durations ON stages(provider, name, CAST(ended_at - started_at AS INTEGER),
     task_created_at, workflow, status, started_at, ended_at)
