@@ -212,7 +212,7 @@ CREATE TRIGGER stages_task_facts AFTER INSERT ON stages BEGIN
     UPDATE stages SET (workflow, task_created_at) = (SELECT workflow, created_at FROM tasks WHERE id = NEW.task_id)
     WHERE id = NEW.id;
 END;
-CREATE INDEX stages_runs ON stages(workflow, name, status, task_created_at, attempt, position, provider, model,
+CREATE INDEX stages_runs ON stages(workflow, name, status, provider, model, task_created_at, attempt, position,
     input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)
     WHERE attempt > 0 OR status = 'skipped';
 CREATE INDEX stages_durations ON stages(workflow, name, CAST(ended_at - started_at AS INTEGER), task_created_at,
