@@ -6,10 +6,12 @@ of four workflows of 2-5 stages over 90 days, run by four agents and six models,
 succeeding, some failing (exit codes, rate limits, budget stops), timing out or cancelled,
 some stages retried, a few usage groups unpriced; a usage row per agent message (a few per
 attempt), and the events the engine writes (stage starts and ends, retries). A copy loses
-the new indexes (and gets back schema 4's index on usage.ts). Both are opened in this
-process; every query (cost by each group, workflow outcomes, stage stats, compare), without
-a window and over the last 7 days, runs `--runs` times on each, alternating; the medians,
-and the ratio without / with, are printed.
+schema 5's rollup, attempt_ends and indexes, and is read by the reports as first written
+(bench/report_baseline.py). Both are opened in this process; every query (cost by each
+group, by task as a terminal shows it (the 50 that cost most) and every task, workflow
+outcomes, stage stats, compare), without a window and over the last 7 days, runs `--runs`
+times on each, alternating; the medians, and the ratio without / with, are printed. Then
+what each write of the engine's hot path costs on each (microseconds, best of 3).
 
     python bench/report.py               # 100,000 tasks, 5 runs
     python bench/report.py --tasks 10000 --runs 3

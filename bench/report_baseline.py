@@ -64,8 +64,8 @@ def workflow_outcomes(conn: sqlite3.Connection, *, since: float | None = None,
 _RAN = "(s.attempt > 0 OR s.status = 'skipped')"
 _ENDED = "s.status IN ('succeeded', 'failed', 'timed_out') AND s.started_at IS NOT NULL AND s.ended_at IS NOT NULL"
 _STAGE_STATES = ("succeeded", "failed", "timed_out", "cancelled", "skipped", "running")
-# Attempts that ended badly, as the engine records them (engine/outcome.py end_stage); the
-# partial index events_attempt_ends finds them (it is used only when this text is the same).
+# Attempts that ended badly, as the engine records them (engine/outcome.py end_stage): read
+# from the events themselves (schema 5 copies them into attempt_ends).
 _BAD_ENDS = "e.kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled')"
 
 

@@ -141,25 +141,38 @@ CREATE INDEX daughters_task ON daughters(task_id);
 
 # Version 5: what `tacx report` reads (tacx/store/reports.py, spend.py), kept fast at 100,000
 # tasks over 90 days (bench/report.py: 342,000 stages, 2.0 M usage rows, 1.0 M events; medians
-# of 5 on 2 shared cores, load 1-1.5): a full-history report took 0.23-1.6 s without these,
-# 0.06-0.29 s with them (cost 0.12-0.17 s, stats 0.29 s; compare of two providers over every
-# stage name 0.61 s; cost by task 0.87 s: 100,000 rows made in Python); over the last 7 days
-# 15-96 ms. Migrating 100,000 tasks from version 4: 6 s, once. The price is paid in writes:
-# a usage row 20 us instead of 3.4 (its trigger), deleting 5,000 tasks 0.46 s instead of 0.21.
+# of 5 on 2 shared cores, load 1-1.6): a full-history report took 0.22-1.6 s without these,
+# 0.06-0.17 s with them (cost 0.12-0.17 s; by task, the 50 that cost most as a terminal
+# shows them, 0.09 s, every task 0.63 s; stats 0.15 s; compare 0.08-0.15 s); over the last
+# 7 days under 0.1 s. Migrating 100,000 tasks from version 4: 7 s, once. The price is paid in
+# writes (us at 100,000 tasks, schema 4 -> 5, bench/report.py): a usage row 4.2 -> 22 (its
+# trigger), an event 1.1 -> 3.8 (attempt_ends' trigger tests its kind), a failed attempt's
+# event 2.6 -> 13, a running stage's totals 2.6 -> 9.4 (stages_runs), an attempt's start and
+# end 6.6 -> 120 (out of and back into stages_runs and the three durations indexes: once an
+# attempt, beside starting a process); deleting 5,000 tasks 0.46 s instead of 0.21 (measured
+# before attempt_ends, whose rows go by their key's task prefix).
 # - usage_rollup: usage summed per quarter hour (bucket = ts // 900), stage attempt and model,
 #   with the task, its workflow and the attempt's provider; kept by a trigger as usage rows
-#   are inserted (20 us a row instead of 3.4; usage rows are never updated, and rm/prune
-#   delete a task's rows from it as from usage). Every time zone's offset is whole quarter
-#   hours, so local days, weeks and months are whole buckets: 400,000 rows to sum instead of
-#   2 M (cost by day 1.61 s -> 0.17 s). A covering index per group (workflow, provider, model,
-#   task) gives its rows in order, so SQLite sums them without sorting; a partial one holds
-#   the rows of cost 0 (unpriced usage).
+#   are inserted (usage rows are never updated, and rm/prune delete a task's rows from it as
+#   from usage). Every time zone's offset is whole quarter hours, so local days, weeks and
+#   months are whole buckets: 400,000 rows to sum instead of 2 M (cost by day 1.6 s ->
+#   0.17 s). A covering index per group (workflow, provider, model, task) gives its rows in
+#   order, so SQLite sums them without sorting; a partial one holds the rows of cost 0
+#   (unpriced usage).
 # - stages carry their task's workflow and creation time (a trigger sets them as stages are
-#   inserted), so stage statistics need no join with tasks; stages_runs sums them in
-#   workflow, stage and state order, stages_durations reads p50/p95 at their ranks
-#   (stats 1.18 s -> 0.29 s).
-# - tasks by creation time and by workflow and state (outcomes 0.23 s -> 0.06 s), and the
-#   attempts that ended badly (a small part of events), for failures by reason.
+#   inserted), so stage statistics need no join with tasks. stages_runs sums them in
+#   workflow, stage and state order (then provider and model: compare filters on them).
+#   The durations indexes (by workflow, provider or model, then stage and whole second of
+#   the ended runs' durations) give the runs counted per second in order: p50/p95 are read
+#   from those counts and the one second holding each rank, no duration sorted in Python.
+#   They also hold status, started_at and ended_at, so SQLite before 3.41 (which computes an
+#   indexed expression again from the table) reads them alone.
+# - attempt_ends: the attempts that ended badly (a stage.failed, timed_out or cancelled
+#   event, 5% of events), copied by a trigger with their task's workflow and creation time
+#   and their error's words before the output tacx appends: failures by reason grouped from
+#   its index, without joining events to tasks or reading JSON (125 ms -> 10 of stats'
+#   time). rm/prune delete its rows with the task's.
+# - tasks by creation time and by workflow and state (outcomes 0.23 s -> 0.06 s).
 _SCHEMA_V5 = """
 CREATE TABLE usage_rollup (
     bucket             INTEGER NOT NULL,
