@@ -37,9 +37,10 @@ def bar(value: float, top: float, width: int) -> str:
     return FULL * full + (EIGHTHS[part] if part else "")
 
 
-def dollars(usd: float) -> str:
-    """The dashboard's cost figure; a day without spend reads "$0", not a dash."""
-    return fmt_cost(usd) if usd else "$0"
+def dollars(usd: float, unpriced: Sequence[str] = ()) -> str:
+    """The dashboard's cost figure ("unpriced", or "+" after a known part, for usage with no
+    price); a day without spend reads "$0", not a dash."""
+    return fmt_cost(usd, unpriced) if usd or unpriced else "$0"
 
 
 def rate_style(rate: float | None) -> str:
@@ -81,25 +82,25 @@ def day_label(key: str, with_year: bool) -> str:
     return date.fromisoformat(key).strftime("%a %m-%d")
 
 
-def day_chart(days: Sequence[tuple[str, float]], width: int, *, today: str | None = None) -> Text:
+def day_chart(days: Sequence[tuple[str, float, Sequence[str]]], width: int, *, today: str | None = None) -> Text:
     """Cost per day, newest first: every day of the period, those without spend too (their
-    gaps are the point). Today's label is bold."""
-    if not any(cost for _, cost in days):
-        return Text("No spending in these days (shell stages and unpriced models cost nothing).", style="dim")
+    gaps are the point). Rows are (day key, cost, unpriced models). Today's label is bold."""
+    if not any(cost or unpriced for _, cost, unpriced in days):
+        return Text("No spending in these days (shell stages cost nothing).", style="dim")
     ordered = list(reversed(days))
     with_year = ordered[0][0][:4] != ordered[-1][0][:4]
-    labels = [day_label(key, with_year) for key, _ in ordered]
-    return _rows(labels, [cost for _, cost in ordered], [dollars(cost) for _, cost in ordered], width,
-                 label_styles=["bold" if key == today else "" for key, _ in ordered])
+    labels = [day_label(key, with_year) for key, _, _ in ordered]
+    return _rows(labels, [cost for _, cost, _ in ordered], [dollars(cost, unpriced) for _, cost, unpriced in ordered],
+                 width, label_styles=["bold" if key == today else "" for key, _, _ in ordered])
 
 
 def workflow_cost_chart(rows: Sequence[dict[str, Any]], width: int) -> Text:
     """Cost per workflow (rows of reports.cost_rows by workflow, the costliest first), with
     each workflow's task count when there is room for it."""
-    if not rows or not any(row["cost_usd"] for row in rows):
+    if not any(row["cost_usd"] or row.get("unpriced") for row in rows):
         return Text("No spending by any workflow in this period.", style="dim")
     names = [cut(str(row["key"]), NAME_WIDTH) for row in rows]
-    figures = [dollars(row["cost_usd"]) for row in rows]
+    figures = [dollars(row["cost_usd"], row.get("unpriced", ())) for row in rows]
     counts = [f"{row['tasks']} task{'s' if row['tasks'] != 1 else ''}" for row in rows]
     with_counts = [f"{f} · {c}" for f, c in zip(figures, counts)]
     room = width - max(map(cell_len, names)) - max(map(cell_len, with_counts)) - 2

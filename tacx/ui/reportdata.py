@@ -16,6 +16,7 @@ from tacx.store.reports import cost_rows, workflow_outcomes
 
 PERIODS: tuple[int | None, ...] = (7, 30, 90, None)  # days; None: all the store holds
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
+DayCost = tuple[str, float, tuple[str, ...]]  # "YYYY-MM-DD", USD, the models of its usage with no price
 
 
 def period_words(days: int | None) -> str:
@@ -29,7 +30,7 @@ class Report:
 
     days: int | None
     today: str  # "YYYY-MM-DD", local time
-    per_day: list[tuple[str, float]]
+    per_day: list[DayCost]
     per_workflow: list[dict[str, Any]]
     outcomes: list[dict[str, Any]]
 
@@ -65,10 +66,15 @@ def period_start(now: float, days: int) -> float:
     return time.mktime((t.tm_year, t.tm_mon, t.tm_mday - (days - 1), 0, 0, 0, 0, 0, -1))
 
 
-def every_day(costs: dict[str, float], first: date, last: date) -> list[tuple[str, float]]:
-    """Each day from ``first`` to ``last`` with its cost, 0 where nothing was spent."""
-    return [(key, costs.get(key, 0.0)) for key in
-            ((first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1))]
+def every_day(rows: dict[str, dict[str, Any]], first: date, last: date) -> list[DayCost]:
+    """Each day from ``first`` to ``last`` with its cost (of cost_rows by day), 0 where
+    nothing was spent."""
+    days = []
+    for n in range((last - first).days + 1):
+        key = (first + timedelta(days=n)).isoformat()
+        row = rows.get(key)
+        days.append((key, float(row["cost_usd"]), tuple(row.get("unpriced", ()))) if row else (key, 0.0, ()))
+    return days
 
 
 def read_report(conn: sqlite3.Connection, days: int | None, now: float) -> Report:
@@ -82,11 +88,11 @@ def read_report(conn: sqlite3.Connection, days: int | None, now: float) -> Repor
     finally:
         conn.execute("COMMIT")
     today = date.fromtimestamp(now)
-    costs = {str(row["key"]): float(row["cost_usd"]) for row in per_day}
-    keys = [date.fromisoformat(key) for key in costs]
+    by_key = {str(row["key"]): row for row in per_day}
+    keys = [date.fromisoformat(key) for key in by_key]
     first = today - timedelta(days=days - 1) if days else min(keys, default=today)
     last = max([today, *keys])  # a clock set back leaves later days in the store: they are shown
-    return Report(days, today.isoformat(), every_day(costs, min(first, *keys) if keys else first, last),
+    return Report(days, today.isoformat(), every_day(by_key, min(first, *keys) if keys else first, last),
                   per_workflow, outcomes)
 
 

@@ -19,13 +19,13 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from tacx.engine.events import EngineEvent, EventBus
 from tacx.store.errors import describe
 from tacx.ui.charts import day_chart, dollars, rate_style, success_chart, workflow_cost_chart
 from tacx.ui.notices import FINISHED_KINDS
-from tacx.ui.panels import QuietStatic, fmt_tokens
+from tacx.ui.panels import FittingFooter, QuietStatic, fmt_tokens
 from tacx.ui.reportdata import PERIODS, Report, period_words, read_home
 
 REFRESH_SECONDS = 5.0
@@ -125,7 +125,7 @@ class ReportsScreen(Screen["int | None"]):
                 with VerticalScroll(id="report-success"):
                     yield Chart(lambda r, w: success_chart(r.outcomes, w), lambda r: r.outcomes, id="success-chart")
         yield Static(id="report-empty")
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.query_one("#report-empty").display = False
