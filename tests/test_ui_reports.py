@@ -4,6 +4,8 @@ hand), the clock frozen, the real app (no engine: the screen only reads)."""
 
 from __future__ import annotations
 
+import io
+import re
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from tacx.settings import Settings
 from tacx.store import records
 from tacx.store.database import connect, transaction
 from tacx.ui.app import TacxApp, make_app
-from tacx.ui.charts import bar, day_chart, success_chart
+from tacx.ui.charts import EIGHTHS, FULL, bar, day_chart, rate_style, success_chart
 from tacx.ui.panels import TasksPanel
 from tacx.ui.reports import Chart, ReportsScreen
 from tacx.workflow.loader import load_workflow_text
@@ -78,10 +80,25 @@ def app_for(home: Home) -> TacxApp:
 
 
 def plain(text: object, width: int) -> list[str]:
-    console = Console(width=width, file=None, record=True, color_system=None, legacy_windows=False)
-    with console.capture():
-        console.print(text)
+    """What a terminal of ``width`` columns shows of a chart, line by line."""
+    console = Console(width=width, file=io.StringIO(), record=True, color_system=None, legacy_windows=False)
+    console.print(text)
     return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+BARS = re.compile(r"^(\S+(?: \d\d-\d\d)?) +([█▏▎▍▌▋▊▉]*)░* +(.*)$")
+
+
+def chart(app: TacxApp, text: str, name: str) -> list[tuple[str, str, str]]:
+    """A chart as the screen shows it: (label, bar, figures) for each of its lines, read
+    from the screen's text inside the chart's region."""
+    region = app.screen.query_one(f"#{name}", Chart).content_region
+    lines = text.splitlines()[region.y:region.bottom]
+    return [m.groups() for m in (BARS.match(line[region.x:region.right].strip()) for line in lines) if m]
+
+
+def eighths(shown: str) -> int:
+    return sum(8 if c == FULL else EIGHTHS.index(c) for c in shown)
 
 
 async def open_reports(app: TacxApp, pilot: object) -> ReportsScreen:
@@ -90,3 +107,123 @@ async def open_reports(app: TacxApp, pilot: object) -> ReportsScreen:
     screen = await until(lambda: isinstance(app.screen, ReportsScreen) and app.screen.reads and app.screen)
     await pilot.pause()  # type: ignore[attr-defined]
     return screen
+
+
+def test_a_bar_is_its_share_of_the_largest_value_in_eighths_of_a_cell() -> None:
+    assert bar(1, 4, 10) == "██▌"  # 2.5 cells
+    assert bar(3, 3, 10) == "█" * 10
+    assert bar(0.001, 100, 10) == "▏"  # a spend, however small, is seen
+    assert bar(0, 5, 10) == ""
+    # 40 columns: 9 for the label, 6 for the figure, a space each side of the bar: 23 cells
+    # for the largest day; $2 of $8 is 23 / 4 = 5.75 cells, five full and one ▊ (6/8).
+    days = [("2026-11-19", 2.0, ()), ("2026-11-20", 0.0, ()), ("2026-11-21", 8.0, ())]
+    assert plain(day_chart(days, 40, today="2026-11-21"), 40) == [
+        "Sat 11-21 " + "█" * 23 + " $8.000",
+        "Fri 11-20 " + " " * 23 + "     $0",
+        "Thu 11-19 █████▊" + " " * 17 + " $2.000",
+    ]
+    # A success gauge of 15 cells (30 columns less 5 of name, 8 of " 75% 3/4" and 2 spaces; no room
+    # for "1 failed" beside it): 3 of 4 is 11.25 cells, eleven full and ▎ (2/8), then the track.
+    assert (rate_style(1.0), rate_style(0.75), rate_style(0.5), rate_style(None)) == ("green", "yellow", "bold red", "dim")
+    outcome = {"workflow": "build", "tasks": 4, "succeeded": 3, "failed": 1, "cancelled": 0, "timed_out": 0,
+               "running": 0, "queued": 0, "success_rate": 0.75}
+    assert plain(success_chart([outcome], 30), 30) == ["build " + "█" * 11 + "▎" + "░" * 3 + "  75% 3/4"]
+
+
+SEVEN_DAYS = [("Sat 11-21", "$0.500"), ("Fri 11-20", "$3.750"), ("Thu 11-19", "$0"), ("Wed 11-18", "$0.750"),
+              ("Tue 11-17", "$0"), ("Mon 11-16", "$0"), ("Sun 11-15", "$0")]
+
+
+async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_task_end_refreshes(tmp_path: Path) -> None:
+    app = app_for(prepare(tmp_path))
+    async with app.run_test(size=(200, 50)) as pilot:
+        screen = await open_reports(app, pilot)
+        text = screen_text(app)
+        assert "the last 7 days: $5.000 · 4.6k tokens · 6 tasks · 3/5 succeeded (60%)" in text
+        days = chart(app, text, "day-chart")
+        assert [(label, figure) for label, _, figure in days] == SEVEN_DAYS
+        fri, wed = eighths(days[1][1]), eighths(days[3][1])
+        assert abs(fri - 5 * wed) <= 3 and fri > 8 * 40  # $3.75 is 5 x $0.75; the largest bar fills the panel
+        assert [(label, figure) for label, _, figure in chart(app, text, "workflow-chart")] == [
+            ("build-review", "$4.600 · 3 tasks"), ("docs", "$0.400 · 1 task")]
+        assert [(label, figure) for label, _, figure in chart(app, text, "success-chart")] == [
+            ("build-review", "50% 1/2 1 failed"), ("shell-pipeline", "50% 1/2 1 timed out"), ("docs", "100% 1/1")]
+
+        async def period(totals: str) -> str:
+            reads = screen.reads
+            await pilot.press("t")
+            await until(lambda: screen.reads > reads, what="the next period read")
+            await pilot.pause()
+            text = screen_text(app)
+            assert totals in text
+            return text
+
+        text = await period("the last 30 days: $10.00 · 7.7k tokens · 7 tasks · 4/6 succeeded (67%)")
+        days = chart(app, text, "day-chart")
+        assert (len(days), days[0][0], days[20][0], days[20][2], days[-1][0]) == (30, "Sat 11-21", "Sun 11-01", "$5.000",
+                                                                                 "Fri 10-23")
+        assert chart(app, text, "workflow-chart")[0][::2] == ("build-review", "$9.600 · 4 tasks")
+        assert chart(app, text, "success-chart")[0][::2] == ("build-review", "67% 2/3 1 failed")
+        text = await period("the last 90 days: $18.00 · 8.5k tokens · 8 tasks · 4/7 succeeded (57%)")
+        assert [w[::2] for w in chart(app, text, "workflow-chart")] == [("build-review", "$9.600 · 4 tasks"),
+                                                                       ("docs", "$8.400 · 2 tasks")]
+        assert chart(app, text, "success-chart")[1][::2] == ("docs", "50% 1/2 1 cancelled")
+        text = await period("all time: $18.00 · 8.5k tokens · 8 tasks · 4/7 succeeded (57%)")
+        assert screen.query_one("#day-chart", Chart).report.per_day[0] == ("2026-09-22", 8.0, ())  # from the first spend
+
+        # A task ends: the screen reads again at once (its timer waits 60 s here).
+        conn = connect(home_db(app))
+        with transaction(conn):
+            conn.execute("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, cost_usd)"
+                         " VALUES (8, (SELECT id FROM stages WHERE task_id = 8), 1, ?, 'm9', 'claude-sonnet-4-5', 1000,"
+                         " 1.25)", (NOW - 60,))
+            conn.execute("UPDATE tasks SET status = 'succeeded' WHERE id = 8")
+        conn.close()
+        app.bus.publish(EngineEvent("task.succeeded", 8))
+        await until(lambda: "all time: $19.25 · 9.5k tokens · 8 tasks · 5/8 succeeded (62%)" in screen_text(app), 10,
+                    "the figures after the task's end")
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, ReportsScreen))
+        assert app.report_days is None  # the next opening shows all time again
+
+
+def home_db(app: TacxApp) -> Path:
+    return app.home.db_path
+
+
+async def test_at_100x30_every_figure_shows_and_escape_returns_with_the_selection_intact(tmp_path: Path) -> None:
+    app = app_for(prepare(tmp_path))
+    async with app.run_test(size=(100, 30)) as pilot:
+        tasks = app.query_one(TasksPanel)
+        await until(lambda: tasks.selected_key == "8", what="the newest task selected")
+        await pilot.press("down")
+        await until(lambda: app.selected_task == 7)
+        await open_reports(app, pilot)
+        text = screen_text(app)
+        lines = text.splitlines()
+        assert "the last 7 days: $5.000 · 4.6k tokens · 6 tasks · 3/5 succeeded (60%)" in lines[0]
+        assert lines[0].split()[-5:] == ["t", "7d", "30d", "90d", "all"]
+        assert "esc Back t Period" in lines[-1]
+        assert [(label, figure) for label, _, figure in chart(app, text, "day-chart")] == SEVEN_DAYS
+        assert [(label, figure) for label, _, figure in chart(app, text, "workflow-chart")] == [
+            ("build-review", "$4.600 · 3 tasks"), ("docs", "$0.400 · 1 task")]
+        assert [(label, figure) for label, _, figure in chart(app, text, "success-chart")] == [
+            ("build-review", "50% 1/2"), ("shell-pipeline", "50% 1/2"), ("docs", "100% 1/1")]
+        for name in ("day-chart", "workflow-chart", "success-chart"):  # bars long enough to compare
+            assert min(len(bar) for _, bar, _ in chart(app, text, name) if bar) >= 1
+            assert max(len(bar) for _, bar, _ in chart(app, text, name)) >= 12
+        await pilot.press("escape")
+        await until(lambda: not isinstance(app.screen, ReportsScreen))
+        await pilot.pause()
+        assert (app.selected_task, tasks.selected_key) == (7, "7")
+        assert "stages · task 7" in screen_text(app)
+
+
+async def test_a_period_with_nothing_in_it_says_so_in_a_sentence(tmp_path: Path) -> None:
+    home = Home(tmp_path / ".tacx")
+    connect(home.db_path).close()
+    app = app_for(home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_reports(app, pilot)
+        assert not screen.query_one("#report-charts").display
+        assert "Nothing ran in the last 7 days: no task, no cost to chart. Press t for a longer period." in screen_text(app)

@@ -43,7 +43,7 @@ from tacx.ui.panels import (
     task_note,
 )
 from tacx.ui.providers import ProvidersScreen
-from tacx.ui.reports import ReportsScreen
+from tacx.ui.reports import REFRESH_SECONDS as REPORT_SECONDS, ReportsScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 from tacx.ui.selection import StageSelection
 from tacx.ui.tuning import ProcessTuning
@@ -497,7 +497,8 @@ class TacxApp(App[int]):
         def closed(days: int | None) -> None:
             self.report_days = days
 
-        self.push_screen(ReportsScreen(self.home.db_path, self.bus, clock=self.clock, days=self.report_days), closed)
+        self.push_screen(ReportsScreen(self.home.db_path, self.bus, clock=self.clock, days=self.report_days,
+                                       refresh_seconds=max(REPORT_SECONDS, self.refresh_seconds)), closed)
 
     def _provider_report(self) -> list[dict[str, Any]]:
         """`tacx providers`, read in a worker thread with a connection of its own."""
