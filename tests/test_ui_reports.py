@@ -147,7 +147,8 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
         assert [(label, figure) for label, _, figure in chart(app, text, "workflow-chart")] == [
             ("build-review", "$4.600 · 3 tasks"), ("docs", "$0.400 · 1 task")]
         assert [(label, figure) for label, _, figure in chart(app, text, "success-chart")] == [
-            ("build-review", "50% 1/2 1 failed"), ("shell-pipeline", "50% 1/2 1 timed out"), ("docs", "100% 1/1")]
+            ("build-review", "50% 1/2 1 failed, 1 running"), ("shell-pipeline", "50% 1/2 1 timed out"),
+            ("docs", "100% 1/1")]
 
         async def period(totals: str) -> str:
             reads = screen.reads
@@ -163,7 +164,7 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
         assert (len(days), days[0][0], days[20][0], days[20][2], days[-1][0]) == (30, "Sat 11-21", "Sun 11-01", "$5.000",
                                                                                  "Fri 10-23")
         assert chart(app, text, "workflow-chart")[0][::2] == ("build-review", "$9.600 · 4 tasks")
-        assert chart(app, text, "success-chart")[0][::2] == ("build-review", "67% 2/3 1 failed")
+        assert chart(app, text, "success-chart")[0][::2] == ("build-review", "67% 2/3 1 failed, 1 running")
         text = await period("the last 90 days: $18.00 · 8.5k tokens · 8 tasks · 4/7 succeeded (57%)")
         assert [w[::2] for w in chart(app, text, "workflow-chart")] == [("build-review", "$9.600 · 4 tasks"),
                                                                        ("docs", "$8.400 · 2 tasks")]
@@ -209,9 +210,13 @@ async def test_at_100x30_every_figure_shows_and_escape_returns_with_the_selectio
             ("build-review", "$4.600 · 3 tasks"), ("docs", "$0.400 · 1 task")]
         assert [(label, figure) for label, _, figure in chart(app, text, "success-chart")] == [
             ("build-review", "50% 1/2"), ("shell-pipeline", "50% 1/2"), ("docs", "100% 1/1")]
-        for name in ("day-chart", "workflow-chart", "success-chart"):  # bars long enough to compare
-            assert min(len(bar) for _, bar, _ in chart(app, text, name) if bar) >= 1
-            assert max(len(bar) for _, bar, _ in chart(app, text, name)) >= 12
+        # Half of 100 columns, less the border, padding and scrollbar gutter (2 each): 44 cells
+        # for the chart, 27 of them for the bars (9 of label, 6 of figure, 2 spaces).
+        # $0.75 of $3.75 is 5.4 cells: 43 eighths, five full and ▍ (3/8).
+        assert [bar for _, bar, _ in chart(app, text, "day-chart")][1:4] == ["█" * 27, "", "█████▍"]
+        await pilot.resize_terminal(120, 30)  # 10 more columns for each half: the bars grow with it
+        await until(lambda: chart(app, screen_text(app), "day-chart")[1][1] == "█" * 37, 5, "bars drawn anew")
+        await pilot.resize_terminal(100, 30)
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, ReportsScreen))
         await pilot.pause()

@@ -108,9 +108,9 @@ def workflow_cost_chart(rows: Sequence[dict[str, Any]], width: int) -> Text:
 
 
 def outcome_words(row: dict[str, Any]) -> str:
-    """How a workflow's other ended tasks ended: "2 failed, 1 timed out"."""
-    parts = [f"{row[state]} {state.replace('_', ' ')}" for state in ("failed", "timed_out", "cancelled") if row[state]]
-    return ", ".join(parts)
+    """How a workflow's other tasks ended, and those not ended yet: "2 failed, 1 timed out, 1 running"."""
+    states = ("failed", "timed_out", "cancelled", "running", "queued")
+    return ", ".join(f"{row[state]} {state.replace('_', ' ')}" for state in states if row.get(state))
 
 
 def success_chart(rows: Sequence[dict[str, Any]], width: int) -> Text:
