@@ -125,6 +125,7 @@ _COMMANDS = {
     "submit": "running:cmd_submit",
     "ls": "tasks:cmd_ls",
     "show": "tasks:cmd_show",
+    "report": "report:cmd_report",
     "logs": "logs:cmd_logs",
     "cancel": "control:cmd_cancel",
     "retry": "control:cmd_retry",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from tacx import __version__, bounds
+from tacx.cli import report_args
 from tacx.states import TASK_STATES
 from tacx.durations import parse_duration
 
@@ -13,7 +14,7 @@ SHELLS = ("bash", "zsh", "fish")
 
 # The groups of `tacx --help`, in order; every command is in exactly one (a test checks).
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
-    "Tasks": ("run", "submit", "ls", "show", "logs", "cancel", "retry", "priority", "rm", "prune", "clean"),
+    "Tasks": ("run", "submit", "ls", "show", "logs", "report", "cancel", "retry", "priority", "rm", "prune", "clean"),
     "Coordinator": ("pause", "resume", "demo", "sources"),
     "Project": ("init", "workflows", "validate", "schema", "providers", "doctor", "completion", "help"),
 }
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune = command("prune", "delete the tasks that ended more than AGE ago")
     prune.add_argument("--older-than", type=age, metavar="AGE", required=True, help="e.g. 30d, 12h")
     _removal_args(prune)
+
+    report_args.add_parser(command, bounds.text)
 
     command("pause", "stop starting new stages (running ones go on)")
     command("resume", "start stages again after pause")

@@ -139,8 +139,19 @@ _SCHEMA_V4 = """
 CREATE INDEX daughters_task ON daughters(task_id);
 """
 
+# Version 5: what `tacx report` reads (tacx/store/reports.py). MEASURED_LATER
+_SCHEMA_V5 = """
+CREATE INDEX usage_spend ON usage(ts, task_id, stage_id, model, input_tokens, output_tokens, cache_read_tokens,
+    cache_write_tokens, cost_usd);
+DROP INDEX usage_ts;
+CREATE INDEX usage_free ON usage(stage_id, attempt, model) WHERE cost_usd = 0;
+CREATE INDEX tasks_created ON tasks(created_at);
+CREATE INDEX events_attempt_ends ON events(task_id, kind)
+    WHERE kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
+"""
+
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

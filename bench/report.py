@@ -1,0 +1,219 @@
+"""`tacx report` at scale: each report query on a store of 100,000 tasks, with and without
+the schema-5 indexes (tacx/store/schema.py). Goal: under 200 ms each.
+
+One store is built in one transaction (executemany, plain SQL matching the schema): tasks
+of four workflows of 2-5 stages over 90 days, run by four agents and six models, most
+succeeding, some failing (exit codes, rate limits, budget stops), timing out or cancelled,
+some stages retried, a few usage groups unpriced; a usage row per agent message (a few per
+attempt), and the events the engine writes (stage starts and ends, retries). A copy loses
+the new indexes (and gets back schema 4's index on usage.ts). Both are opened in this
+process; every query (cost by each group, workflow outcomes, stage stats, compare), without
+a window and over the last 7 days, runs `--runs` times on each, alternating; the medians,
+and the ratio without / with, are printed.
+
+    python bench/report.py               # 100,000 tasks, 5 runs
+    python bench/report.py --tasks 10000 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tacx.store import reports  # noqa: E402
+from tacx.store.database import connect  # noqa: E402
+from tacx.store.schema import MIGRATIONS  # noqa: E402
+
+GOAL_MS = 200.0
+DAYS = 90
+# workflow -> its stages; each stage's agents (the first most often) and weight.
+WORKFLOWS: dict[str, list[str]] = {
+    "fix-issue": ["plan", "implement", "test", "review"],
+    "refactor": ["plan", "implement", "test", "lint", "review"],
+    "triage": ["classify", "label"],
+    "docs": ["draft", "check", "review"],
+}
+WORKFLOW_WEIGHTS = [5, 2, 4, 1]
+AGENTS = {  # provider -> (models, $ per 1k tokens, usage rows per attempt)
+    "claude": (["claude-sonnet-4-5", "claude-haiku-4-5"], 0.006, (3, 12)),
+    "codex": (["gpt-5-codex"], 0.004, (2, 8)),
+    "gemini": (["gemini-2.5-pro", "gemini-2.5-flash"], 0.003, (2, 6)),
+    "aider": (["local-qwen"], 0.0, (1, 3)),  # no price known: unpriced
+}
+AGENT_WEIGHTS = [6, 4, 2, 1]
+ERRORS = [
+    ("stage.failed", "exited with code 1; last output:\nError: tests failed"),
+    ("stage.failed", "exited with code 2"),
+    ("stage.failed", "exited with code 1: rate limit exceeded (429)"),
+    ("stage.failed", "stopped: budget exceeded: cost $5.1200 passed the budget of $5.00 by $0.1200"),
+    ("stage.failed", "exited 0, but the agent reported a failure"),
+    ("stage.timed_out", "timed out after 20m (timeout)"),
+    ("stage.timed_out", "no output for 5m (idle_timeout)"),
+]
+ERROR_WEIGHTS = [6, 2, 2, 1, 2, 2, 1]
+NEW_INDEXES = ("usage_spend", "usage_free", "tasks_created", "events_attempt_ends")
+
+
+def build(path: Path, count: int, seed: int = 13) -> dict[str, int]:
+    """A store of `count` tasks, made in one transaction; the number of rows per table."""
+    rng = random.Random(seed)
+    now = time.time()
+    conn = connect(path)
+    tasks: list[tuple[Any, ...]] = []
+    stages: list[tuple[Any, ...]] = []
+    usage: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    stage_id = 0
+    names, providers = list(WORKFLOWS), list(AGENTS)
+    for task_id in range(1, count + 1):
+        created = now - DAYS * 86400 * (1 - task_id / count) - 60
+        workflow = rng.choices(names, WORKFLOW_WEIGHTS)[0]
+        newest = task_id > count - 20
+        t = created + rng.uniform(1, 30)
+        events.append((task_id, None, created, "task.queued", "{}"))
+        status = "queued" if newest and rng.random() < 0.5 else "succeeded"
+        if status != "queued":
+            events.append((task_id, None, t, "task.started", "{}"))
+        for position, name in enumerate(WORKFLOWS[workflow]):
+            stage_id += 1
+            provider = rng.choices(providers, AGENT_WEIGHTS)[0]
+            models, price, per_attempt = AGENTS[provider]
+            model = rng.choice(models)
+            row = {"status": "pending", "attempt": 0, "started": None, "ended": None, "error": None, "exit": None}
+            spent = [0, 0, 0, 0, 0.0]
+            if status == "succeeded":
+                attempts = 1 + (rng.random() < 0.08) + (rng.random() < 0.02)
+                for attempt in range(1, attempts + 1):
+                    started = t
+                    t += rng.uniform(5, 600)
+                    last = attempt == attempts
+                    bad = not last or rng.random() < 0.06
+                    events.append((task_id, name, started, "stage.started", json.dumps({"attempt": attempt, "provider": provider})))
+                    for n in range(rng.randint(*per_attempt)):
+                        tokens = [rng.randint(100, 20_000), rng.randint(50, 4000), rng.randint(0, 80_000), rng.randint(0, 5000)]
+                        cost = round(sum(tokens) / 1000 * price, 6)
+                        spent = [a + b for a, b in zip(spent, [*tokens, cost])]
+                        usage.append((task_id, stage_id, attempt, started + (n + 1) * (t - started) / (per_attempt[1] + 1),
+                                      f"m{stage_id}-{attempt}-{n}", model, *tokens, cost))
+                    if bad:
+                        kind, error = rng.choices(ERRORS, ERROR_WEIGHTS)[0]
+                        events.append((task_id, name, t, kind, json.dumps({"attempt": attempt, "error": error})))
+                        if not last:
+                            events.append((task_id, name, t, "stage.retrying", json.dumps({"delay": 5, "failures": attempt})))
+                            t += 5
+                        else:
+                            row.update(status=kind.removeprefix("stage."), error=error)
+                    else:
+                        events.append((task_id, name, t, "stage.succeeded", json.dumps({"attempt": attempt})))
+                        row["status"] = "succeeded"
+                    row.update(attempt=attempt, started=started, ended=t)
+                if row["status"] != "succeeded":
+                    status = row["status"]
+            elif status in ("failed", "timed_out"):
+                row["status"] = "skipped"
+            stages.append((stage_id, task_id, name, position, row["status"], row["attempt"], max(row["attempt"] - 1, 0),
+                           provider, model, row["started"], row["ended"], row["error"], *spent))
+        if rng.random() < 0.01 and status == "succeeded":
+            status = "cancelled"
+        ended = t if status not in ("queued",) else None
+        if ended:
+            events.append((task_id, None, t, f"task.{status}", "{}"))
+        tasks.append((task_id, workflow, f"task {task_id}: {workflow}", status, created,
+                      None if status == "queued" else created + 1, ended))
+    with conn:
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO tasks (id, trace_id, workflow, workflow_path, workflow_text, workflow_hash, title, inputs,"
+            " status, project_root, created_at, started_at, ended_at) VALUES (?, 'trace', ?, 'w.yaml', '', 'h', ?,"
+            " '{}', ?, '/project', ?, ?, ?)", tasks)
+        conn.executemany(
+            "INSERT INTO stages (id, task_id, name, position, status, attempt, failures, provider, model, started_at,"
+            " ended_at, error, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", stages)
+        conn.executemany(
+            "INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, output_tokens,"
+            " cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", usage)
+        conn.executemany("INSERT INTO events (task_id, stage, ts, kind, data) VALUES (?, ?, ?, ?, ?)", events)
+    conn.execute("ANALYZE")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {"tasks": len(tasks), "stages": len(stages), "usage": len(usage), "events": len(events)}
+
+
+def without_new_indexes(source: Path, target: Path) -> None:
+    """A copy of the store as schema 4 indexed it."""
+    shutil.copy(source, target)
+    conn = sqlite3.connect(target)
+    for name in NEW_INDEXES:
+        conn.execute(f"DROP INDEX IF EXISTS {name}")
+    conn.execute("CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts)")
+    conn.execute("ANALYZE")
+    conn.commit()
+    conn.close()
+
+
+def queries(since: float | None) -> dict[str, Callable[[sqlite3.Connection], Any]]:
+    found: dict[str, Callable[[sqlite3.Connection], Any]] = {}
+    for by in reports.GROUPS:
+        found[f"cost --by {by}"] = lambda c, by=by: reports.cost_rows(c, by, since=since)
+    found["workflow_outcomes"] = lambda c: reports.workflow_outcomes(c, since=since)
+    found["stats"] = lambda c: reports.stage_stats(c, since=since)
+    found["stats --workflow"] = lambda c: reports.stage_stats(c, since=since, workflow="fix-issue")
+    found["compare --providers"] = lambda c: reports.compare(c, "provider", "claude", "codex", since=since)
+    found["compare --models -w"] = lambda c: reports.compare(c, "model", "claude-sonnet-4-5", "gpt-5-codex",
+                                                             workflow="fix-issue", since=since)
+    found["compare --workflows"] = lambda c: reports.compare(c, "workflow", "fix-issue", "refactor", since=since)
+    return found
+
+
+def timed(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> float:
+    started = time.perf_counter()
+    fn(conn)
+    return (time.perf_counter() - started) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000, help="tasks in the store (default 100,000)")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each query on each store (default 5)")
+    args = parser.parse_args()
+    assert len(MIGRATIONS) >= 5, "schema 5 (the report indexes) is needed"
+    with tempfile.TemporaryDirectory(prefix="tacx-bench-report-") as tmp:
+        indexed, bare = Path(tmp) / "indexed.db", Path(tmp) / "bare.db"
+        started = time.perf_counter()
+        sizes = build(indexed, args.tasks)
+        built = time.perf_counter() - started
+        without_new_indexes(indexed, bare)
+        print(f"report: {', '.join(f'{n:,} {k}' for k, n in sizes.items())}; built in {built:.1f} s;"
+              f" medians of {args.runs} runs (ms)")
+        conns = {True: sqlite3.connect(indexed), False: sqlite3.connect(bare)}
+        print(f"  {'query':<26} {'window':<7} {'without':>9} {'with':>9} {'ratio':>7}")
+        worst = 0.0
+        for window, since in (("all", None), ("7 days", time.time() - 7 * 86400)):
+            for name, fn in queries(since).items():
+                times: dict[bool, list[float]] = {True: [], False: []}
+                for run in range(args.runs):
+                    for index in ((True, False) if run % 2 == 0 else (False, True)):
+                        times[index].append(timed(fn, conns[index]))
+                with_index, without = statistics.median(times[True]), statistics.median(times[False])
+                worst = max(worst, with_index)
+                print(f"  {name:<26} {window:<7} {without:>9.1f} {with_index:>9.1f} {without / with_index:>6.1f}x")
+        for conn in conns.values():
+            conn.close()
+    print(f"  slowest with the indexes: {worst:.1f} ms (goal < {GOAL_MS:.0f} ms)")
+
+
+if __name__ == "__main__":
+    main()
