@@ -38,7 +38,8 @@ stages:
   - {{name: work, provider: bash, run: echo work}}
 """
 
-# (workflow, created, status, usage rows as (ts, input tokens, output tokens, USD))
+UNPRICED = "o9-preview"  # a model with no known price: its usage costs "unpriced", not $0
+# (workflow, created, status, usage rows as (ts, input tokens, output tokens, USD[, model]))
 TASKS = [
     ("build-review", local(20, 10), "succeeded", [(local(20, 10) + 300, 1000, 200, 1.50),
                                                   (local(20, 10) + 1200, 2000, 300, 2.25)]),
@@ -47,7 +48,8 @@ TASKS = [
     ("shell-pipeline", local(21, 10), "succeeded", []),
     ("shell-pipeline", local(21, 11), "timed_out", []),
     ("build-review", local(1, 12), "succeeded", [(local(1, 12) + 600, 3000, 100, 5.00)]),  # 20 days ago
-    ("docs", local(22, 12, month=9), "cancelled", [(local(22, 12, month=9) + 60, 800, 0, 8.00)]),  # 60 days ago
+    ("docs", local(22, 12, month=9), "cancelled", [(local(22, 12, month=9) + 60, 800, 0, 8.00),  # 60 days ago
+                                                    (local(22, 12, month=9) + 120, 500, 0, 0.0, UNPRICED)]),
     ("build-review", local(21, 14), "running", [(local(21, 14) + 600, 100, 10, 0.10)]),
 ]
 
@@ -64,10 +66,11 @@ def prepare(root: Path) -> Home:
                                           dedupe_key=None, project_root=str(root))
             conn.execute("UPDATE tasks SET created_at = ?, status = ? WHERE id = ?", (created, status, task_id))
             stage = conn.execute("SELECT id FROM stages WHERE task_id = ?", (task_id,)).fetchone()[0]
-            for m, (ts, tokens_in, tokens_out, usd) in enumerate(usage):
+            for m, (ts, tokens_in, tokens_out, usd, *model) in enumerate(usage):
                 conn.execute("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens,"
-                             " output_tokens, cost_usd) VALUES (?, ?, 1, ?, ?, 'claude-sonnet-4-5', ?, ?, ?)",
-                             (task_id, stage, ts, f"m{m}", tokens_in, tokens_out, usd))
+                             " output_tokens, cost_usd) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?)",
+                             (task_id, stage, ts, f"m{m}", model[0] if model else "claude-sonnet-4-5", tokens_in,
+                              tokens_out, usd))
             conn.execute("UPDATE stages SET (input_tokens, output_tokens, cost_usd) = (SELECT COALESCE(SUM(input_tokens),"
                          " 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0) FROM usage WHERE stage_id = ?)"
                          " WHERE id = ?", (stage, stage))
@@ -165,12 +168,14 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
                                                                                  "Fri 10-23")
         assert chart(app, text, "workflow-chart")[0][::2] == ("build-review", "$9.600 · 4 tasks")
         assert chart(app, text, "success-chart")[0][::2] == ("build-review", "67% 2/3 1 failed, 1 running")
-        text = await period("the last 90 days: $18.00 · 8.5k tokens · 8 tasks · 4/7 succeeded (57%)")
+        text = await period("the last 90 days: $18.00+ · 9.0k tokens · 8 tasks · 4/7 succeeded (57%)"
+                            " · unpriced: o9-preview (no price known)")
         assert [w[::2] for w in chart(app, text, "workflow-chart")] == [("build-review", "$9.600 · 4 tasks"),
-                                                                       ("docs", "$8.400 · 2 tasks")]
+                                                                       ("docs", "$8.400+ · 2 tasks")]
         assert chart(app, text, "success-chart")[1][::2] == ("docs", "50% 1/2 1 cancelled")
-        text = await period("all time: $18.00 · 8.5k tokens · 8 tasks · 4/7 succeeded (57%)")
-        assert screen.query_one("#day-chart", Chart).report.per_day[0] == ("2026-09-22", 8.0, ())  # from the first spend
+        text = await period("all time: $18.00+ · 9.0k tokens · 8 tasks · 4/7 succeeded (57%)")
+        days = screen.query_one("#day-chart", Chart).render().plain.splitlines()  # more than the panel shows
+        assert (len(days), days[0][:9], days[-1][:9], days[-1].split()[-1]) == (61, "Sat 11-21", "Tue 09-22", "$8.000+")
 
         # A task ends: the screen reads again at once (its timer waits 60 s here).
         conn = connect(home_db(app))
@@ -181,7 +186,7 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
             conn.execute("UPDATE tasks SET status = 'succeeded' WHERE id = 8")
         conn.close()
         app.bus.publish(EngineEvent("task.succeeded", 8))
-        await until(lambda: "all time: $19.25 · 9.5k tokens · 8 tasks · 5/8 succeeded (62%)" in screen_text(app), 10,
+        await until(lambda: "all time: $19.25+ · 10k tokens · 8 tasks · 5/8 succeeded (62%)" in screen_text(app), 10,
                     "the figures after the task's end")
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, ReportsScreen))

@@ -43,6 +43,11 @@ class Report:
         return sum(row[kind] for row in self.per_workflow for kind in TOKEN_KINDS)
 
     @property
+    def unpriced(self) -> tuple[str, ...]:
+        """Models used in the period whose usage has no known price (its cost is unknown, not 0)."""
+        return tuple(sorted({model for row in self.per_workflow for model in row.get("unpriced", ())}))
+
+    @property
     def tasks(self) -> int:
         return sum(row["tasks"] for row in self.outcomes)
 

@@ -57,20 +57,42 @@ class Chart(Widget):
         return self.draw(self.report, self.content_size.width)
 
 
-def day_part(report: Report) -> Any:
+def draw_days(report: Report, width: int) -> Text:
+    return day_chart(report.per_day, width, today=report.today)
+
+
+def days_of(report: Report) -> Any:
     return report.per_day, report.today
+
+
+def draw_workflow_costs(report: Report, width: int) -> Text:
+    return workflow_cost_chart(report.per_workflow, width)
+
+
+def workflow_costs_of(report: Report) -> Any:
+    return report.per_workflow
+
+
+def draw_success(report: Report, width: int) -> Text:
+    return success_chart(report.outcomes, width)
+
+
+def outcomes_of(report: Report) -> Any:
+    return report.outcomes
 
 
 def totals_text(report: Report) -> Text:
     """The period's totals: cost, tokens, tasks and how many of those that ended succeeded."""
     text = Text()
     text.append(f"{period_words(report.days)}: ")
-    text.append(dollars(report.cost), style="bold cyan")
+    text.append(dollars(report.cost, report.unpriced), style="bold cyan")
     text.append(f" · {fmt_tokens(report.tokens)} tokens · {report.tasks} task{'s' if report.tasks != 1 else ''}")
     if report.ended:
         rate = report.succeeded / report.ended
         text.append(" · ")
         text.append(f"{report.succeeded}/{report.ended} succeeded ({rate * 100:.0f}%)", style=rate_style(rate))
+    if report.unpriced:
+        text.append(f" · unpriced: {', '.join(report.unpriced)} (no price known)", style="yellow")
     return text
 
 
@@ -117,13 +139,12 @@ class ReportsScreen(Screen["int | None"]):
             yield QuietStatic(id="report-periods")
         with Horizontal(id="report-charts"):
             with VerticalScroll(id="report-days"):
-                yield Chart(lambda r, w: day_chart(r.per_day, w, today=r.today), day_part, id="day-chart")
+                yield Chart(draw_days, days_of, id="day-chart")
             with Vertical(id="report-right"):
                 with VerticalScroll(id="report-workflows"):
-                    yield Chart(lambda r, w: workflow_cost_chart(r.per_workflow, w), lambda r: r.per_workflow,
-                                id="workflow-chart")
+                    yield Chart(draw_workflow_costs, workflow_costs_of, id="workflow-chart")
                 with VerticalScroll(id="report-success"):
-                    yield Chart(lambda r, w: success_chart(r.outcomes, w), lambda r: r.outcomes, id="success-chart")
+                    yield Chart(draw_success, outcomes_of, id="success-chart")
         yield Static(id="report-empty")
         yield FittingFooter()
 
