@@ -125,9 +125,9 @@ def test_a_bar_is_its_share_of_the_largest_value_in_eighths_of_a_cell() -> None:
         "Fri 11-20 " + " " * 23 + "     $0",
         "Thu 11-19 █████▊" + " " * 17 + " $2.000",
     ]
+    assert (rate_style(1.0), rate_style(0.75), rate_style(0.5), rate_style(None)) == ("green", "yellow", "bold red", "dim")
     # A success gauge of 15 cells (30 columns less 5 of name, 8 of " 75% 3/4" and 2 spaces; no room
     # for "1 failed" beside it): 3 of 4 is 11.25 cells, eleven full and ▎ (2/8), then the track.
-    assert (rate_style(1.0), rate_style(0.75), rate_style(0.5), rate_style(None)) == ("green", "yellow", "bold red", "dim")
     outcome = {"workflow": "build", "tasks": 4, "succeeded": 3, "failed": 1, "cancelled": 0, "timed_out": 0,
                "running": 0, "queued": 0, "success_rate": 0.75}
     assert plain(success_chart([outcome], 30), 30) == ["build " + "█" * 11 + "▎" + "░" * 3 + "  75% 3/4"]
@@ -178,7 +178,7 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
         assert (len(days), days[0][:9], days[-1][:9], days[-1].split()[-1]) == (61, "Sat 11-21", "Tue 09-22", "$8.000+")
 
         # A task ends: the screen reads again at once (its timer waits 60 s here).
-        conn = connect(home_db(app))
+        conn = connect(app.home.db_path)
         with transaction(conn):
             conn.execute("INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, cost_usd)"
                          " VALUES (8, (SELECT id FROM stages WHERE task_id = 8), 1, ?, 'm9', 'claude-sonnet-4-5', 1000,"
@@ -191,10 +191,6 @@ async def test_g_shows_the_stores_figures_as_bars_t_switches_the_period_and_a_ta
         await pilot.press("escape")
         await until(lambda: not isinstance(app.screen, ReportsScreen))
         assert app.report_days is None  # the next opening shows all time again
-
-
-def home_db(app: TacxApp) -> Path:
-    return app.home.db_path
 
 
 async def test_at_100x30_every_figure_shows_and_escape_returns_with_the_selection_intact(tmp_path: Path) -> None:
