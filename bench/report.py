@@ -63,7 +63,7 @@ ERRORS = [
     ("stage.timed_out", "no output for 5m (idle_timeout)"),
 ]
 ERROR_WEIGHTS = [6, 2, 2, 1, 2, 2, 1]
-NEW_INDEXES = ("usage_spend", "usage_free", "tasks_created", "events_attempt_ends")
+NEW_INDEXES = ("tasks_created", "events_attempt_ends")
 
 
 def build(path: Path, count: int, seed: int = 13) -> dict[str, int]:
@@ -153,28 +153,59 @@ def build(path: Path, count: int, seed: int = 13) -> dict[str, int]:
 
 
 def without_new_indexes(source: Path, target: Path) -> None:
-    """A copy of the store as schema 4 indexed it."""
+    """A copy of the store as schema 4 indexed it: no usage rollup, none of the new indexes."""
     shutil.copy(source, target)
     conn = sqlite3.connect(target)
+    conn.execute("DROP TABLE usage_rollup")  # its indexes and trigger go with it
     for name in NEW_INDEXES:
-        conn.execute(f"DROP INDEX IF EXISTS {name}")
-    conn.execute("CREATE INDEX IF NOT EXISTS usage_ts ON usage(ts)")
+        conn.execute(f"DROP INDEX {name}")
     conn.execute("ANALYZE")
     conn.commit()
     conn.close()
 
 
-def queries(since: float | None) -> dict[str, Callable[[sqlite3.Connection], Any]]:
-    found: dict[str, Callable[[sqlite3.Connection], Any]] = {}
+# Spending as summed from the usage rows themselves (what the store has without the rollup):
+# the baseline the rollup is measured against. The same rows, unpriced usage aside.
+_SUMS = ("SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), SUM(u.cache_write_tokens),"
+         " SUM(u.cost_usd), COUNT(DISTINCT u.task_id)")
+_NAMED = {
+    "workflow": ("t.workflow", "JOIN tasks t ON t.id = u.task_id"),
+    "provider": ("s.provider", "JOIN stages s ON s.id = u.stage_id"),
+    "model": ("u.model", ""),
+    "task": ("u.task_id", ""),
+}
+
+
+def cost_from_usage(conn: sqlite3.Connection, by: str, since: float | None) -> list[tuple[Any, ...]]:
+    window, params = ("u.ts >= ?", [since]) if since is not None else ("1", [])
+    if by in reports.TIME_GROUPS:
+        first, last = conn.execute(f"SELECT MIN(u.ts), MAX(u.ts) FROM usage u WHERE {window}", params).fetchone()
+        periods = list(reports.periods_between(by, first, last))
+        values = ", ".join("(?, ?, ?)" for _ in periods)
+        return conn.execute(
+            f"WITH periods(key, lo, hi) AS (VALUES {values}) SELECT p.key, {_SUMS} FROM periods p JOIN usage u"
+            f" ON u.ts >= p.lo AND u.ts < p.hi WHERE {window} GROUP BY p.key",
+            [*(v for period in periods for v in period), *params]).fetchall()
+    column, join = _NAMED[by]
+    return conn.execute(f"SELECT {column}, {_SUMS} FROM usage u {join} WHERE {window} GROUP BY 1", params).fetchall()
+
+
+def queries(since: float | None) -> dict[str, tuple[Callable[[sqlite3.Connection], Any], ...]]:
+    """name -> (the query with the new schema, the same without it)."""
+    found: dict[str, tuple[Callable[[sqlite3.Connection], Any], ...]] = {}
     for by in reports.GROUPS:
-        found[f"cost --by {by}"] = lambda c, by=by: reports.cost_rows(c, by, since=since)
-    found["workflow_outcomes"] = lambda c: reports.workflow_outcomes(c, since=since)
-    found["stats"] = lambda c: reports.stage_stats(c, since=since)
-    found["stats --workflow"] = lambda c: reports.stage_stats(c, since=since, workflow="fix-issue")
-    found["compare --providers"] = lambda c: reports.compare(c, "provider", "claude", "codex", since=since)
-    found["compare --models -w"] = lambda c: reports.compare(c, "model", "claude-sonnet-4-5", "gpt-5-codex",
-                                                             workflow="fix-issue", since=since)
-    found["compare --workflows"] = lambda c: reports.compare(c, "workflow", "fix-issue", "refactor", since=since)
+        found[f"cost --by {by}"] = (lambda c, by=by: reports.cost_rows(c, by, since=since),
+                                    lambda c, by=by: cost_from_usage(c, by, since))
+    same = {
+        "workflow_outcomes": lambda c: reports.workflow_outcomes(c, since=since),
+        "stats": lambda c: reports.stage_stats(c, since=since),
+        "stats --workflow": lambda c: reports.stage_stats(c, since=since, workflow="fix-issue"),
+        "compare --providers": lambda c: reports.compare(c, "provider", "claude", "codex", since=since),
+        "compare --models -w": lambda c: reports.compare(c, "model", "claude-sonnet-4-5", "gpt-5-codex",
+                                                         workflow="fix-issue", since=since),
+        "compare --workflows": lambda c: reports.compare(c, "workflow", "fix-issue", "refactor", since=since),
+    }
+    found.update({name: (fn, fn) for name, fn in same.items()})
     return found
 
 
@@ -202,11 +233,11 @@ def main() -> None:
         print(f"  {'query':<26} {'window':<7} {'without':>9} {'with':>9} {'ratio':>7}")
         worst = 0.0
         for window, since in (("all", None), ("7 days", time.time() - 7 * 86400)):
-            for name, fn in queries(since).items():
+            for name, (new, old) in queries(since).items():
                 times: dict[bool, list[float]] = {True: [], False: []}
                 for run in range(args.runs):
                     for index in ((True, False) if run % 2 == 0 else (False, True)):
-                        times[index].append(timed(fn, conns[index]))
+                        times[index].append(timed(new if index else old, conns[index]))
                 with_index, without = statistics.median(times[True]), statistics.median(times[False])
                 worst = max(worst, with_index)
                 print(f"  {name:<26} {window:<7} {without:>9.1f} {with_index:>9.1f} {without / with_index:>6.1f}x")

@@ -236,7 +236,7 @@ def test_the_size_and_textual_checkers_see_breaches(tmp_path: Path) -> None:
 
 
 def test_reading_commands_import_neither_the_engine_nor_the_workflow_model(tmp_path: Path) -> None:
-    """`tacx ls` and `tacx show` (run by scripts, by a shell's completion at each TAB, by
+    """`tacx ls`, `tacx show` and `tacx report` (run by scripts, by a shell's completion at each TAB, by
     people in a loop) start without the engine, the agents' registry, the workflow model's
     schemas or Textual: 0.12 s instead of 0.31 (bench/cli.py)."""
     import subprocess
@@ -244,7 +244,8 @@ def test_reading_commands_import_neither_the_engine_nor_the_workflow_model(tmp_p
 
     probe = (
         "import sys\nfrom tacx.cli.main import main\n"
-        "for argv in (['ls'], ['ls', '--json'], ['show', '1']):\n"
+        "for argv in (['ls'], ['ls', '--json'], ['show', '1'], ['report', 'cost'], ['report', 'stats', '--json'],"
+        " ['report', 'compare', '--workflows', 'w', 'x']):\n"
         "    main(argv)\n"
         "heavy = sorted(m for m in sys.modules if m.startswith(('tacx.engine', 'tacx.ui', 'textual'))"
         " or m in ('tacx.workflow.model', 'tacx.agents.registry', 'tacx.settings'))\n"

@@ -178,7 +178,8 @@ def test_a_newer_schema_names_the_file(project: Project) -> None:
 
 def test_a_store_of_each_older_schema_is_brought_forward_with_its_tasks(project: Project) -> None:
     """A home made by an earlier tacx (each schema version from 1 on) is migrated in place
-    by the first command and keeps its tasks; rm then finds the version 4 index."""
+    by the first command and keeps its tasks; rm then finds the version 4 index, and the
+    reports the version 5 rollup of the usage it had."""
     from tacx.store.schema import MIGRATIONS, SCHEMA_VERSION
 
     for version in range(1, SCHEMA_VERSION):
@@ -193,6 +194,8 @@ def test_a_store_of_each_older_schema_is_brought_forward_with_its_tasks(project:
                      " inputs, status, project_root, created_at, ended_at)"
                      " VALUES (1, 't', 'w', 'w.yaml', 'name: w', 'h', ?, '{}', 'succeeded', ?, 1, 1)",
                      (f"from v{version}", str(project.root)))
+        conn.execute("INSERT INTO stages (id, task_id, name, position, provider) VALUES (1, 1, 's', 0, 'codex')")
+        conn.execute("INSERT INTO usage (task_id, stage_id, ts, model, input_tokens, cost_usd) VALUES (1, 1, 5, 'm', 7, 0.5)")
         conn.commit()
         conn.close()
         assert json.loads(tacx(project, "ls", "--json", check=0).stdout)[0]["title"] == f"from v{version}"
@@ -201,6 +204,9 @@ def test_a_store_of_each_older_schema_is_brought_forward_with_its_tasks(project:
         plan = conn.execute("EXPLAIN QUERY PLAN DELETE FROM daughters WHERE task_id IN (1)").fetchall()
         conn.close()
         assert "daughters_task" in str(plan), plan
+        # Version 5: the usage written before is in the rollup the reports read.
+        spent = json.loads(tacx(project, "report", "cost", "--by", "provider", "--json", check=0).stdout)
+        assert [(r["key"], r["input"], r["cost_usd"], r["tasks"]) for r in spent] == [("codex", 7, 0.5, 1)]
         assert "task 1: deleted" in tacx(project, "rm", "1", check=0).stdout
 
 

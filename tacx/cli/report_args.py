@@ -58,7 +58,7 @@ def until_type(text: str) -> float:
 def add_parser(command: Callable[[str, str], argparse.ArgumentParser], text_type: Callable[[str], str]) -> None:
     """`tacx report` and its three reports, on the top parser (cli/parser.py)."""
     report = command("report", "what was spent and how work went: cost, stats, compare")
-    kinds = report.add_subparsers(dest="report", metavar="REPORT", required=True)
+    kinds = report.add_subparsers(dest="report", metavar="REPORT", required=True, help="cost, stats or compare")
 
     def kind(name: str, text: str) -> argparse.ArgumentParser:
         p = kinds.add_parser(name, prog=f"tacx report {name}", help=text, description=text,

@@ -13,7 +13,7 @@ from tacx.store.records import TASK_ID_FLOOR, TERMINAL_TASK_STATES
 
 # Every table with a task_id column besides tasks itself (tests/test_cli_commands.py checks
 # the schema has no other), children first.
-TASK_TABLES = ("usage", "daughters", "events", "stages")
+TASK_TABLES = ("usage_rollup", "usage", "daughters", "events", "stages")
 
 _COLUMNS = "id, status, title, ended_at, workspace, branch, base_commit, project_root, workflow_text, source, source_told"
 

@@ -139,12 +139,50 @@ _SCHEMA_V4 = """
 CREATE INDEX daughters_task ON daughters(task_id);
 """
 
-# Version 5: what `tacx report` reads (tacx/store/reports.py). MEASURED_LATER
+# Version 5: what `tacx report` reads (tacx/store/reports.py), kept fast at 100,000 tasks
+# (bench/report.py: 2.0 M usage rows; MEASURED).
+# - usage_rollup: usage summed per quarter hour (bucket = ts // 900), stage attempt and model,
+#   with the task, its workflow and the attempt's provider; kept by a trigger as usage rows
+#   are inserted (usage rows are never updated; rm/prune delete a task's rows from it as
+#   from usage). Every time zone's offset is whole quarter hours, so local days, weeks and
+#   months are whole buckets. Summing the usage rows themselves took MEASURED_RAW.
+# - tasks by creation time, for the windows of outcomes, stats and compare.
+# - the attempts that ended badly (a small part of events), for failures by reason.
 _SCHEMA_V5 = """
-CREATE INDEX usage_spend ON usage(ts, task_id, stage_id, model, input_tokens, output_tokens, cache_read_tokens,
-    cache_write_tokens, cost_usd);
-DROP INDEX usage_ts;
-CREATE INDEX usage_free ON usage(stage_id, attempt, model) WHERE cost_usd = 0;
+CREATE TABLE usage_rollup (
+    bucket             INTEGER NOT NULL,
+    stage_id           INTEGER NOT NULL,
+    attempt            INTEGER NOT NULL,
+    model              TEXT NOT NULL,
+    task_id            INTEGER NOT NULL,
+    workflow           TEXT,
+    provider           TEXT,
+    input_tokens       INTEGER NOT NULL,
+    output_tokens      INTEGER NOT NULL,
+    cache_read_tokens  INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    cost_usd           REAL NOT NULL,
+    PRIMARY KEY (bucket, stage_id, attempt, model)
+) WITHOUT ROWID;
+INSERT INTO usage_rollup
+    SELECT CAST(u.ts / 900 AS INTEGER), u.stage_id, u.attempt, COALESCE(u.model, ''), u.task_id,
+           (SELECT workflow FROM tasks WHERE id = u.task_id), (SELECT provider FROM stages WHERE id = u.stage_id),
+           SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), SUM(u.cache_write_tokens),
+           SUM(u.cost_usd)
+    FROM usage u GROUP BY 1, 2, 3, 4;
+CREATE INDEX usage_rollup_task ON usage_rollup(task_id);
+CREATE INDEX usage_rollup_group ON usage_rollup(stage_id, attempt, model);
+CREATE INDEX usage_rollup_free ON usage_rollup(bucket) WHERE cost_usd = 0;
+CREATE TRIGGER usage_rollup_add AFTER INSERT ON usage BEGIN
+    INSERT INTO usage_rollup VALUES (
+        CAST(NEW.ts / 900 AS INTEGER), NEW.stage_id, NEW.attempt, COALESCE(NEW.model, ''), NEW.task_id,
+        (SELECT workflow FROM tasks WHERE id = NEW.task_id), (SELECT provider FROM stages WHERE id = NEW.stage_id),
+        NEW.input_tokens, NEW.output_tokens, NEW.cache_read_tokens, NEW.cache_write_tokens, NEW.cost_usd)
+    ON CONFLICT (bucket, stage_id, attempt, model) DO UPDATE SET
+        input_tokens = input_tokens + excluded.input_tokens, output_tokens = output_tokens + excluded.output_tokens,
+        cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+        cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, cost_usd = cost_usd + excluded.cost_usd;
+END;
 CREATE INDEX tasks_created ON tasks(created_at);
 CREATE INDEX events_attempt_ends ON events(task_id, kind)
     WHERE kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
