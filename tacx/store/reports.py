@@ -12,7 +12,6 @@ created in ``[since, until)``, and a task's cost there is its whole total.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 from tacx.store.spend import (  # noqa: F401 - the reports' one module for their readers
@@ -54,10 +53,12 @@ def workflow_outcomes(conn: sqlite3.Connection, *, since: float | None = None,
         ended = row["succeeded"] + row["failed"] + row["cancelled"] + row["timed_out"]
         row["success_rate"] = success_rate(row["succeeded"], ended)
         rows.append(row)
-    costs = dict(conn.execute(
-        f"SELECT t.workflow, SUM(s.cost_usd) FROM tasks t JOIN stages s ON s.task_id = t.id WHERE {window}"
-        " GROUP BY t.workflow", params
-    ).fetchall())
+    if since is None and until is None:  # every task: the usage rollup's sums, in its workflow index's order
+        sql = "SELECT r.workflow, SUM(r.cost_usd) FROM usage_rollup r GROUP BY r.workflow"
+    else:
+        sql = (f"SELECT t.workflow, SUM(s.cost_usd) FROM tasks t JOIN stages s ON s.task_id = t.id WHERE {window}"
+               " GROUP BY t.workflow")
+    costs = dict(conn.execute(sql, params).fetchall())
     for row in rows:
         row["cost_usd"] = round(float(costs.get(row["workflow"]) or 0.0), 6)
     rows.sort(key=lambda r: (-r["tasks"], r["workflow"]))
@@ -86,7 +87,8 @@ def _stage_where(since: float | None, until: float | None, workflow: str | None)
 
 def _figures(conn: sqlite3.Connection, group: list[str], where: str, params: list[Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Per group of stage runs (``group``: SQL columns over ``stages s`` and ``tasks t``):
-    counts by state, success rate, p50/p95 duration, retries, tokens and cost."""
+    counts by state, retries, tokens, cost, the first position and the ended runs'
+    durations, unfinished (``_finish`` makes the figures shown)."""
     columns = ", ".join(group)
     counts = ", ".join(f"SUM(s.status = '{state}')" for state in _STAGE_STATES)
     sql = (
@@ -101,35 +103,48 @@ def _figures(conn: sqlite3.Connection, group: list[str], where: str, params: lis
         states, (retries, *spent), position = rest[:len(_STAGE_STATES)], rest[len(_STAGE_STATES):-1], rest[-1]
         row: dict[str, Any] = {"runs": int(runs)}
         row.update({state: int(n or 0) for state, n in zip(_STAGE_STATES, states)})
-        ended = row["succeeded"] + row["failed"] + row["timed_out"] + row["cancelled"]
-        row["success_rate"] = success_rate(row["succeeded"], ended)
-        row["p50_seconds"] = row["p95_seconds"] = None
         row["retries"] = int(retries or 0)
         row["tokens"] = {kind: int(n or 0) for kind, n in zip(TOKEN_KINDS, spent[:4])}
-        row["cost_usd"] = round(float(spent[4] or 0.0), 6)
-        row["cost_per_run"] = round(row["cost_usd"] / row["runs"], 6) if row["runs"] else None
+        row["cost_usd"] = float(spent[4] or 0.0)
         row["position"] = position
+        row["durations"] = []
         found[key] = row
-    for key, p50, p95 in _percentiles(conn, group, where, params):
-        if key in found:
-            found[key]["p50_seconds"], found[key]["p95_seconds"] = p50, p95
+    # The ended runs' durations, sorted here per group: SQL's window functions took 3x longer.
+    for r in conn.execute(
+        f"SELECT {columns}, s.ended_at - s.started_at FROM stages s JOIN tasks t ON t.id = s.task_id"
+        f" WHERE {where} AND {_ENDED}", params
+    ):
+        if (key := tuple(r[:width])) in found:
+            found[key]["durations"].append(r[width])
     return found
 
 
-def _percentiles(conn: sqlite3.Connection, group: list[str], where: str,
-                 params: list[Any]) -> Iterator[tuple[tuple[Any, ...], float, float]]:
-    """p50 and p95 of the ended runs' durations per group, by nearest rank (the value at
-    rank ceil(p * n) of the n sorted). Sorted here: SQL's window functions took 3x longer."""
-    durations: dict[tuple[Any, ...], list[float]] = {}
-    width = len(group)
-    for r in conn.execute(
-        f"SELECT {', '.join(group)}, s.ended_at - s.started_at FROM stages s JOIN tasks t ON t.id = s.task_id"
-        f" WHERE {where} AND {_ENDED}", params
-    ):
-        durations.setdefault(tuple(r[:width]), []).append(r[width])
-    for key, values in durations.items():
-        values.sort()
-        yield key, round(nearest_rank(values, 50), 3), round(nearest_rank(values, 95), 3)
+def _merged(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several groups' unfinished figures as one group's (a side's stages, overall)."""
+    total = _no_runs()
+    total.update(cost_usd=0.0, position=0, durations=[])
+    for row in rows:
+        for key in ("runs", *_STAGE_STATES, "retries"):
+            total[key] += row[key]
+        for kind in TOKEN_KINDS:
+            total["tokens"][kind] += row["tokens"][kind]
+        total["cost_usd"] += row["cost_usd"]
+        total["durations"] += row["durations"]
+    return total
+
+
+def _finish(row: dict[str, Any]) -> dict[str, Any]:
+    """The figures shown: success rate (succeeded of the runs that ended, skipped aside),
+    p50/p95 by nearest rank, cost and cost per run to six places."""
+    durations = sorted(row.pop("durations"))
+    row.pop("position", None)
+    ended = row["succeeded"] + row["failed"] + row["timed_out"] + row["cancelled"]
+    row["success_rate"] = success_rate(row["succeeded"], ended)
+    row["p50_seconds"] = round(nearest_rank(durations, 50), 3) if durations else None
+    row["p95_seconds"] = round(nearest_rank(durations, 95), 3) if durations else None
+    row["cost_usd"] = round(row["cost_usd"], 6)
+    row["cost_per_run"] = round(row["cost_usd"] / row["runs"], 6) if row["runs"] else None
+    return row
 
 
 def nearest_rank(ordered: list[float], percent: int) -> float:
@@ -158,14 +173,13 @@ def stage_stats(conn: sqlite3.Connection, *, since: float | None = None, until: 
         reason = failure_reason(kind, error)
         reasons[reason] = reasons.get(reason, 0) + int(n)
     rows = []
-    for (wf, stage), figures in found.items():
+    for (wf, stage), figures in sorted(found.items(), key=lambda item: (item[0][0], item[1]["position"], item[0][1])):
         reasons = bad.get((wf, stage), {})
         rows.append({
-            "workflow": wf, "stage": stage, **figures,
+            "workflow": wf, "stage": stage, **_finish(figures),
             "timeouts": sum(n for r, n in reasons.items() if r in ("timed out", "idle timeout")),
             "failures": dict(sorted(reasons.items(), key=lambda item: (-item[1], item[0]))),
         })
-    rows.sort(key=lambda r: (r["workflow"], r.pop("position"), r["stage"]))
     return rows
 
 
@@ -221,18 +235,16 @@ def compare(conn: sqlite3.Connection, dimension: str, a: str, b: str, *, workflo
     where, params = _stage_where(since, until, workflow)
     where += f" AND {column} IN (?, ?)"
     params = [*params, a, b]
-    overall = _figures(conn, [column], where, params)
     staged = _figures(conn, [column, "s.name"], where, params)
     sides = []
     for name in (a, b):
-        total = overall.get((name,)) or _no_runs()
-        total.pop("position", None)
         stages = sorted(((stage, row) for (side, stage), row in staged.items() if side == name),
                         key=lambda item: (item[1]["position"], item[0]))
+        overall = _finish(_merged([row for _, row in stages])) if stages else _no_runs()
         sides.append({
             "name": name,
-            "overall": total,
-            "stages": [{"stage": stage, **{k: v for k, v in row.items() if k != "position"}} for stage, row in stages],
+            "overall": overall,
+            "stages": [{"stage": stage, **_finish(row)} for stage, row in stages],
         })
     return {"dimension": dimension, "workflow": workflow, "sides": sides}
 

@@ -170,9 +170,17 @@ INSERT INTO usage_rollup
            SUM(u.input_tokens), SUM(u.output_tokens), SUM(u.cache_read_tokens), SUM(u.cache_write_tokens),
            SUM(u.cost_usd)
     FROM usage u GROUP BY 1, 2, 3, 4;
-CREATE INDEX usage_rollup_task ON usage_rollup(task_id);
-CREATE INDEX usage_rollup_group ON usage_rollup(stage_id, attempt, model);
-CREATE INDEX usage_rollup_free ON usage_rollup(bucket) WHERE cost_usd = 0;
+CREATE INDEX usage_rollup_task ON usage_rollup(task_id, bucket, input_tokens, output_tokens, cache_read_tokens,
+    cache_write_tokens, cost_usd);
+CREATE INDEX usage_rollup_workflow ON usage_rollup(workflow, bucket, task_id, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, cost_usd);
+CREATE INDEX usage_rollup_provider ON usage_rollup(provider, bucket, task_id, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, cost_usd);
+CREATE INDEX usage_rollup_model ON usage_rollup(model, bucket, task_id, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, cost_usd);
+CREATE INDEX usage_rollup_group ON usage_rollup(stage_id, attempt, model, cost_usd, bucket);
+CREATE INDEX usage_rollup_free ON usage_rollup(bucket, stage_id, attempt, model, task_id, workflow, provider,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd) WHERE cost_usd = 0;
 CREATE TRIGGER usage_rollup_add AFTER INSERT ON usage BEGIN
     INSERT INTO usage_rollup VALUES (
         CAST(NEW.ts / 900 AS INTEGER), NEW.stage_id, NEW.attempt, COALESCE(NEW.model, ''), NEW.task_id,
@@ -184,6 +192,7 @@ CREATE TRIGGER usage_rollup_add AFTER INSERT ON usage BEGIN
         cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, cost_usd = cost_usd + excluded.cost_usd;
 END;
 CREATE INDEX tasks_created ON tasks(created_at);
+CREATE INDEX tasks_outcomes ON tasks(workflow, status, created_at);
 CREATE INDEX events_attempt_ends ON events(task_id, kind)
     WHERE kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
 """
