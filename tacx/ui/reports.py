@@ -3,11 +3,14 @@ workflow's success rate, over the last 7, 30 or 90 days or all time (`t` switche
 `tacx report cost` and `stats` print, drawn for people who would rather look than read.
 
 The store is read in a worker thread on a connection of its own (reportdata.read_home),
-again every few seconds and soon after a task ends (the engine's bus), never on the event
-loop. Charts redraw only when their figures change, at the width they are given."""
+never on the event loop: again every few seconds and soon after a task ends (the engine's
+bus), but never for more than a tenth of the time (a big store's 90 days take about a
+second to read: it is read every ten). Charts redraw only when their figures change, at
+the width they are given."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,7 +31,9 @@ from tacx.ui.notices import FINISHED_KINDS
 from tacx.ui.panels import FittingFooter, QuietStatic, fmt_tokens
 from tacx.ui.reportdata import PERIODS, Report, period_words, read_home
 
-REFRESH_SECONDS = 5.0
+REFRESH_SECONDS = 5.0  # the figures are read again this often while the screen is open...
+LOAD_SHARE = 0.1  # ...or less often: reading takes at most this share of the time
+SOON_SECONDS = 0.5  # a task's end is read after this (ends meanwhile join it)
 PERIOD_KEYS = {7: "7d", 30: "30d", 90: "90d", None: "all"}
 
 Draw = Callable[[Report, int], Text]
@@ -127,8 +132,10 @@ class ReportsScreen(Screen["int | None"]):
         self.report: Report | None = None
         self.reads = 0  # reports shown: a test waits on it
         self._reading = False
-        self._again = False
+        self._next: float | None = None  # a read asked for while one was read: in how many seconds
         self._timer: Any = None
+        self._due = 0.0  # when the timer's read is due (time.monotonic)
+        self._took = 0.0  # seconds the last read took
         self._closed = False
         self._unsubscribe: Callable[[], None] | None = None
         self._error: str | None = None
@@ -171,54 +178,77 @@ class ReportsScreen(Screen["int | None"]):
     # -- reading (in a worker thread) -----------------------------------------------------
 
     def _on_task_end(self, event: EngineEvent) -> None:
-        self.request_read()
+        self._read_in(self._gap())  # the ends of the next moments join this read
 
     def request_read(self) -> None:
         """Read the report now, or right after the one being read."""
+        self._read_in(0)
+
+    def _gap(self) -> float:
+        """How long to wait before a read: reads take at most LOAD_SHARE of a thread's time
+        (at 100,000 tasks one read of 90 days takes a second), and never follow a task's
+        end sooner than SOON_SECONDS (a burst of ends is one read)."""
+        return max(SOON_SECONDS, self._took / LOAD_SHARE)
+
+    def _read_in(self, delay: float) -> None:
+        """Read after ``delay`` seconds, unless a read is due sooner already."""
         if self._closed:
             return
-        if self._reading:
-            self._again = True
+        if self._reading:  # asked again while reading: once it is read
+            self._next = delay if self._next is None else min(self._next, delay)
             return
+        due = time.monotonic() + delay
         if self._timer is not None:
+            if self._due <= due:
+                return
             self._timer.stop()
             self._timer = None
+        self._due = due
+        if delay > 0:
+            self._timer = self.set_timer(delay, self._start)
+        else:
+            self._start()
+
+    def _start(self) -> None:
+        self._timer = None
         self._reading = True
         self._read(self.days)
 
     @work(thread=True, group="reports", exit_on_error=False)
     def _read(self, days: int | None) -> None:
+        started = time.monotonic()
         try:
             report = read_home(self.db_path, days, self.clock())
         except Exception as exc:  # said on the screen; the reading goes on
-            self.app.call_from_thread(self._failed, exc)
+            self.app.call_from_thread(self._failed, exc, time.monotonic() - started)
             return
-        self.app.call_from_thread(self._apply, report)
+        self.app.call_from_thread(self._apply, report, time.monotonic() - started)
 
-    def _failed(self, exc: Exception) -> None:
-        self._reading = False
-        if self._closed:
-            return
-        self._error = f"reading the store failed: {describe(exc, self.db_path)}"
-        self.query_one("#report-totals", QuietStatic).show_text(Text(self._error, style="bold red"))
-        self._rearm()
+    def _failed(self, exc: Exception, took: float) -> None:
+        if self._read_done(took):
+            self._error = f"reading the store failed: {describe(exc, self.db_path)}"
+            self.query_one("#report-totals", QuietStatic).show_text(Text(self._error, style="bold red"))
+            self._rearm()
 
-    def _apply(self, report: Report) -> None:
+    def _apply(self, report: Report, took: float) -> None:
+        if self._read_done(took):
+            if report.days != self.days:  # the period changed while this one was read
+                self._next = 0
+            else:
+                self.show(report)
+            self._rearm()
+
+    def _read_done(self, took: float) -> bool:
         self._reading = False
-        if self._closed:
-            return
-        if report.days != self.days:  # the period changed while this one was read
-            self._again = True
-        else:
-            self.show(report)
-        self._rearm()
+        self._took = took
+        return not self._closed
 
     def _rearm(self) -> None:
-        if self._again:
-            self._again = False
-            self.request_read()
-        elif not self._closed:
-            self._timer = self.set_timer(self.refresh_seconds, self.request_read)
+        """The next read: one asked for while reading, else the regular refresh."""
+        asked, self._next = self._next, None
+        self._read_in(max(self.refresh_seconds, self._gap()))
+        if asked is not None:
+            self._read_in(asked)
 
     # -- showing --------------------------------------------------------------------------
 
