@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sqlite3
@@ -32,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import report_baseline as baseline  # noqa: E402
 from tacx.store import reports  # noqa: E402
 from tacx.store.database import connect  # noqa: E402
 from tacx.store.schema import MIGRATIONS  # noqa: E402
@@ -63,7 +65,7 @@ ERRORS = [
     ("stage.timed_out", "no output for 5m (idle_timeout)"),
 ]
 ERROR_WEIGHTS = [6, 2, 2, 1, 2, 2, 1]
-NEW_INDEXES = ("tasks_created", "events_attempt_ends")
+NEW_INDEXES = ("tasks_created", "tasks_outcomes", "events_attempt_ends", "stages_runs", "stages_durations")
 
 
 def build(path: Path, count: int, seed: int = 13) -> dict[str, int]:
@@ -156,7 +158,8 @@ def without_new_indexes(source: Path, target: Path) -> None:
     """A copy of the store as schema 4 indexed it: no usage rollup, none of the new indexes."""
     shutil.copy(source, target)
     conn = sqlite3.connect(target)
-    conn.execute("DROP TABLE usage_rollup")  # its indexes and trigger go with it
+    conn.execute("DROP TRIGGER usage_rollup_add")
+    conn.execute("DROP TABLE usage_rollup")  # its indexes go with it
     for name in NEW_INDEXES:
         conn.execute(f"DROP INDEX {name}")
     conn.execute("ANALYZE")
@@ -196,23 +199,61 @@ def queries(since: float | None) -> dict[str, tuple[Callable[[sqlite3.Connection
     for by in reports.GROUPS:
         found[f"cost --by {by}"] = (lambda c, by=by: reports.cost_rows(c, by, since=since),
                                     lambda c, by=by: cost_from_usage(c, by, since))
-    same = {
-        "workflow_outcomes": lambda c: reports.workflow_outcomes(c, since=since),
-        "stats": lambda c: reports.stage_stats(c, since=since),
-        "stats --workflow": lambda c: reports.stage_stats(c, since=since, workflow="fix-issue"),
-        "compare --providers": lambda c: reports.compare(c, "provider", "claude", "codex", since=since),
-        "compare --models -w": lambda c: reports.compare(c, "model", "claude-sonnet-4-5", "gpt-5-codex",
-                                                         workflow="fix-issue", since=since),
-        "compare --workflows": lambda c: reports.compare(c, "workflow", "fix-issue", "refactor", since=since),
+    pairs = {
+        "workflow_outcomes": (lambda c: reports.workflow_outcomes(c, since=since),
+                              lambda c: baseline.workflow_outcomes(c, since=since)),
+        "stats": (lambda c: reports.stage_stats(c, since=since), lambda c: baseline.stage_stats(c, since=since)),
+        "stats --workflow": (lambda c: reports.stage_stats(c, since=since, workflow="fix-issue"),
+                             lambda c: baseline.stage_stats(c, since=since, workflow="fix-issue")),
     }
-    found.update({name: (fn, fn) for name, fn in same.items()})
+    for name, args, kwargs in (
+        ("compare --providers", ("provider", "claude", "codex"), {}),
+        ("compare --models -w", ("model", "claude-sonnet-4-5", "gpt-5-codex"), {"workflow": "fix-issue"}),
+        ("compare --workflows", ("workflow", "fix-issue", "refactor"), {}),
+    ):
+        pairs[name] = (lambda c, a=args, k=kwargs: reports.compare(c, *a, since=since, **k),
+                       lambda c, a=args, k=kwargs: baseline.compare(c, *a, since=since, **k))
+    found.update(pairs)
     return found
 
 
-def timed(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> float:
+def timed(fn: Callable[[sqlite3.Connection], Any], conn: sqlite3.Connection) -> tuple[float, float, Any]:
+    """Wall and CPU milliseconds of one run, and what it returned."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    found = fn(conn)
+    return (time.perf_counter() - wall) * 1000, (time.process_time() - cpu) * 1000, found
+
+
+def comparable(found: Any) -> Any:
+    """A report's figures in one shape for both sides: cost rows by key (the baseline's are
+    tuples), floats to 4 places (sums in another order differ in the last bits)."""
+    if isinstance(found, list) and found and isinstance(found[0], tuple):
+        return {str(r[0]): [*r[1:5], round(r[5], 4), r[6]] for r in found}
+    if isinstance(found, list) and found and "key" in found[0]:
+        return {r["key"]: [r["input"], r["output"], r["cache_read"], r["cache_write"], round(r["cost_usd"], 4), r["tasks"]]
+                for r in found}
+    if isinstance(found, dict):
+        return {k: comparable(v) for k, v in found.items()}
+    if isinstance(found, list):
+        return [comparable(v) for v in found]
+    return round(found, 4) if isinstance(found, float) else found
+
+
+def insert_cost(path: Path, rows: int = 20_000) -> float:
+    """Microseconds per usage row inserted (in one transaction, rolled back): what the
+    rollup's trigger adds to the engine's writes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    stage_id, task_id = conn.execute("SELECT id, task_id FROM stages WHERE attempt > 0 LIMIT 1").fetchone()
+    conn.execute("BEGIN")
     started = time.perf_counter()
-    fn(conn)
-    return (time.perf_counter() - started) * 1000
+    conn.executemany(
+        "INSERT INTO usage (task_id, stage_id, attempt, ts, message_id, model, input_tokens, output_tokens,"
+        " cache_read_tokens, cache_write_tokens, cost_usd) VALUES (?, ?, 9, ?, ?, 'm', 10, 5, 100, 0, 0.001)",
+        [(task_id, stage_id, time.time() + n, f"bench-{n}") for n in range(rows)])
+    took = time.perf_counter() - started
+    conn.execute("ROLLBACK")
+    conn.close()
+    return took / rows * 1e6
 
 
 def main() -> None:
@@ -230,20 +271,34 @@ def main() -> None:
         print(f"report: {', '.join(f'{n:,} {k}' for k, n in sizes.items())}; built in {built:.1f} s;"
               f" medians of {args.runs} runs (ms)")
         conns = {True: sqlite3.connect(indexed), False: sqlite3.connect(bare)}
-        print(f"  {'query':<26} {'window':<7} {'without':>9} {'with':>9} {'ratio':>7}")
+        print(f"  load average at the start: {' '.join(f'{n:.2f}' for n in os.getloadavg())} (2 cores, shared)")
+        print(f"  {'query':<22} {'window':<7} {'without':>8} {'with':>8} {'ratio':>6} {'with, cpu':>10}")
         worst = 0.0
+        disagree = []
         for window, since in (("all", None), ("7 days", time.time() - 7 * 86400)):
             for name, (new, old) in queries(since).items():
-                times: dict[bool, list[float]] = {True: [], False: []}
+                wall: dict[bool, list[float]] = {True: [], False: []}
+                cpu: list[float] = []
+                results: dict[bool, Any] = {}
                 for run in range(args.runs):
                     for index in ((True, False) if run % 2 == 0 else (False, True)):
-                        times[index].append(timed(new if index else old, conns[index]))
-                with_index, without = statistics.median(times[True]), statistics.median(times[False])
+                        took, used, results[index] = timed(new if index else old, conns[index])
+                        wall[index].append(took)
+                        if index:
+                            cpu.append(used)
+                if comparable(results[True]) != comparable(results[False]):
+                    disagree.append(f"{name} ({window})")
+                with_index, without = statistics.median(wall[True]), statistics.median(wall[False])
                 worst = max(worst, with_index)
-                print(f"  {name:<26} {window:<7} {without:>9.1f} {with_index:>9.1f} {without / with_index:>6.1f}x")
+                print(f"  {name:<22} {window:<7} {without:>8.1f} {with_index:>8.1f} {without / with_index:>5.1f}x"
+                      f" {statistics.median(cpu):>10.1f}")
         for conn in conns.values():
             conn.close()
-    print(f"  slowest with the indexes: {worst:.1f} ms (goal < {GOAL_MS:.0f} ms)")
+        print(f"  load average at the end: {' '.join(f'{n:.2f}' for n in os.getloadavg())}")
+        print(f"  slowest with schema 5: {worst:.1f} ms (goal < {GOAL_MS:.0f} ms)")
+        print(f"  a usage row inserted: {insert_cost(indexed):.1f} us with the rollup's trigger,"
+              f" {insert_cost(bare):.1f} us without")
+        print("  both sides give the same figures" if not disagree else f"  DIFFERENT figures: {', '.join(disagree)}")
 
 
 if __name__ == "__main__":

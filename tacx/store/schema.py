@@ -193,6 +193,18 @@ CREATE TRIGGER usage_rollup_add AFTER INSERT ON usage BEGIN
 END;
 CREATE INDEX tasks_created ON tasks(created_at);
 CREATE INDEX tasks_outcomes ON tasks(workflow, status, created_at);
+ALTER TABLE stages ADD COLUMN workflow TEXT;
+ALTER TABLE stages ADD COLUMN task_created_at REAL;
+UPDATE stages SET (workflow, task_created_at) = (SELECT workflow, created_at FROM tasks WHERE id = stages.task_id);
+CREATE TRIGGER stages_task_facts AFTER INSERT ON stages BEGIN
+    UPDATE stages SET (workflow, task_created_at) = (SELECT workflow, created_at FROM tasks WHERE id = NEW.task_id)
+    WHERE id = NEW.id;
+END;
+CREATE INDEX stages_runs ON stages(workflow, name, status, task_created_at, attempt, position, provider, model,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd)
+    WHERE attempt > 0 OR status = 'skipped';
+CREATE INDEX stages_durations ON stages(workflow, name, ended_at - started_at, task_created_at, provider, model)
+    WHERE status IN ('succeeded', 'failed', 'timed_out') AND started_at IS NOT NULL AND ended_at IS NOT NULL;
 CREATE INDEX events_attempt_ends ON events(task_id, kind)
     WHERE kind IN ('stage.failed', 'stage.timed_out', 'stage.cancelled');
 """

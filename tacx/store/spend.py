@@ -79,15 +79,18 @@ def cost_rows(conn: sqlite3.Connection, by: str, *, since: float | None = None,
     rows = list(found.values())
     for row in rows:
         row["cost_usd"] = round(row["cost_usd"], 6)
-        row["unpriced"] = sorted(unpriced.get(row["key"], ()))
-    if by == "task" and rows:
-        titles = _titles(conn, [int(r["key"]) for r in rows])
-        for row in rows:
+        models = unpriced.get(row["key"])
+        row["unpriced"] = sorted(models) if models else []
+    if by == "task":  # a task met only at the window's edges
+        missing = [r for r in rows if "title" not in r]
+        titles = _titles(conn, [int(r["key"]) for r in missing])
+        for row in missing:
             row["title"] = titles.get(int(row["key"]), "")
     if by in TIME_GROUPS:
         rows.sort(key=lambda r: r["key"])  # 2026-11-30, 2026-W49 and 2026-11 sort as they follow
     else:
-        rows.sort(key=lambda r: (-r["cost_usd"], -sum(r[k] for k in TOKEN_KINDS), _natural(r["key"])))
+        rows.sort(key=lambda r: (-r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"],
+                                 _natural(r["key"])))
     return rows
 
 
@@ -159,11 +162,15 @@ def period_key(by: str, day: dt.date) -> str:
 
 def _named_groups(conn: sqlite3.Connection, by: str, window: Window) -> dict[str, dict[str, Any]]:
     where, params = window.buckets()
-    sql = f"SELECT {_COLUMNS[by]}, {_SUMS}, COUNT(DISTINCT r.task_id) FROM usage_rollup r WHERE {where} GROUP BY 1"
+    title = ", (SELECT title FROM tasks WHERE id = r.task_id)" if by == "task" else ""
+    tasks = "1" if by == "task" else "COUNT(DISTINCT r.task_id)"  # a task's row: one task (no b-tree per row)
+    sql = f"SELECT {_COLUMNS[by]}, {_SUMS}, {tasks}{title} FROM usage_rollup r WHERE {where} GROUP BY 1"
     found: dict[str, dict[str, Any]] = {}
     for r in conn.execute(sql, params):
-        key = _key(by, 0.0, r[0], r[0], r[0], r[0])  # one raw value per key: None and "" name no one
+        key = str(r[0]) if by == "task" else _key(by, 0.0, r[0], r[0], r[0], r[0])  # None, "": "(... unknown)"
         found[key] = _row(key, r[1:6], r[6])
+        if title:
+            found[key]["title"] = r[7] or ""
     return found
 
 
