@@ -228,7 +228,7 @@ def comparable(found: Any) -> Any:
     """A report's figures in one shape for both sides: cost rows by key (the baseline's are
     tuples), floats to 4 places (sums in another order differ in the last bits)."""
     if isinstance(found, list) and found and isinstance(found[0], tuple):
-        return {str(r[0]): [*r[1:5], round(r[5], 4), r[6]] for r in found}
+        return {str(r[0]): [*r[1:5], round(round(r[5], 6), 4), r[6]] for r in found}  # rounded as cost_rows does
     if isinstance(found, list) and found and "key" in found[0]:
         return {r["key"]: [r["input"], r["output"], r["cache_read"], r["cache_write"], round(r["cost_usd"], 4), r["tasks"]]
                 for r in found}

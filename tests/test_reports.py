@@ -262,6 +262,9 @@ def test_compare(store: sqlite3.Connection) -> None:
     models = reports.compare(store, "model", "sonnet", "gpt-5", workflow="fix")
     assert [(s["name"], s["overall"]["runs"], s["overall"]["cost_usd"]) for s in models["sides"]] == [
         ("sonnet", 3, 0.7578), ("gpt-5", 2, 0.875)]
+    workflows = reports.compare(store, "workflow", "fix", "docs")
+    assert [(s["name"], s["overall"]["runs"], s["overall"]["p50_seconds"], s["overall"]["p95_seconds"])
+            for s in workflows["sides"]] == [("fix", 5, 600.0, 1800.0), ("docs", 5, 40.0, 120.0)]
     nobody = reports.compare(store, "workflow", "fix", "nothing")
     assert nobody["sides"][1]["overall"]["runs"] == 0 and nobody["sides"][1]["stages"] == []
 

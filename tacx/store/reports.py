@@ -94,10 +94,12 @@ def _stage_where(since: float | None, until: float | None, workflow: str | None,
     return where, params
 
 
-def _figures(conn: sqlite3.Connection, group: list[str], where: str, params: list[Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+def _figures(conn: sqlite3.Connection, group: list[str], where: str, params: list[Any],
+             *, ranked: bool = False) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Per group of stage runs (``group``: SQL columns of ``stages s``): counts by state,
     retries, tokens, cost, the first position and the ended runs' durations (or, per
-    workflow and stage, their p50 and p95), unfinished (``_finish`` makes the figures shown)."""
+    workflow and stage with ``ranked``, their p50 and p95 read from the index), unfinished
+    (``_finish`` makes the figures shown)."""
     columns = ", ".join(group)
     # Grouped by state too, in the order of the index stages_runs: it streams, unsorted.
     sql = (
@@ -121,7 +123,7 @@ def _figures(conn: sqlite3.Connection, group: list[str], where: str, params: lis
             row["tokens"][kind] += int(n or 0)
         row["cost_usd"] += float(spent[4] or 0.0)
         row["position"] = min(row["position"], position)
-    if group == ["s.workflow", "s.name"]:
+    if ranked and group == ["s.workflow", "s.name"]:
         for key, p50, p95 in _indexed_percentiles(conn, where, params):
             if key in found:
                 found[key]["percentiles"] = (p50, p95)
@@ -200,7 +202,7 @@ def stage_stats(conn: sqlite3.Connection, *, since: float | None = None, until: 
     timeouts (attempts that timed out) and failures (attempts that failed, timed out or
     were cancelled, by reason). Workflows by name, stages in their order."""
     where, params = _stage_where(since, until, workflow)
-    found = _figures(conn, ["s.workflow", "s.name"], where, params)
+    found = _figures(conn, ["s.workflow", "s.name"], where, params, ranked=True)
     where, params = _stage_where(since, until, workflow, "t")
     bad: dict[tuple[str, str], dict[str, int]] = {}
     for wf, stage, kind, error, n in conn.execute(
