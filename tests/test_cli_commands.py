@@ -195,12 +195,16 @@ def test_completion_scripts_complete_commands_options_and_task_ids(project: Proj
         ask tacx ls --st
         ask tacx show ''
         ask tacx completion ''
+        ask tacx report co
+        ask tacx report cost --by ''
     """
     out = subprocess.run(["bash", "-c", driver], cwd=project.root, env=env, capture_output=True, text=True,
                          timeout=60, stdin=subprocess.DEVNULL)
     answers = [line.split() for line in out.stdout.splitlines()]
     assert answers[0] == ["cancel"] and answers[1] == ["--status"], out
     assert sorted(answers[2]) == sorted(map(str, ids)) and answers[3] == ["bash", "zsh", "fish"], out
+    assert answers[4] == ["cost", "compare"] and answers[5] == ["day", "week", "month", "workflow", "provider",
+                                                                "model", "task"], out
     unknown = project.tacx("completion", "tcsh", check=2)
     assert "bash" in unknown.stderr and "fish" in unknown.stderr and unknown.stdout == ""
 
