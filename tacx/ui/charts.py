@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
-from rich.cells import cell_len
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 
 from tacx.states import STATUS_STYLE
@@ -53,11 +53,12 @@ def rate_style(rate: float | None) -> str:
 
 
 def cut(name: str, width: int) -> str:
-    return name if cell_len(name) <= width else name[: max(width - 1, 0)] + "…"
+    """``name`` in at most ``width`` cells, "…" marking a cut."""
+    return name if cell_len(name) <= width else set_cell_size(name, max(width - 1, 0)) + "…"
 
 
 def _rows(labels: Sequence[str], values: Sequence[float], figures: Sequence[str], width: int,
-          styles: Sequence[str] | None = None, label_styles: Sequence[str] | None = None) -> Text:
+          label_styles: Sequence[str] | None = None) -> Text:
     """One line per value: its label, its bar, its figure; labels and figures in columns."""
     text = Text(no_wrap=True, overflow="ellipsis")
     label_width = max((cell_len(label) for label in labels), default=0)
@@ -69,7 +70,7 @@ def _rows(labels: Sequence[str], values: Sequence[float], figures: Sequence[str]
             text.append("\n")
         text.append(label.ljust(label_width), style=label_styles[i] if label_styles else "")
         text.append(" ")
-        text.append(bar(value, top, bar_width).ljust(bar_width), style=styles[i] if styles else COST_STYLE)
+        text.append(bar(value, top, bar_width).ljust(bar_width), style=COST_STYLE)
         text.append(" ")
         text.append(figure.rjust(figure_width), style="bold" if value == top and value > 0 else "")
     return text
