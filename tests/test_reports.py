@@ -314,6 +314,9 @@ def test_report_cost_csv_table_and_windows(reporting: Project) -> None:
     assert [r["key"] for r in json.loads(reporting.tacx("report", "cost", "--since", "2026-11-30", "--json").stdout)] == [
         "2026-11-30"]
     assert json.loads(reporting.tacx("report", "cost", "--until", "2026-11-29", "--json").stdout) == DAYS[:1]
+    # An age past 1970, or a date before it: from the start.
+    for since in ("9999999999999999999d", "1900-01-01"):
+        assert json.loads(reporting.tacx("report", "cost", "--since", since, "--json").stdout) == DAYS
     edges = ["--since", "2026-11-29T10:05:00+01:00", "--until", "2026-11-29T23:35", "--json"]
     assert json.loads(reporting.tacx("report", "cost", *edges).stdout) == [row("2026-11-29", 2500, 250, 4000, 0, 0.625, 1)]
 
@@ -342,6 +345,7 @@ def test_report_stats_and_compare_commands(reporting: Project) -> None:
     (["cost", "--since", "2026-12-01", "--until", "2026-11-01"], "--since must be before --until"),
     (["cost", "--since", "yesterday"], "invalid time 'yesterday'"),
     (["stats", "--until", "2026-13-01"], "invalid time '2026-13-01'"),
+    (["cost", "--until", "9999-12-31"], "time out of range"),
     (["compare", "--providers", "claude", "gemini"], "no stage runs for provider 'gemini'"),
     (["compare", "--models", "sonnet", "sonnet"], "not 'sonnet' with itself"),
     (["compare", "--workflow", "fix"], "one of the arguments --workflows --providers --models is required"),
@@ -357,3 +361,27 @@ def test_report_in_an_empty_home_makes_no_store(project: Project) -> None:
     assert project.tacx("report", "cost").stdout.splitlines()[-1].split() == ["TOTAL", "0", "0", "0", "0", "$0.0000"]
     assert "nothing to compare" in project.tacx("report", "compare", "--workflows", "a", "b", check=2).stderr
     assert not project.home.exists()
+
+
+def test_reports_of_a_real_run_add_up_to_its_stages(project: Project) -> None:
+    """Through the engine: fake claude and codex CLIs write their streams, tacx parses them
+    into usage rows, and the rollup the reports read follows (its trigger) with the
+    provider of each attempt."""
+    fakes = os.path.join(os.path.dirname(__file__), "fakes")
+    project.env["PATH"] = f"{fakes}{os.pathsep}{project.env['PATH']}"
+    (project.root / "pair.yaml").write_text(
+        "name: pair\nstages:\n"
+        "  - {name: think, provider: claude, prompt: go, env: {FAKE_SCENARIO: sample}}\n"
+        "  - {name: write, provider: codex, prompt: go, env: {FAKE_SCENARIO: sample}}\n"
+    )
+    project.tacx("run", "pair.yaml", "--no-ui", timeout=120)
+    stages = {s["provider"]: s for s in project.show(project.ls()[0]["id"])["stages"]}
+    by_provider = {r["key"]: r for r in json.loads(project.tacx("report", "cost", "--by", "provider", "--json").stdout)}
+    assert set(by_provider) == {"claude", "codex"}
+    for provider, stage in stages.items():
+        assert {k: by_provider[provider][k] for k in stage["tokens"]} == stage["tokens"]
+        assert by_provider[provider]["cost_usd"] == round(stage["cost_usd"], 6) and by_provider[provider]["tasks"] == 1
+    assert any(stage["cost_usd"] for stage in stages.values())  # priced usage was there to add up
+    stats = json.loads(project.tacx("report", "stats", "--json").stdout)
+    assert [(r["stage"], r["runs"], r["succeeded"], r["success_rate"]) for r in stats] == [
+        ("think", 1, 1, 1.0), ("write", 1, 1, 1.0)]

@@ -141,7 +141,14 @@ def _stats_out(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
               + palette.paint(f"{rate:>5}", style)
               + f" {_seconds(r['p50_seconds']):>7} {_seconds(r['p95_seconds']):>7} {r['retries']:>7}"
               f" {r['timeouts']:>8} {'$' + format(r['cost_usd'], '.4f'):>10}  "
-              + printable(", ".join(f"{reason} ×{n}" for reason, n in r["failures"].items())))
+              + printable(_reasons_short(r["failures"])))
+
+
+def _reasons_short(failures: dict[str, int], most: int = 4) -> str:
+    """The commonest reasons for a table (--json and --csv give them all)."""
+    shown = ", ".join(f"{reason} ×{n}" for reason, n in list(failures.items())[:most])
+    rest = sum(list(failures.values())[most:])
+    return shown + (f", {rest} more" if rest else "")
 
 
 # -- compare -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ WHEN_HELP = (
     "a date (2026-11-01, local time), an ISO date and time (2026-11-01T09:30, +01:00 allowed)"
     " or an age (12h, 7d: that long ago)"
 )
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z
 WINDOW_HELP = (
     "--since is inclusive, --until exclusive; --until with a date alone means through the end of that day"
 )
@@ -24,6 +25,14 @@ def when(text: str, *, end_of_day: bool = False) -> float:
     """Unix time from a date, an ISO date and time, or an age; a date alone is its local
     midnight, or with ``end_of_day`` the next one (so `--until 2026-11-30` takes that day in)."""
     text = text.strip()
+    try:
+        moment = _moment(text, end_of_day)
+    except (OverflowError, OSError, ValueError):  # 9999-12-31's next day, year 1 in mktime
+        raise argparse.ArgumentTypeError(f"time out of range {text!r}: give one between 1970 and 9999") from None
+    return min(max(moment, 0.0), LATEST)  # before 1970 (an age of 1000 years): from the start
+
+
+def _moment(text: str, end_of_day: bool) -> float:
     try:
         day = dt.date.fromisoformat(text)
     except ValueError:

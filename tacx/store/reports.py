@@ -54,12 +54,12 @@ def workflow_outcomes(conn: sqlite3.Connection, *, since: float | None = None,
         ended = row["succeeded"] + row["failed"] + row["cancelled"] + row["timed_out"]
         row["success_rate"] = success_rate(row["succeeded"], ended)
         rows.append(row)
-    if since is None and until is None:  # every task: the usage rollup's sums, in its workflow index's order
-        sql = "SELECT r.workflow, SUM(r.cost_usd) FROM usage_rollup r GROUP BY r.workflow"
-    else:
-        sql = (f"SELECT t.workflow, SUM(s.cost_usd) FROM tasks t JOIN stages s ON s.task_id = t.id WHERE {window}"
-               " GROUP BY t.workflow")
-    costs = dict(conn.execute(sql, params).fetchall())
+    # The tasks' own totals (their stages'); a stage that never ran spent nothing, so the
+    # stages that ran are enough, read in workflow order from stages_runs without a sort.
+    where, params = _stage_where(since, until, None)
+    costs = dict(conn.execute(
+        f"SELECT s.workflow, SUM(s.cost_usd) FROM stages s WHERE {where} AND {_RAN} GROUP BY s.workflow", params
+    ).fetchall())
     for row in rows:
         row["cost_usd"] = round(float(costs.get(row["workflow"]) or 0.0), 6)
     rows.sort(key=lambda r: (-r["tasks"], r["workflow"]))

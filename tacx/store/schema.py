@@ -141,21 +141,22 @@ CREATE INDEX daughters_task ON daughters(task_id);
 
 # Version 5: what `tacx report` reads (tacx/store/reports.py, spend.py), kept fast at 100,000
 # tasks over 90 days (bench/report.py: 342,000 stages, 2.0 M usage rows, 1.0 M events; medians
-# on 2 shared cores, load 2-4): a full-history report took 0.2-1.7 s without these, 0.06-0.28 s
-# with them (compare of two providers over all stage names 0.54 s; by task 1.2 s: 100,000 rows
-# made in Python); over the last 7 days 15-80 ms. Migrating 100,000 tasks from version 4: 6 s.
+# of 5 on 2 shared cores, load 1-1.5): a full-history report took 0.23-1.6 s without these,
+# 0.06-0.29 s with them (cost 0.12-0.17 s, stats 0.29 s; compare of two providers over every
+# stage name 0.61 s; cost by task 0.87 s: 100,000 rows made in Python); over the last 7 days
+# 15-96 ms. Migrating 100,000 tasks from version 4: 6 s, once.
 # - usage_rollup: usage summed per quarter hour (bucket = ts // 900), stage attempt and model,
 #   with the task, its workflow and the attempt's provider; kept by a trigger as usage rows
 #   are inserted (20 us a row instead of 3.4; usage rows are never updated, and rm/prune
 #   delete a task's rows from it as from usage). Every time zone's offset is whole quarter
 #   hours, so local days, weeks and months are whole buckets: 400,000 rows to sum instead of
-#   2 M (cost by day 1.56 s -> 0.24 s). A covering index per group (workflow, provider, model,
+#   2 M (cost by day 1.61 s -> 0.17 s). A covering index per group (workflow, provider, model,
 #   task) gives its rows in order, so SQLite sums them without sorting; a partial one holds
 #   the rows of cost 0 (unpriced usage).
 # - stages carry their task's workflow and creation time (a trigger sets them as stages are
 #   inserted), so stage statistics need no join with tasks; stages_runs sums them in
 #   workflow, stage and state order, stages_durations reads p50/p95 at their ranks
-#   (stats 1.12 s -> 0.28 s).
+#   (stats 1.18 s -> 0.29 s).
 # - tasks by creation time and by workflow and state (outcomes 0.23 s -> 0.06 s), and the
 #   attempts that ended badly (a small part of events), for failures by reason.
 _SCHEMA_V5 = """

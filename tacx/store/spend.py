@@ -89,17 +89,15 @@ def cost_rows(conn: sqlite3.Connection, by: str, *, since: float | None = None,
     if by in TIME_GROUPS:
         rows.sort(key=lambda r: r["key"])  # 2026-11-30, 2026-W49 and 2026-11 sort as they follow
     else:
+        natural = (lambda key: int(key)) if by == "task" else (lambda key: key)
         rows.sort(key=lambda r: (-r["cost_usd"], -r["input"] - r["output"] - r["cache_read"] - r["cache_write"],
-                                 _natural(r["key"])))
+                                 natural(r["key"])))
     return rows
 
 
 def _row(key: str, sums: Any, tasks: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key}
-    row.update({kind: int(value or 0) for kind, value in zip(TOKEN_KINDS, sums[:4])})
-    row["cost_usd"] = float(sums[4] or 0.0)
-    row["tasks"] = int(tasks or 0)
-    return row
+    return {"key": key, "input": int(sums[0] or 0), "output": int(sums[1] or 0), "cache_read": int(sums[2] or 0),
+            "cache_write": int(sums[3] or 0), "cost_usd": float(sums[4] or 0.0), "tasks": int(tasks or 0)}
 
 
 def _time_groups(conn: sqlite3.Connection, by: str, window: Window, edge_times: list[float]) -> dict[str, dict[str, Any]]:
@@ -244,6 +242,8 @@ def _unpriced(conn: sqlite3.Connection, by: str, window: Window, edges: list[dic
     no cost, here within the window. Costs are never negative, so that is an attempt's
     usage of a model with tokens and no row of a cost but 0: the rollup's partial index
     holds the rows of cost 0, and its group index says whether a priced row is beside them."""
+    if not edges:
+        return _unpriced_whole_buckets(conn, by, window)
     where, params = window.buckets("f.bucket")
     priced_where, priced_params = window.buckets("p.bucket")
     free = [
@@ -284,8 +284,35 @@ def _unpriced(conn: sqlite3.Connection, by: str, window: Window, edges: list[dic
     return found
 
 
-def _natural(key: str) -> tuple[int, str]:
-    return (int(key), "") if key.isdigit() else (0, key)
+_TOKENS_OF = "{t}.input_tokens + {t}.output_tokens + {t}.cache_read_tokens + {t}.cache_write_tokens"
+_KEY_OF_FREE = {"workflow": "f.workflow", "provider": "f.provider", "model": "f.model", "task": "f.task_id"}
+
+
+def _unpriced_whole_buckets(conn: sqlite3.Connection, by: str, window: Window) -> dict[str, set[str]]:
+    """``_unpriced`` for a window of whole buckets (no edge rows), all in SQL: each group's
+    key (a bucket for a time group) and model, once, where the usage rows of cost 0 beside
+    no priced row have tokens (that row's, or, rarely, another's of its attempt and model)."""
+    where, params = window.buckets("f.bucket")
+    priced_where, priced_params = window.buckets("p.bucket")
+    tokens_where, tokens_params = window.buckets("g.bucket")
+    key = "f.bucket" if by in TIME_GROUPS else _KEY_OF_FREE[by]
+    sql = (
+        f"SELECT DISTINCT {key}, f.model FROM usage_rollup f WHERE f.cost_usd = 0 AND {where}"
+        " AND NOT EXISTS (SELECT 1 FROM usage_rollup p WHERE p.stage_id = f.stage_id AND p.attempt = f.attempt"
+        f" AND p.model = f.model AND p.cost_usd != 0 AND {priced_where})"
+        f" AND ({_TOKENS_OF.format(t='f')} > 0 OR EXISTS (SELECT 1 FROM usage_rollup g WHERE g.stage_id = f.stage_id"
+        f" AND g.attempt = f.attempt AND g.model = f.model AND g.cost_usd = 0 AND {_TOKENS_OF.format(t='g')} > 0"
+        f" AND {tokens_where}))"
+    )
+    found: dict[str, set[str]] = {}
+    period_of: dict[int, str] = {}
+    for value, model in conn.execute(sql, [*params, *priced_params, *tokens_params]):
+        if by in TIME_GROUPS:
+            name = period_of.get(value) or period_of.setdefault(value, _key(by, value * BUCKET, 0, "", None, None))
+        else:
+            name = _key(by, 0.0, value, value, value, value)
+        found.setdefault(name, set()).add(model or UNKNOWN_MODEL)
+    return found
 
 
 def _titles(conn: sqlite3.Connection, ids: list[int]) -> dict[int, str]:
