@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tacx.agents.custom import check_custom_argv
 from tacx.agents.registry import PARSER_KINDS
+from tacx.server.notify.rules import NotifyRule, place_on_keys
 from tacx.sources.config import GitHubSourceSettings
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
 from tacx.workflow.model import Budget, parse_duration
@@ -82,6 +83,8 @@ class Settings(BaseModel):
     prices: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="USD per million tokens by model prefix: input, output, cache_read, cache_write"
     )
+    notify: list[NotifyRule] = Field(default_factory=list, description="who hears of task ends, budget stops, "
+                                     "agents waiting and source errors: a webhook, a command or the terminal")
 
     @model_validator(mode="after")
     def _positive_intervals(self) -> Settings:
@@ -146,6 +149,8 @@ def _settings_keys(parent: tuple[str | int, ...]) -> list[str]:
             model = GitHubSourceSettings
         case ("budget",):
             model = Budget
+        case ("notify", int()):
+            model = NotifyRule
         case _:
             return []
     return list(model.model_fields)
@@ -158,6 +163,7 @@ def _located(text: str, path: Path, exc: ValidationError) -> str:
     doc = Document(text, str(path))
     doc.load()
     doc.issues.clear()  # the text parsed above: only the validation's findings are wanted
+    place_on_keys(doc)
     doc.keys_allowed = _settings_keys
     doc.add_validation_errors(exc)
     return "\n".join(str(issue) for issue in doc.issues) or str(exc)

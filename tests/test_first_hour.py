@@ -117,8 +117,12 @@ def test_a_ctrl_c_while_tacx_imports_exits_130(project: Project) -> None:
     from pathlib import Path
 
     for extra in (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06):
+        # As from a terminal: ^C's default disposition. A test run started in the background
+        # by a shell (`pytest &`) inherits SIGINT ignored, and a process that starts with it
+        # ignored rightly keeps ignoring it until its loop takes it over.
         proc = subprocess.Popen([sys.executable, "-m", "tacx", "--no-ui"], cwd=project.root, env=project.env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         maps = Path(f"/proc/{proc.pid}/maps")
         deadline = time.monotonic() + 20
         while "pydantic_core" not in maps.read_text() and time.monotonic() < deadline:

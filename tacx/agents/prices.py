@@ -204,6 +204,16 @@ def models(found: list[Unpriced]) -> list[str]:
     return sorted({u.model for u in found})
 
 
+def note_unpriced(conn: Any, tasks: list[dict[str, Any]]) -> None:
+    """Each task (and each of its stages, when listed) gains ``unpriced``: the models whose
+    usage has no price, so a cost of 0 is never shown as $0 (`ls`/`show --json`, the API)."""
+    found = Unpriced.of_tasks(conn, [t["id"] for t in tasks])
+    for t in tasks:
+        t["unpriced"] = models([u for u in found if u.task_id == t["id"]])
+        for stage in t.get("stages", ()):
+            stage["unpriced"] = models([u for u in found if u.task_id == t["id"] and u.stage == stage["name"]])
+
+
 def cost_text(usd: float, unpriced: Any = (), digits: int = 4) -> str:
     """A cost for people: ``$0.0123``; ``unpriced (model)`` when nothing of it is known;
     ``$0.0123 + unpriced (model)`` when part is. ``unpriced`` names the models (or is a bool)."""

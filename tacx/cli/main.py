@@ -31,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     home: Home | None = None
     try:
+        if args.listen is not None and args.command is not None:
+            raise UsageError(f"--listen serves a coordinator: `tacx --no-ui --listen ...` or the dashboard, not `tacx {args.command}`")
         if args.command in _WITHOUT_HOME:
             interrupts.let_in()
             return _flushed(_WITHOUT_HOME[args.command](args))
@@ -119,6 +121,7 @@ _COMMANDS = {
     "doctor": "project:cmd_doctor",
     "providers": "project:cmd_providers",
     "sources": "sources:cmd_sources",
+    "notify": "notify:cmd_notify",
     "demo": "running:cmd_demo",
     "clean": "project:cmd_clean",
     "run": "running:cmd_run",
@@ -137,6 +140,7 @@ _COMMANDS = {
     "validate": "project:cmd_validate",
     "schema": "project:cmd_schema",
     "workflows": "project:cmd_workflows",
+    "token": "serving:cmd_token",
 }
 
 

@@ -15,14 +15,13 @@ SHELLS = ("bash", "zsh", "fish")
 # The groups of `tacx --help`, in order; every command is in exactly one (a test checks).
 COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
     "Tasks": ("run", "submit", "ls", "show", "logs", "report", "cancel", "retry", "priority", "rm", "prune", "clean"),
-    "Coordinator": ("pause", "resume", "demo", "sources"),
+    "Coordinator": ("pause", "resume", "demo", "sources", "notify", "token"),
     "Project": ("init", "workflows", "validate", "schema", "providers", "doctor", "completion", "help"),
 }
 
 _TOP_OPTIONS = """\
-Options: --home DIR  the tacx home (default: the nearest .tacx/, or $TACX_HOME)
-  --no-ui [--exit-when-idle] [--max-workers N] [--json]  the engine, headless
-  -v  log what the engine does to stderr   -V  the version   -h  this help"""
+Options: --home DIR  the tacx home (nearest .tacx/, $TACX_HOME)  -v log  -V  -h
+  --no-ui [--exit-when-idle] [--max-workers N] [--json] [--listen HOST:PORT]"""
 
 
 class _TopParser(argparse.ArgumentParser):
@@ -35,7 +34,7 @@ class _TopParser(argparse.ArgumentParser):
         for group, names in COMMAND_GROUPS.items():
             lines.append(f"{group}:")
             lines += [f"  {name:<{width}}{commands[name]}" for name in names]
-        return "\n".join([*lines, "", _TOP_OPTIONS, ""])
+        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (no blank line: 32 rows)
 
     def _subcommands(self) -> dict[str, str]:
         for action in self._actions:
@@ -60,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-when-idle", action="store_true", help="with --no-ui: exit once nothing is queued or running")
     p.add_argument("--max-workers", type=positive, metavar="N", help="most daughters at once (default: tacx.yaml, else 4)")
     p.add_argument("--json", action="store_true", help="with --no-ui: one JSON event per line")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="serve health, metrics and the JSON API here (PORT alone: 127.0.0.1; 0: a free port)")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the engine does to stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser)
 
@@ -131,12 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     sources = command("sources", "GitHub repositories whose labelled issues become tasks")
     sources.add_argument("--json", action="store_true", help="a JSON list")
 
+    notify = command("notify", "send a test message through each channel of tacx.yaml's notify:")
+    notify.add_argument("action", choices=["test"], help="test: send one and say what each channel did")
+
     demo = command("demo", "queue demo tasks on the mock agent and watch them run")
     demo.add_argument("--no-ui", action="store_true", help="print progress instead of opening the dashboard")
     demo.add_argument("--tasks", type=bounds.bounded_int(1, 10_000), metavar="N",
                       help="how many (default: one per demo title, 4)")
     demo.add_argument("--json", action="store_true", help="one JSON event per line")
     demo.add_argument("--max-workers", type=positive, metavar="N", help="most daughters at once")
+
+    token = command("token", "print the HTTP API's bearer token (made on first use)")
+    token.add_argument("--rotate", action="store_true", help="make a new token; the old one stops working")
 
     doctor = command("doctor", "what this machine gives tacx: store, containment, providers")
     doctor.add_argument("--json", action="store_true", help="a JSON list")

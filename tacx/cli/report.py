@@ -18,8 +18,6 @@ from tacx.home import Home
 from tacx.store import reports
 from tacx.text import fit, printable
 
-# -- the command -------------------------------------------------------------------------------
-
 
 def cmd_report(home: Home, args: argparse.Namespace) -> int:
     if args.since is not None and args.until is not None and args.since >= args.until:
@@ -34,23 +32,28 @@ def cmd_report(home: Home, args: argparse.Namespace) -> int:
                                        workflow=args.workflow) if conn else []
             _stats_out(rows, args)
         else:
-            dimension = next(d for d in reports.DIMENSIONS if getattr(args, f"{d}s"))
-            a, b = getattr(args, f"{dimension}s")
-            if a == b:
-                raise UsageError(f"compare two different {dimension}s, not {a!r} with itself")
-            found = reports.compare(conn, dimension, a, b, workflow=args.workflow, since=args.since,
-                                    until=args.until) if conn else None
-            empty = [name for i, name in enumerate((a, b)) if found is None or not found["sides"][i]["overall"]["runs"]]
-            if empty:
-                where = f" of workflow {args.workflow!r}" if args.workflow and dimension != "workflow" else ""
-                window = " in this window" if args.since is not None or args.until is not None else ""
-                raise UsageError(f"no stage runs{where} for {dimension} {', '.join(map(repr, empty))}{window}:"
-                                 " nothing to compare")
-            _compare_out(found, args)
+            _compare_out(_compared(conn, args), args)
     finally:
         if conn is not None:
             conn.close()
     return EXIT_OK
+
+
+def _compared(conn: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The comparison asked for; a usage error when a side has no stage runs to compare."""
+    dimension = next(d for d in reports.DIMENSIONS if getattr(args, f"{d}s"))
+    a, b = getattr(args, f"{dimension}s")
+    if a == b:
+        raise UsageError(f"compare two different {dimension}s, not {a!r} with itself")
+    found = reports.compare(conn, dimension, a, b, workflow=args.workflow, since=args.since,
+                            until=args.until) if conn else None
+    empty = [name for i, name in enumerate((a, b)) if found is None or not found["sides"][i]["overall"]["runs"]]
+    if found is None or empty:
+        where = f" of workflow {args.workflow!r}" if args.workflow and dimension != "workflow" else ""
+        window = " in this window" if args.since is not None or args.until is not None else ""
+        raise UsageError(f"no stage runs{where} for {dimension} {', '.join(map(repr, empty))}{window}:"
+                         " nothing to compare")
+    return found
 
 
 def _csv(header: list[str], rows: list[list[Any]]) -> None:

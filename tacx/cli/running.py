@@ -10,7 +10,9 @@ import json
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
+from tacx.cli import serving
 from tacx.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, project_provider_kinds, project_settings
 from tacx.agents.registry import configured_providers, never_starts
 from tacx.cli.reporter import ConsoleReporter
@@ -24,6 +26,10 @@ from tacx.store.writer import Store
 from tacx.store.errors import StoreError
 from tacx.store.database import connect
 from tacx.submission import Prepared, load_named_workflow, prepare_inputs, prepare_tasks, submit_tasks
+
+if TYPE_CHECKING:
+    from tacx.server.address import Listener
+    from tacx.server.notify.notifier import Notifier
 
 
 # -- submitting --------------------------------------------------------------------------------
@@ -56,10 +62,11 @@ def run_dashboard(home: Home, args: argparse.Namespace) -> int:
     try:
         lock.acquire()
     except LockHeld as held:
+        serving.refuse_in_viewer(held, args.listen)
         print(f"tacx: {held.describe()}; the dashboard opens as a viewer", file=sys.stderr)
         return _dashboard(home, args, None)
     try:
-        return _dashboard(home, args, lock)
+        return _dashboard(home, args, lock, serving.listener(home, args.listen))
     finally:
         lock.release()
 
@@ -69,13 +76,13 @@ def _need_terminal() -> None:
         raise UsageError("the dashboard needs a terminal: run `tacx --no-ui` for the headless coordinator")
 
 
-def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None) -> int:
+def _dashboard(home: Home, args: argparse.Namespace, lock: CoordinatorLock | None, listener: Listener | None = None) -> int:
     _need_terminal()
     from tacx.ui.app import make_app  # Textual is imported only for the dashboard
 
     settings = project_settings(home)
     connect(home.db_path).close()  # a store that cannot be used is said here, before the screen is taken
-    app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None))
+    app = make_app(home, settings, engine=lock is not None, max_workers=getattr(args, "max_workers", None), listener=listener)
     app.run()
     if app.crash is not None:  # Textual caught it: said in one line by main (crash.log for a bug)
         raise app.crash
@@ -92,8 +99,10 @@ def headless(home: Home, args: argparse.Namespace) -> int:
     lock = CoordinatorLock(home)
     lock.acquire()
     try:
+        listener = serving.listener(home, args.listen)  # a port in use: exit 2 before anything starts
         reporter = ConsoleReporter(json_mode=args.json)
-        return asyncio.run(_run_coordinator(home, settings, args, reporter, exit_when_idle=args.exit_when_idle))
+        return asyncio.run(_run_coordinator(home, settings, args, reporter, exit_when_idle=args.exit_when_idle,
+                                            listener=listener))
     finally:
         lock.release()
 
@@ -106,6 +115,7 @@ async def _run_coordinator(
     *,
     exit_when_idle: bool = False,
     only_task: int | None = None,
+    listener: Listener | None = None,
 ) -> int:
     store = await Store(home.db_path).open()
     bus = EventBus()
@@ -124,6 +134,7 @@ async def _run_coordinator(
         await store.close()
         raise
     store.on_failure = lambda error: coordinator.stop("stop")  # exits 2 with the sentence, below
+    notifier = _notifications(home, settings, coordinator)
     interrupted = asyncio.Event()
 
     def on_signal() -> None:
@@ -135,12 +146,20 @@ async def _run_coordinator(
         loop.add_signal_handler(sig, on_signal)
     progress = asyncio.create_task(_count_queued(store, reporter)) if reporter.progress else None
     began = time.monotonic()
+    server = None
     try:
+        server = await serving.serve(coordinator, listener, reporter)
         await coordinator.run()
         await _summarise(store, reporter, time.monotonic() - began)
     finally:
+        if server is not None:
+            await server.stop()
+        elif listener is not None:
+            listener.close()
         if progress:
             progress.cancel()
+        if notifier is not None:
+            await notifier.close()
         reporter.close()
         await store.close()
     if interrupted.is_set():
@@ -156,6 +175,18 @@ async def _run_coordinator(
         conn.close()
         return EXIT_OK if status == "succeeded" else EXIT_FAILED
     return EXIT_FAILED if reporter.failures else EXIT_OK
+
+
+def _notifications(home: Home, settings: Settings, coordinator: Coordinator) -> Notifier | None:
+    """tacx.yaml's `notify:` rules on the coordinator's bus (nothing is loaded without them);
+    a channel that gives up says so on stderr."""
+    if not settings.notify:
+        return None
+    from tacx.server.notify.notifier import start_notifications
+    from tacx.server.notify.terminal import stderr_terminal
+
+    return start_notifications(home, settings.notify, coordinator.bus, coordinator.lifecycle.done,
+                               terminal=stderr_terminal(), say=lambda line: print(f"tacx: {line}", file=sys.stderr))
 
 
 async def _summarise(store: Store, reporter: ConsoleReporter, wall_seconds: float) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from tacx.agents.prices import Unpriced, cost_text, models
+from tacx.agents.prices import cost_text, note_unpriced
 from tacx.cli.colour import Palette
 from tacx.cli.common import EXIT_OK, UsageError, reader
 from tacx.home import Home, coordinator_running
@@ -24,7 +24,7 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
     tasks = records.list_tasks(conn, status=args.status, workflow=args.workflow, limit=args.limit,
                                source=args.source, since=since, newest_first=True) if conn else []
     if conn:
-        _note_unpriced(conn, tasks)
+        note_unpriced(conn, tasks)
         conn.close()
     if args.json:
         print(json.dumps(tasks))
@@ -51,16 +51,6 @@ def cmd_ls(home: Home, args: argparse.Namespace) -> int:
             + printable(f"{t['title'][:60]}" + (f"  — {note}" if note else ""))
         )
     return EXIT_OK
-
-
-def _note_unpriced(conn: Any, tasks: list[dict[str, Any]]) -> None:
-    """Each task (and each of its stages, when listed) gains ``unpriced``: the models whose
-    usage has no price, so a cost of 0 is never shown as $0."""
-    found = Unpriced.of_tasks(conn, [t["id"] for t in tasks])
-    for t in tasks:
-        t["unpriced"] = models([u for u in found if u.task_id == t["id"]])
-        for stage in t.get("stages", ()):
-            stage["unpriced"] = models([u for u in found if u.task_id == t["id"] and u.stage == stage["name"]])
 
 
 def _gist(error: str) -> str:
@@ -103,7 +93,7 @@ def cmd_show(home: Home, args: argparse.Namespace) -> int:
     task = records.show_task(conn, args.id) if conn else None
     if conn:
         if task is not None:
-            _note_unpriced(conn, [task])
+            note_unpriced(conn, [task])
         conn.close()
     if task is None:
         raise UsageError(f"no task {args.id}")

@@ -315,8 +315,10 @@ def list_tasks(
     source: str | None = None,
     since: float | None = None,
     newest_first: bool = False,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
-    """Tasks with their totals; ``limit`` keeps the newest when ``newest_first``."""
+    """Tasks with their totals; ``limit`` keeps the newest when ``newest_first``, after
+    skipping ``offset`` of them (pages of the HTTP API)."""
     where, params = [], []
     if since is not None:
         where.append("t.created_at >= ?")
@@ -334,8 +336,8 @@ def list_tasks(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " GROUP BY t.id ORDER BY t.id" + (" DESC" if newest_first else "")
-    if limit:
-        sql += f" LIMIT {int(limit)}"
+    if limit or offset:
+        sql += f" LIMIT {int(limit) if limit else -1} OFFSET {int(offset)}"
     return [_summary(row) for row in conn.execute(sql, params)]
 
 

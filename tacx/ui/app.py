@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -37,6 +37,7 @@ from tacx.ui.data import STATUSES, DashboardData, Snapshot, StageRow, TaskDetail
 from tacx.ui.launch import LaunchRequest, LaunchScreen, WorkflowChoice, find_workflows
 from tacx.ui.logview import StageLog
 from tacx.ui.notices import FINISHED_KINDS, FinishedNotices
+from tacx.ui.notifying import dashboard_notifier
 from tacx.ui.palette import WorkflowCommands
 from tacx.ui.panels import (
     DaughtersPanel, FittingFooter, HeaderBar, StagesPanel, TasksPanel, TokensPanel, daughter_views, set_border,
@@ -47,6 +48,9 @@ from tacx.ui.reports import REFRESH_SECONDS as REPORT_SECONDS, ReportsScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 from tacx.ui.selection import StageSelection
 from tacx.ui.tuning import ProcessTuning
+
+if TYPE_CHECKING:
+    from tacx.server.notify.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +92,10 @@ class TacxApp(App[int]):
         max_workers: int | None = None,
         clock: Callable[[], float] = time.time,
         refresh_seconds: float = REFRESH_SECONDS,
+        listener: Any = None,  # a bound socket for the HTTP API (tacx.server.address.Listener)
     ) -> None:
         super().__init__()
+        self.listener, self.server = listener, None
         self.home = home
         self.settings = settings
         self.engine = engine
@@ -100,6 +106,7 @@ class TacxApp(App[int]):
         self.bus = EventBus()
         self.store: Store | None = None
         self.coordinator: Coordinator | None = None
+        self.notifier: Notifier | None = None
         self.engine_task: asyncio.Task[None] | None = None
         self.workflow_choices: list[WorkflowChoice] = []
         self.snapshot: Snapshot | None = None
@@ -156,7 +163,16 @@ class TacxApp(App[int]):
                                            providers=self.providers, max_workers=self.max_workers)
             self.store.on_failure = self._store_refused
             self.task_control.coordinator = self.coordinator
+            self.notifier = dashboard_notifier(self, self.home, self.settings, self.coordinator)
             self.engine_task = asyncio.create_task(self._run_engine(), name="tacx-engine")
+            if self.listener is not None:
+                from tacx.server.app import ApiServer, listening_line
+
+                self.server = ApiServer(self.coordinator, self.listener)
+                await self.server.start()
+                if warning := self.listener.warning():
+                    self.notify(warning, severity="warning", timeout=60)
+                self.notify(listening_line(self.server.url), timeout=10)
         self.load_workflows()
         self.request_refresh()
 
@@ -167,6 +183,8 @@ class TacxApp(App[int]):
         except Exception as exc:  # the engine failed: say so, keep the dashboard readable
             log.exception("the coordinator failed")
             self.notify(f"the coordinator stopped: {exc!r}", severity="error", timeout=30)
+        if self.notifier is not None:
+            await self.notifier.close()
         if not self._quitting:
             self.engine_stopped = True
             self.notify("the coordinator stopped; the dashboard shows the store as it is", severity="warning")
@@ -551,6 +569,8 @@ class TacxApp(App[int]):
             # start re-adopts the daughters, as after a crash.
             self.coordinator.stop("leave")
             await asyncio.gather(self.engine_task, return_exceptions=True)
+        if self.server is not None:
+            await self.server.stop()
         if self.store is not None:
             await self.store.close()
         for _ in range(200):  # the snapshot being read finishes before its connection closes

@@ -36,11 +36,11 @@ class FinishedNotices:
                 counts[event.kind[5:].replace("_", " ")] = counts.get(event.kind[5:].replace("_", " "), 0) + 1
             failed = any(FINISHED_KINDS[e.kind] == "error" for e in finished)
             text = f"{len(finished)} tasks finished: " + ", ".join(f"{n} {k}" for k, n in counts.items())
-            self.notify(text, severity="error" if failed else "information", timeout=8)
+            self.notify(text, severity="error" if failed else "information", timeout=8, markup=False)
             return
         for event in finished:
             title = event.data.get("title") or ""
             text = f"task {event.task_id} {event.kind[5:].replace('_', ' ')}" + (f": {title}" if title else "")
             if event.data.get("error") and event.kind != "task.cancelled":
                 text += f"\n{str(event.data['error']).splitlines()[0][:200]}"
-            self.notify(text, severity=FINISHED_KINDS[event.kind], timeout=8)
+            self.notify(text, severity=FINISHED_KINDS[event.kind], timeout=8, markup=False)  # a title is not markup
