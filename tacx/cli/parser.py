@@ -20,8 +20,9 @@ COMMAND_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 _TOP_OPTIONS = """\
-Options: --home DIR  the tacx home (nearest .tacx/, $TACX_HOME)  -v log  -V  -h
-  --no-ui [--exit-when-idle] [--max-workers N] [--json] [--listen HOST:PORT]"""
+Options: --home DIR  the tacx home (default: the nearest .tacx/, or $TACX_HOME)
+  --no-ui [--exit-when-idle] [--max-workers N] [--json]  the engine, headless
+  --listen HOST:PORT  serve the HTTP API too  -v  log to stderr  -V  version"""
 
 
 class _TopParser(argparse.ArgumentParser):
@@ -34,7 +35,7 @@ class _TopParser(argparse.ArgumentParser):
         for group, names in COMMAND_GROUPS.items():
             lines.append(f"{group}:")
             lines += [f"  {name:<{width}}{commands[name]}" for name in names]
-        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (no blank line: 32 rows)
+        return "\n".join([*lines, _TOP_OPTIONS, ""])  # Options: a group like the others (34 rows)
 
     def _subcommands(self) -> dict[str, str]:
         for action in self._actions:

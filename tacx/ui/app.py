@@ -44,6 +44,7 @@ from tacx.ui.panels import (
     task_note,
 )
 from tacx.ui.providers import ProvidersScreen
+from tacx.ui.reports import REFRESH_SECONDS as REPORT_SECONDS, ReportsScreen
 from tacx.ui.screens import ConfirmScreen, HelpScreen, LogScreen, QuitScreen
 from tacx.ui.selection import StageSelection
 from tacx.ui.tuning import ProcessTuning
@@ -75,6 +76,7 @@ class TacxApp(App[int]):
         Binding("v", "raw", "Raw", show=False),
         Binding("d", "kill", "Kill"),
         Binding("a", "agents", "Agents"),
+        Binding("g", "reports", "Reports"),
         Binding("left_square_bracket", "page(-1)", "Prev page", show=False),
         Binding("right_square_bracket", "page(1)", "Next page", show=False),
         Binding("question_mark", "help", "Help"),
@@ -128,6 +130,7 @@ class TacxApp(App[int]):
         self._last_error: str | None = None
         self.engine_stopped = False
         self.crash: BaseException | None = None
+        self.report_days: int | None = 7  # the reports screen's period, kept between openings
         self.data = DashboardData(home.db_path, settings.budget.model_dump(exclude_none=True) if settings.budget else None)
 
     # -- layout ---------------------------------------------------------------------------
@@ -390,7 +393,7 @@ class TacxApp(App[int]):
 
     # -- actions -------------------------------------------------------------------------------
 
-    MAIN_SCREEN_ACTIONS = {"launch", "cancel", "retry", "pause", "filter", "search", "full_log", "raw", "kill", "page"}
+    MAIN_SCREEN_ACTIONS = {"launch", "cancel", "retry", "pause", "filter", "search", "full_log", "raw", "kill", "page", "reports"}
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The main screen's keys act only there (not behind the full-screen log)."""
@@ -507,6 +510,13 @@ class TacxApp(App[int]):
 
     def action_agents(self) -> None:
         self.push_screen(ProvidersScreen(self._provider_report))
+
+    def action_reports(self) -> None:
+        def closed(days: int | None) -> None:
+            self.report_days = days
+
+        self.push_screen(ReportsScreen(self.home.db_path, self.bus, clock=self.clock, days=self.report_days,
+                                       refresh_seconds=max(REPORT_SECONDS, self.refresh_seconds)), closed)
 
     def _provider_report(self) -> list[dict[str, Any]]:
         """`tacx providers`, read in a worker thread with a connection of its own."""

@@ -290,10 +290,15 @@ COMPACT_BELOW = 120  # columns: a narrower terminal gets the footer's compact st
 
 
 class FittingFooter(Footer):
-    """The footer, compact on a narrow terminal (every key still shows at 100 columns)."""
+    """The footer, compact on a narrow terminal, where it leaves out the command palette's
+    ctrl+p (the help says it) so that every key still shows at 100 columns."""
 
     def on_resize(self) -> None:
-        self.compact = self.app.size.width < COMPACT_BELOW
+        narrow = self.app.size.width < COMPACT_BELOW
+        self.compact = narrow
+        if self.show_command_palette == narrow:
+            self.show_command_palette = not narrow
+            self.refresh(recompose=True)
 
 
 class QuietStatic(Static):

@@ -91,6 +91,7 @@ HELP = """\
        and on to each next stage until you scroll up or escape; elsewhere as [b]l[/b]
 [b]d[/b]  kill the selected daughter (asks first)
 [b]a[/b]  the agents: installed, logged in, resting, failing since when; versions, usage
+[b]g[/b]  reports: cost per day and per workflow as bars, success rates ([b]t[/b]: period)
 [b]tab[/b]  move between panels        [b]ctrl+p[/b]  command palette ("Launch <workflow>")
 [b]?[/b]  this help                    [b]q[/b]  quit (asks what to do with running tasks)
 """
