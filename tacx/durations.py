@@ -37,3 +37,11 @@ def parse_duration(value: str | int | float) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"invalid duration {value!r}: a duration must be a finite number >= 0")
     return float(value)
+
+
+def setting_duration(value: object) -> float:
+    """A duration a settings file gave (tacx.yaml's intervals, a notify rule's burst): YAML
+    hands over text or a number; anything else (a list, true) is a mistake said as such."""
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 5s")

@@ -13,19 +13,14 @@ from tacx.agents.registry import PARSER_KINDS
 from tacx.server.notify.rules import NotifyRule, place_on_keys
 from tacx.sources.config import GitHubSourceSettings
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
-from tacx.workflow.model import Budget, parse_duration
+from tacx.durations import setting_duration
+from tacx.workflow.model import Budget
 from tacx.workflow.templates import template_names
 
 DEFAULT_COOLDOWN = 60.0
 
 
-def _duration(value: object) -> float:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return parse_duration(value)
-    raise ValueError("expected a duration such as 5s")
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
+Duration = Annotated[float, BeforeValidator(setting_duration)]
 
 
 def _on_off(value: object) -> object:

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from tacx.durations import parse_duration
+from tacx.durations import setting_duration
 
 if TYPE_CHECKING:
     from tacx.workflow.document import Document
@@ -32,13 +32,7 @@ DEFAULT_TIMEOUT = {"webhook": 30.0, "command": 10.0, "terminal": 1.0}
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 
 
-def _duration(value: object) -> float:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-        return parse_duration(value)
-    raise ValueError("expected a duration such as 5s")
-
-
-Duration = Annotated[float, BeforeValidator(_duration)]
+Duration = Annotated[float, BeforeValidator(setting_duration)]
 
 
 def _event_name(name: str) -> str:
