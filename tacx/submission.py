@@ -46,13 +46,19 @@ def find_workflow(home: Home, name: str) -> Path:
         return path.resolve()
     if names_a_file(name):
         raise SubmissionError(f"no workflow file {name}")
+    return named_workflow(home, name, SubmissionError)
+
+
+def named_workflow(home: Home, name: str, missing: type[Exception]) -> Path:
+    """The workflow file of that name in the workflow folders (the project's, the home's,
+    the shipped ones), or `missing` raised with the names there are."""
     for folder in workflow_dirs(home):
         for ext in (".yaml", ".yml"):
             candidate = folder / f"{name}{ext}"
             if candidate.is_file():
                 return candidate.resolve()
     known = sorted({p.stem for folder in workflow_dirs(home) if folder.is_dir() for p in folder.glob("*.y*ml")})
-    raise SubmissionError(f"no workflow named {name!r}; known: {', '.join(known) or 'none'}")
+    raise missing(f"no workflow named {name!r}; known: {', '.join(known) or 'none'}")
 
 
 def load_workflow_file(path: Path, kinds: dict[str, str]) -> tuple[Workflow, str]:

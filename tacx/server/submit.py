@@ -21,7 +21,7 @@ from tacx import bounds
 from tacx.agents.registry import provider_kinds
 from tacx.home import Home
 from tacx.submission import (
-    SubmissionError, dedupe_key_for, load_named_workflow, names_a_file, prepare_inputs, task_fields, workflow_dirs,
+    SubmissionError, dedupe_key_for, load_named_workflow, named_workflow, names_a_file, prepare_inputs, task_fields,
 )
 from tacx.server.context import fail
 from tacx.workflow.loader import WorkflowError
@@ -43,13 +43,7 @@ def workflow_file(home: Home, given: str) -> Path:
     if not names_a_file(given):
         if not _NAME.fullmatch(given):
             raise Refused(f"{given[:100]!r} is not a workflow name (letters, digits, '.', '_', '-')")
-        for folder in workflow_dirs(home):
-            for ext in (".yaml", ".yml"):
-                candidate = folder / f"{given}{ext}"
-                if candidate.is_file():
-                    return candidate.resolve()
-        known = sorted({p.stem for folder in workflow_dirs(home) if folder.is_dir() for p in folder.glob("*.y*ml")})
-        raise Refused(f"no workflow named {given!r}; known: {', '.join(known) or 'none'}")
+        return named_workflow(home, given, Refused)
     allowed = (home.project_root / "workflows").resolve()
     path = Path(given)
     resolved = (path if path.is_absolute() else home.project_root / path).resolve()
