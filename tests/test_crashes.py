@@ -136,11 +136,11 @@ def test_randomized_crash_loop_runs_no_completed_stage_again(project: Project) -
     completions in the ledger."""
     rng = random.Random(20261130)
     ledger = setup(project)
-    tasks = [project.submit("ledger.yaml") for _ in range(16)]
+    tasks = [project.submit("ledger.yaml") for _ in range(12)]
     rounds = 0
     while rounds < 40 and any(t["status"] in ("queued", "running") for t in project.ls()):
         fault = f"after-spawn:{rng.randint(1, 6)}" if rng.random() < 0.5 else None
-        kill_at_a_stage_start(project, rng.randint(1, 6), fault, wait=rng.uniform(1.0, 3.0))
+        kill_at_a_stage_start(project, rng.randint(1, 6), fault, wait=rng.uniform(0.6, 2.0))
         rounds += 1
     project.tacx("--no-ui", "--exit-when-idle", timeout=120)
     assert {t["status"] for t in project.ls()} == {"succeeded"}

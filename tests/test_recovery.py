@@ -254,7 +254,7 @@ def test_sigint_in_the_middle_of_claiming_leaves_nothing_running(project: Projec
           - {name: s, provider: shell, run: "sleep 0.2"}
           - {name: t, provider: shell, run: "true"}
     """)
-    (project.root / "many.jsonl").write_text("{}\n" * 120)
+    (project.root / "many.jsonl").write_text("{}\n" * 80)  # more than three stops claim
     project.tacx("submit", "w.yaml", "--each", "many.jsonl")
     for delay in (0.0, 0.2, 0.5):
         # From the first claim on (a stage recorded running), not from the spawn: a fixed
@@ -270,7 +270,7 @@ def test_sigint_in_the_middle_of_claiming_leaves_nothing_running(project: Projec
         assert project.query("SELECT COUNT(*) FROM stages WHERE status = 'running'")[0][0] == 0
         assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
         assert project.marked_processes() == []
-    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    project.tacx("--no-ui", "--exit-when-idle", "--max-workers", "8", timeout=120)
     assert {t["status"] for t in project.ls()} == {"succeeded"}
 
 

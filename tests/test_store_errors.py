@@ -369,7 +369,9 @@ def test_a_write_lock_held_too_long(project: Project) -> None:
     holder.execute("BEGIN IMMEDIATE")
     try:
         assert "queued" in tacx(project, "ls", check=0).stdout  # readers are never blocked
-        said(tacx(project, "submit", "quick.yaml"), db, "is locked", "another process", f"fuser {db}")
+        # SQLite's busy handler waits the whole busy timeout first: 0.3 s here, not tacx's 10 s.
+        waited = tacx(project, "submit", "quick.yaml", prelude="import tacx.store.database as d\nd.BUSY_TIMEOUT_MS = 300\n")
+        said(waited, db, "is locked", "another process", f"fuser {db}")
     finally:
         holder.execute("ROLLBACK")
         holder.close()
