@@ -717,3 +717,18 @@ async def test_a_tasks_unpriced_usage_is_said_unpriced_never_as_zero_dollars(tmp
     notice = Notice("failed", "task.failed", task, status="failed")
     await TaskFacts(home.db_path).fill([notice])
     assert sentence(notice) == "task 1 failed: house work (wf, unpriced (house-1))" and notice.unpriced == ["house-1"]
+
+
+async def test_the_webhook_goes_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server behind a proxy: HTTP_PROXY is honoured as curl honours it (the hook's host is
+    never resolved here; the proxy, a server in the test, gets the request for it)."""
+    msg = message([Notice("failed", "task.failed", 4, title="t4", status="failed", error="exit code 1")], {"failed": 1})
+    async with Hook([200]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        channel = WebhookChannel("http://hooks.example.invalid/via-proxy", {}, 10, "/h", "webhook p", print)
+        assert await channel.deliver(msg)
+        await channel.close()
+        assert proxy.bodies["/via-proxy"][0]["text"] == "task 4 failed: t4 — exit code 1"
+        assert proxy.headers[0]["Host"] == "hooks.example.invalid"

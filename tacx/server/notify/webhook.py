@@ -101,7 +101,8 @@ class WebhookChannel:
 
     async def _post(self, body: dict[str, Any]) -> tuple[int, float | None]:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": f"tacx/{__version__}"})
+            # trust_env: HTTPS_PROXY / NO_PROXY are honoured, as curl does (a server behind a proxy).
+            self._session = aiohttp.ClientSession(headers={"User-Agent": f"tacx/{__version__}"}, trust_env=True)
         async with self._session.post(self.url, json=body, headers=self.headers, allow_redirects=False) as resp:
             return resp.status, retry_after(resp.headers.get("Retry-After"), time.time())
 
