@@ -9,6 +9,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from tacx.store.reports import failure_reason  # the classifier, not a query: the same on both sides
+
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 
@@ -160,41 +162,6 @@ def stage_stats(conn: sqlite3.Connection, *, since: float | None = None, until: 
         })
     rows.sort(key=lambda r: (r["workflow"], r.pop("position"), r["stage"]))
     return rows
-
-
-def failure_reason(kind: str, error: str | None) -> str:
-    """A short reason for an attempt that ended badly, from the error tacx wrote for it
-    (engine/outcome.py): "exit code 1", "timed out", "idle timeout", "budget", "rate
-    limited", "cancelled", "killed", "signal SIGKILL", "unreachable", "agent failure",
-    "missing expects", "unreadable output"; another error's first words."""
-    if kind == "stage.cancelled":
-        return "cancelled"
-    text = (error or "").partition("; last output:")[0].strip()
-    lowered = text.lower()
-    if kind == "stage.timed_out":
-        return "idle timeout" if lowered.startswith("no output for") else "timed out"
-    if lowered.startswith("stopped: budget"):
-        return "budget"
-    if "rate limit" in lowered or "rate_limit" in lowered or "usage limit" in lowered or " 429" in lowered:
-        return "rate limited"
-    if lowered.startswith("exited with code "):
-        return "exit code " + text[len("exited with code "):].split(":")[0].strip()
-    if lowered.startswith("killed by signal "):
-        return "signal " + text[len("killed by signal "):].split()[0]
-    if lowered.startswith("killed from the dashboard"):
-        return "killed"
-    if lowered.startswith("cannot reach the api"):
-        return "unreachable"
-    if lowered.startswith("exited 0 but did not write"):
-        return "missing expects"
-    if lowered.startswith("exited 0, but"):
-        return "agent failure"
-    if lowered.startswith("tacx could not read the agent"):
-        return "unreadable output"
-    if not text:
-        return "unknown"
-    head = text.splitlines()[0]
-    return head if len(head) <= 40 else head[:39] + "…"
 
 
 # -- compare -----------------------------------------------------------------------------------
