@@ -381,6 +381,7 @@ def test_a_hanging_cli_version_does_not_hang_providers(agents: Project, tmp_path
 
 
 def test_demo_on_a_fresh_home_succeeds(project: Project) -> None:
+    project.env["TACX_MOCK_PACE"] = "0.1"  # the simulator's thinking at a tenth: the same streams
     proc = project.tacx("demo", "--no-ui", timeout=120)
     assert "simulator" in proc.stderr
     tasks = project.ls()

@@ -472,3 +472,19 @@ def test_fake_gemini_error_and_aider(tmp_path: Path) -> None:
     assert sum(p["prompt_tokens"] for p in sends) == 9513
     assert sum(p["completion_tokens"] for p in sends) == 1400
     assert sends[-1]["total_cost"] == pytest.approx(sum(p["cost"] for p in sends)) == pytest.approx(0.049539)
+
+
+def test_tacx_mock_pace_reaches_the_simulator_as_a_factor_on_its_thinking(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Daughters never see TACX_* variables, so the mock provider passes TACX_MOCK_PACE on as
+    --pace; a value that is no number from 0 to 100 is left out (full speed), never an error."""
+    from tacx.agents import mock, mock_agent
+
+    for given, passed in (("0.1", ["--pace", "0.1"]), ("0", ["--pace", "0.0"]), ("abc", []), ("-1", []),
+                          ("nan", []), ("1e9", []), ("", [])):
+        monkeypatch.setenv("TACX_MOCK_PACE", given)
+        assert mock._pace() == passed, given
+    args = mock_agent.build_parser().parse_args(["--think", "2", "--turns", "3", "--pace", "0.5", "-p", "x"])
+    args.prompt = "x"
+    assert mock_agent.Agent(args).pause == 0.25  # 2 s x 0.5 over 4 slices
+    with pytest.raises(SystemExit):
+        mock_agent.build_parser().parse_args(["--pace", "101", "-p", "x"])

@@ -100,7 +100,8 @@ def app_for(project: Project, **options: Any) -> TacxApp:
     return make_app(Home(project.home), Settings(), refresh_seconds=0.2, **options)
 
 
-async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: Project) -> None:
+async def test_launch_a_demo_task_with_the_keyboard_and_watch_it_succeed(dash: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TACX_MOCK_PACE", "0.1")  # the simulator's thinking at a tenth: the same streams
     app = app_for(dash)
     async with app.run_test(size=(180, 50)) as pilot:
         await launch(app, pilot, "demo", "Show me the demo")

@@ -83,6 +83,16 @@ def new_id(prefix: str) -> str:
     return prefix + "".join(alphabet[c % len(alphabet)] for c in os.urandom(24))
 
 
+def parse_pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"a pace from 0 to 100, not {text}")
+    return value
+
+
 def parse_seconds(text: str) -> float:
     t = text.strip().lower()
     try:
@@ -129,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-budget-usd", type=float)
     # Simulation options.
     p.add_argument("--think", type=parse_seconds, default=2.0, metavar="SECONDS")
+    p.add_argument("--pace", type=parse_pace, default=1.0, metavar="FACTOR",
+                   help="a factor on --think (0.1: ten times faster; tacx passes TACX_MOCK_PACE)")
     p.add_argument("--turns", type=int, default=3)
     p.add_argument("--write", action="append", default=[], metavar="FILE")
     p.add_argument("--fail", action="store_true")
@@ -208,6 +220,8 @@ def write_file(path: str, prompt: str) -> str:
 # --------------------------------------------------------------------------- the agent
 
 
+
+
 class Agent:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -221,7 +235,7 @@ class Agent:
         self.simulator_said = False
         self.pending_writes = list(args.write)
         slices = max(args.turns, 0) + 1
-        self.pause = args.think / slices
+        self.pause = args.think * args.pace / slices
 
     # ---- output
     def emit(self, obj: dict) -> None:
