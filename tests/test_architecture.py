@@ -256,3 +256,13 @@ def test_reading_commands_import_neither_the_engine_nor_the_workflow_model(tmp_p
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert "task 1: w" in out.stdout or '"id": 1' in out.stdout, out.stdout + out.stderr
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_every_package_is_installed_by_pyproject() -> None:
+    """pyproject.toml names its packages one by one: a package left out works from a checkout
+    (and an editable install) but is missing from `pip install .` (tacx.server.notify was)."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.relative_to(REPO).parts[:-1]) for p in PACKAGE.rglob("__init__.py")}
+    assert found - listed == set()
