@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
-from tacx.store.reports import failure_reason  # the classifier, not a query: the same on both sides
+from tacx.store.reports import failure_reason, success_rate  # not queries: the same on both sides
 
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
@@ -26,11 +26,6 @@ def _task_window(since: float | None, until: float | None, alias: str = "t") -> 
         where.append(f"{alias}.created_at < ?")
         params.append(until)
     return " AND ".join(where), params
-
-
-def success_rate(succeeded: int, ended: int) -> float | None:
-    """Succeeded of those that ended, 0..1 to four places; None when none ended."""
-    return round(succeeded / ended, 4) if ended else None
 
 
 def workflow_outcomes(conn: sqlite3.Connection, *, since: float | None = None,
