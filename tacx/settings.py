@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from tacx.agents.custom import check_custom_argv
 from tacx.agents.registry import PARSER_KINDS
+from tacx.engine.ray.config import ExecutorSettings
 from tacx.server.notify.rules import NotifyRule, place_on_keys
 from tacx.sources.config import GitHubSourceSettings
 from tacx.userfiles import SETTINGS_FILE_LIMIT, FileRefused, load_yaml, read_text_file
@@ -80,6 +81,8 @@ class Settings(BaseModel):
     )
     notify: list[NotifyRule] = Field(default_factory=list, description="who hears of task ends, budget stops, "
                                      "agents waiting and source errors: a webhook, a command or the terminal")
+    executors: ExecutorSettings = Field(default_factory=ExecutorSettings,
+                                        description="where stages with an `executor:` other than local run (ray)")
 
     @model_validator(mode="after")
     def _positive_intervals(self) -> Settings:

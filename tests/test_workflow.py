@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tacx.workflow.document import Issue
+from tacx.workflow import model as model_module
 from tacx.workflow.loader import WorkflowError, load_workflow, load_workflow_text
 from tacx.agents.registry import builtin_provider_kinds
 from tacx.workflow.model import (
@@ -332,3 +333,39 @@ def test_json_schema() -> None:
     assert stage["additionalProperties"] is False
     assert {"type": "string"} in stage["properties"]["provider"]["anyOf"]
     assert "string" in text and "1h30m" in stage["properties"]["backoff"]["description"]
+
+
+# --- executors -----------------------------------------------------------------------------
+
+
+def test_defaults_executor_puts_every_stage_on_it_unless_a_stage_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(model_module, "_ray_installed", lambda: True)
+    text = ("name: x\nsetup: make deps\ndefaults: {executor: ray}\nstages:\n  - {name: a, provider: bash, run: ls}\n"
+            "  - {name: b, provider: bash, run: ls, executor: local}\n")
+    wf = load_workflow_text(text, "x.yaml")
+    assert [(s.name, s.executor) for s in wf.stages] == [("setup", "ray"), ("a", "ray"), ("b", "local")]
+    assert load_workflow_text("name: y\nstages: [{name: a, provider: bash, run: ls}]\n", "y.yaml").stages[0].executor == "local"
+
+
+def test_a_workflow_asking_for_ray_without_ray_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(model_module, "_ray_installed", lambda: False)
+    text = "name: x\nstages:\n  - name: a\n    provider: bash\n    run: ls\n    executor: ray\n"
+    with pytest.raises(WorkflowError) as caught:
+        load_workflow_text(text, "x.yaml")
+    (issue,) = caught.value.issues
+    assert (issue.line, issue.col) == (6, 15)
+    assert "executor 'ray' needs Ray, which is not installed here: pip install 'tacx[ray]'" in str(caught.value)
+    path = tmp_path / "x.yaml"
+    path.write_text(text)
+    from tacx.cli.main import main
+
+    assert main(["--home", str(tmp_path / ".tacx"), "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:6:15" in err and "pip install 'tacx[ray]'" in err and "Traceback" not in err
+
+
+def test_an_unknown_executor_is_refused_with_the_known_ones() -> None:
+    with pytest.raises(WorkflowError, match="'local' or 'ray'"):
+        load_workflow_text("name: x\nstages: [{name: a, provider: bash, run: ls, executor: k8s}]\n", "x.yaml")

@@ -76,6 +76,25 @@ def _usage(conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
     return stats
 
 
+def _running(conn: sqlite3.Connection | None) -> dict[str, list[dict[str, Any]]]:
+    """Each provider's daughters running now, and where: this machine or a cluster's node."""
+    if conn is None:
+        return {}
+    try:
+        rows = conn.execute(
+            "SELECT s.provider, d.task_id, d.stage, d.executor, d.node FROM daughters d"
+            " JOIN stages s ON s.id = d.stage_id WHERE d.ended_at IS NULL ORDER BY d.id"
+        ).fetchall()
+    except sqlite3.OperationalError:  # a store from before executors were recorded
+        return {}
+    running: dict[str, list[dict[str, Any]]] = {}
+    for provider, task, stage, executor, node in rows:
+        running.setdefault(provider or "", []).append(
+            {"task": task, "stage": stage, "executor": executor, "node": node or (None if executor != "local" else "")}
+        )
+    return running
+
+
 def _cooldowns(settings: Settings, conn: sqlite3.Connection | None) -> dict[str, dict[str, Any]]:
     """Rate-limit rests still running, as the coordinator recorded them."""
     if conn is None:
@@ -113,6 +132,7 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
     """One entry per provider: installed?, version, login, health, limit, cooldown, and
     usage so far."""
     usage = _usage(conn)
+    running = _running(conn)
     cooling = _cooldowns(settings, conn)
     troubles = _troubles(conn)
     where = Where.here(project)
@@ -141,6 +161,7 @@ def report(providers: dict[str, Provider], settings: Settings, conn: sqlite3.Con
             "login": {"state": login.state, "how": login.how} if login is not None else None,
             "health": health(problems[name], login, cooling.get(name), troubles.trouble(name)),
             "defined_in": "tacx.yaml" if name in settings.providers and settings.providers[name].argv else "tacx",
+            "running": running.get(name, []),
             "usage": usage.get(name, {
                 "stages": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "success_rate": None,
                 "median_seconds": None, "tokens": {"input": 0, "output": 0, "cache_read": 0, "cache_write": 0},
@@ -172,6 +193,13 @@ def health_words(h: dict[str, Any]) -> str:
     return state
 
 
+def _placed(r: dict[str, Any]) -> str:
+    """"task 12 build here", "task 13 plan on node-a (ray)", "task 14 test on ray, not placed yet"."""
+    where = "here" if r["executor"] == "local" else f"on {r['node']} ({r['executor']})" if r["node"] else \
+        f"on {r['executor']}, not placed yet"
+    return f"task {r['task']} {r['stage']} {where}"
+
+
 def render_text(entries: list[dict[str, Any]]) -> str:
     lines = [f"{'provider':<10} {'kind':<6} {'version':<26} {'health':<30} {'limit':>5} {'stages':>6} {'ok':>5}"
              f" {'median':>8} {'tokens':>9} {'cost':>9}"]
@@ -195,6 +223,8 @@ def render_text(entries: list[dict[str, Any]]) -> str:
         elif login is not None and login["state"] != "no":
             lines.append(f"{'':<10} login: {login['how']}" if login["state"] == "yes"
                          else f"{'':<10} login unknown: {login['how']}")
+        if e.get("running"):
+            lines.append(f"{'':<10} running: " + ", ".join(_placed(r) for r in e["running"]))
         if u["unpriced"]:
             lines.append(f"{'':<10} unpriced (no price known, not counted in the cost): {', '.join(u['unpriced'])}")
         if e["cooling_down"] and h["state"] != "resting":

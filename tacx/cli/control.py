@@ -53,12 +53,34 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
         return f"task {task_id} cancelled"
     prefix = f"{home.marker_prefix}{task_id}/"
     grace = project_settings(home).kill_grace
+    stopped = _stop_ray_jobs(home, conn, task_id)
     ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), grace)
     cgroups.end_task(home.root, task_id, grace)  # escapees that dropped the marker, where cgroups are in use
     with transaction(conn):
         records.mark_cancelled(conn, task_id, "running", {"ended_pids": ended, "coordinator": False})
         conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (time.time(), task_id))
-    return f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else "")
+    return f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else "") + stopped
+
+
+def _stop_ray_jobs(home: Home, conn: sqlite3.Connection, task_id: int) -> str:
+    """The task's daughters running as Ray jobs: asked to stop (their runners end the trees)."""
+    rows = conn.execute(
+        "SELECT stage, attempt FROM daughters WHERE task_id = ? AND ended_at IS NULL AND executor = 'ray'", (task_id,)
+    ).fetchall()
+    if not rows:
+        return ""
+    from tacx.engine.ray.executor import submission_id
+    from tacx.engine.ray.jobs import JobServer, RayUnreachable
+    from tacx.engine.ray.config import RaySettings
+
+    server = JobServer((project_settings(home).executors.ray or RaySettings()).job_server())
+    ids = [submission_id(f"{home.marker_prefix}{task_id}/{stage}/{attempt}") for stage, attempt in rows]
+    try:
+        for sid in ids:
+            server.stop(sid)
+    except RayUnreachable as exc:
+        return f"; could not stop its Ray jobs ({', '.join(ids)}): {exc}"
+    return f"; stopped Ray jobs {', '.join(ids)}"
 
 
 def _known(conn: sqlite3.Connection, ids: list[int]) -> list[int]:

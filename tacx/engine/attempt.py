@@ -30,7 +30,7 @@ from tacx.agents.prices import PriceTable
 from tacx.agents.tailer import Batch, Tail, Tailer
 from tacx.engine import faults
 from tacx.engine.events import Publish
-from tacx.engine.executor import Daughter, Executors
+from tacx.engine.executor import Daughter, Executors, Placement
 from tacx.engine.outcome import Outcomes
 from tacx.engine.scheduler import Scheduler
 from tacx.engine.state import Started, TaskRun, Watch, marker
@@ -97,9 +97,12 @@ class Attempts:
 
     def _env(
         self, run: TaskRun, name: str, attempt: int, spec: StageSpec, values: dict[str, str],
-        results: dict[str, str | None], workspace: Path, status_path: Path,
+        results: dict[str, str | None], workspace: Path, status_path: Path, *, inherit: bool = True,
     ) -> dict[str, str]:
-        env = dict(self._base_env)
+        """What the daughter's environment holds: this machine's (without `inherit`, for a
+        remote executor, only what tacx sets: the node's own environment gives the rest,
+        agents' credentials among it) and the task's, stage's and workflow's variables."""
+        env = dict(self._base_env) if inherit else {}
         env.update(
             TACX_HOME=str(self.home.root),
             TACX_TASK_ID=str(run.id),
@@ -207,11 +210,15 @@ class Attempts:
                 resume_session=started.resume_session,
             )
             launch = self.providers[provider_name].launch(spec, ctx)
-            env = self._env(run, name, attempt, spec, values, results, workspace, status_path)
+            executor = self.executors.for_stage(spec.executor, provider_name)
+            env = self._env(run, name, attempt, spec, values, results, workspace, status_path,
+                            inherit=not executor.remote)
             env.update(launch.env)
-            daughter = await self.executors.for_provider(provider_name).spawn(
+            placement = Placement(run.workflow.workspace, run.project_root, run.branch, provider_name)
+            daughter = await executor.spawn(
                 launch.argv, env=env, cwd=workspace, log_path=log_path, status_path=status_path, command=launch.shown,
                 marker=marker(self.home.marker_prefix, run.id, name, attempt), mkdirs=mkdirs, files=launch.files,
+                placement=placement,
             )
             run.folders_made = True
         except worktree.WorkspaceError as exc:
@@ -279,7 +286,7 @@ class Attempts:
         timeout, idle timeout: each settles `stop` with its cause), then record it."""
         loop = asyncio.get_running_loop()
         stop: asyncio.Future[str | None] = loop.create_future()
-        executor = self.executors.for_provider(provider_name)
+        executor = self.executors.of(d)
 
         def settle(cause: str | None) -> None:
             if not stop.done():
@@ -434,7 +441,7 @@ def insert_daughter(conn: sqlite3.Connection, task_id: int, stage_id: int, stage
     (tacx's status wrapper is how it runs, not what it is)."""
     conn.execute(
         "INSERT INTO daughters (task_id, stage_id, stage, attempt, pid, create_time, argv, log_path,"
-        " status_path, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " status_path, started_at, executor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (task_id, stage_id, stage, attempt, d.pid, d.create_time, json.dumps(d.command),
-         str(d.log_path), str(d.status_path), d.started_at),
+         str(d.log_path), str(d.status_path), d.started_at, d.executor),
     )

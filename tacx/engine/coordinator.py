@@ -29,7 +29,8 @@ from tacx.agents.registry import configured_providers, provider_kinds
 from tacx.agents.tailer import Tailer
 from tacx.engine.attempt import Attempts
 from tacx.engine.events import EngineEvent, EventBus
-from tacx.engine.executor import Executor, Executors
+from tacx.engine.executor import Daughter, Executor, Executors
+from tacx.engine.ray.executor import RayExecutor
 from tacx.engine.local.supervisor import LocalExecutor
 from tacx.engine.outcome import Outcomes
 from tacx.engine.recovery import Recovery
@@ -94,8 +95,14 @@ class Coordinator:
             home_root=home.root,
             use_cgroups=self.settings.cgroups != "off",
         )
-        # Each provider's daughters run on its executor: the local one unless given another.
-        self.executors = Executors(self.supervisor, executors)
+        # A stage's daughter runs on the executor its `executor:` key names; otherwise on its
+        # provider's (the local one unless given another). The Ray executor connects to its
+        # cluster only when a stage first asks for it (or recovery finds one of its jobs).
+        ray = RayExecutor(
+            self.settings.executors.ray, marker_prefix=home.marker_prefix, grace=self.settings.kill_grace,
+            sample_interval=self.settings.sample_interval, on_sample=self.sampler.on_sample,
+        )
+        self.executors = Executors(self.supervisor, executors, named={ray.name: ray})
         self.sweeper = Sweeper(self.executors, home, only_task)
         loader = TaskLoader(self.providers)
         self.scheduler = Scheduler(
@@ -299,6 +306,10 @@ class Coordinator:
             dedupe_any=True,  # a source's item runs once; a new request is a new key
             source=(dedupe_key[: -len(request.key) - 1] or dedupe_key, request.url),  # "<source>:<key>"
         )
+
+    def live_daughters(self) -> list[Daughter]:
+        """Every daughter running now, whichever executor runs it (for the dashboard)."""
+        return [d for executor in self.executors.all() for d in list(executor.daughters.values()) if not d.done]
 
     def kill_daughter(self, pid: int) -> bool:
         """End one daughter's tree as if it had crashed: its stage fails (and retries or

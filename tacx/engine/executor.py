@@ -1,9 +1,10 @@
 """The executor seam: what the engine asks of whatever runs its daughters, and the words
 both sides share (a `Daughter`, how it ended: `ExitInfo`).
 
-The coordinator's parts talk to the daughter-running side only through `Executor`; the
-local process executor (engine/local/supervisor.py) is today's only one. `Executors` picks
-one per provider, so that a remote executor can take over some providers later.
+The coordinator's parts talk to the daughter-running side only through `Executor`: the
+local process executor (engine/local/supervisor.py) and the Ray executor (engine/ray/), which
+runs each attempt as a Ray job on a cluster. `Executors` picks one per stage (its
+`executor:` key) or per provider.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class Daughter:
     # Its whole log, when small and the executor read it as it saw the end, so the engine
     # need not read it again; None: the engine reads the log's end itself.
     tail: bytes | None = None
+    # Which executor runs it ("local", "ray") and where: "" is this machine, else the node.
+    executor: str = "local"
+    node: str = ""
+    # Why its executor could not run it to its end (a cluster that went away, a node that
+    # could not clone its branch): the attempt fails saying so, and is retried by the
+    # workflow's rules. None: it ended as `exited` says.
+    failure: str | None = None
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -69,10 +77,27 @@ class Daughter:
         return self.exited.done()
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What a stage's workspace is, for an executor that runs it elsewhere: the local one
+    runs in `cwd` itself; a remote one clones `branch` of the project (a worktree) or
+    needs `cwd` on a filesystem it shares (dir, none)."""
+
+    workspace: str  # none | dir | worktree
+    project_root: Path
+    branch: str | None = None
+    provider: str = ""  # whose resources a remote job asks for
+
+
 class Executor(Protocol):
     """Starts daughters, learns their ends, ends their trees, samples them, and finds them
     again after a crash. Live figures are kept on each `Daughter` and handed, every sample,
     to the callback the executor was built with."""
+
+    name: str
+    # A remote executor's daughters take their environment from where they run: they are
+    # handed only what tacx sets (never this machine's variables, credentials among them).
+    remote: bool
 
     @property
     def daughters(self) -> Mapping[int, Daughter]:
@@ -99,9 +124,11 @@ class Executor(Protocol):
         mkdirs: Iterable[Path] = (),
         files: dict[Path, str] | None = None,
         command: list[str] | None = None,
+        placement: Placement | None = None,
     ) -> Daughter:
-        """Start a daughter; its end resolves `Daughter.exited`. OSError when it cannot start.
-        `command`: what the workflow asked for, when argv wraps it (kept as `Daughter.command`)."""
+        """Start a daughter; its end resolves `Daughter.exited`. OSError (or ValueError, with
+        words for a person) when it cannot start. `command`: what the workflow asked for,
+        when argv wraps it (kept as `Daughter.command`)."""
         ...
 
     async def clean_after_exit(self, d: Daughter) -> None:
@@ -116,7 +143,7 @@ class Executor(Protocol):
         """End a daughter's whole tree (SIGTERM, grace, SIGKILL)."""
         ...
 
-    def is_running(self, pid: int, create_time: float) -> bool:
+    def is_running(self, pid: int, create_time: float, marker: str) -> bool:
         """Whether a recorded daughter still runs (blocking: called in a thread)."""
         ...
 
@@ -152,20 +179,38 @@ class Executor(Protocol):
 
 
 class Executors:
-    """Which executor runs a provider's daughters: the default (local) one, unless a
-    provider is given another."""
+    """Which executor runs a stage's daughter: the one its `executor:` key names, else its
+    provider's (the default, local one unless a provider is given another)."""
 
-    def __init__(self, default: Executor, by_provider: Mapping[str, Executor] | None = None) -> None:
+    def __init__(
+        self,
+        default: Executor,
+        by_provider: Mapping[str, Executor] | None = None,
+        named: Mapping[str, Executor] | None = None,
+    ) -> None:
         self.default = default
         self.by_provider: dict[str, Executor] = dict(by_provider or {})
+        self.named: dict[str, Executor] = {default.name: default, **(named or {})}
+        for executor in self.by_provider.values():
+            self.named.setdefault(executor.name, executor)
 
     def for_provider(self, provider: str | None) -> Executor:
         return self.by_provider.get(provider or "", self.default)
 
+    def for_stage(self, executor: str | None, provider: str | None) -> Executor:
+        """A stage's: `executor: ray` names one; local (the default) leaves it to the provider."""
+        if executor and executor != self.default.name:
+            return self.named[executor]
+        return self.for_provider(provider)
+
+    def of(self, d: Daughter) -> Executor:
+        """The executor that runs (or ran) a daughter."""
+        return self.named.get(d.executor, self.default)
+
     def all(self) -> list[Executor]:
         """Each executor once, the default first."""
         seen = [self.default]
-        for executor in self.by_provider.values():
+        for executor in (*self.by_provider.values(), *self.named.values()):
             if all(executor is not s for s in seen):
                 seen.append(executor)
         return seen

@@ -68,7 +68,9 @@ class Outcomes:
         else:
             parser_outcome = provider.parser().finish(tail) if provider else Outcome(result=last_line(tail))
         error: str | None = None
-        if cause == "shutdown" or (cause is None and not info.known):
+        if cause is None and d.failure:
+            status, error = "failed", d.failure
+        elif cause == "shutdown" or (cause is None and not info.known):
             status = "interrupted"
         elif cause == "budget":
             status, error = "failed", f"stopped: {run.budget_error}"
@@ -103,7 +105,7 @@ class Outcomes:
                 error = f"{error}; last output:\n{lines}"
         health = self._health(run, name, provider, provider_name, status, cause, info, parser_outcome, tail)
         self.end_stage(run, name, d, status, error, info, parser_outcome.result if status != "interrupted" else None,
-                       executor=self.executors.for_provider(provider_name), health=health)
+                       executor=self.executors.of(d), health=health)
         return status
 
     def _health(self, run: TaskRun, name: str, provider: Provider | None, provider_name: str, status: str,
@@ -153,7 +155,7 @@ class Outcomes:
 
         def end(conn: sqlite3.Connection) -> None:
             if d is not None and info is not None:
-                close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info)
+                close_daughter(conn, "pid = ? AND stage_id = ?", (d.pid, st.id), d.ended_at or now, info, d.node)
             conn.execute(
                 "UPDATE stages SET status = ?, exit_code = ?, ended_at = ?, error = ?, result = COALESCE(?, result),"
                 " failures = failures + ?, wait_reason = ?, interrupted = ? WHERE id = ?",
@@ -205,13 +207,13 @@ class Outcomes:
 
 
 def close_daughter(
-    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo
+    conn: sqlite3.Connection, where: str, params: tuple[Any, ...], ended_at: float, info: ExitInfo, node: str = ""
 ) -> None:
-    """Record how a daughter ended (its row is still open)."""
+    """Record how a daughter ended (its row is still open), and where it ran."""
     conn.execute(
-        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?"
-        f" WHERE {where} AND ended_at IS NULL",
-        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), *params),
+        "UPDATE daughters SET ended_at = ?, exit_code = ?, signal = ?, peak_rss = ?, cpu_seconds = ?,"
+        f" node = COALESCE(NULLIF(?, ''), node) WHERE {where} AND ended_at IS NULL",
+        (ended_at, info.exit_code, info.signal, info.peak_rss or None, round(info.cpu_seconds, 3), node, *params),
     )
 
 

@@ -66,10 +66,10 @@ class Recovery:
             return tasks, daughters, stages
 
         tasks, open_daughters, running_stages = await self.store.read(load)
-        executor_of = self.executors.for_provider
-        alive = await asyncio.to_thread(
-            lambda: {d["id"] for d in open_daughters if executor_of(d["provider"]).is_running(d["pid"], d["create_time"])}
-        )
+        alive = await asyncio.to_thread(lambda: {
+            d["id"] for d in open_daughters
+            if self._executor_of(d).is_running(d["pid"], d["create_time"], self._marker(d["task_id"], d["stage"], d["attempt"]))
+        })
         keep = {self._marker(d["task_id"], d["stage"], d["attempt"]) for d in open_daughters if d["id"] in alive}
         # A daughter started just before the crash may have no row yet: its stage's current
         # attempt is looked for by marker below, not ended as a straggler.
@@ -93,8 +93,12 @@ class Recovery:
         for executor in self.executors.all():
             await executor.sweep_leftovers()
 
+    def _executor_of(self, d: sqlite3.Row) -> Executor:
+        """The executor that ran a recorded daughter: the one its row names."""
+        return self.executors.named.get(d["executor"]) or self.executors.for_provider(d["provider"])
+
     async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
-        executor = self.executors.for_provider(d["provider"])
+        executor = self._executor_of(d)
         daughter = executor.adopt(**self._adopt_args(d))
         if not daughter.done:
             await executor.terminate(daughter, "its task is no longer running")
@@ -127,11 +131,11 @@ class Recovery:
             provider = await self.store.read(
                 lambda c, sid=st.id: c.execute("SELECT provider FROM stages WHERE id = ?", (sid,)).fetchone()[0]
             )
-            executor = self.executors.for_provider(provider)
             d = open_by_stage.get(st.id)
             if d is not None:
-                daughter: Daughter | None = executor.adopt(**self._adopt_args(d))
-            else:  # crashed between the stage's start and its daughter's row
+                daughter: Daughter | None = self._executor_of(d).adopt(**self._adopt_args(d))
+            else:  # crashed between the stage's start and its daughter's row: the stage says where it ran
+                executor = self.executors.for_stage(run.workflow.stage(st.name).executor, provider)
                 daughter = await self._find_unrecorded(run, st, executor)
                 if daughter is None:
                     interrupted.append(st.name)  # it never started, or nothing can tell how it ended

@@ -38,7 +38,7 @@ class Sampler:
             run, stage, spec, settle = watched
             if spec.idle_timeout and now - d.last_output_at > spec.idle_timeout:
                 settle("idle")
-            updates.append((d.peak_rss, d.cpu_seconds, d.pid, d.started_at))
+            updates.append((d.peak_rss, d.cpu_seconds, d.node, d.pid, d.started_at))
             self.publish(
                 "daughter.sample",
                 run.id,
@@ -49,10 +49,11 @@ class Sampler:
                 children=d.children,
                 log_size=d.log_size,
                 idle_seconds=round(now - d.last_output_at, 1),
+                node=d.node,
             )
         if updates:
             self.store.write_soon(lambda c: c.executemany(
-                "UPDATE daughters SET peak_rss = ?, cpu_seconds = ? WHERE pid = ? AND started_at = ?"
+                "UPDATE daughters SET peak_rss = ?, cpu_seconds = ?, node = NULLIF(?, '') WHERE pid = ? AND started_at = ?"
                 " AND ended_at IS NULL",
                 updates,
             ))

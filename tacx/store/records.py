@@ -365,6 +365,8 @@ def show_task(conn: sqlite3.Connection, task_id: int, *, events_limit: int = 500
                 "peak_rss": d["peak_rss"],
                 "cpu_seconds": d["cpu_seconds"],
                 "log_path": d["log_path"],
+                "executor": d["executor"],
+                "node": d["node"],
             }
         )
     task["stages"] = [

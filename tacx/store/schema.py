@@ -258,8 +258,15 @@ CREATE TRIGGER attempt_ends_add AFTER INSERT ON events
 END;
 """
 
+# Version 6: which executor runs a daughter (local, ray), so recovery asks the right one
+# for it, and the node it runs on (NULL: this machine; a Ray job's node once it started).
+_SCHEMA_V6 = """
+ALTER TABLE daughters ADD COLUMN executor TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE daughters ADD COLUMN node TEXT;
+"""
+
 # Forward migrations: MIGRATIONS[n] takes a database from user_version n to n + 1.
-MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5]
+MIGRATIONS: list[str] = [_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3, _SCHEMA_V4, _SCHEMA_V5, _SCHEMA_V6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

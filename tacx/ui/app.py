@@ -306,7 +306,7 @@ class TacxApp(App[int]):
     def _show_daughters(self) -> None:
         if self.coordinator is None:
             return
-        live = [d for d in self.coordinator.supervisor.daughters.values() if not d.done]
+        live = self.coordinator.live_daughters()
         self.query_one(DaughtersPanel).show(daughter_views(live, self.home.marker_prefix), self.clock())
 
     def _follow_log(self, detail: TaskDetail | None, stage: StageRow | None) -> None:
@@ -495,7 +495,7 @@ class TacxApp(App[int]):
                         "a viewer kills nothing: the coordinator of this home runs elsewhere", severity="warning")
             return
         view = next((v for v in daughter_views(
-            [d for d in self.coordinator.supervisor.daughters.values() if d.pid == pid], self.home.marker_prefix)), None)
+            [d for d in self.coordinator.live_daughters() if d.pid == pid], self.home.marker_prefix)), None)
         what = f"pid {pid}" + (f" (task {view.task}, stage {view.stage}: {view.command})" if view else "")
 
         def answer(yes: bool | None) -> None:

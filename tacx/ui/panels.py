@@ -524,6 +524,8 @@ class DaughterView:
     children: int
     started_at: float
     live: bool
+    node: str = ""  # where it runs: "" this machine, else the cluster node (or "ray" until placed)
+    shown_pid: str = ""  # its pid where it runs
 
 
 def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterView]:
@@ -535,8 +537,11 @@ def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterV
         task, _, rest = where.partition("/")
         stage = rest.rsplit("/", 1)[0]
         command = command_text(d.command)
+        remote = getattr(d, "executor", "local") != "local"
+        node = (d.node or f"{d.executor}: placing") if remote else ""
+        pid = str(getattr(d, "remote_pid", 0) or "") if remote else str(d.pid)
         views.append(DaughterView(d.pid, task, stage, one_line(command, 160), d.cpu_percent, d.rss, d.children,
-                                  d.started_at, not d.done))
+                                  d.started_at, not d.done, node, pid))
     return sorted(views, key=lambda v: v.started_at)
 
 
@@ -551,10 +556,10 @@ def command_text(argv: list[str]) -> str:
 
 
 class DaughtersPanel(KeyedTable):
-    COLUMNS = (("pid", 7), ("task", 5), ("stage", 10), ("command", 12), ("cpu", 4), ("rss", 5), ("kids", 4),
-               ("age", 6), ("live", 4))
+    COLUMNS = (("pid", 7), ("node", 8), ("task", 5), ("stage", 10), ("command", 12), ("cpu", 4), ("rss", 5),
+               ("kids", 4), ("age", 6), ("live", 4))
     FLEX = "command"
-    DROP = ("live", "kids", "task", "age", "rss", "cpu")
+    DROP = ("live", "kids", "task", "age", "rss", "cpu", "node")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)
@@ -570,7 +575,8 @@ class DaughtersPanel(KeyedTable):
             (
                 str(v.pid),
                 (
-                    str(v.pid), v.task, one_line(v.stage, 10), v.command, f"{v.cpu_percent:.0f}%",
+                    v.shown_pid or str(v.pid), one_line(v.node, 24) or "here", v.task, one_line(v.stage, 10), v.command,
+                    f"{v.cpu_percent:.0f}%",
                     fmt_bytes(v.rss) if v.rss else "", str(v.children), fmt_duration(now - v.started_at, True),
                     Text("●", style="green") if v.live else "○",
                 ),

@@ -7,6 +7,8 @@ their text; the provider tables below say which stages run scripts and which run
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import re
 from collections.abc import Mapping
@@ -114,6 +116,22 @@ def _env_name(value: str) -> str:
     return value
 
 
+EXECUTORS = ("local", "ray")
+"""Where a stage's daughter runs: this machine, or a Ray cluster (tacx.yaml's executors.ray)."""
+
+
+@functools.cache
+def _ray_installed() -> bool:
+    return importlib.util.find_spec("ray") is not None
+
+
+def _executor(value: str) -> str:
+    """Ray is an optional extra: a workflow that asks for it says how to get it."""
+    if value == "ray" and not _ray_installed():
+        raise ValueError("executor 'ray' needs Ray, which is not installed here: pip install 'tacx[ray]'")
+    return value
+
+
 def _relative_path(value: str) -> str:
     """Expected files live in the task's workspace; nothing outside it is checked."""
     if not value or value.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", value):
@@ -154,6 +172,7 @@ _InputName = Annotated[
 ]
 _EnvName = Annotated[str, AfterValidator(_env_name)]
 _RelativePath = Annotated[str, AfterValidator(_relative_path)]
+_Executor = Annotated[Literal[EXECUTORS], AfterValidator(_executor)]  # type: ignore[valid-type]
 
 
 # --- models ------------------------------------------------------------------------------
@@ -204,6 +223,7 @@ class Defaults(_Strict):
     backoff: _Duration = 2.0
     model: str | None = None
     env: dict[_EnvName, _ScalarText] = {}
+    executor: _Executor = "local"
 
 
 class StageSpec(_Strict):
@@ -228,6 +248,7 @@ class StageSpec(_Strict):
     extra_args: list[str] = []
     resume: bool = False
     loop: Loop | None = None
+    executor: _Executor = "local"
 
 
 SETUP_STAGE = "setup"
@@ -277,7 +298,7 @@ class Workflow(_Strict):
             given = stage.model_fields_set
             if "provider" not in given and self.defaults.provider:
                 stage.provider = list(self.defaults.provider)
-            for key in ("timeout", "idle_timeout", "retries", "backoff", "model"):
+            for key in ("timeout", "idle_timeout", "retries", "backoff", "model", "executor"):
                 if key not in given:
                     setattr(stage, key, getattr(self.defaults, key))
             stage.env = {**self.defaults.env, **stage.env}
@@ -294,6 +315,7 @@ class Workflow(_Strict):
             run=setup.run,
             timeout=setup.timeout if setup.timeout is not None else self.defaults.timeout,
             env=dict(self.defaults.env),
+            executor=self.defaults.executor,
         )
         if any(s.needs is not None for s in self.stages):
             stage.needs = []

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable, Iterable, Sequence
 
-from tacx.engine.executor import Daughter, ExitInfo
+from tacx.engine.executor import Daughter, ExitInfo, Placement
 from tacx.engine.local import cgroups
 from tacx.engine.local.adoption import Adoption
 from tacx.engine.local.daughter import LocalDaughter, own, read_sample
@@ -53,6 +53,9 @@ class LocalExecutor:
     outside tacx, which writes a daughter's end beside its log when tacx is not there to
     hear it: a tacx restarted after `kill -9` learns how each one ended. Without a home
     (or when the keeper cannot run), tacx starts them itself."""
+
+    name = "local"
+    remote = False
 
     def __init__(
         self,
@@ -127,6 +130,7 @@ class LocalExecutor:
         mkdirs: Iterable[Path] = (),
         files: dict[Path, str] | None = None,
         command: list[str] | None = None,
+        placement: Placement | None = None,
     ) -> LocalDaughter:
         """Start a daughter appending to log_path (made here, with `mkdirs` and `files`).
         Raises OSError when it cannot start (missing program, missing cwd).
@@ -237,7 +241,7 @@ class LocalExecutor:
         return await self._adoption.find_unrecorded(marker, log_path, status_path, not_before)
 
     @staticmethod
-    def is_running(pid: int, create_time: float) -> bool:
+    def is_running(pid: int, create_time: float, marker: str = "") -> bool:
         """Whether a recorded daughter still runs (blocking: called in a thread)."""
         return same_process(pid, create_time)
 

@@ -1,0 +1,471 @@
+"""The Ray executor: each stage attempt is one Ray job on a cluster; tacx's store on this
+machine stays the one source of truth, and Ray only runs daughters.
+
+A job's `submission_id` comes from the daughter's marker (home, task, stage, attempt), so a
+tacx restarted after a crash finds its jobs again. Its entrypoint is a fixed command that runs
+tacx's node runner (node.py, handed over in the job's environment with the attempt's spec):
+the runner starts the daughter in its own session with the marker, relays its output in
+framed lines, ends its whole tree on stop (Ray's own stop leaves a double-forked grandchild
+running), and writes how it ended. Here, the job's log is followed (Ray's tail) into the
+stage's log file, so parsers, usage, budgets, idle timeouts, the dashboard and `tacx logs`
+work as for a local daughter. A follower that loses the cluster for `lost_after` fails its
+stage, saying so; the workflow's retries apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import secrets
+import shlex
+import sys
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tacx.engine.executor import Daughter, ExitInfo, Placement
+from tacx.engine.ray import node
+from tacx.engine.ray.config import RaySettings
+from tacx.engine.ray.jobs import JobServer, RayUnreachable
+from tacx.workspace import remote as git_remote
+from tacx.workspace.worktree import WorkspaceError
+
+log = logging.getLogger(__name__)
+
+RUNNER_ENV, SPEC_ENV = "TACX_RAY_RUNNER", "TACX_RAY_SPEC"
+# Ray ends a stopped job's entrypoint this long after its SIGTERM; the runner needs its grace
+# and a little more to end the daughter's tree itself first.
+STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
+RETRY_PAUSE = 1.0
+STRAGGLER_SWEEP_EVERY = 60.0
+
+
+def submission_id(marker: str) -> str:
+    """The Ray job of a daughter, from its marker `<home>#<task>/<stage>/<attempt>`: the
+    home as a short hash (Ray ids are plain words), the rest as it is."""
+    home, _, rest = marker.rpartition("#")
+    task, stage, attempt = rest.split("/")
+    digest = hashlib.sha256(home.encode()).hexdigest()[:10]
+    return f"tacx-{digest}-{task}-{stage}-{attempt}"
+
+
+def home_prefix(marker_prefix: str) -> str:
+    """The start of every submission id of one home's jobs."""
+    return f"tacx-{hashlib.sha256(marker_prefix.rstrip('#').encode()).hexdigest()[:10]}-"
+
+
+@dataclass(eq=False)
+class RayDaughter(Daughter):
+    """A daughter running as a Ray job."""
+
+    submission_id: str = ""
+    nonce: str = ""
+    remote_pid: int = 0
+    written: int = 0  # its output bytes in the local log file (a re-read of the job's log skips them)
+    sync: tuple[Path, str, str] | None = None  # the local worktree, remote URL and branch it brings back
+    _log: IO[bytes] | None = None
+
+
+class RayExecutor:
+    """Runs daughters as Ray jobs on the cluster `settings` names."""
+
+    name = "ray"
+    remote = True
+
+    def __init__(
+        self,
+        settings: RaySettings | None,
+        *,
+        marker_prefix: str,
+        grace: float = 5.0,
+        sample_interval: float = 1.0,
+        on_sample: Callable[[Sequence[Daughter]], None] | None = None,
+    ) -> None:
+        self.settings = settings or RaySettings()
+        self.configured = settings is not None
+        self.grace = grace
+        self.sample_interval = sample_interval
+        self.on_sample = on_sample
+        self.jobs = JobServer(self.settings.job_server())
+        self.daughters: dict[int, RayDaughter] = {}
+        self._prefix = home_prefix(marker_prefix)
+        self._followers: set[asyncio.Task[None]] = set()
+        self._sampler: asyncio.Task[None] | None = None
+        self._used = False
+        self._last_sweep = 0.0
+        self._runner_source = Path(node.__file__).read_text(encoding="utf-8")
+
+    # -- starting ----------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        mkdirs: Iterable[Path] = (),
+        files: dict[Path, str] | None = None,
+        command: list[str] | None = None,
+        placement: Placement | None = None,
+    ) -> RayDaughter:
+        """Submit the attempt as a Ray job: OSError when the cluster cannot take it, and
+        WorkspaceError or ValueError when its workspace cannot reach a node."""
+        self._used = True
+        await asyncio.to_thread(self.jobs.connect)
+        workspace, sync = await asyncio.to_thread(self._workspace, cwd, placement, marker)
+        await asyncio.to_thread(_prepare_log, log_path, tuple(mkdirs))
+        sid, nonce, now = submission_id(marker), secrets.token_hex(8), time.time()
+        argv = [self.settings.python if a == sys.executable else a for a in argv]  # this machine's path
+        spec = {
+            "v": 1, "nonce": nonce, "marker": marker, "argv": argv, "env": env,
+            "files": {str(k): v for k, v in (files or {}).items()}, "mkdirs": [],
+            "workspace": workspace, "grace": self.grace,
+        }
+        d = RayDaughter(
+            pid=self._key(sid), create_time=now, argv=list(argv), command=list(command or argv), log_path=log_path,
+            status_path=status_path, marker=marker, started_at=now, last_output_at=now, executor=self.name,
+            submission_id=sid, nonce=nonce, sync=sync,
+        )
+        provider = placement.provider if placement is not None else ""
+        submit = asyncio.ensure_future(asyncio.to_thread(
+            self.jobs.submit,
+            entrypoint=f'{shlex.quote(self.settings.python)} -c "${RUNNER_ENV}"',
+            submission_id=sid,
+            runtime_env={"env_vars": {
+                RUNNER_ENV: self._runner_source, SPEC_ENV: node.encode_spec(spec),
+                STOP_WAIT_ENV: str(int(self.grace + 10)),
+            }},
+            metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:]},
+            **self.settings.resources_for(provider).submit_args(),
+        ))
+        self.daughters[d.pid] = d  # before the job exists: a sweep never takes it for a straggler
+        try:
+            await asyncio.shield(submit)
+        except asyncio.CancelledError:
+            # It is submitted all the same: follow it so it ends (or is stopped) as tacx's.
+            self._follow_when_submitted(d, submit)
+            raise
+        except BaseException:
+            self.daughters.pop(d.pid, None)
+            raise
+        self._follow(d)
+        return d
+
+    def _follow_when_submitted(self, d: RayDaughter, submit: asyncio.Future[Any]) -> None:
+        def done(f: asyncio.Future[Any]) -> None:
+            if f.cancelled() or f.exception() is not None:
+                self.daughters.pop(d.pid, None)
+            else:
+                self._follow(d)
+
+        submit.add_done_callback(done)
+
+    def _key(self, sid: str) -> int:
+        """The daughter's key where tacx keys daughters by pid: negative, so never a local
+        process's, and the same for the same job."""
+        key = -1 - (zlib.crc32(sid.encode()) & 0x3FFFFFFF)
+        while key in self.daughters:
+            key -= 1
+        return key
+
+    def _workspace(self, cwd: Path, placement: Placement | None, marker: str) -> tuple[dict[str, Any], Any]:
+        """Where the daughter works on its node: a clone of the task's branch (a worktree
+        stage, sent out first), or the same path on a shared filesystem."""
+        kind = placement.workspace if placement is not None else "none"
+        if kind == "worktree" and placement is not None and placement.branch:
+            url = git_remote.remote_url(placement.project_root, self.settings.remote)
+            stage = marker.rpartition("#")[2]
+            base = git_remote.send_branch(cwd, url, placement.branch, stage)
+            return ({"kind": "clone", "remote": url, "branch": placement.branch, "base": base,
+                     "author": "tacx <tacx@localhost>", "message": f"tacx: {stage}"},
+                    (cwd, url, placement.branch))
+        if not self.settings.shared_filesystem:
+            raise ValueError(
+                f"a stage with workspace '{kind}' runs in {cwd}, which a Ray node sees only on a filesystem it "
+                "shares with this machine: set executors.ray.shared_filesystem: true in tacx.yaml if every node "
+                "mounts it at the same path, or use workspace: worktree (the node clones the task's branch)"
+            )
+        return {"kind": "shared", "path": str(cwd)}, None
+
+    # -- following a job ---------------------------------------------------------------
+
+    def _follow(self, d: RayDaughter) -> None:
+        task = asyncio.ensure_future(self._follow_job(d))
+        self._followers.add(task)
+        task.add_done_callback(self._followers.discard)
+
+    async def _follow_job(self, d: RayDaughter) -> None:
+        """Read the job's log into the stage's log until its end frame. A broken stream is
+        read again from the start, skipping what the log file already has; a cluster that
+        does not answer for `lost_after` loses the daughter."""
+        failing_since: float | None = None
+        try:
+            while not d.exited.done():
+                try:
+                    ended = await self._read_log(d)
+                    failing_since = None
+                    if not ended:
+                        await self._without_end_frame(d)
+                except RayUnreachable as exc:
+                    now = time.time()
+                    failing_since = failing_since or now
+                    if now - failing_since >= self.settings.lost_after:
+                        self._lose(d, f"{exc} (for {now - failing_since:.0f} s; lost_after)")
+                        return
+                    await asyncio.sleep(RETRY_PAUSE)
+                except LookupError:
+                    self._lose(d, None)  # Ray has no such job: it never ran, or was lost
+        except Exception as exc:  # a follower must never leave a daughter unended
+            log.exception("following Ray job %s failed", d.submission_id)
+            self._lose(d, f"tacx could not follow Ray job {d.submission_id}: {exc!r}")
+        finally:
+            if d._log is not None:
+                d._log.close()
+                d._log = None
+
+    async def _read_log(self, d: RayDaughter) -> bool:
+        """One pass over the job's log: True when its end frame was read (and handled)."""
+        if not d.nonce:
+            job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+            if job is None:
+                raise LookupError(d.submission_id)
+            d.nonce = job.metadata.get("tacx_nonce", "")
+        seen, pending = 0, ""
+        async for chunk in self.jobs.tail(d.submission_id):
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                frame = node.parse_frame(line, d.nonce)
+                if frame is None:
+                    continue
+                kind, payload = frame
+                if kind == "o":
+                    seen = self._output(d, payload, seen)
+                elif kind == "s":
+                    self._started(d, payload)
+                elif kind == "x":
+                    await self._ended(d, payload)
+                    return True
+        return False
+
+    def _output(self, d: RayDaughter, payload: str, seen: int) -> int:
+        """Append a chunk of output the log file does not have yet; the bytes seen so far."""
+        try:
+            data = base64.b64decode(payload)
+        except (binascii.Error, ValueError):
+            return seen
+        new = data[max(0, d.written - seen):]
+        seen += len(data)
+        if new:
+            if d._log is None:
+                d._log = open(d.log_path, "ab", buffering=0)
+            d._log.write(new)
+            d.written += len(new)
+            d.log_size = d.written
+            d.last_output_at = time.time()
+        return seen
+
+    @staticmethod
+    def _started(d: RayDaughter, payload: str) -> None:
+        info = _json(payload)
+        d.node = str(info.get("host") or info.get("ip") or "")
+        d.remote_pid = int(info.get("pid") or 0)
+
+    async def _ended(self, d: RayDaughter, payload: str) -> None:
+        end = _json(payload)
+        failure = end.get("error") or None
+        if d.sync is not None and not failure:
+            tree, url, branch = d.sync
+            if end.get("push_error"):
+                failure = f"the node could not push branch {branch} back: {end['push_error']}"
+            elif end.get("pushed"):
+                try:
+                    await asyncio.to_thread(git_remote.take_back, tree, url, branch, str(end["pushed"]))
+                except WorkspaceError as exc:
+                    failure = str(exc)
+        if failure and d.node:
+            failure = f"on node {d.node}: {failure}"
+        self._finish(d, ExitInfo(end.get("exit_code"), end.get("signal"), int(end.get("peak_rss") or 0),
+                                 float(end.get("cpu_seconds") or 0.0)), failure)
+
+    async def _without_end_frame(self, d: RayDaughter) -> None:
+        """The log ended without the runner's last frame: Ray says how the job ended (its
+        runner was killed, its node died), or it runs on and the log is read again."""
+        job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+        if job is None:
+            raise LookupError(d.submission_id)
+        if job.live:
+            await asyncio.sleep(RETRY_PAUSE)
+            return
+        why = f"Ray job {d.submission_id} ended {job.status} without its runner's report"
+        if job.message:
+            why += f": {job.message.splitlines()[0][:300]}"
+        self._finish(d, ExitInfo(job.exit_code, None, 0, 0.0), why)
+
+    def _lose(self, d: RayDaughter, why: str | None) -> None:
+        """Its end cannot be known: with a reason the attempt fails; without (Ray has no such
+        job) it ran nowhere, and the stage runs again."""
+        self._finish(d, ExitInfo(None, None, 0, 0.0), why)
+
+    def _finish(self, d: RayDaughter, info: ExitInfo, failure: str | None) -> None:
+        if d.exited.done():
+            return
+        d.failure = failure
+        d.ended_at = d.ended_at or time.time()
+        self.daughters.pop(d.pid, None)
+        d.exited.set_result(info)
+
+    # -- ending ------------------------------------------------------------------------
+
+    async def terminate(self, d: Daughter, reason: str, grace: float | None = None) -> ExitInfo:
+        """Stop the job: its runner ends the daughter's whole tree (SIGTERM, grace, SIGKILL,
+        and a sweep of its marker) and reports how it ended."""
+        assert isinstance(d, RayDaughter)
+        if d.kill_reason is None:
+            d.kill_reason = reason
+        if not d.done:
+            try:
+                await asyncio.to_thread(self.jobs.stop, d.submission_id)
+            except RayUnreachable as exc:
+                log.warning("could not stop Ray job %s: %s", d.submission_id, exc)
+            try:
+                await asyncio.wait_for(asyncio.shield(d.exited), timeout=(grace or self.grace) + 30)
+            except asyncio.TimeoutError:
+                self._lose(d, f"Ray did not end job {d.submission_id} within {(grace or self.grace) + 30:.0f} s "
+                              "of being asked to stop it")
+        return d.exited.result()
+
+    async def clean_after_exit(self, d: Daughter) -> None:
+        """Nothing left to do: the runner ended what the daughter left behind on its node."""
+
+    def stored(self, d: Daughter) -> None:
+        """Ray keeps the job's record (its dashboard shows it): nothing to release."""
+
+    # -- after a crash -----------------------------------------------------------------
+
+    def is_running(self, pid: int, create_time: float, marker: str) -> bool:
+        try:
+            job = self.jobs.job(submission_id(marker))
+        except (RayUnreachable, ValueError):
+            return False
+        return job is not None and job.live
+
+    def adopt(
+        self,
+        *,
+        pid: int,
+        create_time: float,
+        argv: list[str],
+        log_path: Path,
+        status_path: Path,
+        marker: str,
+        started_at: float,
+        ended_at: float = 0.0,
+    ) -> RayDaughter:
+        """Follow again a job an earlier tacx submitted: its log from where the stage's log
+        file ends; a job that ended meanwhile is concluded from its log's end frame."""
+        self._used = True
+        try:
+            written = log_path.stat().st_size
+        except OSError:
+            written = 0
+        d = RayDaughter(
+            pid=pid, create_time=create_time, argv=list(argv), log_path=log_path, status_path=status_path,
+            marker=marker, started_at=started_at, last_output_at=time.time(), adopted=True, ended_at=ended_at,
+            executor=self.name, submission_id=submission_id(marker), written=written, log_size=written,
+        )
+        self.daughters[d.pid] = d
+        self._follow(d)
+        return d
+
+    async def find_unrecorded(
+        self, marker: str, log_path: Path, status_path: Path, not_before: float
+    ) -> RayDaughter | None:
+        """A job submitted just before tacx died, before its row: found by its id."""
+        try:
+            job = await asyncio.to_thread(self.jobs.job, submission_id(marker))
+        except RayUnreachable:
+            return None
+        if job is None:
+            return None
+        return self.adopt(pid=self._key(submission_id(marker)), create_time=not_before, argv=[],
+                          log_path=log_path, status_path=status_path, marker=marker, started_at=not_before)
+
+    async def sweep_stragglers(self, prefix: str, live: Callable[[], set[str]]) -> list[int]:
+        """Stop this home's jobs that still run but belong to no live daughter (at most once
+        a minute: it lists the cluster's jobs)."""
+        if not (self._used or self.configured) or time.monotonic() - self._last_sweep < STRAGGLER_SWEEP_EVERY:
+            return []
+        self._last_sweep = time.monotonic()
+        try:
+            jobs = await asyncio.to_thread(self.jobs.jobs)
+        except RayUnreachable as exc:
+            if self._used:
+                log.info("could not list Ray jobs for the sweep: %s", exc)
+            return []
+        ours = self._prefix + prefix.rpartition("#")[2].replace("/", "-")  # the home's, or one task's
+        keep = {submission_id(m) for m in live() if m.startswith(prefix)}
+        keep |= {d.submission_id for d in self.daughters.values()}
+        stale = [j for j in jobs if j.live and j.submission_id.startswith(ours) and j.submission_id not in keep]
+        for job in stale:
+            log.info("stopping Ray job %s: no live daughter of this home is its", job.submission_id)
+            try:
+                await asyncio.to_thread(self.jobs.stop, job.submission_id)
+            except RayUnreachable:
+                break
+        return []
+
+    async def sweep_leftovers(self) -> None:
+        """Nothing: each runner sweeps its own marker on its node."""
+
+    # -- sampling ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._sampler is None:
+            self._sampler = asyncio.create_task(self._sample_loop(), name="tacx-ray-sampler")
+
+    async def _sample_loop(self) -> None:
+        """Hand the live daughters to the sampler's callback (idle timeouts read their last
+        output); their processes' figures stay on their nodes."""
+        while True:
+            await asyncio.sleep(self.sample_interval)
+            live = [d for d in self.daughters.values() if not d.done]
+            if live and self.on_sample is not None:
+                try:
+                    self.on_sample(live)
+                except Exception:
+                    log.exception("sampling Ray daughters failed")
+
+    async def stop(self) -> None:
+        """Stop following; jobs left running stay (the next start re-adopts them)."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            await asyncio.gather(self._sampler, return_exceptions=True)
+            self._sampler = None
+        for task in list(self._followers):
+            task.cancel()
+        await asyncio.gather(*self._followers, return_exceptions=True)
+
+
+def _prepare_log(log_path: Path, mkdirs: tuple[Path, ...]) -> None:
+    for folder in (*mkdirs, log_path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    log_path.touch()
+
+
+def _json(payload: str) -> dict[str, Any]:
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

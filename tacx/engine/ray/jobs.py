@@ -1,0 +1,137 @@
+"""Ray's job server as the Ray executor uses it: JobSubmissionClient's blocking calls, run
+in threads, with its failures turned into words a person can act on. Ray is imported here,
+on first use, never when tacx starts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+LIVE = frozenset({"PENDING", "RUNNING"})
+
+
+class RayUnreachable(OSError):
+    """The cluster's job server did not answer (or Ray is not installed here)."""
+
+
+@dataclass
+class Job:
+    """What tacx reads of a Ray job."""
+
+    submission_id: str
+    status: str  # PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED
+    message: str
+    exit_code: int | None
+    metadata: dict[str, str]
+    node_id: str
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+
+def _status_name(status: Any) -> str:
+    return str(getattr(status, "value", status))
+
+
+def _job(details: Any) -> Job:
+    return Job(
+        submission_id=details.submission_id or "",
+        status=_status_name(details.status),
+        message=details.message or "",
+        exit_code=getattr(details, "driver_exit_code", None),
+        metadata=dict(details.metadata or {}),
+        node_id=getattr(details, "driver_node_id", None) or "",
+    )
+
+
+def _not_found(exc: BaseException) -> bool:
+    text = str(exc)
+    return "404" in text or "does not exist" in text
+
+
+class JobServer:
+    """One cluster's job server. Every method but `tail` blocks: call them in a thread."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._client: Any = None
+
+    def _unreachable(self, exc: BaseException) -> RayUnreachable:
+        return RayUnreachable(f"cannot reach the Ray cluster's job server at {self.address}: {_reason(exc)}")
+
+    def connect(self) -> None:
+        """Open the client (it asks the server for its version): RayUnreachable if it cannot."""
+        if self._client is not None:
+            return
+        try:
+            from ray.job_submission import JobSubmissionClient
+        except ImportError as exc:
+            raise RayUnreachable(f"executor ray needs Ray, which is not installed here ({exc}): "
+                                 "pip install 'tacx[ray]'") from None
+        try:
+            self._client = JobSubmissionClient(self.address)
+        except Exception as exc:  # ConnectionError, RuntimeError, ValueError from the client
+            raise self._unreachable(exc) from None
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self.connect()
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except Exception as exc:
+            if isinstance(exc, RuntimeError) and _not_found(exc):
+                raise LookupError(str(exc)) from None
+            if isinstance(exc, (OSError, RuntimeError)):
+                raise self._unreachable(exc) from None
+            raise
+
+    def submit(self, **kwargs: Any) -> str:
+        return self._call("submit_job", **kwargs)
+
+    def job(self, submission_id: str) -> Job | None:
+        """The job, or None when Ray has no such job (never had it, or lost it)."""
+        try:
+            return _job(self._call("get_job_info", submission_id))
+        except LookupError:
+            return None
+
+    def stop(self, submission_id: str) -> bool:
+        try:
+            return bool(self._call("stop_job", submission_id))
+        except LookupError:
+            return False
+
+    def jobs(self) -> list[Job]:
+        return [_job(d) for d in self._call("list_jobs") if d.submission_id]
+
+    def logs(self, submission_id: str) -> str:
+        return self._call("get_job_logs", submission_id)
+
+    async def tail(self, submission_id: str) -> AsyncIterator[str]:
+        """The job's log from its start, as Ray's tail gives it, until the job ended."""
+        await asyncio.to_thread(self.connect)
+        try:
+            async for chunk in self._client.tail_job_logs(submission_id):
+                yield chunk
+        except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, RuntimeError) and _not_found(exc):
+                raise LookupError(str(exc)) from None
+            raise self._unreachable(exc) from None
+        except Exception as exc:  # aiohttp's errors that are not OSErrors
+            if type(exc).__module__.startswith("aiohttp"):
+                raise self._unreachable(exc) from None
+            raise
+
+
+def _reason(exc: BaseException) -> str:
+    """The last, most specific words of a failure (requests nests its causes)."""
+    text = str(exc).strip() or type(exc).__name__
+    if "Connection refused" in text or "ECONNREFUSED" in text:
+        return "connection refused (is the Ray head running?)"
+    return text.splitlines()[-1][:300]

@@ -1,0 +1,63 @@
+"""A worktree stage that runs on another machine: its branch goes out through the project's
+remote before the stage (the node clones it there) and comes back after (the node pushed
+it). Work a local stage left uncommitted is committed first, so the node sees it; the node
+commits its own the same way. Blocking: called in a thread."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tacx.workspace.worktree import WorkspaceError, _git, _run, _sha
+
+AUTHOR = ("tacx", "tacx@localhost")
+
+
+def remote_url(project: Path, remote: str) -> str:
+    """The URL nodes clone from: a remote's name in the project, or a URL or path as given
+    (a local path made absolute, so a node on a shared filesystem finds it)."""
+    proc = _run(project, "remote", "get-url", "--", remote)
+    if proc.returncode == 0 and proc.stdout.strip():
+        url = proc.stdout.strip()
+    elif "/" in remote or ":" in remote:
+        url = remote
+    else:
+        raise WorkspaceError(
+            f"the project at {project} has no git remote {remote!r}: a worktree stage on Ray needs one the nodes "
+            "can clone and push to (executors.ray.remote in tacx.yaml: a remote's name or a URL)"
+        )
+    if "://" not in url and ":" not in url.split("/")[0] and not Path(url).is_absolute():
+        url = str((project / url).resolve())
+    return url
+
+
+def commit_all(tree: Path, message: str) -> bool:
+    """Commit every change in the tree, untracked files included (.gitignore honoured):
+    True when there was something to commit."""
+    if not _git(tree, "status", "--porcelain", "--untracked-files=all").strip():
+        return False
+    _git(tree, "add", "-A")
+    name, email = AUTHOR
+    _git(tree, "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet", "--no-verify",
+         "-m", message, what=f"could not commit the work in {tree} before sending it to the cluster")
+    return True
+
+
+def send_branch(tree: Path, url: str, branch: str, stage: str) -> str:
+    """Commit what the tree holds and push its branch, so a node can clone it: the commit
+    the node starts from."""
+    commit_all(tree, f"tacx: work in progress before stage {stage}")
+    head = _sha(tree, "HEAD")
+    if head is None:
+        raise WorkspaceError(f"the worktree {tree} has no commit to send")
+    _git(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}",
+         what=f"could not push branch {branch} to {url} for the cluster")
+    return head
+
+
+def take_back(tree: Path, url: str, branch: str, sha: str) -> None:
+    """Bring the node's pushed commit into the local worktree (a fast-forward: the node
+    started from what was sent), so expects, later stages and the pull request see it."""
+    _git(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}",
+         what=f"could not fetch branch {branch} back from {url}")
+    _git(tree, "merge", "--ff-only", "--quiet", sha,
+         what=f"could not bring the node's work ({sha[:12]}) into {tree}")

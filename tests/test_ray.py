@@ -1,0 +1,291 @@
+"""Stages on a real local Ray head (tests/rayhead.py starts it): one attempt is one Ray job,
+its log streams back into the stage's log, cancel and timeouts end the remote tree, and a
+tacx killed with -9 finds its jobs again. Every test here runs on one xdist worker, so one
+head serves them all."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, wait_for
+
+ray_job_submission = pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
+
+from tests.rayhead import RayHead, ray_head  # noqa: E402,F401 - the fixture
+
+pytestmark = pytest.mark.xdist_group("ray")
+
+
+def configure(project: Project, head: RayHead, **ray: object) -> None:
+    settings = {"address": head.address, "lost_after": "5s", **ray}
+    lines = ["kill_grace: 1s", "sample_interval: 0.5s", "executors:", "  ray:"]
+    lines += [f"    {key}: {json.dumps(value)}" for key, value in settings.items()]
+    (project.root / "tacx.yaml").write_text("\n".join(lines) + "\n")
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout
+
+
+def git_project(project: Project, tmp_path: Path) -> Path:
+    """The project is a git repository whose origin is a bare repository on this machine
+    (the nodes clone from it and push to it)."""
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", "-b", "main", str(origin)], check=True)
+    git(project.root, "init", "--quiet", "-b", "main")
+    (project.root / "README.md").write_text("the project\n")
+    (project.root / ".gitignore").write_text(".tacx/\n")
+    git(project.root, "add", "-A")
+    git(project.root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "seed")
+    git(project.root, "remote", "add", "origin", str(origin))
+    git(project.root, "push", "--quiet", "origin", "main")
+    return origin
+
+
+def stage(shown: dict, name: str) -> dict:
+    return next(s for s in shown["stages"] if s["name"] == name)
+
+
+def log_of(project: Project, task_id: int, name: str, attempt: int = 1) -> bytes:
+    return (project.home / "logs" / str(task_id) / f"{name}-{attempt}.log").read_bytes()
+
+
+def jobs(head: RayHead) -> dict[str, object]:
+    client = ray_job_submission.JobSubmissionClient(head.address)
+    return {j.submission_id: j for j in client.list_jobs() if j.submission_id}
+
+
+THREE = """
+name: three
+workspace: worktree
+defaults: {executor: ray, timeout: 180}
+stages:
+  - name: shell
+    provider: shell
+    run: |
+      printf 'from the shell on %s\\n' "$(hostname)" > shell.txt
+      printf 'binary \\001\\377 end'
+  - name: py
+    provider: python
+    run: |
+      import pathlib
+      print("python read:", pathlib.Path("shell.txt").read_text().strip())
+      pathlib.Path("py.txt").write_text("written by python\\n")
+    expects: [py.txt]
+  - name: agent
+    provider: mock
+    prompt: Summarise shell.txt and py.txt.
+"""
+
+
+def test_three_stages_on_ray_with_tokens_counted(project: Project, ray_head: RayHead, tmp_path: Path) -> None:
+    origin = git_project(project, tmp_path)
+    configure(project, ray_head, resources={"mock": {"num_cpus": 0.5}})
+    project.workflow("three", THREE)
+    task_id = project.submit("three.yaml", "-i", "title=ray")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=240)
+
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    for name in ("shell", "py", "agent"):
+        (daughter,) = stage(shown, name)["daughters"]
+        assert daughter["executor"] == "ray" and daughter["node"], daughter
+    # The output came back byte for byte, and nothing of Ray's own lines.
+    shell_log = log_of(project, task_id, "shell")
+    assert shell_log == b"binary \x01\xff end", shell_log
+    assert log_of(project, task_id, "py").startswith(b"python read: from the shell on ")
+    # Tokens: what the agent itself totalled in its result line, counted once.
+    result = next(json.loads(line) for line in log_of(project, task_id, "agent").splitlines()
+                  if line.startswith(b"{") and json.loads(line).get("type") == "result")
+    usage = result["usage"]
+    assert stage(shown, "agent")["tokens"] == {
+        "input": usage["input_tokens"], "output": usage["output_tokens"],
+        "cache_read": usage["cache_read_input_tokens"], "cache_write": usage["cache_creation_input_tokens"],
+    }
+    assert stage(shown, "agent")["cost_usd"] == pytest.approx(result["total_cost_usd"], abs=1e-6)
+    # The nodes' work came back: in the task's worktree here, and on its branch at the remote.
+    tree = Path(shown["workspace"])
+    assert (tree / "shell.txt").read_text().startswith("from the shell on ")
+    assert (tree / "py.txt").read_text() == "written by python\n"
+    branch = shown["branch"]
+    assert "py.txt" in git(origin, "ls-tree", "--name-only", branch)
+    assert git(tree, "rev-parse", "HEAD") == git(origin, "rev-parse", branch)
+    # Ray placed the agent's job with the resources tacx.yaml gives its provider.
+    agent_jobs = [j for sid, j in jobs(ray_head).items() if sid.endswith(f"-{task_id}-agent-1")]
+    assert [j.entrypoint_num_cpus for j in agent_jobs] == [0.5]
+    # `tacx logs` reads the streamed log as it reads a local one.
+    assert "python read:" in project.tacx("logs", str(task_id), "py").stdout
+
+
+SLEEPER = """
+name: sleeper
+workspace: none
+defaults: {executor: ray}
+stages:
+  - name: hold
+    provider: shell
+    timeout: {timeout}
+    run: |
+      trap '' TERM
+      (sleep 300 &)
+      echo started
+      sleep 300
+"""
+
+
+def wait_marked(project: Project, count: int) -> None:
+    wait_for(lambda: len(project.marked_processes()) >= count, timeout=90,
+             what=f"{count} processes carrying the home's marker (on the Ray node, which is this machine)")
+
+
+def test_cancel_ends_the_remote_tree_with_its_double_forked_grandchild(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("sleeper", SLEEPER.replace("{timeout}", "600"))
+    task_id = project.submit("sleeper.yaml")
+    coordinator = project.start("--no-ui")
+    wait_marked(project, 3)  # the shell, its sleep, the double-forked sleep
+    project.tacx("cancel", str(task_id))
+    wait_for(lambda: project.show(task_id)["status"] == "cancelled", timeout=60, what="the task cancelled")
+    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the whole remote tree ended")
+    (daughter,) = stage(project.show(task_id), "hold")["daughters"]
+    assert daughter["ended_at"] is not None and daughter["signal"] in (signal.SIGTERM, signal.SIGKILL)
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=30)
+
+
+def test_a_timeout_ends_the_remote_tree(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("sleeper", SLEEPER.replace("{timeout}", "4s"))
+    task_id = project.submit("sleeper.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=1)
+    shown = project.show(task_id)
+    assert stage(shown, "hold")["status"] == "timed_out", shown
+    assert "timed out after 4s" in stage(shown, "hold")["error"]
+    assert b"started" in log_of(project, task_id, "hold")
+    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the whole remote tree ended")
+
+
+COUNTER = """
+name: counter
+workspace: none
+defaults: {executor: ray, timeout: 180}
+stages:
+  - name: count
+    provider: python
+    run: |
+      import time
+      for i in range(12):
+          print(f"line {i}", flush=True)
+          time.sleep(0.5)
+      print("done")
+"""
+
+
+def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("counter", COUNTER)
+    task_id = project.submit("counter.yaml")
+    coordinator = project.start("--no-ui")
+    log = project.home / "logs" / str(task_id) / "count-1.log"
+    wait_for(lambda: log.exists() and b"line 3" in log.read_bytes(), timeout=90, what="the job's output streaming")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    time.sleep(1.5)  # the job runs on while nobody follows it
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    lines = log.read_text().splitlines()
+    assert lines == [f"line {i}" for i in range(12)] + ["done"]  # each line once, in order
+    assert stage(shown, "count")["attempt"] == 1
+    recovered = [e for e in shown["events"] if e["kind"] == "task.recovered"]
+    assert list(recovered[0]["data"]["adopted"]) == ["count"]
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+
+
+def test_a_job_ray_lost_while_tacx_was_down_runs_again(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("counter", COUNTER)
+    task_id = project.submit("counter.yaml")
+    coordinator = project.start("--no-ui")
+    log = project.home / "logs" / str(task_id) / "count-1.log"
+    wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    client = ray_job_submission.JobSubmissionClient(ray_head.address)
+    (sid,) = [s for s in jobs(ray_head) if s.endswith(f"-{task_id}-count-1")]
+    client.stop_job(sid)
+    wait_for(lambda: client.get_job_status(sid).is_terminal(), timeout=60, what="the job stopped")
+    client.delete_job(sid)  # as far as tacx can tell, Ray lost it
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert stage(shown, "count")["attempt"] == 2
+    assert log_of(project, task_id, "count", 2).decode().splitlines()[-1] == "done"
+
+
+def test_dir_workspace_without_a_shared_filesystem_says_what_it_needs(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head)
+    project.workflow("plain", """
+        name: plain
+        workspace: dir
+        stages:
+          - name: one
+            provider: shell
+            executor: ray
+            run: echo never
+    """)
+    task_id = project.submit("plain.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=60, check=1)
+    error = stage(project.show(task_id), "one")["error"]
+    assert "shared_filesystem: true" in error and "workspace: worktree" in error, error
+
+
+def test_a_ray_head_that_goes_away_fails_the_running_stage_and_retries_it(project: Project, tmp_path: Path) -> None:
+    head = RayHead()
+    head.start()
+    try:
+        configure(project, head, shared_filesystem=True, lost_after="3s")
+        project.workflow("counter", COUNTER.replace("timeout: 180}", "timeout: 180, retries: 1, backoff: 0.5}")
+                         .replace("range(12)", "range(600)"))
+        task_id = project.submit("counter.yaml")
+        coordinator = project.start("--no-ui")
+        log = project.home / "logs" / str(task_id) / "count-1.log"
+        wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
+    finally:
+        head.stop()
+    wait_for(lambda: project.show(task_id)["status"] == "failed", timeout=90, what="the task failed")
+    shown = project.show(task_id)
+    failed = [e for e in shown["events"] if e["kind"] == "stage.failed"]
+    assert len(failed) == 2  # the attempt the head took away, and its retry that found no head
+    assert "cannot reach the Ray cluster's job server" in failed[0]["data"]["error"]
+    assert "lost_after" in failed[0]["data"]["error"]
+    assert "cannot reach the Ray cluster's job server" in failed[1]["data"]["error"]
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+    assert project.query("SELECT COUNT(*) FROM stages WHERE status = 'running'")[0][0] == 0
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=30)
+    project.marked_processes()  # the head's processes went with it; stop_background sweeps the rest
+
+
+def test_providers_shows_which_node_runs_what(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("counter", COUNTER)
+    task_id = project.submit("counter.yaml")
+    coordinator = project.start("--no-ui")
+    wait_for(lambda: project.query("SELECT node FROM daughters WHERE node IS NOT NULL"), timeout=90,
+             what="the job's node recorded")
+    entry = next(e for e in json.loads(project.tacx("providers", "--json").stdout) if e["name"] == "python")
+    (running,) = entry["running"]
+    assert running["task"] == task_id and running["executor"] == "ray" and running["node"]
+    text = project.tacx("providers").stdout
+    assert f"task {task_id} count on {running['node']} (ray)" in text
+    project.tacx("cancel", str(task_id))
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=60)
