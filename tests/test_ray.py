@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tacx.engine.ray.executor import submission_id
 from tests.conftest import Project, wait_for
 
 ray_job_submission = pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
@@ -54,7 +55,11 @@ def stage(shown: dict, name: str) -> dict:
 
 
 def log_of(project: Project, task_id: int, name: str, attempt: int = 1) -> bytes:
-    return (project.home / "logs" / str(task_id) / f"{name}-{attempt}.log").read_bytes()
+    return (project.home / "logs" / str(task_id) / f"{name}.{attempt}.log").read_bytes()
+
+
+def job_of(project: Project, task_id: int, name: str, attempt: int = 1) -> str:
+    return submission_id(f"{project.home}#{task_id}/{name}/{attempt}")
 
 
 def jobs(head: RayHead) -> dict[str, object]:
@@ -87,9 +92,9 @@ stages:
 
 def test_three_stages_on_ray_with_tokens_counted(project: Project, ray_head: RayHead, tmp_path: Path) -> None:
     origin = git_project(project, tmp_path)
-    configure(project, ray_head, resources={"mock": {"num_cpus": 0.5}})
+    configure(project, ray_head, resources={"mock": {"num_cpus": 0.5}, "default": {"num_cpus": 1}})
     project.workflow("three", THREE)
-    task_id = project.submit("three.yaml", "-i", "title=ray")
+    task_id = project.submit("three.yaml")
     project.tacx("--no-ui", "--exit-when-idle", timeout=240)
 
     shown = project.show(task_id)
@@ -117,9 +122,6 @@ def test_three_stages_on_ray_with_tokens_counted(project: Project, ray_head: Ray
     branch = shown["branch"]
     assert "py.txt" in git(origin, "ls-tree", "--name-only", branch)
     assert git(tree, "rev-parse", "HEAD") == git(origin, "rev-parse", branch)
-    # Ray placed the agent's job with the resources tacx.yaml gives its provider.
-    agent_jobs = [j for sid, j in jobs(ray_head).items() if sid.endswith(f"-{task_id}-agent-1")]
-    assert [j.entrypoint_num_cpus for j in agent_jobs] == [0.5]
     # `tacx logs` reads the streamed log as it reads a local one.
     assert "python read:" in project.tacx("logs", str(task_id), "py").stdout
 
@@ -193,7 +195,7 @@ def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head:
     project.workflow("counter", COUNTER)
     task_id = project.submit("counter.yaml")
     coordinator = project.start("--no-ui")
-    log = project.home / "logs" / str(task_id) / "count-1.log"
+    log = project.home / "logs" / str(task_id) / "count.1.log"
     wait_for(lambda: log.exists() and b"line 3" in log.read_bytes(), timeout=90, what="the job's output streaming")
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
@@ -214,12 +216,13 @@ def test_a_job_ray_lost_while_tacx_was_down_runs_again(project: Project, ray_hea
     project.workflow("counter", COUNTER)
     task_id = project.submit("counter.yaml")
     coordinator = project.start("--no-ui")
-    log = project.home / "logs" / str(task_id) / "count-1.log"
+    log = project.home / "logs" / str(task_id) / "count.1.log"
     wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
     client = ray_job_submission.JobSubmissionClient(ray_head.address)
-    (sid,) = [s for s in jobs(ray_head) if s.endswith(f"-{task_id}-count-1")]
+    sid = job_of(project, task_id, "count")
+    assert sid in jobs(ray_head)
     client.stop_job(sid)
     wait_for(lambda: client.get_job_status(sid).is_terminal(), timeout=60, what="the job stopped")
     client.delete_job(sid)  # as far as tacx can tell, Ray lost it
@@ -256,7 +259,7 @@ def test_a_ray_head_that_goes_away_fails_the_running_stage_and_retries_it(projec
                          .replace("range(12)", "range(600)"))
         task_id = project.submit("counter.yaml")
         coordinator = project.start("--no-ui")
-        log = project.home / "logs" / str(task_id) / "count-1.log"
+        log = project.home / "logs" / str(task_id) / "count.1.log"
         wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
     finally:
         head.stop()
@@ -289,3 +292,31 @@ def test_providers_shows_which_node_runs_what(project: Project, ray_head: RayHea
     project.tacx("cancel", str(task_id))
     coordinator.send_signal(signal.SIGINT)
     coordinator.wait(timeout=60)
+
+
+def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout(
+    project: Project, ray_head: RayHead
+) -> None:
+    """tacx.yaml's resources reach Ray: a provider asking for what no node has is never
+    placed (Ray holds its job PENDING), and the stage's timeout still ends it."""
+    configure(project, ray_head, shared_filesystem=True, resources={"shell": {"resources": {"no-such-thing": 1}}})
+    project.workflow("unplaced", """
+        name: unplaced
+        defaults: {executor: ray}
+        stages:
+          - {name: wait, provider: shell, run: echo never, timeout: 6s}
+    """)
+    task_id = project.submit("unplaced.yaml")
+    coordinator = project.start("--no-ui")
+    client = ray_job_submission.JobSubmissionClient(ray_head.address)
+    sid = job_of(project, task_id, "wait")
+    wait_for(lambda: sid in jobs(ray_head), timeout=60, what="the job submitted")
+    assert str(client.get_job_status(sid).value) == "PENDING"
+    wait_for(lambda: project.show(task_id)["status"] == "timed_out", timeout=60, what="the stage timed out")
+    assert "timed out after 6s" in stage(project.show(task_id), "wait")["error"]
+    assert (project.home / "logs" / str(task_id) / "wait.1.log").read_bytes() == b""
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+    # Ray holds the stop until it places the job (then it ends at once); it never ran.
+    assert str(client.get_job_status(sid).value) == "PENDING"
+    coordinator.send_signal(signal.SIGINT)
+    coordinator.wait(timeout=30)

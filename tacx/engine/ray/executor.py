@@ -310,7 +310,12 @@ class RayExecutor:
         why = f"Ray job {d.submission_id} ended {job.status} without its runner's report"
         if job.message:
             why += f": {job.message.splitlines()[0][:300]}"
-        self._finish(d, ExitInfo(job.exit_code, None, 0, 0.0), why)
+        if job.exit_code is None and d.adopted:
+            self._lose(d, None)  # lost while tacx was away (its supervisor or node died): it runs again
+            return
+        code = job.exit_code
+        info = ExitInfo(None, -code, 0, 0.0) if code is not None and code < 0 else ExitInfo(code, None, 0, 0.0)
+        self._finish(d, info, why)
 
     def _lose(self, d: RayDaughter, why: str | None) -> None:
         """Its end cannot be known: with a reason the attempt fails; without (Ray has no such
@@ -336,6 +341,8 @@ class RayExecutor:
         if not d.done:
             try:
                 await asyncio.to_thread(self.jobs.stop, d.submission_id)
+                if not d.remote_pid:
+                    await self._end_if_unplaced(d)
             except RayUnreachable as exc:
                 log.warning("could not stop Ray job %s: %s", d.submission_id, exc)
             try:
@@ -344,6 +351,13 @@ class RayExecutor:
                 self._lose(d, f"Ray did not end job {d.submission_id} within {(grace or self.grace) + 30:.0f} s "
                               "of being asked to stop it")
         return d.exited.result()
+
+    async def _end_if_unplaced(self, d: RayDaughter) -> None:
+        """A job Ray has not placed yet (no node has its resources free) cannot be stopped:
+        Ray holds the stop until it starts, and then it ends at once. Its daughter never ran."""
+        job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+        if job is not None and job.status == "PENDING" and not d.remote_pid:
+            self._lose(d, None)
 
     async def clean_after_exit(self, d: Daughter) -> None:
         """Nothing left to do: the runner ended what the daughter left behind on its node."""

@@ -13,6 +13,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
+REQUEST_TIMEOUT = 30.0  # seconds for one answer of the job server
 LIVE = frozenset({"PENDING", "RUNNING"})
 
 
@@ -75,8 +76,17 @@ class JobServer:
         except ImportError as exc:
             raise RayUnreachable(f"executor ray needs Ray, which is not installed here ({exc}): "
                                  "pip install 'tacx[ray]'") from None
+
+        class BoundedClient(JobSubmissionClient):  # type: ignore[misc, valid-type]
+            """Ray's client waits for an answer without end: a head that accepts and never
+            answers would hold a thread (and a stage) forever."""
+
+            def _do_request(self, *args: Any, **kwargs: Any) -> Any:
+                kwargs.setdefault("timeout", REQUEST_TIMEOUT)
+                return super()._do_request(*args, **kwargs)
+
         try:
-            self._client = JobSubmissionClient(self.address)
+            self._client = BoundedClient(self.address)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from the client
             raise self._unreachable(exc) from None
 
@@ -125,6 +135,8 @@ class JobServer:
             raise self._unreachable(exc) from None
         except Exception as exc:  # aiohttp's errors that are not OSErrors
             if type(exc).__module__.startswith("aiohttp"):
+                if getattr(exc, "status", None) == 404:  # the websocket's handshake: no such job
+                    raise LookupError(str(exc)) from None
                 raise self._unreachable(exc) from None
             raise
 
