@@ -27,8 +27,24 @@ RAY_NOISE = "Running entrypoint for job raysubmit_Xe7c: python3 -c \"$TACX_RAY_R
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the runner reads /proc")
 
 
+_MARKERS: list[str] = []
+
+
 def new_marker(tmp_path: Path) -> str:
-    return f"{tmp_path}/.tacx#{uuid.uuid4().hex[:8]}/build/1"
+    _MARKERS.append(f"{tmp_path}/.tacx#{uuid.uuid4().hex[:8]}/build/1")
+    return _MARKERS[-1]
+
+
+@pytest.fixture(autouse=True)
+def _end_what_a_failing_test_left():
+    """A failing test must not leave `sleep 300`s behind: end this test's marked processes."""
+    yield
+    while _MARKERS:
+        for pid in marked_pids(_MARKERS.pop()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def make_spec(marker: str, argv: list[str], **fields) -> dict:
@@ -45,7 +61,8 @@ class Job:
         self.log = tmp_path / f"job-{uuid.uuid4().hex[:6]}.log"
         self.stopped_runner: psutil.Process | None = None
         self.log.write_text(RAY_NOISE)
-        env = dict(os.environ, TACX_RAY_RUNNER=RUNNER_SOURCE, TACX_RAY_SPEC=node.encode_spec(spec), **(extra_env or {}))
+        self.spec_text = node.encode_spec(spec)
+        env = dict(os.environ, TACX_RAY_RUNNER=RUNNER_SOURCE, TACX_RAY_SPEC=self.spec_text, **(extra_env or {}))
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(["sh", "-c", node.ENTRYPOINT], env=env, stdout=out, stderr=subprocess.STDOUT,
                                          start_new_session=True)
@@ -132,6 +149,10 @@ def test_binary_output_and_exit_code_come_back_exactly_through_ray_noise(tmp_pat
     assert end["exit_code"] == 3 and end["signal"] is None and end["error"] is None
     assert end["peak_rss"] > 0 and end["cpu_seconds"] >= 0 and end["leftovers"] == 0
     assert job.proc.returncode == 3
+    deadline = time.monotonic() + 10
+    while runs_of(job.spec_text):  # the watcher left with the runner
+        assert time.monotonic() < deadline, runs_of(job.spec_text)
+        time.sleep(0.05)
     assert [k for k, _ in job.frames()].count("x") == 1 and job.frames()[0][0] == "s"
     start = job.payloads("s")[0]
     assert start["host"] and start["pid"] > 0 and not os.path.exists(start["cwd"])  # scratch removed
@@ -170,6 +191,33 @@ def test_stop_signal_to_the_runner_ends_a_double_forked_tree(tmp_path):
     assert "Traceback" not in job.log.read_text()
 
 
+def test_a_runner_killed_outright_leaves_nothing_behind(tmp_path):
+    """Ray SIGKILLs the whole tree RAY_JOB_STOP_WAIT_TIME_S after a stop: the daughter goes with
+    the runner (parent-death signal), the grandchild in its own session goes by the watcher."""
+    marker = new_marker(tmp_path)
+    script = "(setsid sleep 300 &); echo up; sleep 300"
+    job = Job(tmp_path, make_spec(marker, ["sh", "-c", script]))
+    job.wait_for(lambda: job.output() == b"up\n", "the daughter's first line")
+    job.wait_for(lambda: len(marked_pids(marker)) >= 2, "the grandchild")
+    os.kill(job.runner_pid(), signal.SIGKILL)
+    job.proc.wait(timeout=30)
+    wait_none_marked(marker)
+    assert not job.payloads("x")
+
+
+def runs_of(spec_text: str) -> list[int]:
+    """Processes (runner, watcher) started with this TACX_RAY_SPEC."""
+    entry = f"TACX_RAY_SPEC={spec_text}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and entry in Path(f"/proc/{name}/environ").read_bytes().split(b"\0"):
+                found.append(int(name))
+        except OSError:
+            pass
+    return found
+
+
 def test_a_daughter_ignoring_sigterm_is_killed_after_grace(tmp_path):
     marker = new_marker(tmp_path)
     script = 'trap "" TERM; (sleep 300 &); echo ready; while :; do sleep 0.2; done'
@@ -195,17 +243,21 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
-def test_clone_workspace_commits_and_pushes_then_builds_on_it(tmp_path):
-    remote = tmp_path / "remote.git"
+def seeded_remote(tmp_path: Path) -> tuple[Path, str]:
+    """A bare repo whose main branch has one commit (README); its sha."""
+    remote, seed = tmp_path / "remote.git", tmp_path / "seed"
     git("init", "--quiet", "--bare", str(remote))
     git("--git-dir", str(remote), "symbolic-ref", "HEAD", "refs/heads/main")
-    seed = tmp_path / "seed"
     git("init", "--quiet", str(seed))
     (seed / "README").write_text("seed\n")
     git("add", "README", cwd=seed)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "--quiet", "-m", "seed", cwd=seed)
     git("push", "--quiet", str(remote), "HEAD:refs/heads/main", cwd=seed)
-    seed_sha = git("rev-parse", "HEAD", cwd=seed)
+    return remote, git("rev-parse", "HEAD", cwd=seed)
+
+
+def test_clone_workspace_commits_and_pushes_then_builds_on_it(tmp_path):
+    remote, seed_sha = seeded_remote(tmp_path)
 
     def attempt(n: int, script: str) -> tuple[Job, dict]:
         workspace = {"kind": "clone", "remote": str(remote), "branch": "tacx/7-build", "base": None,
@@ -234,6 +286,21 @@ def test_clone_workspace_commits_and_pushes_then_builds_on_it(tmp_path):
 
     job, end = attempt(3, "true")  # nothing changed: nothing pushed
     assert end["pushed"] is None and end["push_error"] is None
+
+
+def test_a_stopped_clone_attempt_pushes_nothing(tmp_path):
+    remote, _ = seeded_remote(tmp_path)
+    workspace = {"kind": "clone", "remote": str(remote), "branch": "tacx/8-build", "base": None,
+                 "author": "tacx <tacx@localhost>", "message": "tacx: build attempt 1 on node"}
+    job = Job(tmp_path, make_spec(new_marker(tmp_path), ["sh", "-c", "echo half > notes.txt; echo ready; sleep 300"],
+                                  workspace=workspace))
+    job.wait_for(lambda: job.output() == b"ready\n", "the daughter's file")
+    job.stop_like_ray()
+    end = job.finish()
+    assert end["signal"] == signal.SIGTERM and end["pushed"] is None and end["push_error"] is None
+    branch = subprocess.run(["git", "--git-dir", str(remote), "rev-parse", "--verify", "-q", "refs/heads/tacx/8-build"],
+                            capture_output=True)
+    assert branch.returncode != 0
 
 
 def test_the_runners_own_errors_are_one_clear_line(tmp_path):
@@ -275,7 +342,7 @@ def test_files_whose_folder_cannot_be_made_move_and_argv_follows(tmp_path):
     assert first.startswith("script at /") and first.endswith("/run.sh") and script not in first
     assert second == "the prompt"
     assert prompt.stat().st_mode & 0o777 == 0o644 and (tmp_path / "logs").is_dir()
-    assert any("moved" in n["text"] for n in job.payloads("n"))
+    assert any(n["text"].startswith("moved: /proc/nonexistent/tacx -> ") for n in job.payloads("n"))
 
 
 def test_daughter_environment_has_the_marker_and_not_the_job_vars(tmp_path):

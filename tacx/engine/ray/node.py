@@ -1,20 +1,14 @@
-"""The node side of the Ray executor: one Ray job runs one daughter through this runner.
-Ray runs it as `python3 -c "$TACX_RAY_RUNNER"` (this file's text) on nodes without tacx, so it
-uses the standard library only. TACX_RAY_SPEC holds the spec: base64 (urlsafe; standard is
-read too) of zlib-compressed UTF-8 JSON. Ray writes stdout, stderr and lines of its own into
-the job log, so stdout carries only frames, each one line written by one os.write:
-`\\x1etacx <nonce> <kind> <payload>\\n`, where kind is
-  s  {"pid", "host", "ip", "cwd", "started_at"}  once, right after the daughter started
-  o  base64 (standard) of up to 48 KiB of the daughter's output (stdout+stderr, one pipe)
-  n  {"text"}  a note for the log
-  x  {"exit_code", "signal", "peak_rss", "cpu_seconds", "ended_at", "error", "pushed",
-     "push_error", "leftovers"}  always the last frame, written once
-The runner exits with the daughter's exit code; 128+signal when it died of one (or a stop
-signal came before it started); 127 (126) when its program is missing (not executable),
-x's exit_code too; 1 on the runner's own error (bad spec, missing workspace, failed clone),
-x's `error` set and its exit_code null. An unreadable spec gets no frame (no nonce to frame
-with), only a line on stderr.
-"""
+"""The node side of the Ray executor: one Ray job runs one daughter through this runner, started as
+`python3 -c "$TACX_RAY_RUNNER"` (this file's text) on nodes without tacx: standard library only.
+TACX_RAY_SPEC: base64 (urlsafe; standard is read too) of zlib-compressed UTF-8 JSON. Ray writes
+stdout, stderr and its own lines into the job log, so stdout carries only frames, each one line
+written by one os.write, `\\x1etacx <nonce> <kind> <payload>\\n`, kind: s {"pid", "host", "ip",
+"cwd", "started_at"} once the daughter started; o base64 (standard) of up to 48 KiB of its output
+(stdout+stderr, one pipe); n {"text"} a note; x {"exit_code", "signal", "peak_rss", "cpu_seconds",
+"ended_at", "error", "pushed", "push_error", "leftovers"}, always last, once. Exit code: the
+daughter's; 128+signal if it died of one (or a stop came before it started); 127 (126) when its
+program is missing (not executable), x's exit_code too; 1 on the runner's own error (x's `error`
+set, exit_code null). An unreadable spec gets no frame (no nonce), only a line on stderr."""
 
 from __future__ import annotations
 
@@ -77,11 +71,7 @@ def decode_output(payload: str) -> bytes:
 
 
 class _Abort(Exception):
-    """The runner's own failure: one line for the x frame's `error`."""
-
-
-class _GitError(Exception):
-    """A git command failed: its last stderr line."""
+    """The runner's own failure (or a git command's): one line for the x frame's `error`."""
 
 
 class _Signals:
@@ -91,8 +81,8 @@ class _Signals:
     def __init__(self) -> None:
         self.stop = 0
         self.wake_r, wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(wake_w, False)
+        for fd in (self.wake_r, wake_w):
+            os.set_blocking(fd, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_stop)
@@ -103,11 +93,7 @@ class _Signals:
         self.stop = self.stop or signum
 
     def drain(self) -> None:
-        try:
-            while os.read(self.wake_r, 512):
-                pass
-        except OSError:
-            pass
+        _quietly(os.read, self.wake_r, 4096)  # what is left wakes the next select
 
 
 def _quietly(call, *args) -> None:
@@ -131,11 +117,10 @@ def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
 def _ancestors() -> set[int]:
     """This runner and the processes above it: never ended by a sweep, whatever they carry."""
     found: set[int] = set()
-    pid: int | None = os.getpid()
-    while pid and pid > 1 and pid not in found:
+    pid = os.getpid()
+    while pid > 1 and pid not in found:
         found.add(pid)
-        stat = _proc_stat(pid)
-        pid = stat[1] if stat else None
+        pid = (_proc_stat(pid) or ("", 0))[1]
     return found
 
 
@@ -192,15 +177,11 @@ def _parent_death_hook():
 
 
 def _node_ip() -> str:
-    """This node's address toward the outside (a UDP connect sends nothing), best effort."""
+    """This node's address toward the outside (a UDP connect sends nothing); "" without a route."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
             probe.connect(("192.0.2.1", 9))
             return probe.getsockname()[0]
-    except OSError:
-        pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
     except OSError:
         return ""
 
@@ -238,6 +219,7 @@ class Runner:
         self.status: int | None = None  # the daughter's wait status, once reaped
         self.temp_dirs: list[str] = []
         self.rusage = self.clone_root = self.remote_start = None  # remote_start: the branch's commit there, before
+        self.watch_w: int | None = None  # the watcher's pipe
         self.stdout_gone = self.finishing = False
         self.stopped_by = self.leftovers = 0
         self.exit_code: int | None = None  # x frame fields, kept as they become known
@@ -270,6 +252,8 @@ class Runner:
             self.error = self.error or f"the tacx Ray runner failed ending the daughter: {e}"
         for path in self.temp_dirs:
             _remove_tree(path)
+        if self.watch_w is not None:
+            _quietly(os.write, self.watch_w, b"done")  # the watcher goes without a sweep
         self.write_exit()
         if self.error:
             sys.stderr.write(f"tacx ray runner on {self.host}: {self.error}\n")
@@ -277,12 +261,9 @@ class Runner:
 
     def execute(self) -> None:
         argv = self.spec.get("argv")
-        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-            raise _Abort("the spec's argv is not a non-empty list of strings")
-        if not self.marker:
-            raise _Abort("the spec has no marker")
-        earlier = self.end_processes(group=None)
-        if earlier:
+        if not self.marker or not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise _Abort("the spec needs a marker and an argv: a non-empty list of strings")
+        if earlier := self.end_processes(group=None):
             self.note(f"ended {len(earlier)} processes left by an earlier runner of this attempt")
         self.check_stop()
         cwd = self.prepare_workspace(self.spec.get("workspace") or {})
@@ -290,6 +271,7 @@ class Runner:
         moved = self.write_files(cwd)
         self.start([self.moved_path(a, moved) for a in argv], self.daughter_env(cwd, moved), cwd)
         self.relay()
+        self.stopped_by = self.stopped_by or self.signals.stop  # Ray's SIGTERM may have ended the daughter first
         if self.clone_root is not None and (not self.stopped_by or self.spec.get("push_on_stop")):
             self.finish_clone()
 
@@ -361,8 +343,7 @@ class Runner:
                 f.write(content.encode("utf-8"))
             os.chmod(target, 0o755 if content.startswith("#!") else 0o644)
         if spare:
-            self.note("paths this node cannot create moved: " +
-                      ", ".join(f"{k} -> {v}" for k, v in sorted(moved.items()) if v.startswith(spare[0])))
+            self.note("moved: " + ", ".join(f"{k} -> {v}" for k, v in sorted(moved.items()) if v.startswith(spare[0])))
         return moved
 
     @staticmethod
@@ -378,18 +359,15 @@ class Runner:
     def daughter_env(self, cwd: str, moved: dict[str, str]) -> dict[str, str]:
         """The node's environment, the spec's overlay on top (None unsets), the marker."""
         env, overlay = dict(self.base_env), self.spec.get("env") or {}
-        for key, value in overlay.items():
-            if value is None:
-                env.pop(str(key), None)
-            else:
-                env[str(key)] = self.moved_path(str(value), moved)
+        env.update({str(k): None if v is None else self.moved_path(str(v), moved) for k, v in overlay.items()})
+        env = {k: v for k, v in env.items() if v is not None}
         if (self.spec.get("workspace") or {}).get("kind") in ("clone", "scratch") and "TACX_WORKSPACE" in overlay:
             env["TACX_WORKSPACE"] = cwd
         env[MARKER_ENV] = self.marker
         return env
 
     def git(self, *args: str, cwd: str | None = None, check: bool = True) -> str:
-        """git's stdout; _GitError on failure. A stop signal ends it, except when finishing (commit, push)."""
+        """git's stdout; _Abort on failure. A stop signal ends it, except when finishing (commit, push)."""
         try:
             proc = subprocess.Popen(["git", *args], cwd=cwd, env=self.git_env, stdin=subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -406,12 +384,11 @@ class Runner:
                     self.stopped_by = self.signals.stop
                     raise _Abort(f"stopped by signal {self.stopped_by} during git {args[0]}") from None
         if proc.returncode != 0 and check:
-            raise _GitError(_git_failure(err))
+            raise _Abort(_git_failure(err))
         return out.decode("utf-8", "replace").strip()
 
     def rev(self, ref: str) -> str | None:
-        return self.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=self.clone_root,
-                        check=False) or None
+        return self.git("rev-parse", "-q", "--verify", f"{ref}^{{commit}}", cwd=self.clone_root, check=False) or None
 
     def prepare_clone(self, workspace: dict) -> str:
         url, branch = str(workspace.get("remote") or ""), str(workspace.get("branch") or "")
@@ -420,12 +397,12 @@ class Runner:
             raise _Abort(f"the clone workspace has no usable remote ({url!r})")
         try:
             self.git("check-ref-format", "--branch", branch)
-        except _GitError:
+        except _Abort:
             raise _Abort(f"{branch!r} is not a valid branch name") from None
         root = self.temp_dir("tacx-clone-")
         try:
             self.git("clone", "--quiet", "--", url, root)
-        except _GitError as e:
+        except _Abort as e:
             raise _Abort(f"cannot clone {url} on {self.host}: {e}") from None
         self.clone_root = root
         self.remote_start = self.rev(f"refs/remotes/origin/{branch}")
@@ -453,7 +430,7 @@ class Runner:
                 self.git("add", "-A", cwd=root)
                 self.git("-c", f"user.name={name}", "-c", f"user.email={email}", "-c", "commit.gpgsign=false", "commit",
                          "--quiet", "--no-verify", "-m", str(workspace.get("message") or "tacx"), cwd=root)
-        except _GitError as e:
+        except _Abort as e:
             self.push_error = f"commit failed: {e}"
             return
         head = self.rev("HEAD")
@@ -463,10 +440,36 @@ class Runner:
             self.git("push", "--quiet", str(workspace["remote"]), f"HEAD:refs/heads/{workspace['branch']}", cwd=root)
             self.pushed = head
             self.note(f"pushed {head[:12]} to {workspace['branch']}")
-        except _GitError as e:
+        except _Abort as e:
             self.push_error = str(e)
 
+    def watch_over(self) -> None:
+        """Fork a watcher out of this runner's tree (Ray signals that tree on a stop and SIGKILLs it
+        RAY_JOB_STOP_WAIT_TIME_S later) that ends the marked processes if the runner dies without a word."""
+        read_end, self.watch_w = os.pipe()
+        pid = os.fork()
+        if pid:
+            os.close(read_end)
+            os.waitpid(pid, 0)
+            return
+        try:
+            os.setsid()
+            if os.fork() == 0:  # the grandchild, orphaned at once: no longer under the runner
+                os.close(self.watch_w)
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
+                for fd in (0, 1, 2):  # let go of the job log
+                    os.dup2(os.open(os.devnull, os.O_RDWR), fd)
+                said = b"".join(iter(lambda: os.read(read_end, 16), b""))  # until the runner has gone
+                if said != b"done":
+                    self.selector, self.stdout_gone, self.skip = selectors.DefaultSelector(), True, {os.getpid()}
+                    self.end_processes(group=None)
+        finally:
+            os._exit(0)
+
     def start(self, argv: list[str], env: dict[str, str], cwd: str) -> None:
+        self.watch_over()
         out_r, out_w = os.pipe()
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w, env=env,
