@@ -77,10 +77,11 @@ class Job:
     def output(self) -> bytes:
         return b"".join(node.decode_output(p) for k, p in self.frames() if k == "o")
 
-    def wait_for(self, check, what: str, timeout: float = 20.0) -> None:
+    def wait_for(self, check, what: str, timeout: float = 20.0, runner_may_end: bool = False) -> None:
         deadline = time.monotonic() + timeout
         while not check():
-            assert self.proc.poll() is None or check(), f"the runner ended before {what}: {self.log.read_text()!r}"
+            ended = not runner_may_end and self.proc.poll() is not None
+            assert not ended or check(), f"the runner ended before {what}: {self.log.read_text()!r}"
             assert time.monotonic() < deadline, f"no {what} in {timeout} s: {self.log.read_text()!r}"
             time.sleep(0.05)
 
@@ -203,6 +204,8 @@ def test_a_runner_killed_outright_leaves_nothing_behind(tmp_path):
     job.proc.wait(timeout=30)
     wait_none_marked(marker)
     assert not job.payloads("x")
+    scratch = Path(job.payloads("s")[0]["cwd"])
+    job.wait_for(lambda: not scratch.exists(), "the scratch dir removed", runner_may_end=True)
 
 
 def runs_of(spec_text: str) -> list[int]:

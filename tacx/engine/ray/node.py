@@ -79,8 +79,7 @@ class _Signals:
     handler raises mid-write, and SIGCHLD tells of the daughter's end even while its pipe stays open."""
 
     def __init__(self) -> None:
-        self.stop = 0
-        self.wake_r, wake_w = os.pipe()
+        self.stop, (self.wake_r, wake_w) = 0, os.pipe()
         for fd in (self.wake_r, wake_w):
             os.set_blocking(fd, False)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
@@ -189,9 +188,8 @@ def _node_ip() -> str:
 def _remove_tree(path: str) -> None:
     """Remove a temp dir even where the daughter left read-only folders in it."""
     for root, dirs, _files in os.walk(path):
-        for child in (os.path.join(root, name) for name in dirs):
-            if not os.path.islink(child):
-                _quietly(os.chmod, child, 0o700)
+        for child in [os.path.join(root, name) for name in dirs if not os.path.islink(os.path.join(root, name))]:
+            _quietly(os.chmod, child, 0o700)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -445,7 +443,8 @@ class Runner:
 
     def watch_over(self) -> None:
         """Fork a watcher out of this runner's tree (Ray signals that tree on a stop and SIGKILLs it
-        RAY_JOB_STOP_WAIT_TIME_S later) that ends the marked processes if the runner dies without a word."""
+        RAY_JOB_STOP_WAIT_TIME_S later): if the runner dies without a word, it ends the marked processes
+        and removes the temp dirs."""
         read_end, self.watch_w = os.pipe()
         pid = os.fork()
         if pid:
@@ -465,6 +464,8 @@ class Runner:
                 if said != b"done":
                     self.selector, self.stdout_gone, self.skip = selectors.DefaultSelector(), True, {os.getpid()}
                     self.end_processes(group=None)
+                    for path in self.temp_dirs:
+                        _remove_tree(path)
         finally:
             os._exit(0)
 
