@@ -173,3 +173,7 @@ def project(tmp_path: Path) -> Project:
     p = Project(root)
     yield p
     p.stop_background()
+
+
+# A real local Ray head per test module that asks for it (skipped where Ray is not installed).
+from tests.rayhead import ray_head  # noqa: E402,F401
