@@ -273,7 +273,7 @@ def require_ray() -> None:
 
 @pytest.fixture(scope="module")
 def ray_head() -> Iterator[RayHead]:
-    """One real Ray head for a module's tests (mark them xdist_group("ray"))."""
+    """One real Ray head for a module's tests (the suite runs --dist loadfile: a file stays on one worker)."""
     require_ray()
     head = RayHead()
     try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,9 +18,8 @@ from tests.conftest import Project, wait_for
 
 ray_job_submission = pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
 
-from tests.rayhead import RayHead, ray_head  # noqa: E402,F401 - the fixture
+from tests.rayhead import RayHead  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("ray")
 
 
 def configure(project: Project, head: RayHead, **ray: object) -> None:

@@ -15,7 +15,6 @@ import pytest
 from tests.conftest import REPO, wait_for
 from tests.rayhead import RayHead, head_processes, require_ray
 
-pytestmark = pytest.mark.xdist_group("ray")
 
 
 def finished(client, submission_id: str):
