@@ -5,8 +5,11 @@ head serves them all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ from tests.conftest import Project, wait_for
 
 ray_job_submission = pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
 
-from tests.rayhead import RayHead  # noqa: E402
+from tests.rayhead import RayHead, head_processes  # noqa: E402
 
 
 
@@ -145,31 +148,26 @@ def wait_marked(project: Project, count: int) -> None:
              what=f"{count} processes carrying the home's marker (on the Ray node, which is this machine)")
 
 
-def test_cancel_ends_the_remote_tree_with_its_double_forked_grandchild(project: Project, ray_head: RayHead) -> None:
+def test_cancel_and_a_timeout_end_the_remote_tree_with_its_double_forked_grandchild(
+    project: Project, ray_head: RayHead
+) -> None:
     configure(project, ray_head, shared_filesystem=True)
     project.workflow("sleeper", SLEEPER.replace("{timeout}", "600"))
-    task_id = project.submit("sleeper.yaml")
+    project.workflow("short", SLEEPER.replace("{timeout}", "4s"))
+    cancelled, timed_out = project.submit("sleeper.yaml"), project.submit("short.yaml")
     coordinator = project.start("--no-ui")
-    wait_marked(project, 3)  # the shell, its sleep, the double-forked sleep
-    project.tacx("cancel", str(task_id))
-    wait_for(lambda: project.show(task_id)["status"] == "cancelled", timeout=60, what="the task cancelled")
-    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the whole remote tree ended")
-    (daughter,) = stage(project.show(task_id), "hold")["daughters"]
-    assert daughter["ended_at"] is not None and daughter["signal"] in (signal.SIGTERM, signal.SIGKILL)
+    wait_marked(project, 6)  # each: the shell, its sleep, the double-forked sleep (which ignore SIGTERM)
+    project.tacx("cancel", str(cancelled))
+    wait_for(lambda: [project.show(i)["status"] for i in (cancelled, timed_out)] == ["cancelled", "timed_out"],
+             timeout=60, what="one task cancelled, the other timed out")
+    wait_for(lambda: project.marked_processes() == [], timeout=30, what="both remote trees ended")
+    for task_id in (cancelled, timed_out):
+        (daughter,) = stage(project.show(task_id), "hold")["daughters"]
+        assert daughter["ended_at"] is not None and daughter["signal"] == signal.SIGKILL  # TERM was ignored
+    assert "timed out after 4s" in stage(project.show(timed_out), "hold")["error"]
+    assert b"started" in log_of(project, timed_out, "hold")
     coordinator.send_signal(signal.SIGINT)
     coordinator.wait(timeout=30)
-
-
-def test_a_timeout_ends_the_remote_tree(project: Project, ray_head: RayHead) -> None:
-    configure(project, ray_head, shared_filesystem=True)
-    project.workflow("sleeper", SLEEPER.replace("{timeout}", "4s"))
-    task_id = project.submit("sleeper.yaml")
-    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=1)
-    shown = project.show(task_id)
-    assert stage(shown, "hold")["status"] == "timed_out", shown
-    assert "timed out after 4s" in stage(shown, "hold")["error"]
-    assert b"started" in log_of(project, task_id, "hold")
-    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the whole remote tree ended")
 
 
 COUNTER = """
@@ -183,7 +181,7 @@ stages:
       import time
       for i in range(12):
           print(f"line {i}", flush=True)
-          time.sleep(0.5)
+          time.sleep(0.25)
       print("done")
 """
 
@@ -197,7 +195,7 @@ def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head:
     wait_for(lambda: log.exists() and b"line 3" in log.read_bytes(), timeout=90, what="the job's output streaming")
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
-    time.sleep(1.5)  # the job runs on while nobody follows it
+    time.sleep(1.0)  # the job runs on while nobody follows it
     project.tacx("--no-ui", "--exit-when-idle", timeout=120)
     shown = project.show(task_id)
     assert shown["status"] == "succeeded", shown["error"]
@@ -260,7 +258,9 @@ def test_a_ray_head_that_goes_away_fails_the_running_stage_and_retries_it(projec
         log = project.home / "logs" / str(task_id) / "count.1.log"
         wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
     finally:
+        temp_dir = head.temp_dir
         head.stop()
+    assert head_processes(str(temp_dir)) == []  # the test's head leaves nothing behind
     wait_for(lambda: project.show(task_id)["status"] == "failed", timeout=90, what="the task failed")
     shown = project.show(task_id)
     failed = [e for e in shown["events"] if e["kind"] == "stage.failed"]
@@ -275,23 +275,6 @@ def test_a_ray_head_that_goes_away_fails_the_running_stage_and_retries_it(projec
     project.marked_processes()  # the head's processes went with it; stop_background sweeps the rest
 
 
-def test_providers_shows_which_node_runs_what(project: Project, ray_head: RayHead) -> None:
-    configure(project, ray_head, shared_filesystem=True)
-    project.workflow("counter", COUNTER)
-    task_id = project.submit("counter.yaml")
-    coordinator = project.start("--no-ui")
-    wait_for(lambda: project.query("SELECT node FROM daughters WHERE node IS NOT NULL"), timeout=90,
-             what="the job's node recorded")
-    entry = next(e for e in json.loads(project.tacx("providers", "--json").stdout) if e["name"] == "python")
-    (running,) = entry["running"]
-    assert running["task"] == task_id and running["executor"] == "ray" and running["node"]
-    text = project.tacx("providers").stdout
-    assert f"task {task_id} count on {running['node']} (ray)" in text
-    project.tacx("cancel", str(task_id))
-    coordinator.send_signal(signal.SIGINT)
-    coordinator.wait(timeout=60)
-
-
 def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout(
     project: Project, ray_head: RayHead
 ) -> None:
@@ -302,7 +285,7 @@ def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout
         name: unplaced
         defaults: {executor: ray}
         stages:
-          - {name: wait, provider: shell, run: echo never, timeout: 6s}
+          - {name: wait, provider: shell, run: echo never, timeout: 3s}
     """)
     task_id = project.submit("unplaced.yaml")
     coordinator = project.start("--no-ui")
@@ -311,10 +294,96 @@ def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout
     wait_for(lambda: sid in jobs(ray_head), timeout=60, what="the job submitted")
     assert str(client.get_job_status(sid).value) == "PENDING"
     wait_for(lambda: project.show(task_id)["status"] == "timed_out", timeout=60, what="the stage timed out")
-    assert "timed out after 6s" in stage(project.show(task_id), "wait")["error"]
+    assert "timed out after 3s" in stage(project.show(task_id), "wait")["error"]
     assert (project.home / "logs" / str(task_id) / "wait.1.log").read_bytes() == b""
     assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
     # Ray holds the stop until it places the job (then it ends at once); it never ran.
     assert str(client.get_job_status(sid).value) == "PENDING"
     coordinator.send_signal(signal.SIGINT)
     coordinator.wait(timeout=30)
+
+
+async def test_the_dashboard_shows_where_a_ray_daughter_runs_and_kills_it(project: Project, ray_head: RayHead) -> None:
+    from tacx.home import Home
+    from tacx.settings import load_settings
+    from tacx.ui.app import make_app
+    from tacx.ui.panels import DaughtersPanel
+    from tacx.ui.screens import ConfirmScreen
+    from tests.test_ui_app import status_of, until
+
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("counter", COUNTER.replace("range(12)", "range(600)"))
+    task_id = project.submit("counter.yaml")
+    app = make_app(Home(project.home), load_settings(project.root), refresh_seconds=0.2)
+    async with app.run_test(size=(180, 50)) as pilot:
+        panel = app.query_one(DaughtersPanel)
+        node = socket.gethostname()
+        await until(lambda: [cells[1] for cells in panel._cells.values()] == [node], 90, "the node it runs on")
+        (key,) = panel._keys
+        assert int(key) < 0  # a Ray daughter's key, never a local pid
+        (cells,) = panel._cells.values()
+        assert cells[0].isdigit() and cells[3] == "count"  # its pid on the node, its stage
+        # `tacx providers`, from another terminal, says where it runs too.
+        listed = await asyncio.to_thread(project.tacx, "providers", "--json")
+        (running,) = next(e for e in json.loads(listed.stdout) if e["name"] == "python")["running"]
+        assert running == {"task": task_id, "stage": "count", "executor": "ray", "node": node}
+        text = (await asyncio.to_thread(project.tacx, "providers")).stdout
+        assert f"task {task_id} count on {node} (ray)" in text
+        panel.focus()
+        panel.move_cursor(row=0)
+        await pilot.press("d")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        await pilot.press("y")
+        await until(lambda: status_of(project, task_id) == "failed", 60, "the killed stage failed")
+        assert "killed from the dashboard" in project.show(task_id)["stages"][0]["error"]
+        await until(lambda: not panel._keys, 20, "the daughter gone from the panel")
+        await pilot.press("q")
+        await until(lambda: not app.is_running, 20)
+    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the remote tree ended")
+
+
+def test_a_home_made_anew_takes_its_job_ids_again(project: Project, ray_head: RayHead) -> None:
+    """Ray keeps every job's record: a home removed and made anew at the same path has a
+    task 1 again, whose job id Ray already holds. The old record goes; the new job runs."""
+    configure(project, ray_head, shared_filesystem=True)
+    for round_no in (1, 2):
+        project.workflow("once", f"""
+            name: once
+            defaults: {{executor: ray}}
+            stages:
+              - {{name: say, provider: shell, run: echo round {round_no}}}
+        """)
+        assert project.submit("once.yaml") == 1
+        project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+        assert project.show(1)["status"] == "succeeded", project.show(1)["error"]
+        assert log_of(project, 1, "say") == f"round {round_no}\n".encode()
+        shutil.rmtree(project.home)
+
+
+def test_a_providers_limit_holds_across_the_cluster(project: Project, ray_head: RayHead) -> None:
+    """Ray places jobs where it likes; tacx's own limits still decide how many run at once."""
+    configure(project, ray_head, shared_filesystem=True)
+    with (project.root / "tacx.yaml").open("a") as f:
+        f.write("providers:\n  shell: {limit: 1}\n")
+    project.workflow("nap", """
+        name: nap
+        defaults: {executor: ray}
+        stages:
+          - {name: nap, provider: shell, run: sleep 1}
+    """)
+    ids = [project.submit("nap.yaml") for _ in range(2)]
+    project.tacx("--no-ui", "--exit-when-idle", "--max-workers", "2", timeout=180)
+    spans = sorted((d["started_at"], d["ended_at"]) for task_id in ids
+                   for d in stage(project.show(task_id), "nap")["daughters"])
+    assert len(spans) == 2 and all(project.show(i)["status"] == "succeeded" for i in ids)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_doctor_checks_the_cluster_tacx_yaml_names(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head)
+    checks = {c["check"]: c for c in json.loads(project.tacx("doctor", "--json", check=None).stdout)}
+    assert checks["ray"]["status"] == "ok" and ray_head.address in checks["ray"]["detail"]
+    (project.root / "tacx.yaml").write_text("executors:\n  ray: {address: 'http://127.0.0.1:9'}\n")
+    proc = project.tacx("doctor", check=1)
+    assert "cannot reach the Ray cluster's job server at http://127.0.0.1:9" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr

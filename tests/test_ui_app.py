@@ -327,7 +327,7 @@ async def test_kill_a_daughter_after_confirming(dash: Project) -> None:
         by_command = {d.command[0]: pid for pid, d in app.coordinator.supervisor.daughters.items()}
         bash_pid = next(pid for program, pid in by_command.items() if program.endswith("bash"))
         python_pid = by_command[sys.executable]
-        commands = {key: cells[3] for key, cells in panel._cells.items()}  # the whole cell, not just what fits
+        commands = {key: cells[4] for key, cells in panel._cells.items()}  # the whole cell, not just what fits
         assert commands == {str(bash_pid): "sleep 30 & sleep 30 & wait # [b]not markup[/b]",
                             str(python_pid): python_command}
         panel.focus()

@@ -122,9 +122,26 @@ def _providers(settings: Settings, project: Path) -> list[Check]:
     return checks
 
 
+def _ray(settings: Settings) -> list[Check]:
+    """Where tacx.yaml names a Ray cluster: is Ray installed, and does its job server answer?"""
+    ray = settings.executors.ray
+    if ray is None:
+        return []
+    from tacx.engine.ray.jobs import JobServer, RayUnreachable
+
+    server = JobServer(ray.job_server())
+    try:
+        server.connect()
+        live = sum(1 for job in server.jobs() if job.live)
+    except RayUnreachable as exc:
+        return [_check("ray", "fail", f"{exc}: stages with executor: ray cannot run")]
+    return [_check("ray", "ok", f"the job server at {server.address} answers ({live} job(s) pending or running);"
+                   " nodes need python3, git (worktree stages) and the agents' CLIs and credentials")]
+
+
 def report(home: Home, settings: Settings) -> list[Check]:
     return [_home(home), _store(home), _coordinator(home), _containment(home, settings), _keeper(home), _pidfd(),
-            *_providers(settings, home.project_root)]
+            *_providers(settings, home.project_root), *_ray(settings)]
 
 
 _MARKS = {"ok": ("ok  ", "succeeded"), "warn": ("warn", "queued"), "fail": ("FAIL", "failed")}  # word, state colour

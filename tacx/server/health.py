@@ -54,7 +54,7 @@ def coordinator_running(coordinator: Coordinator) -> bool:
 class _Heartbeat:
     """The last heartbeat's time and outcome, and the one in flight (shared by concurrent checks)."""
 
-    at: float = 0.0
+    at: float = float("-inf")  # never: the first check writes one, however long the machine has been up
     error: str | None = None
     started: float = 0.0  # when the last heartbeat was queued (monotonic)
     committed: float = -1.0  # when a heartbeat last committed, a late one too

@@ -559,7 +559,7 @@ class DaughtersPanel(KeyedTable):
     COLUMNS = (("pid", 7), ("node", 8), ("task", 5), ("stage", 10), ("command", 12), ("cpu", 4), ("rss", 5),
                ("kids", 4), ("age", 6), ("live", 4))
     FLEX = "command"
-    DROP = ("live", "kids", "task", "age", "rss", "cpu", "node")
+    DROP = ("live", "node", "kids", "task", "age", "rss", "cpu")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(self.COLUMNS, **kwargs)

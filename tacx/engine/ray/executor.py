@@ -33,7 +33,7 @@ from typing import IO, Any
 from tacx.engine.executor import Daughter, ExitInfo, Placement
 from tacx.engine.ray import node
 from tacx.engine.ray.config import RaySettings
-from tacx.engine.ray.jobs import JobServer, RayUnreachable
+from tacx.engine.ray.jobs import JobExists, JobServer, RayUnreachable
 from tacx.workspace import remote as git_remote
 from tacx.workspace.worktree import WorkspaceError
 
@@ -138,7 +138,7 @@ class RayExecutor:
         )
         provider = placement.provider if placement is not None else ""
         submit = asyncio.ensure_future(asyncio.to_thread(
-            self.jobs.submit,
+            self._submit,
             entrypoint=f'{shlex.quote(self.settings.python)} -c "${RUNNER_ENV}"',
             submission_id=sid,
             runtime_env={"env_vars": {
@@ -160,6 +160,24 @@ class RayExecutor:
             raise
         self._follow(d)
         return d
+
+    def _submit(self, **job: Any) -> None:
+        """Submit; a job Ray still keeps under the same id is from an earlier life of this
+        home (its store was removed, or its last task's id reused after `tacx rm`): nothing
+        of tacx's follows it any more, so it is ended, forgotten, and the id used again."""
+        try:
+            self.jobs.submit(**job)
+            return
+        except JobExists:
+            pass
+        sid = job["submission_id"]
+        log.warning("Ray already has a job %s from an earlier life of this home: ending and deleting it", sid)
+        self.jobs.stop(sid)
+        deadline = time.monotonic() + self.grace + 20
+        while (old := self.jobs.job(sid)) is not None and old.live and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.jobs.delete(sid)
+        self.jobs.submit(**job)
 
     def _follow_when_submitted(self, d: RayDaughter, submit: asyncio.Future[Any]) -> None:
         def done(f: asyncio.Future[Any]) -> None:

@@ -21,6 +21,10 @@ class RayUnreachable(OSError):
     """The cluster's job server did not answer (or Ray is not installed here)."""
 
 
+class JobExists(Exception):
+    """Ray already has a job under this submission id."""
+
+
 @dataclass
 class Job:
     """What tacx reads of a Ray job."""
@@ -97,6 +101,11 @@ class JobServer:
         except Exception as exc:
             if isinstance(exc, RuntimeError) and _not_found(exc):
                 raise LookupError(str(exc)) from None
+            if isinstance(exc, RuntimeError) and "already exists" in str(exc):
+                raise JobExists(str(exc)) from None
+            if isinstance(exc, RuntimeError) and "status code" in str(exc):  # it answered, with an error
+                raise RayUnreachable(f"the Ray cluster's job server at {self.address} answered with an error:"
+                                     f" {_reason(exc)}") from None
             if isinstance(exc, (OSError, RuntimeError)):
                 raise self._unreachable(exc) from None
             raise
@@ -116,6 +125,13 @@ class JobServer:
             return bool(self._call("stop_job", submission_id))
         except LookupError:
             return False
+
+    def delete(self, submission_id: str) -> None:
+        """Forget an ended job (Ray keeps every job's record until deleted)."""
+        try:
+            self._call("delete_job", submission_id)
+        except LookupError:
+            pass
 
     def jobs(self) -> list[Job]:
         return [_job(d) for d in self._call("list_jobs") if d.submission_id]
