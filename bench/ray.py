@@ -34,7 +34,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# This file is named ray.py: its folder, first on sys.path when it runs, would hide Ray itself.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 from tacx.engine.coordinator import Coordinator  # noqa: E402
 from tacx.home import Home  # noqa: E402

@@ -240,9 +240,9 @@ def test_the_commented_examples_in_the_initial_tacx_yaml_load(project: Project, 
     project.tacx("init")
     examples = []
     for line in (project.root / "tacx.yaml").read_text().splitlines():
-        if line in ("providers: {}", "sources: []", "budget: null", "prices: {}"):
+        if line in ("providers: {}", "sources: []", "budget: null", "prices: {}", "executors: {}"):
             continue  # the default, given again below by the example
-        if line.startswith("# ") and (line[2:].split(":")[0] in ("providers", "sources", "budget", "prices")
+        if line.startswith("# ") and (line[2:].split(":")[0] in ("providers", "sources", "budget", "prices", "executors")
                                       or line.startswith("#   ")):
             line = line[2:]
         examples.append(line)
@@ -250,6 +250,9 @@ def test_the_commented_examples_in_the_initial_tacx_yaml_load(project: Project, 
     settings = load_settings(project.root)
     assert settings.sources[0].github == "owner/repo" and settings.providers["house-agent"].limit == 1
     assert settings.budget is not None and settings.prices["gpt-5-codex"]["output"] == 10.0
+    ray = settings.executors.ray
+    assert ray is not None and ray.resources_for("claude").submit_args() == {
+        "entrypoint_num_cpus": 1, "entrypoint_resources": {"agent": 1}}
 
 
 # zsh completes only inside its line editor: a pseudo-terminal (zpty) types `tacx ca<TAB>`.

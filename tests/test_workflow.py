@@ -369,3 +369,17 @@ def test_a_workflow_asking_for_ray_without_ray_installed_says_how_to_install_it(
 def test_an_unknown_executor_is_refused_with_the_known_ones() -> None:
     with pytest.raises(WorkflowError, match="'local' or 'ray'"):
         load_workflow_text("name: x\nstages: [{name: a, provider: bash, run: ls, executor: k8s}]\n", "x.yaml")
+
+
+def test_mistakes_in_tacx_yaml_executors_are_located(tmp_path: Path) -> None:
+    from tacx.settings import SettingsError, load_settings
+
+    (tmp_path / "tacx.yaml").write_text("executors:\n  ray:\n    adress: http://head:8265\n")
+    with pytest.raises(SettingsError, match=r"tacx.yaml:3:5: executors.ray.adress: unknown key 'adress'"):
+        load_settings(tmp_path)
+    (tmp_path / "tacx.yaml").write_text("executors:\n  ray:\n    resources: {claude: {num_cpus: -1}}\n")
+    with pytest.raises(SettingsError, match=r"tacx.yaml:3:\d+: executors.ray.resources.claude.num_cpus"):
+        load_settings(tmp_path)
+    (tmp_path / "tacx.yaml").write_text("executors:\n  k8s: {}\n")
+    with pytest.raises(SettingsError, match=r"tacx.yaml:2:3: executors.k8s"):
+        load_settings(tmp_path)
