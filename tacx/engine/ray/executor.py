@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import shlex
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -241,22 +242,53 @@ class RayExecutor:
                 raise LookupError(d.submission_id)
             d.nonce = job.metadata.get("tacx_nonce", "")
         seen, pending = 0, ""
-        async for chunk in self.jobs.tail(d.submission_id):
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                frame = node.parse_frame(line, d.nonce)
-                if frame is None:
-                    continue
-                kind, payload = frame
-                if kind == "o":
-                    seen = self._output(d, payload, seen)
-                elif kind == "s":
-                    self._started(d, payload)
-                elif kind == "x":
-                    await self._ended(d, payload)
-                    return True
+        async with contextlib.aclosing(self._tail(d)) as chunks:
+            async for chunk in chunks:
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    frame = node.parse_frame(line, d.nonce)
+                    if frame is None:
+                        continue
+                    kind, payload = frame
+                    if kind == "o":
+                        seen = self._output(d, payload, seen)
+                    elif kind == "s":
+                        self._started(d, payload)
+                    elif kind == "x":
+                        await self._ended(d, payload)
+                        return True
         return False
+
+    async def _tail(self, d: RayDaughter) -> AsyncIterator[str]:
+        """The job's log as Ray's tail gives it. Ray's websocket waits for its next message
+        without end, so a head that stops answering (frozen, or cut off without a reset) would
+        hold the follower forever: a tail quiet for `lost_after` asks the job server about the
+        job (RayUnreachable when it does not answer), and one whose job has ended meanwhile is
+        given up after a second quiet spell (the job's end is then read from Ray)."""
+        chunks = self.jobs.tail(d.submission_id).__aiter__()
+        quiet_after_end = 0
+        following: asyncio.Future[str] | None = None
+        try:
+            while True:
+                following = asyncio.ensure_future(chunks.__anext__())
+                while not (await asyncio.wait({following}, timeout=max(self.settings.lost_after, 1.0)))[0]:
+                    job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+                    if job is None:
+                        raise LookupError(d.submission_id)
+                    quiet_after_end = 0 if job.live else quiet_after_end + 1
+                    if quiet_after_end >= 2:
+                        return
+                try:
+                    chunk = following.result()
+                except StopAsyncIteration:
+                    return
+                quiet_after_end = 0
+                yield chunk
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     def _output(self, d: RayDaughter, payload: str, seen: int) -> int:
         """Append a chunk of output the log file does not have yet; the bytes seen so far."""

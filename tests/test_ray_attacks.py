@@ -1,0 +1,101 @@
+"""Attacks on the Ray executor on a real local head: crashes at the worst moments, a head
+that stops answering, a home made anew on a cluster that remembers the old one's jobs."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project
+from tests.test_ray import configure, log_of, stage
+
+pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
+
+from tests.rayhead import RayHead  # noqa: E402
+
+COUNT = """
+name: count
+workspace: none
+defaults: {executor: ray, timeout: 180}
+stages:
+  - name: count
+    provider: python
+    run: |
+      import time
+      for i in range(6):
+          print(f"line {i}", flush=True)
+          time.sleep(0.3)
+"""
+
+
+def test_kill9_after_submit_before_the_row_adopts_the_job_once(project: Project, ray_head: RayHead) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("count", COUNT)
+    task_id = project.submit("count.yaml")
+    project.env["TACX_FAULT"] = "after-spawn"
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=-signal.SIGKILL)
+    del project.env["TACX_FAULT"]
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert stage(shown, "count")["attempt"] == 1
+    assert log_of(project, task_id, "count").decode().splitlines() == [f"line {i}" for i in range(6)]
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+
+
+def frozen_head_processes(head: RayHead) -> list:
+    """The head's job server: the dashboard and its job module (what a frozen or cut-off head
+    machine is, to a client: it holds the connection and never answers)."""
+    found = []
+    for proc in head.processes():
+        try:
+            line = " ".join(proc.cmdline())
+        except Exception:
+            continue
+        if "dashboard/dashboard.py" in line or line.startswith("ray-dashboard-JobHead"):
+            found.append(proc)
+    return found
+
+
+async def test_a_head_that_stops_answering_mid_run_loses_the_stage_after_lost_after(
+    ray_head: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's log tail waits for its next message without end: a head that holds the
+    connection and never answers must not hold the stage forever."""
+    import asyncio
+    import sys
+    import time
+
+    from tacx.engine.executor import Placement
+    from tacx.engine.ray import jobs as ray_jobs
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayExecutor
+
+    monkeypatch.setattr(ray_jobs, "REQUEST_TIMEOUT", 2.0)
+    executor = RayExecutor(RaySettings(address=ray_head.address, lost_after=2, shared_filesystem=True),
+                           marker_prefix=f"{tmp_path}#", grace=1.0)
+    script = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.3)\n"
+    d = await executor.spawn([sys.executable, "-c", script], env={}, cwd=tmp_path, log_path=tmp_path / "a.log",
+                             status_path=tmp_path / "a.status", marker=f"{tmp_path}#1/freeze/1",
+                             placement=Placement("none", tmp_path))
+    frozen = []
+    try:
+        deadline = time.monotonic() + 60
+        while d.written < 8 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert d.written >= 8, "the job's output never streamed"
+        frozen = frozen_head_processes(ray_head)
+        assert len(frozen) >= 2, frozen
+        for proc in frozen:
+            proc.send_signal(signal.SIGSTOP)
+        await asyncio.wait_for(asyncio.shield(d.exited), timeout=90)
+        assert d.failure and "lost_after" in d.failure, d.failure
+    finally:
+        for proc in frozen:
+            proc.send_signal(signal.SIGCONT)
+        from ray.job_submission import JobSubmissionClient
+
+        JobSubmissionClient(ray_head.address).stop_job(d.submission_id)
+        await executor.stop()
