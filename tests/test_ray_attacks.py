@@ -3,6 +3,7 @@ that stops answering, a home made anew on a cluster that remembers the old one's
 
 from __future__ import annotations
 
+import shutil
 import signal
 from pathlib import Path
 
@@ -99,3 +100,45 @@ async def test_a_head_that_stops_answering_mid_run_loses_the_stage_after_lost_af
 
         JobSubmissionClient(ray_head.address).stop_job(d.submission_id)
         await executor.stop()
+
+
+ECHO = """
+name: echo
+workspace: none
+defaults: {executor: ray, timeout: 120}
+stages:
+  - {name: say, provider: shell, run: "echo said by $TACX_TASK_ID"}
+"""
+
+
+def test_a_home_made_anew_at_the_same_path_does_not_meet_the_old_homes_jobs(
+    project: Project, ray_head: RayHead
+) -> None:
+    """Ray keeps every job's record: a home deleted and made again (its task ids start at 1
+    again) must neither collide with nor adopt the old home's jobs."""
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("echo", ECHO)
+    first = project.submit("echo.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
+    assert project.show(first)["status"] == "succeeded"
+    shutil.rmtree(project.home)
+    again = project.submit("echo.yaml")
+    assert again == first
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=None)
+    shown = project.show(again)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert stage(shown, "say")["attempt"] == 1
+
+
+def test_a_job_server_refusal_says_what_it_refused_in_one_line(ray_head: RayHead) -> None:
+    """Ray's job server answers a refused request with its own traceback: the user gets its
+    last words, not `: .`, and not a claim that the cluster cannot be reached."""
+    from tacx.engine.ray.jobs import JobServer, RayUnreachable
+
+    server = JobServer(ray_head.address)
+    server.submit(entrypoint="true", submission_id="tacx-attack-twice")
+    with pytest.raises(RayUnreachable) as refused:
+        server.submit(entrypoint="true", submission_id="tacx-attack-twice")
+    text = str(refused.value)
+    assert "\n" not in text and "Traceback" not in text, text
+    assert "tacx-attack-twice already exists" in text and "cannot reach" not in text, text

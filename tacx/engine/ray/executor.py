@@ -18,9 +18,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shlex
 import sys
@@ -48,18 +50,53 @@ RETRY_PAUSE = 1.0
 STRAGGLER_SWEEP_EVERY = 60.0
 
 
+HOME_ID_FILE = "ray-id"
+
+
 def submission_id(marker: str) -> str:
     """The Ray job of a daughter, from its marker `<home>#<task>/<stage>/<attempt>`: the
     home as a short hash (Ray ids are plain words), the rest as it is."""
     home, _, rest = marker.rpartition("#")
     task, stage, attempt = rest.split("/")
-    digest = hashlib.sha256(home.encode()).hexdigest()[:10]
-    return f"tacx-{digest}-{task}-{stage}-{attempt}"
+    return f"tacx-{_home_digest(home)}-{task}-{stage}-{attempt}"
 
 
 def home_prefix(marker_prefix: str) -> str:
     """The start of every submission id of one home's jobs."""
-    return f"tacx-{hashlib.sha256(marker_prefix.rstrip('#').encode()).hexdigest()[:10]}-"
+    return f"tacx-{_home_digest(marker_prefix.removesuffix('#'))}-"
+
+
+def _home_digest(home: str) -> str:
+    """The home's path and its id, hashed: a home deleted and made anew at the same path
+    (its task ids start at 1 again) gets ids of its own, never the old home's jobs, which
+    Ray remembers."""
+    salt = _home_id(home)
+    return hashlib.sha256(f"{home}\0{salt}".encode() if salt else home.encode()).hexdigest()[:10]
+
+
+@functools.cache
+def _home_id(home: str) -> str:
+    """A word made once for a home and kept in it (written whole, then linked into place:
+    a tacx reading it meanwhile never sees it half made); "" where the home cannot keep one."""
+    path = Path(home) / HOME_ID_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return ""
+    draft = path.with_name(f".{HOME_ID_FILE}.{secrets.token_hex(4)}")
+    try:
+        draft.write_text(secrets.token_hex(8), encoding="ascii")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another tacx made it first: theirs counts
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return ""
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 @dataclass(eq=False)
