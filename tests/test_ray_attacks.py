@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project
-from tests.test_ray import configure, log_of, stage
+from tests.test_ray import configure, git_project, log_of, stage
 
 pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
 
@@ -142,3 +142,31 @@ def test_a_job_server_refusal_says_what_it_refused_in_one_line(ray_head: RayHead
     text = str(refused.value)
     assert "\n" not in text and "Traceback" not in text, text
     assert "tacx-attack-twice already exists" in text and "cannot reach" not in text, text
+
+
+SIDE_BY_SIDE = """
+name: side
+workspace: worktree
+defaults: {executor: ray, timeout: 120}
+stages:
+  - {name: left, provider: shell, needs: [], run: "echo left > left.txt"}
+  - {name: right, provider: shell, needs: [], run: "echo right > right.txt"}
+  - {name: both, provider: shell, needs: [left, right], executor: local, run: "cat left.txt right.txt"}
+"""
+
+
+def test_side_by_side_worktree_stages_on_ray_both_bring_their_work_back(
+    project: Project, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """Two stages of one worktree task running at once start from the same commit: the
+    second node's push must not be refused for the first one's (a local pair shares one
+    folder and never conflicts)."""
+    git_project(project, tmp_path)
+    configure(project, ray_head)
+    project.workflow("side", SIDE_BY_SIDE)
+    task_id = project.submit("side.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=180, check=None)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert log_of(project, task_id, "both") == b"left\nright\n"
+    assert stage(shown, "left")["attempt"] == 1 and stage(shown, "right")["attempt"] == 1
