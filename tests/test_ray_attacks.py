@@ -170,3 +170,36 @@ def test_side_by_side_worktree_stages_on_ray_both_bring_their_work_back(
     assert shown["status"] == "succeeded", shown["error"]
     assert log_of(project, task_id, "both") == b"left\nright\n"
     assert stage(shown, "left")["attempt"] == 1 and stage(shown, "right")["attempt"] == 1
+
+
+MIXED = """
+name: mixed
+workspace: worktree
+defaults: {timeout: 120}
+stages:
+  - name: here
+    provider: shell
+    needs: []
+    run: |
+      sleep 1
+      echo here > here.txt
+      git add here.txt
+      git -c user.name=t -c user.email=t@t commit --quiet --allow-empty -m "the local stage's own commit"
+  - {name: there, provider: shell, needs: [], executor: ray, run: "sleep 2; echo there > there.txt"}
+  - {name: both, provider: shell, needs: [here, there], run: "cat here.txt there.txt"}
+"""
+
+
+def test_a_ray_stage_beside_a_local_stage_that_commits_brings_its_work_back(
+    project: Project, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """A local stage may commit in the worktree while a Ray stage of the same task runs: the
+    node's commit no longer fast-forwards the worktree, and is merged instead of failing."""
+    git_project(project, tmp_path)
+    configure(project, ray_head)
+    project.workflow("mixed", MIXED)
+    task_id = project.submit("mixed.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=180, check=None)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert log_of(project, task_id, "both") == b"here\nthere\n"

@@ -55,9 +55,18 @@ def send_branch(tree: Path, url: str, branch: str, stage: str) -> str:
 
 
 def take_back(tree: Path, url: str, branch: str, sha: str) -> None:
-    """Bring the node's pushed commit into the local worktree (a fast-forward: the node
-    started from what was sent), so expects, later stages and the pull request see it."""
+    """Bring the node's pushed commit into the local worktree, so expects, later stages and
+    the pull request see it: a fast-forward (the node started from what was sent), or, when
+    a local stage of the same task committed meanwhile, a merge of the two."""
     _git(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}",
          what=f"could not fetch branch {branch} back from {url}")
-    _git(tree, "merge", "--ff-only", "--quiet", sha,
-         what=f"could not bring the node's work ({sha[:12]}) into {tree}")
+    if _run(tree, "merge", "--ff-only", "--quiet", sha).returncode == 0:
+        return
+    name, email = AUTHOR
+    merged = _run(tree, "-c", f"user.name={name}", "-c", f"user.email={email}", "merge", "--no-edit", "--quiet",
+                  "-m", f"tacx: merge the node's work ({sha[:12]}) on {branch}", sha)
+    if merged.returncode != 0:
+        _run(tree, "merge", "--abort")
+        detail = (merged.stderr or merged.stdout).strip().splitlines()
+        raise WorkspaceError(f"could not bring the node's work ({sha[:12]}) into {tree}: "
+                             f"{detail[-1] if detail else 'git merge failed'}")

@@ -353,17 +353,17 @@ class RayExecutor:
     async def _ended(self, d: RayDaughter, payload: str) -> None:
         end = _json(payload)
         failure = end.get("error") or None
+        if failure and d.node:
+            failure = f"on node {d.node}: {failure}"
         if d.sync is not None and not failure:
             tree, url, branch = d.sync
             if end.get("push_error"):
-                failure = f"the node could not push branch {branch} back: {end['push_error']}"
+                failure = f"the node{f' {d.node}' if d.node else ''} could not push branch {branch} back: {end['push_error']}"
             elif end.get("pushed"):
                 try:
                     await asyncio.to_thread(git_remote.take_back, tree, url, branch, str(end["pushed"]))
                 except WorkspaceError as exc:
-                    failure = str(exc)
-        if failure and d.node:
-            failure = f"on node {d.node}: {failure}"
+                    failure = str(exc)  # here, in the local worktree: not the node's doing
         self._finish(d, ExitInfo(end.get("exit_code"), end.get("signal"), int(end.get("peak_rss") or 0),
                                  float(end.get("cpu_seconds") or 0.0)), failure)
 
