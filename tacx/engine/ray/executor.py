@@ -358,7 +358,8 @@ class RayExecutor:
         if d.sync is not None and not failure:
             tree, url, branch = d.sync
             if end.get("push_error"):
-                failure = f"the node{f' {d.node}' if d.node else ''} could not push branch {branch} back: {end['push_error']}"
+                where = f"node {d.node}" if d.node else "node"
+                failure = f"the {where} could not push branch {branch} back: {end['push_error']}"
             elif end.get("pushed"):
                 try:
                     await asyncio.to_thread(git_remote.take_back, tree, url, branch, str(end["pushed"]))
