@@ -203,3 +203,15 @@ def test_a_ray_stage_beside_a_local_stage_that_commits_brings_its_work_back(
     shown = project.show(task_id)
     assert shown["status"] == "succeeded", shown["error"]
     assert log_of(project, task_id, "both") == b"here\nthere\n"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:8265", "ray://head:10001", "head:6379", "auto"])
+def test_an_address_that_is_not_the_job_servers_http_one_is_refused_in_tacx_yaml(
+    project: Project, address: str
+) -> None:
+    """Ray's client takes a bare host:port for a GCS (it waits 40 s for one) and ray:// for Ray
+    Client (it starts a driver, and prints to the terminal): tacx.yaml says what it wants."""
+    (project.root / "tacx.yaml").write_text(f"executors:\n  ray:\n    address: {address!r}\n")
+    shown = project.tacx("providers", check=2)
+    text = shown.stdout + shown.stderr
+    assert "Traceback" not in text and "http://" in text and address in text, text
