@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project
+from tests.conftest import Project, wait_for
 from tests.test_ray import configure, git_project, log_of, stage
 
 pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
@@ -215,3 +215,72 @@ def test_an_address_that_is_not_the_job_servers_http_one_is_refused_in_tacx_yaml
     shown = project.tacx("providers", check=2)
     text = shown.stdout + shown.stderr
     assert "Traceback" not in text and "http://" in text and address in text, text
+
+
+def eight_counters() -> str:
+    body = "    run: |\n      import time\n      for i in range(10):\n          print(f'line {i}', flush=True)\n" \
+           "          time.sleep(0.4)\n"
+    stages = "".join(f"  - name: c{n}\n    provider: python\n    needs: []\n{body}" for n in range(8))
+    return f"name: eight\nworkspace: none\ndefaults: {{executor: ray, timeout: 240}}\nstages:\n{stages}"
+
+
+def test_kill9_with_eight_ray_stages_running_each_runs_once_and_logs_whole(
+    project: Project, ray_head: RayHead
+) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    (project.root / "tacx.yaml").write_text((project.root / "tacx.yaml").read_text()
+                                           + "providers:\n  python: {limit: 8}\n")
+    project.workflow("eight", eight_counters())
+    task_id = project.submit("eight.yaml")
+    coordinator = project.start("--no-ui")
+    logs = [project.home / "logs" / str(task_id) / f"c{n}.1.log" for n in range(8)]
+    wait_for(lambda: sum(log.exists() and b"line 1" in log.read_bytes() for log in logs) >= 4, timeout=120,
+             what="at least four of the eight jobs streaming")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    project.tacx("--no-ui", "--exit-when-idle", timeout=240)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    for n in range(8):
+        assert stage(shown, f"c{n}")["attempt"] == 1, stage(shown, f"c{n}")
+        assert log_of(project, task_id, f"c{n}").decode().splitlines() == [f"line {i}" for i in range(10)]
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+    assert project.query("SELECT COUNT(*) FROM daughters")[0][0] == 8
+
+
+def test_recovery_asks_a_head_that_never_answers_once_not_once_per_daughter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead head's machine (no reset, no answer) costs each request its whole timeout: a
+    restart asking it about each open daughter in turn would wait that long for every one."""
+    import socket
+    import threading
+
+    from tacx.engine.ray import jobs as ray_jobs
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayExecutor
+
+    monkeypatch.setattr(ray_jobs, "REQUEST_TIMEOUT", 0.5)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held: list[socket.socket] = []
+
+    def take() -> None:
+        while True:
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        executor = RayExecutor(RaySettings(address=f"http://127.0.0.1:{silent.getsockname()[1]}"),
+                               marker_prefix=f"{tmp_path}#")
+        running = [executor.is_running(-1 - n, 0.0, f"{tmp_path}#1/s{n}/1") for n in range(4)]
+        assert running == [False] * 4
+        assert len(held) == 1, f"{len(held)} connections to a head that never answers"
+    finally:
+        silent.close()
+        for conn in held:
+            conn.close()

@@ -138,6 +138,7 @@ class RayExecutor:
         self._sampler: asyncio.Task[None] | None = None
         self._used = False
         self._last_sweep = 0.0
+        self._unanswered_until = 0.0  # is_running asks nothing before this (monotonic)
         self._runner_source = Path(node.__file__).read_text(encoding="utf-8")
 
     # -- starting ----------------------------------------------------------------------
@@ -438,9 +439,17 @@ class RayExecutor:
     # -- after a crash -----------------------------------------------------------------
 
     def is_running(self, pid: int, create_time: float, marker: str) -> bool:
+        """Whether its job is live. A job server that did not answer is not asked again for
+        a while: a restart asks about each open daughter in turn, and a head that never
+        answers costs each question its whole timeout (the followers find out the rest)."""
+        if time.monotonic() < self._unanswered_until:
+            return False
         try:
             job = self.jobs.job(submission_id(marker))
-        except (RayUnreachable, ValueError):
+        except RayUnreachable:
+            self._unanswered_until = time.monotonic() + STRAGGLER_SWEEP_EVERY
+            return False
+        except ValueError:
             return False
         return job is not None and job.live
 
