@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project, wait_for
-from tests.test_ray import configure, git_project, log_of, stage
+from tests.test_ray import configure, git_project, job_of, log_of, stage
 
 pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
 
@@ -284,3 +284,64 @@ def test_recovery_asks_a_head_that_never_answers_once_not_once_per_daughter(
         silent.close()
         for conn in held:
             conn.close()
+
+
+def test_cancel_without_a_coordinator_stops_the_ray_job_and_a_restart_leaves_it(
+    project: Project, ray_head: RayHead
+) -> None:
+    configure(project, ray_head, shared_filesystem=True)
+    project.workflow("count", COUNT.replace("range(6)", "range(600)"))
+    task_id = project.submit("count.yaml")
+    coordinator = project.start("--no-ui")
+    log = project.home / "logs" / str(task_id) / "count.1.log"
+    wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    said = project.tacx("cancel", str(task_id)).stdout
+    assert "stopped Ray jobs" in said, said
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(ray_head.address)
+    sid = job_of(project, task_id, "count")
+    wait_for(lambda: client.get_job_status(sid).is_terminal(), timeout=60, what="the Ray job stopped")
+    wait_for(lambda: project.marked_processes() == [], timeout=30, what="the remote tree ended")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=60)
+    shown = project.show(task_id)
+    assert shown["status"] == "cancelled" and stage(shown, "count")["attempt"] == 1
+    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
+
+
+AHEAD = """
+name: ahead
+workspace: worktree
+defaults: {timeout: 120}
+stages:
+  - name: lost
+    provider: shell
+    run: |
+      # What an earlier Ray attempt leaves when its end never reached tacx (the head went away
+      # after the node pushed): the branch at the remote has a commit the worktree lacks.
+      echo pushed-by-a-lost-attempt > lost.txt
+      git add lost.txt
+      git -c user.name=t -c user.email=t@t commit --quiet -m "a lost attempt's work"
+      git push --quiet origin "HEAD:refs/heads/$(git rev-parse --abbrev-ref HEAD)"
+      git reset --quiet --hard HEAD~1
+  - {name: next, provider: shell, executor: ray, run: "echo next > next.txt; ls"}
+"""
+
+
+def test_a_ray_stage_starts_when_the_remote_branch_has_a_lost_attempts_commit(
+    project: Project, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """A node pushed, then its end never reached tacx: every later Ray stage of the task
+    had its branch push refused (non-fast-forward) and could never start again."""
+    git_project(project, tmp_path)
+    configure(project, ray_head)
+    project.workflow("ahead", AHEAD)
+    task_id = project.submit("ahead.yaml")
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=None)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert b"lost.txt" in log_of(project, task_id, "next")
+    tree = Path(shown["workspace"])
+    assert (tree / "next.txt").exists() and (tree / "lost.txt").exists()
