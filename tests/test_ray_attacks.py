@@ -345,3 +345,39 @@ def test_a_ray_stage_starts_when_the_remote_branch_has_a_lost_attempts_commit(
     assert b"lost.txt" in log_of(project, task_id, "next")
     tree = Path(shown["workspace"])
     assert (tree / "next.txt").exists() and (tree / "lost.txt").exists()
+
+
+async def test_one_homes_straggler_sweep_stops_its_own_jobs_only(ray_head: RayHead, tmp_path: Path) -> None:
+    """Two homes share a cluster: a home's sweep stops its own jobs no live daughter owns,
+    and never the other home's."""
+    import asyncio
+
+    from ray.job_submission import JobSubmissionClient
+
+    from tacx.engine.executor import Placement
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayExecutor
+
+    def executor(home: Path) -> RayExecutor:
+        home.mkdir(exist_ok=True)
+        return RayExecutor(RaySettings(address=ray_head.address, shared_filesystem=True),
+                           marker_prefix=f"{home}#", grace=1.0)
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    running = executor(first)
+    d = await running.spawn(["sleep", "120"], env={}, cwd=tmp_path, log_path=tmp_path / "s.log",
+                            status_path=tmp_path / "s.status", marker=f"{first}#1/hold/1",
+                            placement=Placement("none", tmp_path))
+    client = JobSubmissionClient(ray_head.address)
+    try:
+        await executor(second).sweep_stragglers(f"{second}#", lambda: set())
+        assert str(client.get_job_status(d.submission_id).value) in ("PENDING", "RUNNING")
+        await running.stop()  # as a tacx that went away: its job runs on, nobody follows it
+        await executor(first).sweep_stragglers(f"{first}#", lambda: set())
+        for _ in range(600):
+            if client.get_job_status(d.submission_id).is_terminal():
+                break
+            await asyncio.sleep(0.1)
+        assert str(client.get_job_status(d.submission_id).value) == "STOPPED"
+    finally:
+        client.stop_job(d.submission_id)

@@ -18,7 +18,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -74,11 +73,22 @@ def _home_digest(home: str) -> str:
     return hashlib.sha256(f"{home}\0{salt}".encode() if salt else home.encode()).hexdigest()[:10]
 
 
-@functools.cache
+_home_ids: dict[str, str] = {}
+
+
 def _home_id(home: str) -> str:
     """A word made once for a home and kept in it (written whole, then linked into place:
-    a tacx reading it meanwhile never sees it half made); "" where the home cannot keep one."""
-    path = Path(home) / HOME_ID_FILE
+    a tacx reading it meanwhile never sees it half made); "" where the home cannot keep one
+    (not remembered: the home may exist at the next call)."""
+    if home not in _home_ids:
+        found = _read_or_make_home_id(Path(home) / HOME_ID_FILE)
+        if not found:
+            return ""
+        _home_ids[home] = found
+    return _home_ids[home]
+
+
+def _read_or_make_home_id(path: Path) -> str:
     try:
         return path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
@@ -133,7 +143,7 @@ class RayExecutor:
         self.on_sample = on_sample
         self.jobs = JobServer(self.settings.job_server())
         self.daughters: dict[int, RayDaughter] = {}
-        self._prefix = home_prefix(marker_prefix)
+        self._marker_prefix = marker_prefix
         self._followers: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self._used = False
@@ -506,7 +516,8 @@ class RayExecutor:
             if self._used:
                 log.info("could not list Ray jobs for the sweep: %s", exc)
             return []
-        ours = self._prefix + prefix.rpartition("#")[2].replace("/", "-")  # the home's, or one task's
+        # The home's jobs, or one task's.
+        ours = home_prefix(self._marker_prefix) + prefix.rpartition("#")[2].replace("/", "-")
         keep = {submission_id(m) for m in live() if m.startswith(prefix)}
         keep |= {d.submission_id for d in self.daughters.values()}
         stale = [j for j in jobs if j.live and j.submission_id.startswith(ours) and j.submission_id not in keep]
