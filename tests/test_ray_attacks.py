@@ -381,3 +381,41 @@ async def test_one_homes_straggler_sweep_stops_its_own_jobs_only(ray_head: RayHe
         assert str(client.get_job_status(d.submission_id).value) == "STOPPED"
     finally:
         client.stop_job(d.submission_id)
+
+
+@pytest.mark.parametrize("version_needs_a_token", [True, False])
+def test_a_head_that_wants_a_token_says_so_in_one_line(version_needs_a_token: bool) -> None:
+    """A token-auth head (RAY_AUTH_MODE=token) answers 401 to a client without its token: Ray's
+    client raises its own AuthenticationError, which no stage start may let through."""
+    import http.server
+    import threading
+
+    from tacx.engine.ray.jobs import JobServer, RayUnreachable
+
+    class Head(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            if self.path == "/api/version" and not version_needs_a_token:
+                body, status = b'{"version": "4", "ray_version": "2.60.0", "ray_commit": "x"}', 200
+            else:
+                body, status = b"Unauthorized: Missing authentication token", 401
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Head)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        jobs = JobServer(f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(RayUnreachable) as refused:
+            jobs.submit(entrypoint="true", submission_id="tacx-token")
+        text = str(refused.value)
+        assert "\n" not in text and "token" in text and "RAY_AUTH_TOKEN" in text, text
+    finally:
+        server.shutdown()
+        server.server_close()

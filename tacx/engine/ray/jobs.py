@@ -66,6 +66,11 @@ class JobServer:
         self._client: Any = None
 
     def _unreachable(self, exc: BaseException) -> RayUnreachable:
+        if type(exc).__name__ == "AuthenticationError":  # Ray's, on a 401 or 403 (RAY_AUTH_MODE=token)
+            return RayUnreachable(
+                f"the Ray cluster's job server at {self.address} wants a token it was not given "
+                f"({str(exc).splitlines()[0][:200]}): run tacx with RAY_AUTH_MODE=token and the cluster's "
+                "token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)")
         answered = _ANSWERED.match(str(exc))
         if answered:  # it answered, refusing: its own words, not a claim it cannot be reached
             return RayUnreachable(f"the Ray cluster's job server at {self.address} answered HTTP "
@@ -104,7 +109,7 @@ class JobServer:
         except Exception as exc:
             if missing and isinstance(exc, RuntimeError) and _not_found(exc):
                 raise LookupError(str(exc)) from None
-            if isinstance(exc, (OSError, RuntimeError)):
+            if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "AuthenticationError":
                 raise self._unreachable(exc) from None
             raise
 
