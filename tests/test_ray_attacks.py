@@ -419,3 +419,34 @@ def test_a_head_that_wants_a_token_says_so_in_one_line(version_needs_a_token: bo
     finally:
         server.shutdown()
         server.server_close()
+
+
+SLOW_WORK = """
+name: slow
+workspace: worktree
+defaults: {timeout: 120}
+stages:
+  - {name: work, provider: shell, executor: ray, run: "echo started; sleep 4; echo done > work.txt"}
+  - {name: after, provider: shell, run: "cat work.txt"}
+"""
+
+
+def test_kill9_during_a_worktree_ray_stage_still_brings_its_work_back(
+    project: Project, ray_head: RayHead, tmp_path: Path
+) -> None:
+    """A tacx restarted after kill -9 follows the job again: the node's pushed work must come
+    back into the local worktree as it would have without the crash."""
+    git_project(project, tmp_path)
+    configure(project, ray_head)
+    project.workflow("slow", SLOW_WORK)
+    task_id = project.submit("slow.yaml")
+    coordinator = project.start("--no-ui")
+    log = project.home / "logs" / str(task_id) / "work.1.log"
+    wait_for(lambda: log.exists() and b"started" in log.read_bytes(), timeout=90, what="the job running")
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=None)
+    shown = project.show(task_id)
+    assert shown["status"] == "succeeded", shown["error"]
+    assert stage(shown, "work")["attempt"] == 1
+    assert log_of(project, task_id, "after") == b"done\n"

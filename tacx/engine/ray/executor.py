@@ -47,6 +47,7 @@ RUNNER_ENV, SPEC_ENV = "TACX_RAY_RUNNER", "TACX_RAY_SPEC"
 STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
 RETRY_PAUSE = 1.0
 STRAGGLER_SWEEP_EVERY = 60.0
+SYNC_KEY = "tacx_sync"  # job metadata: where a worktree stage's work comes back (read again after a crash)
 
 
 HOME_ID_FILE = "ray-id"
@@ -194,7 +195,8 @@ class RayExecutor:
                 RUNNER_ENV: self._runner_source, SPEC_ENV: node.encode_spec(spec),
                 STOP_WAIT_ENV: str(int(self.grace + 10)),
             }},
-            metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:]},
+            metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:],
+                      **({SYNC_KEY: json.dumps([str(sync[0]), sync[1], sync[2]])} if sync else {})},
             **self.settings.resources_for(provider).submit_args(),
         ))
         self.daughters[d.pid] = d  # before the job exists: a sweep never takes it for a straggler
@@ -289,6 +291,7 @@ class RayExecutor:
             if job is None:
                 raise LookupError(d.submission_id)
             d.nonce = job.metadata.get("tacx_nonce", "")
+            d.sync = d.sync or _sync_of(job.metadata)  # adopted after a crash: its work still comes back
         seen, pending = 0, ""
         async with contextlib.aclosing(self._tail(d)) as chunks:
             async for chunk in chunks:
@@ -565,6 +568,15 @@ def _prepare_log(log_path: Path, mkdirs: tuple[Path, ...]) -> None:
     for folder in (*mkdirs, log_path.parent):
         folder.mkdir(parents=True, exist_ok=True)
     log_path.touch()
+
+
+def _sync_of(metadata: dict[str, str]) -> tuple[Path, str, str] | None:
+    """The local worktree, remote URL and branch a job's work comes back to, as spawn noted it."""
+    try:
+        tree, url, branch = json.loads(metadata[SYNC_KEY])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return Path(tree), str(url), str(branch)
 
 
 def _json(payload: str) -> dict[str, Any]:
