@@ -31,21 +31,6 @@ stages:
 """
 
 
-def test_kill9_after_submit_before_the_row_adopts_the_job_once(project: Project, ray_head: RayHead) -> None:
-    configure(project, ray_head, shared_filesystem=True)
-    project.workflow("count", COUNT)
-    task_id = project.submit("count.yaml")
-    project.env["TACX_FAULT"] = "after-spawn"
-    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=-signal.SIGKILL)
-    del project.env["TACX_FAULT"]
-    project.tacx("--no-ui", "--exit-when-idle", timeout=120)
-    shown = project.show(task_id)
-    assert shown["status"] == "succeeded", shown["error"]
-    assert stage(shown, "count")["attempt"] == 1
-    assert log_of(project, task_id, "count").decode().splitlines() == [f"line {i}" for i in range(6)]
-    assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
-
-
 def frozen_head_processes(head: RayHead) -> list:
     """The head's job server: the dashboard and its job module (what a frozen or cut-off head
     machine is, to a client: it holds the connection and never answers)."""
@@ -224,20 +209,20 @@ def eight_counters() -> str:
     return f"name: eight\nworkspace: none\ndefaults: {{executor: ray, timeout: 240}}\nstages:\n{stages}"
 
 
-def test_kill9_with_eight_ray_stages_running_each_runs_once_and_logs_whole(
+def test_kill9_right_after_the_eighth_ray_submit_each_stage_runs_once_and_logs_whole(
     project: Project, ray_head: RayHead
 ) -> None:
+    """tacx dies (kill -9) with seven Ray stages running and the eighth submitted but not yet
+    recorded: after the restart each ran once, its log whole, and nothing is left open."""
     configure(project, ray_head, shared_filesystem=True)
     (project.root / "tacx.yaml").write_text((project.root / "tacx.yaml").read_text()
                                            + "providers:\n  python: {limit: 8}\n")
     project.workflow("eight", eight_counters())
     task_id = project.submit("eight.yaml")
-    coordinator = project.start("--no-ui")
-    logs = [project.home / "logs" / str(task_id) / f"c{n}.1.log" for n in range(8)]
-    wait_for(lambda: sum(log.exists() and b"line 1" in log.read_bytes() for log in logs) >= 3, timeout=120,
-             what="at least three of the eight jobs streaming")
-    coordinator.send_signal(signal.SIGKILL)
-    coordinator.wait()
+    project.env["TACX_FAULT"] = "after-spawn:8"
+    project.tacx("--no-ui", "--exit-when-idle", timeout=180, check=-signal.SIGKILL)
+    del project.env["TACX_FAULT"]
+    assert project.query("SELECT COUNT(*) FROM daughters")[0][0] <= 7
     project.tacx("--no-ui", "--exit-when-idle", timeout=240)
     shown = project.show(task_id)
     assert shown["status"] == "succeeded", shown["error"]
@@ -246,6 +231,8 @@ def test_kill9_with_eight_ray_stages_running_each_runs_once_and_logs_whole(
         assert log_of(project, task_id, f"c{n}").decode().splitlines() == [f"line {i}" for i in range(8)]
     assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
     assert project.query("SELECT COUNT(*) FROM daughters")[0][0] == 8
+    recovered = next(e for e in shown["events"] if e["kind"] == "task.recovered")["data"]
+    assert recovered["found_without_row"], recovered  # the eighth at least (rows are written in batches)
 
 
 def test_recovery_asks_a_head_that_never_answers_once_not_once_per_daughter(
