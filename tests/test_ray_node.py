@@ -75,7 +75,7 @@ class Job:
         return [json.loads(p) if kind != "o" else p for k, p in self.frames() if k == kind]
 
     def output(self) -> bytes:
-        return b"".join(node.decode_output(p) for k, p in self.frames() if k == "o")
+        return b"".join(base64.b64decode(p) for k, p in self.frames() if k == "o")
 
     def wait_for(self, check, what: str, timeout: float = 20.0, runner_may_end: bool = False) -> None:
         deadline = time.monotonic() + timeout

@@ -44,20 +44,40 @@ def commit_all(tree: Path, message: str) -> bool:
 
 def send_branch(tree: Path, url: str, branch: str, stage: str) -> str:
     """Commit what the tree holds and push its branch, so a node can clone it: the commit
-    the node starts from."""
+    the node starts from. A branch there that has commits this tree lacks (a node pushed,
+    and its end never reached tacx: the head went away, or bringing its work back failed)
+    is brought in first, as the work a local attempt leaves in its tree would stay."""
     commit_all(tree, f"tacx: work in progress before stage {stage}")
-    head = _sha(tree, "HEAD")
-    if head is None:
+    if _sha(tree, "HEAD") is None:
         raise WorkspaceError(f"the worktree {tree} has no commit to send")
-    _git(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}",
-         what=f"could not push branch {branch} to {url} for the cluster")
-    return head
+    what = f"could not push branch {branch} to {url} for the cluster"
+    if _run(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}").returncode != 0:
+        _git(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}", what=what)
+        there = _sha(tree, "FETCH_HEAD")
+        if there is not None:
+            _bring_in(tree, there, branch)
+        _git(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}", what=what)
+    return _sha(tree, "HEAD") or ""
 
 
 def take_back(tree: Path, url: str, branch: str, sha: str) -> None:
-    """Bring the node's pushed commit into the local worktree (a fast-forward: the node
-    started from what was sent), so expects, later stages and the pull request see it."""
+    """Bring the node's pushed commit into the local worktree, so expects, later stages and
+    the pull request see it."""
     _git(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}",
          what=f"could not fetch branch {branch} back from {url}")
-    _git(tree, "merge", "--ff-only", "--quiet", sha,
-         what=f"could not bring the node's work ({sha[:12]}) into {tree}")
+    _bring_in(tree, sha, branch)
+
+
+def _bring_in(tree: Path, sha: str, branch: str) -> None:
+    """A fast-forward to `sha` (the node started from what was sent), or, when a local stage
+    of the same task committed meanwhile, a merge of the two."""
+    if _run(tree, "merge", "--ff-only", "--quiet", sha).returncode == 0:
+        return
+    name, email = AUTHOR
+    merged = _run(tree, "-c", f"user.name={name}", "-c", f"user.email={email}", "merge", "--no-edit", "--quiet",
+                  "-m", f"tacx: merge the node's work ({sha[:12]}) on {branch}", sha)
+    if merged.returncode != 0:
+        _run(tree, "merge", "--abort")
+        detail = (merged.stderr or merged.stdout).strip().splitlines()
+        raise WorkspaceError(f"could not bring the node's work ({sha[:12]}) into {tree}: "
+                             f"{detail[-1] if detail else 'git merge failed'}")

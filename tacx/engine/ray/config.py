@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from tacx.durations import setting_duration
 
@@ -65,6 +65,16 @@ class RaySettings(BaseModel):
     lost_after: _Duration = Field(
         default=30.0, description="how long the cluster may not answer before its running stages fail"
     )
+
+    @field_validator("address")
+    @classmethod
+    def _http_address(cls, value: str | None) -> str | None:
+        """Ray's client takes anything else for another service: a bare host:port for a GCS (it
+        waits 40 s for one), ray:// for Ray Client (it starts a driver that prints to the terminal)."""
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not the Ray job server's address: give its dashboard's http(s) "
+                             "address, e.g. http://head:8265")
+        return value
 
     def job_server(self) -> str:
         """The address JobSubmissionClient is given."""

@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import logging
+import os
 import secrets
 import shlex
 import sys
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -45,6 +47,10 @@ RUNNER_ENV, SPEC_ENV = "TACX_RAY_RUNNER", "TACX_RAY_SPEC"
 STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
 RETRY_PAUSE = 1.0
 STRAGGLER_SWEEP_EVERY = 60.0
+SYNC_KEY = "tacx_sync"  # job metadata: where a worktree stage's work comes back (read again after a crash)
+
+
+HOME_ID_FILE = "ray-id"
 
 
 def submission_id(marker: str) -> str:
@@ -52,13 +58,56 @@ def submission_id(marker: str) -> str:
     home as a short hash (Ray ids are plain words), the rest as it is."""
     home, _, rest = marker.rpartition("#")
     task, stage, attempt = rest.split("/")
-    digest = hashlib.sha256(home.encode()).hexdigest()[:10]
-    return f"tacx-{digest}-{task}-{stage}-{attempt}"
+    return f"tacx-{_home_digest(home)}-{task}-{stage}-{attempt}"
 
 
 def home_prefix(marker_prefix: str) -> str:
     """The start of every submission id of one home's jobs."""
-    return f"tacx-{hashlib.sha256(marker_prefix.rstrip('#').encode()).hexdigest()[:10]}-"
+    return f"tacx-{_home_digest(marker_prefix.removesuffix('#'))}-"
+
+
+def _home_digest(home: str) -> str:
+    """The home's path and its id, hashed: a home deleted and made anew at the same path
+    (its task ids start at 1 again) gets ids of its own, never the old home's jobs, which
+    Ray remembers."""
+    salt = _home_id(home)
+    return hashlib.sha256(f"{home}\0{salt}".encode() if salt else home.encode()).hexdigest()[:10]
+
+
+_home_ids: dict[str, str] = {}
+
+
+def _home_id(home: str) -> str:
+    """A word made once for a home and kept in it (written whole, then linked into place:
+    a tacx reading it meanwhile never sees it half made); "" where the home cannot keep one
+    (not remembered: the home may exist at the next call)."""
+    if home not in _home_ids:
+        found = _read_or_make_home_id(Path(home) / HOME_ID_FILE)
+        if not found:
+            return ""
+        _home_ids[home] = found
+    return _home_ids[home]
+
+
+def _read_or_make_home_id(path: Path) -> str:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        return ""
+    draft = path.with_name(f".{HOME_ID_FILE}.{secrets.token_hex(4)}")
+    try:
+        draft.write_text(secrets.token_hex(8), encoding="ascii")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another tacx made it first: theirs counts
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return ""
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 @dataclass(eq=False)
@@ -95,11 +144,12 @@ class RayExecutor:
         self.on_sample = on_sample
         self.jobs = JobServer(self.settings.job_server())
         self.daughters: dict[int, RayDaughter] = {}
-        self._prefix = home_prefix(marker_prefix)
+        self._marker_prefix = marker_prefix
         self._followers: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self._used = False
         self._last_sweep = 0.0
+        self._unanswered_until = 0.0  # is_running asks nothing before this (monotonic)
         self._runner_source = Path(node.__file__).read_text(encoding="utf-8")
 
     # -- starting ----------------------------------------------------------------------
@@ -145,7 +195,8 @@ class RayExecutor:
                 RUNNER_ENV: self._runner_source, SPEC_ENV: node.encode_spec(spec),
                 STOP_WAIT_ENV: str(int(self.grace + 10)),
             }},
-            metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:]},
+            metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:],
+                      **({SYNC_KEY: json.dumps([str(sync[0]), sync[1], sync[2]])} if sync else {})},
             **self.settings.resources_for(provider).submit_args(),
         ))
         self.daughters[d.pid] = d  # before the job exists: a sweep never takes it for a straggler
@@ -258,23 +309,55 @@ class RayExecutor:
             if job is None:
                 raise LookupError(d.submission_id)
             d.nonce = job.metadata.get("tacx_nonce", "")
+            d.sync = d.sync or _sync_of(job.metadata)  # adopted after a crash: its work still comes back
         seen, pending = 0, ""
-        async for chunk in self.jobs.tail(d.submission_id):
-            pending += chunk
-            *lines, pending = pending.split("\n")
-            for line in lines:
-                frame = node.parse_frame(line, d.nonce)
-                if frame is None:
-                    continue
-                kind, payload = frame
-                if kind == "o":
-                    seen = self._output(d, payload, seen)
-                elif kind == "s":
-                    self._started(d, payload)
-                elif kind == "x":
-                    await self._ended(d, payload)
-                    return True
+        async with contextlib.aclosing(self._tail(d)) as chunks:
+            async for chunk in chunks:
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    frame = node.parse_frame(line, d.nonce)
+                    if frame is None:
+                        continue
+                    kind, payload = frame
+                    if kind == "o":
+                        seen = self._output(d, payload, seen)
+                    elif kind == "s":
+                        self._started(d, payload)
+                    elif kind == "x":
+                        await self._ended(d, payload)
+                        return True
         return False
+
+    async def _tail(self, d: RayDaughter) -> AsyncIterator[str]:
+        """The job's log as Ray's tail gives it. Ray's websocket waits for its next message
+        without end, so a head that stops answering (frozen, or cut off without a reset) would
+        hold the follower forever: a tail quiet for `lost_after` asks the job server about the
+        job (RayUnreachable when it does not answer), and one whose job has ended meanwhile is
+        given up after a second quiet spell (the job's end is then read from Ray)."""
+        chunks = self.jobs.tail(d.submission_id).__aiter__()
+        quiet_after_end = 0
+        following: asyncio.Future[str] | None = None
+        try:
+            while True:
+                following = asyncio.ensure_future(chunks.__anext__())
+                while not (await asyncio.wait({following}, timeout=max(self.settings.lost_after, 1.0)))[0]:
+                    job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+                    if job is None:
+                        raise LookupError(d.submission_id)
+                    quiet_after_end = 0 if job.live else quiet_after_end + 1
+                    if quiet_after_end >= 2:
+                        return
+                try:
+                    chunk = following.result()
+                except StopAsyncIteration:
+                    return
+                quiet_after_end = 0
+                yield chunk
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
 
     def _output(self, d: RayDaughter, payload: str, seen: int) -> int:
         """Append a chunk of output the log file does not have yet; the bytes seen so far."""
@@ -302,17 +385,18 @@ class RayExecutor:
     async def _ended(self, d: RayDaughter, payload: str) -> None:
         end = _json(payload)
         failure = end.get("error") or None
+        if failure and d.node:
+            failure = f"on node {d.node}: {failure}"
         if d.sync is not None and not failure:
             tree, url, branch = d.sync
             if end.get("push_error"):
-                failure = f"the node could not push branch {branch} back: {end['push_error']}"
+                where = f"node {d.node}" if d.node else "node"
+                failure = f"the {where} could not push branch {branch} back: {end['push_error']}"
             elif end.get("pushed"):
                 try:
                     await asyncio.to_thread(git_remote.take_back, tree, url, branch, str(end["pushed"]))
                 except WorkspaceError as exc:
-                    failure = str(exc)
-        if failure and d.node:
-            failure = f"on node {d.node}: {failure}"
+                    failure = str(exc)  # here, in the local worktree: not the node's doing
         self._finish(d, ExitInfo(end.get("exit_code"), end.get("signal"), int(end.get("peak_rss") or 0),
                                  float(end.get("cpu_seconds") or 0.0)), failure)
 
@@ -386,9 +470,17 @@ class RayExecutor:
     # -- after a crash -----------------------------------------------------------------
 
     def is_running(self, pid: int, create_time: float, marker: str) -> bool:
+        """Whether its job is live. A job server that did not answer is not asked again for
+        a while: a restart asks about each open daughter in turn, and a head that never
+        answers costs each question its whole timeout (the followers find out the rest)."""
+        if time.monotonic() < self._unanswered_until:
+            return False
         try:
             job = self.jobs.job(submission_id(marker))
-        except (RayUnreachable, ValueError):
+        except RayUnreachable:
+            self._unanswered_until = time.monotonic() + STRAGGLER_SWEEP_EVERY
+            return False
+        except ValueError:
             return False
         return job is not None and job.live
 
@@ -445,7 +537,8 @@ class RayExecutor:
             if self._used:
                 log.info("could not list Ray jobs for the sweep: %s", exc)
             return []
-        ours = self._prefix + prefix.rpartition("#")[2].replace("/", "-")  # the home's, or one task's
+        # The home's jobs, or one task's.
+        ours = home_prefix(self._marker_prefix) + prefix.rpartition("#")[2].replace("/", "-")
         keep = {submission_id(m) for m in live() if m.startswith(prefix)}
         keep |= {d.submission_id for d in self.daughters.values()}
         stale = [j for j in jobs if j.live and j.submission_id.startswith(ours) and j.submission_id not in keep]
@@ -493,6 +586,15 @@ def _prepare_log(log_path: Path, mkdirs: tuple[Path, ...]) -> None:
     for folder in (*mkdirs, log_path.parent):
         folder.mkdir(parents=True, exist_ok=True)
     log_path.touch()
+
+
+def _sync_of(metadata: dict[str, str]) -> tuple[Path, str, str] | None:
+    """The local worktree, remote URL and branch a job's work comes back to, as spawn noted it."""
+    try:
+        tree, url, branch = json.loads(metadata[SYNC_KEY])
+    except (KeyError, ValueError, TypeError):
+        return None
+    return Path(tree), str(url), str(branch)
 
 
 def _json(payload: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,15 @@ class JobServer:
         self._client: Any = None
 
     def _unreachable(self, exc: BaseException) -> RayUnreachable:
+        if type(exc).__name__ == "AuthenticationError":  # Ray's, on a 401 or 403 (RAY_AUTH_MODE=token)
+            return RayUnreachable(
+                f"the Ray cluster's job server at {self.address} wants a token it was not given "
+                f"({str(exc).splitlines()[0][:200]}): run tacx with RAY_AUTH_MODE=token and the cluster's "
+                "token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)")
+        answered = _ANSWERED.match(str(exc))
+        if answered:  # it answered, refusing: its own words, not a claim it cannot be reached
+            return RayUnreachable(f"the Ray cluster's job server at {self.address} answered HTTP "
+                                  f"{answered.group(1)}: {_reason(exc)}")
         return RayUnreachable(f"cannot reach the Ray cluster's job server at {self.address}: {_reason(exc)}")
 
     def connect(self) -> None:
@@ -94,24 +104,26 @@ class JobServer:
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError from the client
             raise self._unreachable(exc) from None
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: Any, missing: bool = True, **kwargs: Any) -> Any:
+        """The client's answer; LookupError (when `missing` may be) for a job Ray does not
+        have, RayUnreachable for the rest of its failures."""
         self.connect()
         try:
             return getattr(self._client, method)(*args, **kwargs)
         except Exception as exc:
-            if isinstance(exc, RuntimeError) and _not_found(exc):
+            if missing and isinstance(exc, RuntimeError) and _not_found(exc):
                 raise LookupError(str(exc)) from None
             if isinstance(exc, RuntimeError) and "already exists" in str(exc):
                 raise JobExists(str(exc)) from None
             if isinstance(exc, RuntimeError) and "status code" in str(exc):  # it answered, with an error
                 raise RayUnreachable(f"the Ray cluster's job server at {self.address} answered with an error:"
                                      f" {_reason(exc)}") from None
-            if isinstance(exc, (OSError, RuntimeError)):
+            if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "AuthenticationError":
                 raise self._unreachable(exc) from None
             raise
 
     def submit(self, **kwargs: Any) -> str:
-        return self._call("submit_job", **kwargs)
+        return self._call("submit_job", missing=False, **kwargs)  # never a missing job: a refusal
 
     def job(self, submission_id: str) -> Job | None:
         """The job, or None when Ray has no such job (never had it, or lost it)."""
@@ -158,8 +170,19 @@ class JobServer:
 
 
 def _reason(exc: BaseException) -> str:
-    """The last, most specific words of a failure (requests nests its causes)."""
+    """The last, most specific words of a failure: requests nests its causes, and a job
+    server that refuses sends its traceback, whose last `Error: words` line says why."""
     text = str(exc).strip() or type(exc).__name__
     if "Connection refused" in text or "ECONNREFUSED" in text:
         return "connection refused (is the Ray head running?)"
-    return text.splitlines()[-1][:300]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip(" .")]
+    said = [m.group(1) for m in map(_RAISED.match, lines) if m]
+    if said:
+        return said[-1][:300]
+    last = lines[-1] if lines else type(exc).__name__
+    answered = _ANSWERED.match(last)
+    return (last[answered.end():].strip() or last)[:300] if answered else last[:300]
+
+
+_ANSWERED = re.compile(r"Request failed with status code (\d+):")
+_RAISED = re.compile(r"(?:\w+\.)*\w*(?:Error|Exception): (?!Request failed with status code)(.+)")

@@ -65,11 +65,6 @@ def parse_frame(line: str, nonce: str) -> tuple[str, str] | None:
     return (kind, payload) if sep and kind in FRAME_KINDS else None
 
 
-def decode_output(payload: str) -> bytes:
-    """The daughter's bytes in an `o` frame's payload."""
-    return base64.b64decode(payload)
-
-
 class _Abort(Exception):
     """The runner's own failure (or a git command's): one line for the x frame's `error`."""
 
@@ -208,8 +203,7 @@ class Runner:
         self.spec, self.signals = spec, signals
         self.nonce, self.marker = str(spec["nonce"]), str(spec.get("marker") or "")
         self.grace = max(0.0, float(spec.get("grace", DEFAULT_GRACE)))
-        self.host = socket.gethostname()
-        self.skip = _ancestors()
+        self.host, self.skip = socket.gethostname(), _ancestors()
         self.selector = selectors.DefaultSelector()
         self.selector.register(signals.wake_r, selectors.EVENT_READ)
         self.proc: subprocess.Popen | None = None
@@ -218,8 +212,7 @@ class Runner:
         self.temp_dirs: list[str] = []
         self.rusage = self.clone_root = self.remote_start = None  # remote_start: the branch's commit there, before
         self.watch_w: int | None = None  # the watcher's pipe
-        self.stdout_gone = self.finishing = False
-        self.stopped_by = self.leftovers = 0
+        self.stdout_gone, self.finishing, self.stopped_by, self.leftovers = False, False, 0, 0
         self.exit_code: int | None = None  # x frame fields, kept as they become known
         self.error = self.pushed = self.push_error = None
         self.base_env = {k: v for k, v in os.environ.items() if k not in (SPEC_ENV, RUNNER_ENV, MARKER_ENV)}
@@ -393,10 +386,8 @@ class Runner:
         base = workspace.get("base")
         if not url or url.startswith("-"):
             raise _Abort(f"the clone workspace has no usable remote ({url!r})")
-        try:
-            self.git("check-ref-format", "--branch", branch)
-        except _Abort:
-            raise _Abort(f"{branch!r} is not a valid branch name") from None
+        if not self.git("check-ref-format", "--branch", branch, check=False):  # it prints the name when valid
+            raise _Abort(f"{branch!r} is not a valid branch name")
         root = self.temp_dir("tacx-clone-")
         try:
             self.git("clone", "--quiet", "--", url, root)
@@ -423,28 +414,37 @@ class Runner:
         workspace, root = self.spec["workspace"], self.clone_root
         match = re.fullmatch(r"\s*(.*?)\s*<([^>]*)>\s*", str(workspace.get("author") or ""))
         name, email = (match.group(1) or "tacx", match.group(2)) if match else ("tacx", "tacx@localhost")
+        who = ("-c", f"user.name={name}", "-c", f"user.email={email}", "-c", "commit.gpgsign=false")
         try:
             if self.git("status", "--porcelain", cwd=root):
                 self.git("add", "-A", cwd=root)
-                self.git("-c", f"user.name={name}", "-c", f"user.email={email}", "-c", "commit.gpgsign=false", "commit",
-                         "--quiet", "--no-verify", "-m", str(workspace.get("message") or "tacx"), cwd=root)
+                self.git(*who, "commit", "-q", "--no-verify", "-m", str(workspace.get("message") or "tacx"), cwd=root)
         except _Abort as e:
             self.push_error = f"commit failed: {e}"
             return
-        head = self.rev("HEAD")
-        if not head or head == self.remote_start:
-            return
+        head, branch = self.rev("HEAD"), workspace["branch"]
+        for tries_left in (2, 1, 0) if head and head != self.remote_start else ():
+            try:
+                self.git("push", "--quiet", str(workspace["remote"]), f"HEAD:refs/heads/{branch}", cwd=root)
+                self.pushed, self.push_error = self.rev("HEAD"), None
+                return self.note(f"pushed {self.pushed[:12]} to {branch}")
+            except _Abort as e:
+                self.push_error = str(e)
+                if not tries_left or not self.replay(who, str(workspace["remote"]), branch):
+                    return
+
+    def replay(self, who: tuple, remote: str, branch: str) -> bool:
+        """A side-by-side stage pushed the branch first: this attempt's commits go on top of it."""
         try:
-            self.git("push", "--quiet", str(workspace["remote"]), f"HEAD:refs/heads/{workspace['branch']}", cwd=root)
-            self.pushed = head
-            self.note(f"pushed {head[:12]} to {workspace['branch']}")
+            return self.git(*who, "pull", "--quiet", "--rebase", remote, branch, cwd=self.clone_root) is not None
         except _Abort as e:
-            self.push_error = str(e)
+            self.git("rebase", "--abort", cwd=self.clone_root, check=False)
+            self.push_error = f"{self.push_error} (nor could its commits go on top of the branch's: {e})"
+            return False
 
     def watch_over(self) -> None:
-        """Fork a watcher out of this runner's tree (Ray signals that tree on a stop and SIGKILLs it
-        RAY_JOB_STOP_WAIT_TIME_S later): if the runner dies without a word, it ends the marked processes
-        and removes the temp dirs."""
+        """Fork a watcher out of this runner's tree (Ray signals it on a stop, SIGKILLs it RAY_JOB_STOP_WAIT_TIME_S
+        later): if the runner dies without a word, it ends the marked processes and removes the temp dirs."""
         read_end, self.watch_w = os.pipe()
         pid = os.fork()
         if pid:
