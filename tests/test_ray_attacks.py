@@ -59,7 +59,6 @@ async def test_a_head_that_stops_answering_mid_run_loses_the_stage_after_lost_af
     from tacx.engine.ray.config import RaySettings
     from tacx.engine.ray.executor import RayExecutor
 
-    monkeypatch.setattr(ray_jobs, "REQUEST_TIMEOUT", 2.0)
     executor = RayExecutor(RaySettings(address=ray_head.address, lost_after=2, shared_filesystem=True),
                            marker_prefix=f"{tmp_path}#", grace=1.0)
     script = "import time\nfor i in range(600):\n    print(i, flush=True)\n    time.sleep(0.3)\n"
@@ -72,6 +71,7 @@ async def test_a_head_that_stops_answering_mid_run_loses_the_stage_after_lost_af
         while d.written < 8 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
         assert d.written >= 8, "the job's output never streamed"
+        monkeypatch.setattr(ray_jobs, "REQUEST_TIMEOUT", 2.0)  # only now: a loaded machine may submit slowly
         frozen = frozen_head_processes(ray_head)
         assert len(frozen) >= 2, frozen
         for proc in frozen:
@@ -118,15 +118,18 @@ def test_a_home_made_anew_at_the_same_path_does_not_meet_the_old_homes_jobs(
 def test_a_job_server_refusal_says_what_it_refused_in_one_line(ray_head: RayHead) -> None:
     """Ray's job server answers a refused request with its own traceback: the user gets its
     last words, not `: .`, and not a claim that the cluster cannot be reached."""
-    from tacx.engine.ray.jobs import JobServer, RayUnreachable
+    from tacx.engine.ray.jobs import JobExists, JobServer, RayUnreachable
 
     server = JobServer(ray_head.address)
-    server.submit(entrypoint="true", submission_id="tacx-attack-twice")
-    with pytest.raises(RayUnreachable) as refused:
+    server.submit(entrypoint="sleep 30", submission_id="tacx-attack-twice")
+    with pytest.raises(JobExists):  # the executor ends and forgets such a job, then submits again
         server.submit(entrypoint="true", submission_id="tacx-attack-twice")
+    with pytest.raises(RayUnreachable) as refused:  # a job still running cannot be deleted
+        server.delete("tacx-attack-twice")
+    server.stop("tacx-attack-twice")
     text = str(refused.value)
     assert "\n" not in text and "Traceback" not in text, text
-    assert "tacx-attack-twice already exists" in text and "cannot reach" not in text, text
+    assert "answered with an error" in text and "non-terminal state" in text and "cannot reach" not in text, text
 
 
 SIDE_BY_SIDE = """

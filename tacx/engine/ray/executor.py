@@ -18,10 +18,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import hashlib
 import json
 import logging
-import os
 import secrets
 import shlex
 import sys
@@ -35,6 +33,7 @@ from typing import IO, Any
 from tacx.engine.executor import Daughter, ExitInfo, Placement
 from tacx.engine.ray import node
 from tacx.engine.ray.config import RaySettings
+from tacx.engine.ray.ids import home_prefix, submission_id  # noqa: F401 - submission_id: tacx's name for a job
 from tacx.engine.ray.jobs import JobExists, JobServer, RayUnreachable
 from tacx.workspace import remote as git_remote
 from tacx.workspace.worktree import WorkspaceError
@@ -48,66 +47,6 @@ STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
 RETRY_PAUSE = 1.0
 STRAGGLER_SWEEP_EVERY = 60.0
 SYNC_KEY = "tacx_sync"  # job metadata: where a worktree stage's work comes back (read again after a crash)
-
-
-HOME_ID_FILE = "ray-id"
-
-
-def submission_id(marker: str) -> str:
-    """The Ray job of a daughter, from its marker `<home>#<task>/<stage>/<attempt>`: the
-    home as a short hash (Ray ids are plain words), the rest as it is."""
-    home, _, rest = marker.rpartition("#")
-    task, stage, attempt = rest.split("/")
-    return f"tacx-{_home_digest(home)}-{task}-{stage}-{attempt}"
-
-
-def home_prefix(marker_prefix: str) -> str:
-    """The start of every submission id of one home's jobs."""
-    return f"tacx-{_home_digest(marker_prefix.removesuffix('#'))}-"
-
-
-def _home_digest(home: str) -> str:
-    """The home's path and its id, hashed: a home deleted and made anew at the same path
-    (its task ids start at 1 again) gets ids of its own, never the old home's jobs, which
-    Ray remembers."""
-    salt = _home_id(home)
-    return hashlib.sha256(f"{home}\0{salt}".encode() if salt else home.encode()).hexdigest()[:10]
-
-
-_home_ids: dict[str, str] = {}
-
-
-def _home_id(home: str) -> str:
-    """A word made once for a home and kept in it (written whole, then linked into place:
-    a tacx reading it meanwhile never sees it half made); "" where the home cannot keep one
-    (not remembered: the home may exist at the next call)."""
-    if home not in _home_ids:
-        found = _read_or_make_home_id(Path(home) / HOME_ID_FILE)
-        if not found:
-            return ""
-        _home_ids[home] = found
-    return _home_ids[home]
-
-
-def _read_or_make_home_id(path: Path) -> str:
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError):
-        return ""
-    draft = path.with_name(f".{HOME_ID_FILE}.{secrets.token_hex(4)}")
-    try:
-        draft.write_text(secrets.token_hex(8), encoding="ascii")
-        try:
-            os.link(draft, path)
-        except FileExistsError:
-            pass  # another tacx made it first: theirs counts
-        return path.read_text(encoding="ascii").strip()
-    except (OSError, ValueError):
-        return ""
-    finally:
-        draft.unlink(missing_ok=True)
 
 
 @dataclass(eq=False)
@@ -148,7 +87,7 @@ class RayExecutor:
         self._followers: set[asyncio.Task[None]] = set()
         self._sampler: asyncio.Task[None] | None = None
         self._used = False
-        self._last_sweep = 0.0
+        self._last_sweep = float("-inf")  # the first sweep runs, however long the machine has been up
         self._unanswered_until = 0.0  # is_running asks nothing before this (monotonic)
         self._runner_source = Path(node.__file__).read_text(encoding="utf-8")
 
