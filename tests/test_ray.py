@@ -296,13 +296,14 @@ def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout
     project: Project, ray_head: RayHead
 ) -> None:
     """tacx.yaml's resources reach Ray: a provider asking for what no node has is never
-    placed (Ray holds its job PENDING), and the stage's timeout still ends it."""
+    placed (Ray holds its job PENDING), and the stage's timeout still ends it; its idle
+    timeout does not (waiting for a node is not an agent gone quiet)."""
     configure(project, ray_head, shared_filesystem=True, resources={"shell": {"resources": {"no-such-thing": 1}}})
     project.workflow("unplaced", """
         name: unplaced
         defaults: {executor: ray}
         stages:
-          - {name: wait, provider: shell, run: echo never, timeout: 6s}
+          - {name: wait, provider: shell, run: echo never, timeout: 6s, idle_timeout: 2s}
     """)
     task_id = project.submit("unplaced.yaml")
     coordinator = project.start("--no-ui")

@@ -362,6 +362,8 @@ class RayExecutor:
     def _started(d: RayDaughter, payload: str) -> None:
         info = _json(payload)
         d.node = str(info.get("host") or info.get("ip") or "")
+        if not d.remote_pid:  # its idle clock starts when it starts (not at a re-read)
+            d.last_output_at = time.time()
         d.remote_pid = int(info.get("pid") or 0)
 
     async def _ended(self, d: RayDaughter, payload: str) -> None:
@@ -547,6 +549,9 @@ class RayExecutor:
         while True:
             await asyncio.sleep(self.sample_interval)
             live = [d for d in self.daughters.values() if not d.done]
+            for d in live:
+                if not d.remote_pid:  # waiting for a node (or its workspace): not an agent gone quiet
+                    d.last_output_at = time.time()
             if live and self.on_sample is not None:
                 try:
                     self.on_sample(live)
