@@ -437,3 +437,30 @@ def test_kill9_during_a_worktree_ray_stage_still_brings_its_work_back(
     assert shown["status"] == "succeeded", shown["error"]
     assert stage(shown, "work")["attempt"] == 1
     assert log_of(project, task_id, "after") == b"done\n"
+
+
+async def test_a_job_ray_no_longer_has_while_this_tacx_follows_it_fails_the_attempt(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """'Ray has no such job' means 'ended unseen while tacx was away' (run it again) only for
+    an adopted daughter. For one this tacx submitted and follows (its head restarted and
+    forgot it), it is a failure saying so: the workflow's retries and backoff apply, where an
+    interruption runs again at once, and again, without end."""
+    import asyncio
+    import time
+
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayDaughter, RayExecutor
+
+    executor = RayExecutor(RaySettings(address=ray_head.address), marker_prefix=f"{tmp_path}#")
+    now = time.time()
+    d = RayDaughter(pid=-7, create_time=now, argv=["true"], log_path=tmp_path / "l.log",
+                    status_path=tmp_path / "l.status", marker=f"{tmp_path}#1/gone/1", started_at=now,
+                    executor="ray", submission_id="tacx-attack-never-submitted", nonce="0123456789abcdef")
+    executor.daughters[d.pid] = d
+    executor._follow(d)  # as spawn does once Ray took the job
+    try:
+        await asyncio.wait_for(asyncio.shield(d.exited), timeout=60)
+        assert d.failure and "tacx-attack-never-submitted" in d.failure, d.failure
+    finally:
+        await executor.stop()

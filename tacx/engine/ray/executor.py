@@ -274,8 +274,12 @@ class RayExecutor:
                         self._lose(d, f"{exc} (for {now - failing_since:.0f} s; lost_after)")
                         return
                     await asyncio.sleep(RETRY_PAUSE)
-                except LookupError:
-                    self._lose(d, None)  # Ray has no such job: it never ran, or was lost
+                except LookupError:  # Ray has no such job: it never ran, or was lost
+                    # Adopted, it ended unseen while tacx was away: it runs again. Followed
+                    # since its submit, Ray forgot it (its head restarted): the attempt fails,
+                    # and retries and backoff apply (an interruption would run it again at once).
+                    self._lose(d, None if d.adopted else f"Ray no longer has job {d.submission_id} (its head "
+                                                         "restarted, or the job was deleted)")
         except Exception as exc:  # a follower must never leave a daughter unended
             log.exception("following Ray job %s failed", d.submission_id)
             self._lose(d, f"tacx could not follow Ray job {d.submission_id}: {exc!r}")
