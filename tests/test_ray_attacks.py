@@ -273,23 +273,23 @@ def test_recovery_asks_a_head_that_never_answers_once_not_once_per_daughter(
             conn.close()
 
 
-def test_cancel_without_a_coordinator_stops_the_ray_job_and_a_restart_leaves_it(
+def test_cancel_without_a_coordinator_stops_a_ray_job_tacx_died_before_recording(
     project: Project, ray_head: RayHead
 ) -> None:
+    """tacx died right after submitting (no daughter row yet); `tacx cancel` with no
+    coordinator must still stop the job, not leave it running until some later start."""
     configure(project, ray_head, shared_filesystem=True)
     project.workflow("count", COUNT.replace("range(6)", "range(600)"))
     task_id = project.submit("count.yaml")
-    coordinator = project.start("--no-ui")
-    log = project.home / "logs" / str(task_id) / "count.1.log"
-    wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
-    coordinator.send_signal(signal.SIGKILL)
-    coordinator.wait()
+    project.env["TACX_FAULT"] = "after-spawn"
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=-signal.SIGKILL)
+    del project.env["TACX_FAULT"]
+    sid = job_of(project, task_id, "count")
     said = project.tacx("cancel", str(task_id)).stdout
-    assert "stopped Ray jobs" in said, said
+    assert f"stopped Ray jobs {sid}" in said, said
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_head.address)
-    sid = job_of(project, task_id, "count")
     wait_for(lambda: client.get_job_status(sid).is_terminal(), timeout=60, what="the Ray job stopped")
     wait_for(lambda: project.marked_processes() == [], timeout=30, what="the remote tree ended")
     project.tacx("--no-ui", "--exit-when-idle", timeout=60)
