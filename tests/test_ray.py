@@ -279,13 +279,14 @@ def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout
     project: Project, ray_head: RayHead
 ) -> None:
     """tacx.yaml's resources reach Ray: a provider asking for what no node has is never
-    placed (Ray holds its job PENDING), and the stage's timeout still ends it."""
+    placed (Ray holds its job PENDING), and the stage's timeout still ends it; its idle
+    timeout does not (waiting for a node is not an agent gone quiet)."""
     configure(project, ray_head, shared_filesystem=True, resources={"shell": {"resources": {"no-such-thing": 1}}})
     project.workflow("unplaced", """
         name: unplaced
         defaults: {executor: ray}
         stages:
-          - {name: wait, provider: shell, run: echo never, timeout: 3s}
+          - {name: wait, provider: shell, run: echo never, timeout: 4s, idle_timeout: 2s}
     """)
     task_id = project.submit("unplaced.yaml")
     coordinator = project.start("--no-ui")
@@ -294,7 +295,7 @@ def test_a_job_asking_for_resources_no_node_has_waits_unplaced_until_its_timeout
     wait_for(lambda: sid in jobs(ray_head), timeout=60, what="the job submitted")
     assert str(client.get_job_status(sid).value) == "PENDING"
     wait_for(lambda: project.show(task_id)["status"] == "timed_out", timeout=60, what="the stage timed out")
-    assert "timed out after 3s" in stage(project.show(task_id), "wait")["error"]
+    assert "timed out after 4s" in stage(project.show(task_id), "wait")["error"]
     assert (project.home / "logs" / str(task_id) / "wait.1.log").read_bytes() == b""
     assert project.query("SELECT COUNT(*) FROM daughters WHERE ended_at IS NULL")[0][0] == 0
     # Ray holds the stop until it places the job (then it ends at once); it never ran.

@@ -276,23 +276,23 @@ def test_recovery_asks_a_head_that_never_answers_once_not_once_per_daughter(
             conn.close()
 
 
-def test_cancel_without_a_coordinator_stops_the_ray_job_and_a_restart_leaves_it(
+def test_cancel_without_a_coordinator_stops_a_ray_job_tacx_died_before_recording(
     project: Project, ray_head: RayHead
 ) -> None:
+    """tacx died right after submitting (no daughter row yet); `tacx cancel` with no
+    coordinator must still stop the job, not leave it running until some later start."""
     configure(project, ray_head, shared_filesystem=True)
     project.workflow("count", COUNT.replace("range(6)", "range(600)"))
     task_id = project.submit("count.yaml")
-    coordinator = project.start("--no-ui")
-    log = project.home / "logs" / str(task_id) / "count.1.log"
-    wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
-    coordinator.send_signal(signal.SIGKILL)
-    coordinator.wait()
+    project.env["TACX_FAULT"] = "after-spawn"
+    project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=-signal.SIGKILL)
+    del project.env["TACX_FAULT"]
+    sid = job_of(project, task_id, "count")
     said = project.tacx("cancel", str(task_id)).stdout
-    assert "stopped Ray jobs" in said, said
+    assert f"stopped Ray jobs {sid}" in said, said
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(ray_head.address)
-    sid = job_of(project, task_id, "count")
     wait_for(lambda: client.get_job_status(sid).is_terminal(), timeout=60, what="the Ray job stopped")
     wait_for(lambda: project.marked_processes() == [], timeout=30, what="the remote tree ended")
     project.tacx("--no-ui", "--exit-when-idle", timeout=60)
@@ -440,3 +440,30 @@ def test_kill9_during_a_worktree_ray_stage_still_brings_its_work_back(
     assert shown["status"] == "succeeded", shown["error"]
     assert stage(shown, "work")["attempt"] == 1
     assert log_of(project, task_id, "after") == b"done\n"
+
+
+async def test_a_job_ray_no_longer_has_while_this_tacx_follows_it_fails_the_attempt(
+    ray_head: RayHead, tmp_path: Path
+) -> None:
+    """'Ray has no such job' means 'ended unseen while tacx was away' (run it again) only for
+    an adopted daughter. For one this tacx submitted and follows (its head restarted and
+    forgot it), it is a failure saying so: the workflow's retries and backoff apply, where an
+    interruption runs again at once, and again, without end."""
+    import asyncio
+    import time
+
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayDaughter, RayExecutor
+
+    executor = RayExecutor(RaySettings(address=ray_head.address), marker_prefix=f"{tmp_path}#")
+    now = time.time()
+    d = RayDaughter(pid=-7, create_time=now, argv=["true"], log_path=tmp_path / "l.log",
+                    status_path=tmp_path / "l.status", marker=f"{tmp_path}#1/gone/1", started_at=now,
+                    executor="ray", submission_id="tacx-attack-never-submitted", nonce="0123456789abcdef")
+    executor.daughters[d.pid] = d
+    executor._follow(d)  # as spawn does once Ray took the job
+    try:
+        await asyncio.wait_for(asyncio.shield(d.exited), timeout=60)
+        assert d.failure and "tacx-attack-never-submitted" in d.failure, d.failure
+    finally:
+        await executor.stop()

@@ -63,24 +63,33 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
 
 
 def _stop_ray_jobs(home: Home, conn: sqlite3.Connection, task_id: int) -> str:
-    """The task's daughters running as Ray jobs: asked to stop (their runners end the trees)."""
+    """The task's daughters running as Ray jobs: asked to stop (their runners end the trees).
+    With a cluster configured, so is each running stage's attempt that has no daughter row:
+    tacx died right after submitting it, and nothing else would stop it before tacx starts."""
     rows = conn.execute(
         "SELECT stage, attempt FROM daughters WHERE task_id = ? AND ended_at IS NULL AND executor = 'ray'", (task_id,)
     ).fetchall()
-    if not rows:
+    ray_settings = project_settings(home).executors.ray
+    unrecorded = conn.execute(
+        "SELECT s.name, s.attempt FROM stages s WHERE s.task_id = ? AND s.status = 'running' AND NOT EXISTS"
+        " (SELECT 1 FROM daughters d WHERE d.stage_id = s.id AND d.attempt = s.attempt)", (task_id,)
+    ).fetchall() if ray_settings is not None else []
+    if not rows and not unrecorded:
         return ""
     from tacx.engine.ray.executor import submission_id
     from tacx.engine.ray.jobs import JobServer, RayUnreachable
     from tacx.engine.ray.config import RaySettings
 
-    server = JobServer((project_settings(home).executors.ray or RaySettings()).job_server())
+    server = JobServer((ray_settings or RaySettings()).job_server())
     ids = [submission_id(f"{home.marker_prefix}{task_id}/{stage}/{attempt}") for stage, attempt in rows]
+    maybe = [submission_id(f"{home.marker_prefix}{task_id}/{stage}/{attempt}") for stage, attempt in unrecorded]
     try:
         for sid in ids:
             server.stop(sid)
+        ids += [sid for sid in maybe if server.stop(sid)]  # a local stage's has no job: nothing stopped
     except RayUnreachable as exc:
-        return f"; could not stop its Ray jobs ({', '.join(ids)}): {exc}"
-    return f"; stopped Ray jobs {', '.join(ids)}"
+        return f"; could not stop its Ray jobs ({', '.join(ids + maybe)}): {exc}"
+    return f"; stopped Ray jobs {', '.join(ids)}" if ids else ""
 
 
 def _known(conn: sqlite3.Connection, ids: list[int]) -> list[int]:

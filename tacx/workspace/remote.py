@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tacx.workspace.worktree import WorkspaceError, _git, _run, _sha
+from tacx.workspace.worktree import WorkspaceError, _failure, _git, _run, _sha
 
 AUTHOR = ("tacx", "tacx@localhost")
 
@@ -51,12 +51,15 @@ def send_branch(tree: Path, url: str, branch: str, stage: str) -> str:
     if _sha(tree, "HEAD") is None:
         raise WorkspaceError(f"the worktree {tree} has no commit to send")
     what = f"could not push branch {branch} to {url} for the cluster"
-    if _run(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}").returncode != 0:
-        _git(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}", what=what)
-        there = _sha(tree, "FETCH_HEAD")
-        if there is not None:
-            _bring_in(tree, there, branch)
-        _git(tree, "push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}", what=what)
+    push = ("push", "--quiet", "--", url, f"HEAD:refs/heads/{branch}")
+    refused = _run(tree, *push)
+    if refused.returncode != 0:
+        fetched = _run(tree, "fetch", "--quiet", "--", url, f"refs/heads/{branch}").returncode == 0
+        there = _sha(tree, "FETCH_HEAD") if fetched else None
+        if there is None:  # nothing there to bring in: the push's own failure says why
+            raise _failure(tree, push, refused, what)
+        _bring_in(tree, there, branch)
+        _git(tree, *push, what=what)
     return _sha(tree, "HEAD") or ""
 
 

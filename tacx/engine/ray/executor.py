@@ -231,8 +231,12 @@ class RayExecutor:
                         self._lose(d, f"{exc} (for {now - failing_since:.0f} s; lost_after)")
                         return
                     await asyncio.sleep(RETRY_PAUSE)
-                except LookupError:
-                    self._lose(d, None)  # Ray has no such job: it never ran, or was lost
+                except LookupError:  # Ray has no such job: it never ran, or was lost
+                    # Adopted, it ended unseen while tacx was away: it runs again. Followed
+                    # since its submit, Ray forgot it (its head restarted): the attempt fails,
+                    # and retries and backoff apply (an interruption would run it again at once).
+                    self._lose(d, None if d.adopted else f"Ray no longer has job {d.submission_id} (its head "
+                                                         "restarted, or the job was deleted)")
         except Exception as exc:  # a follower must never leave a daughter unended
             log.exception("following Ray job %s failed", d.submission_id)
             self._lose(d, f"tacx could not follow Ray job {d.submission_id}: {exc!r}")
@@ -319,6 +323,8 @@ class RayExecutor:
     def _started(d: RayDaughter, payload: str) -> None:
         info = _json(payload)
         d.node = str(info.get("host") or info.get("ip") or "")
+        if not d.remote_pid:  # its idle clock starts when it starts (not at a re-read)
+            d.last_output_at = time.time()
         d.remote_pid = int(info.get("pid") or 0)
 
     async def _ended(self, d: RayDaughter, payload: str) -> None:
@@ -504,6 +510,9 @@ class RayExecutor:
         while True:
             await asyncio.sleep(self.sample_interval)
             live = [d for d in self.daughters.values() if not d.done]
+            for d in live:
+                if not d.remote_pid:  # waiting for a node (or its workspace): not an agent gone quiet
+                    d.last_output_at = time.time()
             if live and self.on_sample is not None:
                 try:
                     self.on_sample(live)
