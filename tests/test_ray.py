@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess
@@ -334,6 +333,9 @@ async def test_the_dashboard_shows_where_a_ray_daughter_runs_and_kills_it(projec
         panel.move_cursor(row=0)
         await pilot.press("d")
         await until(lambda: isinstance(app.screen, ConfirmScreen), what="the confirmation")
+        from tests.test_ui_app import question_text
+
+        assert f"Kill pid {cells[0]} on {node} (task {task_id}, stage count:" in question_text(app)
         await pilot.press("y")
         await until(lambda: status_of(project, task_id) == "failed", 60, "the killed stage failed")
         assert "killed from the dashboard" in project.show(task_id)["stages"][0]["error"]
@@ -343,22 +345,30 @@ async def test_the_dashboard_shows_where_a_ray_daughter_runs_and_kills_it(projec
     wait_for(lambda: project.marked_processes() == [], timeout=30, what="the remote tree ended")
 
 
-def test_a_home_made_anew_takes_its_job_ids_again(project: Project, ray_head: RayHead) -> None:
-    """Ray keeps every job's record: a home removed and made anew at the same path has a
-    task 1 again, whose job id Ray already holds. The old record goes; the new job runs."""
-    configure(project, ray_head, shared_filesystem=True)
-    for round_no in (1, 2):
-        project.workflow("once", f"""
-            name: once
-            defaults: {{executor: ray}}
-            stages:
-              - {{name: say, provider: shell, run: echo round {round_no}}}
-        """)
-        assert project.submit("once.yaml") == 1
-        project.tacx("--no-ui", "--exit-when-idle", timeout=120)
-        assert project.show(1)["status"] == "succeeded", project.show(1)["error"]
-        assert log_of(project, 1, "say") == f"round {round_no}\n".encode()
-        shutil.rmtree(project.home)
+async def test_a_job_id_ray_still_holds_is_ended_forgotten_and_taken_again(ray_head: RayHead, tmp_path: Path) -> None:
+    """Ray keeps every job's record, and a job id is the daughter's marker: one Ray still
+    holds (a store restored from a backup, a home moved back) is from an earlier life of the
+    home, which nothing follows. It is ended and forgotten, and the new attempt runs."""
+    import sys
+
+    from tacx.engine.executor import Placement
+    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.ray.executor import RayExecutor
+
+    marker = f"{tmp_path}#1/say/1"
+    client = ray_job_submission.JobSubmissionClient(ray_head.address)
+    client.submit_job(entrypoint="sleep 300", submission_id=submission_id(marker))
+    executor = RayExecutor(RaySettings(address=ray_head.address, shared_filesystem=True),
+                           marker_prefix=f"{tmp_path}#", grace=1.0)
+    try:
+        d = await executor.spawn([sys.executable, "-c", "print('the new one')"], env={}, cwd=tmp_path,
+                                 log_path=tmp_path / "say.log", status_path=tmp_path / "say.status", marker=marker,
+                                 placement=Placement("none", tmp_path))
+        info = await asyncio.wait_for(asyncio.shield(d.exited), timeout=90)
+    finally:
+        await executor.stop()
+    assert info.exit_code == 0 and (tmp_path / "say.log").read_bytes() == b"the new one\n"
+    assert "sleep 300" not in client.get_job_info(submission_id(marker)).entrypoint
 
 
 def test_a_providers_limit_holds_across_the_cluster(project: Project, ray_head: RayHead) -> None:

@@ -496,12 +496,13 @@ class TacxApp(App[int]):
             return
         view = next((v for v in daughter_views(
             [d for d in self.coordinator.live_daughters() if d.pid == pid], self.home.marker_prefix)), None)
-        what = f"pid {pid}" + (f" (task {view.task}, stage {view.stage}: {view.command})" if view else "")
+        where = f"pid {view.shown_pid or '?'} on {view.node}" if view is not None and view.node else f"pid {pid}"
+        what = where + (f" (task {view.task}, stage {view.stage}: {view.command})" if view else "")
 
         def answer(yes: bool | None) -> None:
             if yes and self.coordinator is not None:
                 ok = self.coordinator.kill_daughter(pid)
-                self.notify(f"killing {what}" if ok else f"pid {pid} has already ended")
+                self.notify(f"killing {what}" if ok else f"{where} has already ended")
 
         self.push_screen(ConfirmScreen(f"Kill {what} and its whole process tree?"), answer)
 

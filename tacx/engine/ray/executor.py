@@ -225,6 +225,8 @@ class RayExecutor:
                     if not ended:
                         await self._without_end_frame(d)
                 except RayUnreachable as exc:
+                    if await self._ended_unread(d):
+                        return
                     now = time.time()
                     failing_since = failing_since or now
                     if now - failing_since >= self.settings.lost_after:
@@ -244,6 +246,18 @@ class RayExecutor:
             if d._log is not None:
                 d._log.close()
                 d._log = None
+
+    async def _ended_unread(self, d: RayDaughter) -> bool:
+        """The log could not be read, yet the job server answers: a job that ended (its node
+        died, taking its log along) is concluded from what Ray says of it."""
+        try:
+            job = await asyncio.to_thread(self.jobs.job, d.submission_id)
+        except RayUnreachable:
+            return False
+        if job is None or job.live:
+            return False
+        await self._without_end_frame(d)
+        return d.exited.done()
 
     async def _read_log(self, d: RayDaughter) -> bool:
         """One pass over the job's log: True when its end frame was read (and handled)."""
