@@ -396,5 +396,6 @@ def test_doctor_checks_the_cluster_tacx_yaml_names(project: Project, ray_head: R
     assert checks["ray"]["status"] == "ok" and ray_head.address in checks["ray"]["detail"]
     (project.root / "tacx.yaml").write_text("executors:\n  ray: {address: 'http://127.0.0.1:9'}\n")
     proc = project.tacx("doctor", check=1)
-    assert "cannot reach the Ray cluster's job server at http://127.0.0.1:9" in proc.stdout
+    assert "cannot reach the Ray cluster's job server at http://127.0.0.1:9: it did not answer (is the Ray head" \
+        " running, and is this its dashboard's address?)" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr

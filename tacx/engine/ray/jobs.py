@@ -175,6 +175,8 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if "Connection refused" in text or "ECONNREFUSED" in text:
         return "connection refused (is the Ray head running?)"
+    if text.startswith("Failed to connect to Ray"):  # Ray's client says no more than this
+        return "it did not answer (is the Ray head running, and is this its dashboard's address?)"
     lines = [ln.strip() for ln in text.splitlines() if ln.strip(" .")]
     said = [m.group(1) for m in map(_RAISED.match, lines) if m]
     if said:
