@@ -323,6 +323,9 @@ async def test_the_dashboard_shows_where_a_ray_daughter_runs_and_kills_it(projec
         assert int(key) < 0  # a Ray daughter's key, never a local pid
         (cells,) = panel._cells.values()
         assert cells[0].isdigit() and cells[3] == "count"  # its pid on the node, its stage
+        # Live figures from its node (the runner's samples): memory, and CPU as it works.
+        await until(lambda: [c[6] for c in panel._cells.values()][0].endswith(("K", "M", "G")), 30, "its RSS")
+        (cells,) = panel._cells.values()
         # `tacx providers`, from another terminal, says where it runs too.
         listed = await asyncio.to_thread(project.tacx, "providers", "--json")
         (running,) = next(e for e in json.loads(listed.stdout) if e["name"] == "python")["running"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tacx.engine.ray import node
+from tacx.engine.ray import frames, node
 
 RUNNER_SOURCE = Path(node.__file__).read_text(encoding="utf-8")
 NONCE = "9f2c4e"
@@ -61,7 +61,7 @@ class Job:
         self.log = tmp_path / f"job-{uuid.uuid4().hex[:6]}.log"
         self.stopped_runner: psutil.Process | None = None
         self.log.write_text(RAY_NOISE)
-        self.spec_text = node.encode_spec(spec)
+        self.spec_text = frames.encode_spec(spec)
         env = dict(os.environ, TACX_RAY_RUNNER=RUNNER_SOURCE, TACX_RAY_SPEC=self.spec_text, **(extra_env or {}))
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(["sh", "-c", node.ENTRYPOINT], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -69,7 +69,7 @@ class Job:
 
     def frames(self, nonce: str = NONCE) -> list[tuple[str, str]]:
         lines = self.log.read_bytes().decode("utf-8", "replace").split("\n")
-        return [f for f in (node.parse_frame(line, nonce) for line in lines) if f]
+        return [f for f in (frames.parse_frame(line, nonce) for line in lines) if f]
 
     def payloads(self, kind: str) -> list:
         return [json.loads(p) if kind != "o" else p for k, p in self.frames() if k == kind]
@@ -161,20 +161,20 @@ def test_binary_output_and_exit_code_come_back_exactly_through_ray_noise(tmp_pat
 
 def test_frames_and_specs_parse_as_documented():
     frame = node.format_frame(NONCE, "n", '{"text": "hi"}').decode()
-    assert node.parse_frame(frame, NONCE) == ("n", '{"text": "hi"}')
-    assert node.parse_frame("noise " + frame, NONCE) == ("n", '{"text": "hi"}')
-    assert node.parse_frame(frame.splitlines()[1], NONCE) == ("n", '{"text": "hi"}')  # splitlines cuts at \x1e
-    assert node.parse_frame(frame, "other") is None
-    assert node.parse_frame(frame.replace(" n ", " q "), NONCE) is None
-    assert node.parse_frame(RAY_NOISE, NONCE) is None
+    assert frames.parse_frame(frame, NONCE) == ("n", '{"text": "hi"}')
+    assert frames.parse_frame("noise " + frame, NONCE) == ("n", '{"text": "hi"}')
+    assert frames.parse_frame(frame.splitlines()[1], NONCE) == ("n", '{"text": "hi"}')  # splitlines cuts at \x1e
+    assert frames.parse_frame(frame, "other") is None
+    assert frames.parse_frame(frame.replace(" n ", " q "), NONCE) is None
+    assert frames.parse_frame(RAY_NOISE, NONCE) is None
     spec = {"v": 1, "nonce": NONCE, "argv": ["é", "a b"]}
-    assert node.decode_spec(node.encode_spec(spec)) == spec
+    assert node.decode_spec(frames.encode_spec(spec)) == spec
     standard = base64.b64encode(zlib.compress(json.dumps(spec).encode())).decode()
     assert node.decode_spec(standard) == spec
     with pytest.raises(ValueError, match="not a tacx Ray job spec"):
         node.decode_spec("not base64 at all!")
     with pytest.raises(ValueError, match="at most"):
-        node.encode_spec({"v": 1, "files": {"/x": os.urandom(200_000).hex()}})
+        frames.encode_spec({"v": 1, "files": {"/x": os.urandom(200_000).hex()}})
 
 
 def test_stop_signal_to_the_runner_ends_a_double_forked_tree(tmp_path):
@@ -365,3 +365,18 @@ def test_daughter_environment_has_the_marker_and_not_the_job_vars(tmp_path):
     assert not [ln for ln in lines if ln.startswith(("TACX_RAY_SPEC=", "TACX_RAY_RUNNER=", "DROPPED="))]
     assert end["exit_code"] == 0
     assert any("earlier runner" in n["text"] for n in job.payloads("n"))
+
+
+def test_live_samples_of_the_daughters_group_come_every_two_seconds(tmp_path):
+    """p frames: the daughter's process group's RSS, CPU and children on its node, while it runs."""
+    marker = new_marker(tmp_path)
+    code = ("import subprocess, time; block = bytearray(64 * 1024 * 1024); child = subprocess.Popen(['sleep', '30']);"
+            " deadline = time.time() + 1.5\nwhile time.time() < deadline: pass\ntime.sleep(3); child.kill()")
+    job = Job(tmp_path, make_spec(marker, [sys.executable, "-c", code]))
+    job.wait_for(lambda: len(job.payloads("p")) >= 2, "two samples", timeout=30)
+    first, second = job.payloads("p")[:2]
+    assert first["rss"] >= 64 * 1024 * 1024 and first["children"] == 1, first
+    assert first["cpu_seconds"] >= 1.0 and second["cpu_seconds"] >= first["cpu_seconds"]
+    assert second["at"] - first["at"] >= 1.9
+    end = job.finish()
+    assert end["exit_code"] == 0

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tacx.engine.executor import Daughter, ExitInfo, Placement
-from tacx.engine.ray import node
+from tacx.engine.ray import frames, node
 from tacx.engine.ray.config import RaySettings
 from tacx.engine.ray.ids import home_prefix, submission_id  # noqa: F401 - submission_id: tacx's name for a job
 from tacx.engine.ray.jobs import JobExists, JobServer, RayUnreachable
@@ -57,6 +57,7 @@ class RayDaughter(Daughter):
     nonce: str = ""
     remote_pid: int = 0
     written: int = 0  # its output bytes in the local log file (a re-read of the job's log skips them)
+    sampled_at: float = 0.0  # the node's time of the last sample
     sync: tuple[Path, str, str] | None = None  # the local worktree, remote URL and branch it brings back
     _log: IO[bytes] | None = None
 
@@ -131,7 +132,7 @@ class RayExecutor:
             entrypoint=f'{shlex.quote(self.settings.python)} -c "${RUNNER_ENV}"',
             submission_id=sid,
             runtime_env={"env_vars": {
-                RUNNER_ENV: self._runner_source, SPEC_ENV: node.encode_spec(spec),
+                RUNNER_ENV: self._runner_source, SPEC_ENV: frames.encode_spec(spec),
                 STOP_WAIT_ENV: str(int(self.grace + 10)),
             }},
             metadata={"tacx_nonce": nonce, "tacx_marker": marker[-200:],
@@ -273,7 +274,7 @@ class RayExecutor:
                 pending += chunk
                 *lines, pending = pending.split("\n")
                 for line in lines:
-                    frame = node.parse_frame(line, d.nonce)
+                    frame = frames.parse_frame(line, d.nonce)
                     if frame is None:
                         continue
                     kind, payload = frame
@@ -281,6 +282,8 @@ class RayExecutor:
                         seen = self._output(d, payload, seen)
                     elif kind == "s":
                         self._started(d, payload)
+                    elif kind == "p":
+                        self._sampled(d, payload)
                     elif kind == "x":
                         await self._ended(d, payload)
                         return True
@@ -341,6 +344,18 @@ class RayExecutor:
             d.last_output_at = time.time()
         d.remote_pid = int(info.get("pid") or 0)
 
+    @staticmethod
+    def _sampled(d: RayDaughter, payload: str) -> None:
+        """The runner's sample of the daughter's process group on its node: live figures for
+        the dashboard and the store, as the local sampler keeps them (CPU% between two samples,
+        by the node's clock, so a re-read of the log gives the same)."""
+        sample = _json(payload)
+        cpu, at = float(sample.get("cpu_seconds") or 0.0), float(sample.get("at") or 0.0)
+        if d.sampled_at and at > d.sampled_at:
+            d.cpu_percent = max(0.0, (cpu - d.cpu_seconds) / (at - d.sampled_at) * 100)
+        d.sampled_at, d.rss, d.children = at, int(sample.get("rss") or 0), int(sample.get("children") or 0)
+        d.peak_rss, d.cpu_seconds = max(d.peak_rss, d.rss), max(d.cpu_seconds, cpu)
+
     async def _ended(self, d: RayDaughter, payload: str) -> None:
         end = _json(payload)
         failure = end.get("error") or None
@@ -356,8 +371,8 @@ class RayExecutor:
                     await asyncio.to_thread(git_remote.take_back, tree, url, branch, str(end["pushed"]))
                 except WorkspaceError as exc:
                     failure = str(exc)  # here, in the local worktree: not the node's doing
-        self._finish(d, ExitInfo(end.get("exit_code"), end.get("signal"), int(end.get("peak_rss") or 0),
-                                 float(end.get("cpu_seconds") or 0.0)), failure)
+        peak, cpu = max(d.peak_rss, int(end.get("peak_rss") or 0)), max(d.cpu_seconds, float(end.get("cpu_seconds") or 0))
+        self._finish(d, ExitInfo(end.get("exit_code"), end.get("signal"), peak, cpu), failure)
 
     async def _without_end_frame(self, d: RayDaughter) -> None:
         """The log ended without the runner's last frame: Ray says how the job ended (its

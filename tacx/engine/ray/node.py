@@ -5,7 +5,8 @@ stdout, stderr and its own lines into the job log, so stdout carries only frames
 written by one os.write, `\\x1etacx <nonce> <kind> <payload>\\n`, kind: s {"pid", "host", "ip",
 "cwd", "started_at"} once the daughter started; o base64 (standard) of up to 48 KiB of its output
 (stdout+stderr, one pipe); n {"text"} a note; x {"exit_code", "signal", "peak_rss", "cpu_seconds",
-"ended_at", "error", "pushed", "push_error", "leftovers"}, always last, once. Exit code: the
+"ended_at", "error", "pushed", "push_error", "leftovers"}, always last, once; p {"rss",
+"cpu_seconds", "children", "at"} every SAMPLE_SECONDS while it runs. Exit code: the
 daughter's; 128+signal if it died of one (or a stop came before it started); 127 (126) when its
 program is missing (not executable), x's exit_code too; 1 on the runner's own error (x's `error`
 set, exit_code null). An unreadable spec gets no frame (no nonce), only a line on stderr."""
@@ -18,22 +19,12 @@ SPEC_ENV, RUNNER_ENV, MARKER_ENV = "TACX_RAY_SPEC", "TACX_RAY_RUNNER", "TACX_DAU
 ENTRYPOINT = 'python3 -c "$TACX_RAY_RUNNER"'
 SPEC_VERSION = 1
 FRAME_LEAD = "\x1etacx "
-FRAME_START, FRAME_OUTPUT, FRAME_NOTE, FRAME_EXIT = "s", "o", "n", "x"
-FRAME_KINDS = frozenset((FRAME_START, FRAME_OUTPUT, FRAME_NOTE, FRAME_EXIT))
+FRAME_START, FRAME_OUTPUT, FRAME_NOTE, FRAME_EXIT, FRAME_SAMPLE = "s", "o", "n", "x", "p"
+FRAME_KINDS = frozenset((FRAME_START, FRAME_OUTPUT, FRAME_NOTE, FRAME_EXIT, FRAME_SAMPLE))
+SAMPLE_SECONDS = 2.0  # between p frames: the daughter's process group's RSS and CPU, live
 CHUNK_BYTES = 48 * 1024
-MAX_SPEC_CHARS = 131072 - len(SPEC_ENV) - 2  # Linux's MAX_ARG_STRLEN caps one "NAME=value\0"
 DEFAULT_GRACE, DRAIN_SECONDS, KILL_WAIT_SECONDS = 5.0, 2.0, 5.0
 _NONCE = re.compile(r"[0-9A-Za-z]{1,128}")
-
-
-def encode_spec(spec: dict) -> str:
-    """The TACX_RAY_SPEC value for `spec`; ValueError when it would not fit in one variable."""
-    raw = json.dumps(spec, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    text = base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode("ascii")
-    if len(text) > MAX_SPEC_CHARS:
-        raise ValueError(f"the Ray job spec is {len(text)} characters encoded; "
-                         f"one environment variable holds at most {MAX_SPEC_CHARS}")
-    return text
 
 
 def decode_spec(text: str) -> dict:
@@ -51,18 +42,6 @@ def decode_spec(text: str) -> dict:
 
 def format_frame(nonce: str, kind: str, payload: str) -> bytes:
     return f"{FRAME_LEAD}{nonce} {kind} {payload}\n".encode("utf-8")
-
-
-def parse_frame(line: str, nonce: str) -> tuple[str, str] | None:
-    """(kind, payload) when `line` is a frame of this nonce, else None (Ray's lines, other jobs').
-    Split the log at "\\n" only: str.splitlines() also cuts at \\x1e (a frame cut so is still read)."""
-    lead = f"{FRAME_LEAD}{nonce} "
-    at = line.find(lead)
-    if not nonce or (at < 0 and not line.startswith(lead[1:])):
-        return None
-    rest = line[at + len(lead):] if at >= 0 else line[len(lead) - 1:]
-    kind, sep, payload = rest.rstrip("\r\n").partition(" ")
-    return (kind, payload) if sep and kind in FRAME_KINDS else None
 
 
 class _Abort(Exception):
@@ -106,6 +85,21 @@ def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
         return fields[0].decode("ascii", "replace"), int(fields[1]), int(fields[2]), int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def group_usage(group: int) -> tuple[int, float, int]:
+    """(RSS bytes, CPU seconds, processes) of a process group, summed from /proc/*/stat."""
+    rss, cpu, count = 0, 0.0, 0
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if name.isdigit() and int(fields[2]) == group:
+                rss, count = rss + int(fields[21]) * os.sysconf("SC_PAGE_SIZE"), count + 1
+                cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return rss, cpu, count
 
 
 def _ancestors() -> set[int]:
@@ -489,11 +483,16 @@ class Runner:
 
     def relay(self) -> None:
         """Relay output until the daughter ends (not its pipe: a double-forked grandchild may hold it) or a stop."""
+        next_sample = time.monotonic() + SAMPLE_SECONDS
         while self.status is None:
             if self.signals.stop:
                 return self.stop_tree()
             self.pump(0.5)
             self.reap()
+            if self.status is None and time.monotonic() >= next_sample:
+                next_sample, (rss, cpu, count) = time.monotonic() + SAMPLE_SECONDS, group_usage(self.proc.pid)
+                self.emit(FRAME_SAMPLE, json.dumps({"rss": rss, "cpu_seconds": round(cpu, 3), "at": time.time(),
+                                                    "children": max(0, count - 1)}))
         self.leftovers = len(self.end_processes(group=self.proc.pid))
         self.drain()
 
