@@ -129,7 +129,8 @@ def test_a_job_server_refusal_says_what_it_refused_in_one_line(ray_head: RayHead
     server.stop("tacx-attack-twice")
     text = str(refused.value)
     assert "\n" not in text and "Traceback" not in text, text
-    assert "answered with an error" in text and "non-terminal state" in text and "cannot reach" not in text, text
+    assert "answered HTTP 500: Attempted to delete job" in text and "non-terminal state" in text, text
+    assert "cannot reach" not in text, text
 
 
 SIDE_BY_SIDE = """

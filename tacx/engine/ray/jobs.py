@@ -5,15 +5,11 @@ on first use, never when tacx starts."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger(__name__)
-
-TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 REQUEST_TIMEOUT = 30.0  # seconds for one answer of the job server
 LIVE = frozenset({"PENDING", "RUNNING"})
 
@@ -35,7 +31,6 @@ class Job:
     message: str
     exit_code: int | None
     metadata: dict[str, str]
-    node_id: str
 
     @property
     def live(self) -> bool:
@@ -53,7 +48,6 @@ def _job(details: Any) -> Job:
         message=details.message or "",
         exit_code=getattr(details, "driver_exit_code", None),
         metadata=dict(details.metadata or {}),
-        node_id=getattr(details, "driver_node_id", None) or "",
     )
 
 
@@ -115,9 +109,6 @@ class JobServer:
                 raise LookupError(str(exc)) from None
             if isinstance(exc, RuntimeError) and "already exists" in str(exc):
                 raise JobExists(str(exc)) from None
-            if isinstance(exc, RuntimeError) and "status code" in str(exc):  # it answered, with an error
-                raise RayUnreachable(f"the Ray cluster's job server at {self.address} answered with an error:"
-                                     f" {_reason(exc)}") from None
             if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "AuthenticationError":
                 raise self._unreachable(exc) from None
             raise
@@ -147,9 +138,6 @@ class JobServer:
 
     def jobs(self) -> list[Job]:
         return [_job(d) for d in self._call("list_jobs") if d.submission_id]
-
-    def logs(self, submission_id: str) -> str:
-        return self._call("get_job_logs", submission_id)
 
     async def tail(self, submission_id: str) -> AsyncIterator[str]:
         """The job's log from its start, as Ray's tail gives it, until the job ended."""
