@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tacx.engine.ray.executor import submission_id
+from tacx.engine.state import marker
 from tests.conftest import Project, wait_for
 
 ray_job_submission = pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
@@ -59,7 +60,7 @@ def log_of(project: Project, task_id: int, name: str, attempt: int = 1) -> bytes
 
 
 def job_of(project: Project, task_id: int, name: str, attempt: int = 1) -> str:
-    return submission_id(f"{project.home}#{task_id}/{name}/{attempt}")
+    return submission_id(marker(f"{project.home}#", task_id, name, attempt))
 
 
 def jobs(head: RayHead) -> dict[str, object]:
@@ -185,15 +186,22 @@ stages:
 """
 
 
-def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head: RayHead) -> None:
+def counting_when_tacx_is_killed(project: Project, ray_head: RayHead, line: bytes) -> tuple[int, Path]:
+    """A counter task on Ray, whose tacx is killed with -9 once its log holds `line`: the
+    task's id and its stage's log."""
     configure(project, ray_head, shared_filesystem=True)
     project.workflow("counter", COUNTER)
     task_id = project.submit("counter.yaml")
     coordinator = project.start("--no-ui")
     log = project.home / "logs" / str(task_id) / "count.1.log"
-    wait_for(lambda: log.exists() and b"line 3" in log.read_bytes(), timeout=90, what="the job's output streaming")
+    wait_for(lambda: log.exists() and line in log.read_bytes(), timeout=90, what="the job's output streaming")
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
+    return task_id, log
+
+
+def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head: RayHead) -> None:
+    task_id, log = counting_when_tacx_is_killed(project, ray_head, b"line 3")
     time.sleep(1.0)  # the job runs on while nobody follows it
     project.tacx("--no-ui", "--exit-when-idle", timeout=120)
     shown = project.show(task_id)
@@ -207,14 +215,7 @@ def test_kill9_of_tacx_then_its_ray_job_is_readopted(project: Project, ray_head:
 
 
 def test_a_job_ray_lost_while_tacx_was_down_runs_again(project: Project, ray_head: RayHead) -> None:
-    configure(project, ray_head, shared_filesystem=True)
-    project.workflow("counter", COUNTER)
-    task_id = project.submit("counter.yaml")
-    coordinator = project.start("--no-ui")
-    log = project.home / "logs" / str(task_id) / "count.1.log"
-    wait_for(lambda: log.exists() and b"line 1" in log.read_bytes(), timeout=90, what="the job running")
-    coordinator.send_signal(signal.SIGKILL)
-    coordinator.wait()
+    task_id, _ = counting_when_tacx_is_killed(project, ray_head, b"line 1")
     client = ray_job_submission.JobSubmissionClient(ray_head.address)
     sid = job_of(project, task_id, "count")
     assert sid in jobs(ray_head)
@@ -358,20 +359,20 @@ async def test_a_job_id_ray_still_holds_is_ended_forgotten_and_taken_again(ray_h
     from tacx.engine.ray.config import RaySettings
     from tacx.engine.ray.executor import RayExecutor
 
-    marker = f"{tmp_path}#1/say/1"
+    held = f"{tmp_path}#1/say/1"
     client = ray_job_submission.JobSubmissionClient(ray_head.address)
-    client.submit_job(entrypoint="sleep 300", submission_id=submission_id(marker))
+    client.submit_job(entrypoint="sleep 300", submission_id=submission_id(held))
     executor = RayExecutor(RaySettings(address=ray_head.address, shared_filesystem=True),
                            marker_prefix=f"{tmp_path}#", grace=1.0)
     try:
         d = await executor.spawn([sys.executable, "-c", "print('the new one')"], env={}, cwd=tmp_path,
-                                 log_path=tmp_path / "say.log", status_path=tmp_path / "say.status", marker=marker,
+                                 log_path=tmp_path / "say.log", status_path=tmp_path / "say.status", marker=held,
                                  placement=Placement("none", tmp_path))
         info = await asyncio.wait_for(asyncio.shield(d.exited), timeout=90)
     finally:
         await executor.stop()
     assert info.exit_code == 0 and (tmp_path / "say.log").read_bytes() == b"the new one\n"
-    assert "sleep 300" not in client.get_job_info(submission_id(marker)).entrypoint
+    assert "sleep 300" not in client.get_job_info(submission_id(held)).entrypoint
 
 
 def test_a_providers_limit_holds_across_the_cluster(project: Project, ray_head: RayHead) -> None:

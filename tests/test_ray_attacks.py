@@ -10,26 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Project, wait_for
-from tests.test_ray import configure, git_project, job_of, log_of, stage
+from tests.test_ray import COUNTER, configure, git_project, job_of, log_of, stage
 
 pytest.importorskip("ray.job_submission", reason="the ray extra is not installed")
 
 from tests.rayhead import RayHead  # noqa: E402
-
-COUNT = """
-name: count
-workspace: none
-defaults: {executor: ray, timeout: 180}
-stages:
-  - name: count
-    provider: python
-    run: |
-      import time
-      for i in range(6):
-          print(f"line {i}", flush=True)
-          time.sleep(0.3)
-"""
-
 
 def frozen_head_processes(head: RayHead) -> list:
     """The head's job server: the dashboard and its job module (what a frozen or cut-off head
@@ -283,8 +268,8 @@ def test_cancel_without_a_coordinator_stops_a_ray_job_tacx_died_before_recording
     """tacx died right after submitting (no daughter row yet); `tacx cancel` with no
     coordinator must still stop the job, not leave it running until some later start."""
     configure(project, ray_head, shared_filesystem=True)
-    project.workflow("count", COUNT.replace("range(6)", "range(600)"))
-    task_id = project.submit("count.yaml")
+    project.workflow("counter", COUNTER.replace("range(12)", "range(600)"))
+    task_id = project.submit("counter.yaml")
     project.env["TACX_FAULT"] = "after-spawn"
     project.tacx("--no-ui", "--exit-when-idle", timeout=120, check=-signal.SIGKILL)
     del project.env["TACX_FAULT"]

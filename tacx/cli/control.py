@@ -12,6 +12,7 @@ from typing import Any
 
 from tacx.cli.common import EXIT_OK, EXIT_USAGE, UsageError, exit_for_refusals, known_tasks, project_settings, writer
 from tacx.engine.local import cgroups
+from tacx.engine.ray.config import RaySettings
 from tacx.engine.local.processes import end_processes, scan_marked
 from tacx.home import CoordinatorLock, Home, LockHeld, coordinator_running
 from tacx.store import records
@@ -52,37 +53,36 @@ def _cancel_without_coordinator(home: Home, conn: sqlite3.Connection, task_id: i
     if status == "cancelled":
         return f"task {task_id} cancelled"
     prefix = f"{home.marker_prefix}{task_id}/"
-    grace = project_settings(home).kill_grace
-    stopped = _stop_ray_jobs(home, conn, task_id)
-    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), grace)
-    cgroups.end_task(home.root, task_id, grace)  # escapees that dropped the marker, where cgroups are in use
+    settings = project_settings(home)
+    stopped = _stop_ray_jobs(home, settings.executors.ray, conn, task_id)
+    ended = end_processes(scan_marked(lambda m: m.startswith(prefix)), settings.kill_grace)
+    cgroups.end_task(home.root, task_id, settings.kill_grace)  # escapees that dropped the marker, where cgroups are in use
     with transaction(conn):
         records.mark_cancelled(conn, task_id, "running", {"ended_pids": ended, "coordinator": False})
         conn.execute("UPDATE daughters SET ended_at = ? WHERE task_id = ? AND ended_at IS NULL", (time.time(), task_id))
     return f"task {task_id} cancelled" + (f"; ended pids {ended}" if ended else "") + stopped
 
 
-def _stop_ray_jobs(home: Home, conn: sqlite3.Connection, task_id: int) -> str:
+def _stop_ray_jobs(home: Home, ray_settings: RaySettings | None, conn: sqlite3.Connection, task_id: int) -> str:
     """The task's daughters running as Ray jobs: asked to stop (their runners end the trees).
     With a cluster configured, so is each running stage's attempt that has no daughter row:
     tacx died right after submitting it, and nothing else would stop it before tacx starts."""
     rows = conn.execute(
         "SELECT stage, attempt FROM daughters WHERE task_id = ? AND ended_at IS NULL AND executor = 'ray'", (task_id,)
     ).fetchall()
-    ray_settings = project_settings(home).executors.ray
     unrecorded = conn.execute(
         "SELECT s.name, s.attempt FROM stages s WHERE s.task_id = ? AND s.status = 'running' AND NOT EXISTS"
         " (SELECT 1 FROM daughters d WHERE d.stage_id = s.id AND d.attempt = s.attempt)", (task_id,)
     ).fetchall() if ray_settings is not None else []
     if not rows and not unrecorded:
         return ""
-    from tacx.engine.ray.executor import submission_id
+    from tacx.engine.ray.ids import submission_id
     from tacx.engine.ray.jobs import JobServer, RayUnreachable
-    from tacx.engine.ray.config import RaySettings
+    from tacx.engine.state import marker
 
     server = JobServer((ray_settings or RaySettings()).job_server())
-    ids = [submission_id(f"{home.marker_prefix}{task_id}/{stage}/{attempt}") for stage, attempt in rows]
-    maybe = [submission_id(f"{home.marker_prefix}{task_id}/{stage}/{attempt}") for stage, attempt in unrecorded]
+    ids = [submission_id(marker(home.marker_prefix, task_id, stage, attempt)) for stage, attempt in rows]
+    maybe = [submission_id(marker(home.marker_prefix, task_id, stage, attempt)) for stage, attempt in unrecorded]
     try:
         for sid in ids:
             server.stop(sid)

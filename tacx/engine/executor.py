@@ -203,9 +203,13 @@ class Executors:
             return self.named[executor]
         return self.for_provider(provider)
 
+    def recorded(self, name: str | None, provider: str | None) -> Executor:
+        """The executor a daughter's record names, else its provider's."""
+        return self.named.get(name or "") or self.for_provider(provider)
+
     def of(self, d: Daughter) -> Executor:
         """The executor that runs (or ran) a daughter."""
-        return self.named.get(d.executor, self.default)
+        return self.recorded(d.executor, None)
 
     def all(self) -> list[Executor]:
         """Each executor once, the default first."""

@@ -95,7 +95,7 @@ class Recovery:
 
     def _executor_of(self, d: sqlite3.Row) -> Executor:
         """The executor that ran a recorded daughter: the one its row names."""
-        return self.executors.named.get(d["executor"]) or self.executors.for_provider(d["provider"])
+        return self.executors.recorded(d["executor"], d["provider"])
 
     async def _close_orphan_daughter(self, d: sqlite3.Row) -> None:
         executor = self._executor_of(d)

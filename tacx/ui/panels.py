@@ -524,7 +524,7 @@ class DaughterView:
     children: int
     started_at: float
     live: bool
-    node: str = ""  # where it runs: "" this machine, else the cluster node (or "ray" until placed)
+    node: str = ""  # where it runs: "" this machine, else the cluster node ("ray: placing" until placed)
     shown_pid: str = ""  # its pid where it runs
 
 
@@ -537,7 +537,7 @@ def daughter_views(daughters: Iterable[Any], home_prefix: str) -> list[DaughterV
         task, _, rest = where.partition("/")
         stage = rest.rsplit("/", 1)[0]
         command = command_text(d.command)
-        remote = getattr(d, "executor", "local") != "local"
+        remote = d.executor != "local"
         node = (d.node or f"{d.executor}: placing") if remote else ""
         pid = str(getattr(d, "remote_pid", 0) or "") if remote else str(d.pid)
         views.append(DaughterView(d.pid, task, stage, one_line(command, 160), d.cpu_percent, d.rss, d.children,

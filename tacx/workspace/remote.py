@@ -12,6 +12,12 @@ from tacx.workspace.worktree import WorkspaceError, _failure, _git, _run, _sha
 AUTHOR = ("tacx", "tacx@localhost")
 
 
+def _as_tacx() -> tuple[str, ...]:
+    """git's options that make tacx the author of what it commits."""
+    name, email = AUTHOR
+    return ("-c", f"user.name={name}", "-c", f"user.email={email}")
+
+
 def remote_url(project: Path, remote: str) -> str:
     """The URL nodes clone from: a remote's name in the project, or a URL or path as given
     (a local path made absolute, so a node on a shared filesystem finds it)."""
@@ -36,9 +42,8 @@ def commit_all(tree: Path, message: str) -> bool:
     if not _git(tree, "status", "--porcelain", "--untracked-files=all").strip():
         return False
     _git(tree, "add", "-A")
-    name, email = AUTHOR
-    _git(tree, "-c", f"user.name={name}", "-c", f"user.email={email}", "commit", "--quiet", "--no-verify",
-         "-m", message, what=f"could not commit the work in {tree} before sending it to the cluster")
+    _git(tree, *_as_tacx(), "commit", "--quiet", "--no-verify", "-m", message,
+         what=f"could not commit the work in {tree} before sending it to the cluster")
     return True
 
 
@@ -76,8 +81,7 @@ def _bring_in(tree: Path, sha: str, branch: str) -> None:
     of the same task committed meanwhile, a merge of the two."""
     if _run(tree, "merge", "--ff-only", "--quiet", sha).returncode == 0:
         return
-    name, email = AUTHOR
-    merged = _run(tree, "-c", f"user.name={name}", "-c", f"user.email={email}", "merge", "--no-edit", "--quiet",
+    merged = _run(tree, *_as_tacx(), "merge", "--no-edit", "--quiet",
                   "-m", f"tacx: merge the node's work ({sha[:12]}) on {branch}", sha)
     if merged.returncode != 0:
         _run(tree, "merge", "--abort")

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from tacx.engine.executor import Daughter, ExitInfo, Placement
 from tacx.engine.ray import frames, node
+from tacx.engine.ray.node import RUNNER_ENV, SPEC_ENV, SPEC_VERSION
 from tacx.engine.ray.config import RaySettings
 from tacx.engine.ray.ids import home_prefix, submission_id  # noqa: F401 - submission_id: tacx's name for a job
 from tacx.engine.ray.jobs import JobExists, JobServer, RayUnreachable
@@ -40,7 +41,6 @@ from tacx.workspace.worktree import WorkspaceError
 
 log = logging.getLogger(__name__)
 
-RUNNER_ENV, SPEC_ENV = "TACX_RAY_RUNNER", "TACX_RAY_SPEC"
 # Ray ends a stopped job's entrypoint this long after its SIGTERM; the runner needs its grace
 # and a little more to end the daughter's tree itself first.
 STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
@@ -117,7 +117,7 @@ class RayExecutor:
         sid, nonce, now = submission_id(marker), secrets.token_hex(8), time.time()
         argv = [self.settings.python if a == sys.executable else a for a in argv]  # this machine's path
         spec = {
-            "v": 1, "nonce": nonce, "marker": marker, "argv": argv, "env": env,
+            "v": SPEC_VERSION, "nonce": nonce, "marker": marker, "argv": argv, "env": env,
             "files": {str(k): v for k, v in (files or {}).items()}, "mkdirs": [],
             "workspace": workspace, "grace": self.grace,
         }
@@ -154,8 +154,8 @@ class RayExecutor:
 
     def _submit(self, **job: Any) -> None:
         """Submit; a job Ray still keeps under the same id is from an earlier life of this
-        home (its store was removed, or its last task's id reused after `tacx rm`): nothing
-        of tacx's follows it any more, so it is ended, forgotten, and the id used again."""
+        home (its store restored from a backup, say): nothing of tacx's follows it any more,
+        so it is ended, forgotten, and the id used again."""
         try:
             self.jobs.submit(**job)
             return
@@ -196,7 +196,7 @@ class RayExecutor:
             stage = marker.rpartition("#")[2]
             base = git_remote.send_branch(cwd, url, placement.branch, stage)
             return ({"kind": "clone", "remote": url, "branch": placement.branch, "base": base,
-                     "author": "tacx <tacx@localhost>", "message": f"tacx: {stage}"},
+                     "author": "{} <{}>".format(*git_remote.AUTHOR), "message": f"tacx: {stage}"},
                     (cwd, url, placement.branch))
         if not self.settings.shared_filesystem:
             raise ValueError(
@@ -534,8 +534,8 @@ class RayExecutor:
             self._sampler = asyncio.create_task(self._sample_loop(), name="tacx-ray-sampler")
 
     async def _sample_loop(self) -> None:
-        """Hand the live daughters to the sampler's callback (idle timeouts read their last
-        output); their processes' figures stay on their nodes."""
+        """Hand the live daughters to the sampler's callback: idle timeouts read their last
+        output, and the dashboard and the store the figures their runners' samples brought."""
         while True:
             await asyncio.sleep(self.sample_interval)
             live = [d for d in self.daughters.values() if not d.done]

@@ -89,17 +89,16 @@ def _proc_stat(pid: int) -> tuple[str, int, int, int] | None:
 
 def group_usage(group: int) -> tuple[int, float, int]:
     """(RSS bytes, CPU seconds, processes) of a process group, summed from /proc/*/stat."""
-    rss, cpu, count = 0, 0.0, 0
-    for name in os.listdir("/proc"):
+    rss, ticks, count = 0, 0, 0
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
-            if name.isdigit() and int(fields[2]) == group:
-                rss, count = rss + int(fields[21]) * os.sysconf("SC_PAGE_SIZE"), count + 1
-                cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if int(fields[2]) == group:
+                rss, ticks, count = rss + int(fields[21]), ticks + int(fields[11]) + int(fields[12]), count + 1
         except (OSError, IndexError, ValueError):
             continue
-    return rss, cpu, count
+    return rss * os.sysconf("SC_PAGE_SIZE"), ticks / os.sysconf("SC_CLK_TCK"), count
 
 
 def _ancestors() -> set[int]:
