@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 # and a little more to end the daughter's tree itself first.
 STOP_WAIT_ENV = "RAY_JOB_STOP_WAIT_TIME_S"
 RETRY_PAUSE = 1.0
+RAY_MONITOR_PERIOD = 1.0  # Ray's JobManager.JOB_MONITOR_LOOP_PERIOD_S
 STRAGGLER_SWEEP_EVERY = 60.0
 SYNC_KEY = "tacx_sync"  # job metadata: where a worktree stage's work comes back (read again after a crash)
 
@@ -167,6 +168,10 @@ class RayExecutor:
         deadline = time.monotonic() + self.grace + 20
         while (old := self.jobs.job(sid)) is not None and old.live and time.monotonic() < deadline:
             time.sleep(0.5)
+        # Ray's monitor of the old job looks at the id's record once a second until it sees the
+        # old supervisor gone: a job submitted under the id before then is marked FAILED by it
+        # ("Job supervisor actor died"), though it runs.
+        time.sleep(RAY_MONITOR_PERIOD * 3)
         self.jobs.delete(sid)
         self.jobs.submit(**job)
 
